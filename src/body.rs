@@ -1,0 +1,232 @@
+//! The bodies that cross the proxy: the client's request body on its way
+//! upstream, and the response body on its way back. Both stream frame by frame;
+//! neither is ever collected in memory.
+
+use crate::proxy::idle::RequestActive;
+use crate::telemetry::access_log::Entry;
+use crate::upstream::InFlight;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// Why a body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("client request body failed: {0}")]
+    Client(#[source] hyper::Error),
+    #[error("upstream response body failed: {0}")]
+    Upstream(#[source] hyper::Error),
+    #[error("upstream sent nothing for {0:?} in the middle of the response body")]
+    UpstreamIdle(Duration),
+}
+
+/// The client's request body, streamed upstream with a size limit and a byte count.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: Option<u64>,
+    received: Arc<AtomicU64>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, received: Arc<AtomicU64>) -> RequestBody {
+        RequestBody {
+            inner: Some(inner),
+            limit,
+            received,
+        }
+    }
+
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            limit: None,
+            received: Arc::default(),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        let frame = match frame {
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Client(e)))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            let total = self.received.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+            if let Some(limit) = self.limit.filter(|limit| total > *limit) {
+                self.inner = None;
+                return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// A response on its way to the client: a fixed body made by Portico, or an
+/// upstream's body streamed through. When it is done (sent, failed, or dropped
+/// because the client left) it writes the request's access-log line.
+pub struct ResponseBody {
+    kind: Kind,
+    sent: u64,
+    log: Option<Box<Entry>>,
+    /// Keeps the client connection counted as busy until the body is done.
+    _active: Option<RequestActive>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(UpstreamBody),
+}
+
+struct UpstreamBody {
+    inner: Incoming,
+    /// Longest pause allowed between two frames of the body.
+    idle: Duration,
+    /// Armed lazily: most bodies arrive with their head and never wait.
+    timer: Option<Pin<Box<Sleep>>>,
+    progressed: bool,
+    /// Keeps the target's in-flight count until the body is done.
+    _in_flight: InFlight,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        let bytes = bytes.into();
+        let kind = Kind::Full((!bytes.is_empty()).then_some(bytes));
+        ResponseBody { kind, sent: 0, log: None, _active: None }
+    }
+
+    pub fn empty() -> ResponseBody {
+        ResponseBody::full(Bytes::new())
+    }
+
+    pub fn upstream(inner: Incoming, idle: Duration, in_flight: InFlight) -> ResponseBody {
+        let kind = Kind::Upstream(UpstreamBody {
+            inner,
+            idle,
+            timer: None,
+            progressed: false,
+            _in_flight: in_flight,
+        });
+        ResponseBody { kind, sent: 0, log: None, _active: None }
+    }
+
+    /// Attaches the access-log entry written when the body is done.
+    pub fn set_log(&mut self, entry: Box<Entry>) {
+        self.log = Some(entry);
+    }
+
+    /// Keeps the connection's request count up until the body is done.
+    pub fn hold(&mut self, active: RequestActive) {
+        self._active = Some(active);
+    }
+
+    fn finish(&mut self, error: Option<&'static str>) {
+        if let Some(mut entry) = self.log.take() {
+            if error.is_some() {
+                entry.error = error;
+            }
+            entry.emit(self.sent);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        let unfinished = match &self.kind {
+            Kind::Full(rest) => rest.is_some(),
+            Kind::Upstream(body) => !body.inner.is_end_stream(),
+        };
+        self.finish(unfinished.then_some("client_disconnected"));
+    }
+}
+
+impl UpstreamBody {
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<BodyError> {
+        let deadline = Instant::now() + self.idle;
+        match &mut self.timer {
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            Some(timer) if self.progressed => timer.as_mut().reset(deadline),
+            Some(_) => {}
+        }
+        self.progressed = false;
+        match self.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(BodyError::UpstreamIdle(self.idle)),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(body) => match Pin::new(&mut body.inner).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    body.progressed = true;
+                    Poll::Ready(frame.map(|r| r.map_err(BodyError::Upstream)))
+                }
+                Poll::Pending => body.poll_idle(cx).map(|e| Some(Err(e))),
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!(error = %e, "response body cut short");
+                this.finish(Some(match e {
+                    BodyError::UpstreamIdle(_) => "upstream_body_timeout",
+                    _ => "upstream_body_failed",
+                }));
+            }
+            Poll::Ready(None) => this.finish(None),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Upstream(body) => body.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(body) => body.inner.size_hint(),
+        }
+    }
+}

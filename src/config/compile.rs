@@ -1,0 +1,316 @@
+//! From the file model to the runtime model ([`Compiled`]), checking what serde
+//! cannot: names that refer to each other, patterns, addresses, combinations.
+//!
+//! Checking and compiling are one pass: each pattern is parsed by the module
+//! that owns its syntax (router, rewrite, upstream), once, and a config that
+//! compiles is by construction a valid one.
+
+use super::error::{suggestion, ConfigErrors};
+use super::model::*;
+use crate::gateway::{Action, Compiled, FixedResponse, Forward, Gateway, ListenerSettings, Route};
+use crate::plugins::{PluginChain, REGISTRY};
+use crate::proxy::rewrite::Rewrite;
+use crate::router::{Matcher, RouteTable};
+use crate::upstream::{build_client, Balancer, HashOn, Target, Timeouts, UpstreamPool};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use indexmap::IndexMap;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub fn compile(config: &ConfigFile) -> Result<Compiled, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let listeners = compile_listeners(&config.listeners, &mut errors);
+    let upstreams = compile_upstreams(&config.upstreams, &mut errors);
+    let routes = compile_routes(config, &upstreams, &mut errors);
+    check_positive("shutdown.drain_timeout", config.shutdown.drain_timeout, &mut errors);
+    errors.into_result(Compiled {
+        gateway: Gateway {
+            routes: RouteTable::new(routes),
+            upstreams,
+            access_log: config.access_log.enabled,
+        },
+        listeners,
+        drain_timeout: config.shutdown.drain_timeout.get(),
+    })
+}
+
+fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) -> Vec<ListenerSettings> {
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    let mut out = Vec::new();
+    for (i, listener) in listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        check_name(&format!("{path}.name"), &listener.name, &mut names, "listener", errors);
+        let addr = match listener.addr.parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                errors.push(
+                    format!("{path}.addr"),
+                    format!("{:?} is not ip:port: write it like 127.0.0.1:8080 or [::]:8080", listener.addr),
+                );
+                continue;
+            }
+        };
+        if addr.port() != 0 && !addrs.insert(addr) {
+            errors.push(format!("{path}.addr"), format!("{addr} is used by another listener"));
+        }
+        check_positive(&format!("{path}.timeouts.header_read"), listener.timeouts.header_read, errors);
+        check_positive(&format!("{path}.timeouts.idle"), listener.timeouts.idle, errors);
+        let limits = &listener.limits;
+        if limits.max_headers == 0 {
+            errors.push(format!("{path}.limits.max_headers"), "must be at least 1");
+        }
+        if limits.max_header_bytes.get() < 1024 {
+            errors.push(format!("{path}.limits.max_header_bytes"), "must be at least 1KiB");
+        }
+        out.push(ListenerSettings {
+            name: listener.name.as_str().into(),
+            addr,
+            header_read_timeout: listener.timeouts.header_read.get(),
+            idle_timeout: listener.timeouts.idle.get(),
+            max_header_bytes: usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX),
+            max_headers: limits.max_headers,
+            max_request_body: limits.max_request_body.map(|size| size.get()),
+        });
+    }
+    out
+}
+
+fn compile_upstreams(
+    upstreams: &IndexMap<String, UpstreamConfig>,
+    errors: &mut ConfigErrors,
+) -> IndexMap<String, Arc<UpstreamPool>> {
+    let mut out = IndexMap::new();
+    for (name, upstream) in upstreams {
+        let path = format!("upstreams.{name}");
+        let before = errors.len();
+        if !valid_name(name) {
+            errors.push(&path, "upstream names use letters, digits, `-` and `_`");
+        }
+        if upstream.targets.is_empty() {
+            errors.push(format!("{path}.targets"), "no targets: list at least one `host:port`");
+        }
+        let mut primaries = Vec::new();
+        let mut backups = Vec::new();
+        let mut seen = HashSet::new();
+        for (i, target) in upstream.targets.iter().enumerate() {
+            let target_path = format!("{path}.targets[{i}]");
+            if target.weight() == 0 {
+                errors.push(format!("{target_path}.weight"), "weight must be at least 1 (remove the target to send it nothing)");
+                continue;
+            }
+            if !seen.insert(target.addr()) {
+                errors.push(&target_path, format!("{} is listed twice: give it a higher weight instead", target.addr()));
+                continue;
+            }
+            match Target::new(target.addr(), target.weight()) {
+                Ok(t) if target.backup() => backups.push(Arc::new(t)),
+                Ok(t) => primaries.push(Arc::new(t)),
+                Err(e) => errors.push(target_path, e),
+            }
+        }
+        if primaries.is_empty() && !backups.is_empty() {
+            errors.push(format!("{path}.targets"), "every target is a backup: at least one must take traffic");
+        }
+        let hash_on = match (&upstream.balance, &upstream.hash_on) {
+            (Balance::ConsistentHash, Some(text)) => HashOn::parse(text)
+                .map_err(|e| errors.push(format!("{path}.hash_on"), e))
+                .ok(),
+            (Balance::ConsistentHash, None) => {
+                errors.push(&path, "`balance: consistent_hash` needs `hash_on`: header:NAME, cookie:NAME or client_ip");
+                None
+            }
+            (_, Some(_)) => {
+                errors.push(format!("{path}.hash_on"), "`hash_on` applies only with `balance: consistent_hash`");
+                None
+            }
+            (_, None) => None,
+        };
+        check_positive(&format!("{path}.timeouts.connect"), upstream.timeouts.connect, errors);
+        check_positive(&format!("{path}.timeouts.response"), upstream.timeouts.response, errors);
+        if errors.len() > before {
+            continue;
+        }
+        let balancer = Balancer::new(upstream.balance, &primaries, hash_on);
+        let timeouts = Timeouts {
+            connect: upstream.timeouts.connect.get(),
+            response: upstream.timeouts.response.get(),
+        };
+        out.insert(name.clone(), Arc::new(UpstreamPool::new(name, primaries, backups, balancer, timeouts)));
+    }
+    out
+}
+
+fn compile_routes(
+    config: &ConfigFile,
+    pools: &IndexMap<String, Arc<UpstreamPool>>,
+    errors: &mut ConfigErrors,
+) -> Vec<(Matcher, Route)> {
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let before = errors.len();
+        check_name(&format!("{path}.name"), &route.name, &mut names, "route", errors);
+        let matcher = Matcher::compile(&route.matcher, route.priority).map_err(|field_errors| {
+            for (field, message) in field_errors {
+                errors.push(format!("{path}.match.{field}"), message);
+            }
+        });
+        let plugins = PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path).map_err(|plugin_errors| {
+            for (at, message) in plugin_errors {
+                errors.push(at, message);
+            }
+        });
+        let action = match (&route.upstream, &route.respond) {
+            (Some(upstream), None) => {
+                let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();
+                compile_forward(&path, route, upstream, &params, config, pools, errors).map(Action::Proxy)
+            }
+            (None, Some(respond)) => {
+                for (field, set) in [
+                    ("rewrite", route.rewrite.is_some()),
+                    ("preserve_host", route.preserve_host),
+                    ("timeouts", route.timeouts.is_some()),
+                ] {
+                    if set {
+                        errors.push(format!("{path}.{field}"), "applies only to routes with an `upstream`");
+                    }
+                }
+                compile_respond(&format!("{path}.respond"), respond, errors).map(Action::Respond)
+            }
+            (Some(_), Some(_)) => {
+                errors.push(&path, "a route has either `upstream` or `respond`, not both");
+                None
+            }
+            (None, None) => {
+                errors.push(&path, "the route needs somewhere to go: add `upstream: NAME` or `respond: {status: 200}`");
+                None
+            }
+        };
+        if let (Ok(matcher), Ok(plugins), Some(action), true) = (matcher, plugins, action, errors.len() == before) {
+            out.push((matcher, Route { name: route.name.as_str().into(), action, plugins }));
+        }
+    }
+    out
+}
+
+fn compile_forward(
+    path: &str,
+    route: &RouteConfig,
+    upstream: &str,
+    params: &[String],
+    config: &ConfigFile,
+    pools: &IndexMap<String, Arc<UpstreamPool>>,
+    errors: &mut ConfigErrors,
+) -> Option<Forward> {
+    let rewrite = match &route.rewrite {
+        Some(rewrite) => Rewrite::compile(rewrite, params)
+            .map_err(|field_errors| {
+                for (field, message) in field_errors {
+                    errors.push(format!("{path}.rewrite.{field}"), message);
+                }
+            })
+            .ok()?,
+        None => Rewrite::default(),
+    };
+    let Some(pool) = pools.get(upstream) else {
+        // An upstream that exists but failed to compile has its own errors already.
+        if !config.upstreams.contains_key(upstream) {
+            errors.push(
+                format!("{path}.upstream"),
+                format!(
+                    "unknown upstream {upstream:?}{}",
+                    suggestion(upstream, config.upstreams.keys().map(String::as_str))
+                ),
+            );
+        }
+        return None;
+    };
+    let overrides = route.timeouts.unwrap_or_default();
+    for (field, value) in [("connect", overrides.connect), ("response", overrides.response)] {
+        if let Some(value) = value {
+            check_positive(&format!("{path}.timeouts.{field}"), value, errors);
+        }
+    }
+    let timeouts = Timeouts {
+        connect: overrides.connect.map_or(pool.timeouts.connect, |d| d.get()),
+        response: overrides.response.map_or(pool.timeouts.response, |d| d.get()),
+    };
+    // The connect timeout belongs to the client's connector, so a route that
+    // changes it gets a client (and connection pool) of its own.
+    let client = if timeouts.connect == pool.timeouts.connect {
+        pool.client.clone()
+    } else {
+        build_client(timeouts.connect)
+    };
+    Some(Forward {
+        pool: pool.clone(),
+        client,
+        timeouts,
+        rewrite,
+        preserve_host: route.preserve_host,
+    })
+}
+
+fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigErrors) -> Option<FixedResponse> {
+    let before = errors.len();
+    let status = StatusCode::from_u16(respond.status)
+        .ok()
+        .filter(|s| (200..=599).contains(&s.as_u16()));
+    if status.is_none() {
+        errors.push(format!("{path}.status"), format!("{} is not a final status: use 200 to 599", respond.status));
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &respond.headers {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => errors.push(format!("{path}.headers.{name}"), "not a valid header name and value"),
+        }
+    }
+    let body = match (&respond.body, &respond.json) {
+        (Some(_), Some(_)) => {
+            errors.push(path, "give either `body` or `json`, not both");
+            Bytes::new()
+        }
+        (Some(body), None) => {
+            if !headers.contains_key(http::header::CONTENT_TYPE) {
+                headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            }
+            Bytes::from(body.clone())
+        }
+        (None, Some(json)) => {
+            if !headers.contains_key(http::header::CONTENT_TYPE) {
+                headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+            Bytes::from(json.to_string())
+        }
+        (None, None) => Bytes::new(),
+    };
+    match status {
+        Some(status) if errors.len() == before => Some(FixedResponse { status, headers, body }),
+        _ => None,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn check_name<'a>(path: &str, name: &'a str, seen: &mut HashSet<&'a str>, what: &str, errors: &mut ConfigErrors) {
+    if !valid_name(name) {
+        errors.push(path, format!("{what} names use letters, digits, `-`, `_` and `.`"));
+    } else if !seen.insert(name) {
+        errors.push(path, format!("duplicate {what} name {name:?}: names must be unique"));
+    }
+}
+
+fn check_positive(path: &str, duration: super::Duration, errors: &mut ConfigErrors) {
+    if duration.get().is_zero() {
+        errors.push(path, "must be longer than zero");
+    }
+}

@@ -1,0 +1,175 @@
+//! From text to the typed file model: YAML syntax, top-level keys, `${env:...}`,
+//! then each listener, upstream and route on its own, so that one typo does
+//! not hide the errors after it.
+
+use super::env;
+use super::error::{suggestion, ConfigErrors};
+use super::model::*;
+use serde::de::DeserializeOwned;
+use serde_yaml_ng::{Mapping, Value};
+
+pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
+    let mut errors = ConfigErrors::default();
+    let mut root: Value = match serde_yaml_ng::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            errors.push("", format!("invalid YAML: {e}"));
+            return Err(errors);
+        }
+    };
+    env::interpolate(&mut root, &mut String::new(), &mut errors);
+    let Value::Mapping(mut root) = root else {
+        errors.push("", "the config must be a mapping with at least `listeners` and `routes`");
+        return Err(errors);
+    };
+    for key in root.keys() {
+        let key = key.as_str().unwrap_or("?");
+        if !TOP_LEVEL_KEYS.contains(&key) {
+            errors.push(
+                key,
+                format!(
+                    "unknown key{}; the top level takes {}",
+                    suggestion(key, TOP_LEVEL_KEYS.iter().copied()),
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+            );
+        }
+    }
+    let mut config = ConfigFile::default();
+    match root.remove("listeners") {
+        Some(Value::Sequence(items)) if !items.is_empty() => {
+            config.listeners = each_item(items, "listeners", &mut errors);
+        }
+        _ => errors.push(
+            "listeners",
+            "at least one listener is needed, like `listeners: [{ name: public, addr: 127.0.0.1:8080 }]`",
+        ),
+    }
+    if let Some(value) = root.remove("upstreams") {
+        for (name, value) in mapping(value, "upstreams", &mut errors) {
+            let path = format!("upstreams.{name}");
+            if let Some(upstream) = typed(value, &path, &mut errors) {
+                config.upstreams.insert(name, upstream);
+            }
+        }
+    }
+    match root.remove("routes") {
+        Some(Value::Sequence(items)) => config.routes = each_item(items, "routes", &mut errors),
+        Some(Value::Null) | None => {}
+        Some(_) => errors.push("routes", "`routes` must be a list of routes"),
+    }
+    if let Some(value) = root.remove("plugins") {
+        config.plugins = mapping(value, "plugins", &mut errors).into_iter().collect();
+    }
+    if let Some(value) = root.remove("shutdown") {
+        config.shutdown = typed(value, "shutdown", &mut errors).unwrap_or_default();
+    }
+    if let Some(value) = root.remove("access_log") {
+        config.access_log = typed(value, "access_log", &mut errors).unwrap_or_default();
+    }
+    errors.into_result(config)
+}
+
+fn each_item<T: DeserializeOwned>(items: Vec<Value>, section: &str, errors: &mut ConfigErrors) -> Vec<T> {
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| typed(item, &format!("{section}[{i}]"), errors))
+        .collect()
+}
+
+fn mapping(value: Value, section: &str, errors: &mut ConfigErrors) -> Vec<(String, Value)> {
+    match value {
+        Value::Mapping(map) => string_keys(map, section, errors),
+        Value::Null => Vec::new(),
+        _ => {
+            errors.push(section, format!("`{section}` must be a mapping of names to blocks"));
+            Vec::new()
+        }
+    }
+}
+
+fn string_keys(map: Mapping, section: &str, errors: &mut ConfigErrors) -> Vec<(String, Value)> {
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        match key {
+            Value::String(name) => out.push((name, value)),
+            other => errors.push(section, format!("names must be strings, found {other:?}")),
+        }
+    }
+    out
+}
+
+/// Deserializes one block, recording its error (with the full path) if it does not fit.
+fn typed<T: DeserializeOwned>(value: Value, path: &str, errors: &mut ConfigErrors) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(typed) => Some(typed),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let mut full = path.to_string();
+            if inner != "." {
+                if !inner.starts_with('[') {
+                    full.push('.');
+                }
+                full.push_str(&inner);
+            }
+            let (full, message) = explain_serde_error(full, e.into_inner().to_string());
+            errors.push(full, message);
+            None
+        }
+    }
+}
+
+/// serde says "unknown field `pth`, expected one of `path`, ..."; Portico
+/// suggests the key that was meant (the path already ends at the bad key).
+fn explain_serde_error(path: String, message: String) -> (String, String) {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return (path, message);
+    };
+    let Some((field, expected)) = rest.split_once('`') else {
+        return (path, message);
+    };
+    let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let message = format!(
+        "unknown key `{field}`{}; expected one of {}",
+        suggestion(field, known.iter().copied()),
+        known.join(", ")
+    );
+    (path, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        parse(text).unwrap_err().iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn every_bad_block_is_reported_with_its_path() {
+        let found = errors(
+            "listeners: [{name: a, addr: '127.0.0.1:1', colour: red}]\n\
+             routes:\n  - {name: r, match: {pth: /x}}\n  - {name: s, match: {path: /x}, preserve_host: maybe}\n\
+             upstreams: {u: {targets: [], timeouts: {connect: 5}}}\n",
+        );
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found.iter().any(|e| e.starts_with("listeners[0].colour: unknown key `colour`")));
+        assert!(found.iter().any(|e| e.starts_with("routes[0].match.pth: unknown key `pth` (did you mean \"path\"?)")));
+        assert!(found.iter().any(|e| e.starts_with("routes[1].preserve_host:")));
+        assert!(found.iter().any(|e| e.starts_with("upstreams.u.timeouts.connect: duration 5 has no unit")));
+    }
+
+    #[test]
+    fn unknown_top_level_keys_and_missing_listeners() {
+        let found = errors("routs: []\n");
+        assert!(found[0].contains("routs: unknown key (did you mean \"routes\"?)"), "{found:?}");
+        assert!(found[1].starts_with("listeners: at least one listener"));
+    }
+
+    #[test]
+    fn yaml_syntax_errors_carry_line_and_column() {
+        let found = errors("listeners:\n  - name: a\n   addr: x\n");
+        assert!(found[0].contains("line 3"), "{found:?}");
+    }
+}

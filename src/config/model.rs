@@ -1,0 +1,290 @@
+//! The config file as written: serde types, unknown keys refused.
+//!
+//! These types describe the file; `config::validate` checks what serde cannot
+//! (cross-references, patterns) and `config::compile` turns them into the
+//! immutable runtime model the proxy serves from.
+
+use super::units::{ByteSize, Duration};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// The whole config document.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigFile {
+    pub listeners: Vec<ListenerConfig>,
+    pub upstreams: IndexMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    /// Global plugins, applied to every route unless the route overrides them.
+    pub plugins: IndexMap<String, Value>,
+    pub shutdown: ShutdownConfig,
+    pub access_log: AccessLogConfig,
+}
+
+/// Top-level keys, in the order they are read.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listeners",
+    "upstreams",
+    "routes",
+    "plugins",
+    "shutdown",
+    "access_log",
+];
+
+/// A socket Portico accepts client connections on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    /// `ip:port`; port 0 picks a free port (useful in tests).
+    pub addr: String,
+    #[serde(default)]
+    pub timeouts: ListenerTimeouts,
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerTimeouts {
+    /// Time a client has to send a complete request head (slowloris guard).
+    pub header_read: Duration,
+    /// Time an open connection with no request in flight is kept.
+    pub idle: Duration,
+}
+
+impl Default for ListenerTimeouts {
+    fn default() -> Self {
+        ListenerTimeouts {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerLimits {
+    /// Total size of the request headers (names, values and separators).
+    pub max_header_bytes: ByteSize,
+    /// Number of request header fields.
+    pub max_headers: usize,
+    /// Request body size; unset means unlimited (bodies stream through).
+    pub max_request_body: Option<ByteSize>,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            max_header_bytes: ByteSize(32 * 1024),
+            max_headers: 100,
+            max_request_body: None,
+        }
+    }
+}
+
+/// A named pool of targets that routes send requests to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// `consistent_hash` only: `header:NAME`, `cookie:NAME` or `client_ip`.
+    pub hash_on: Option<String>,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
+}
+
+/// A target: `host:port`, or `{ addr, weight, backup }`.
+#[derive(Debug, Clone)]
+pub enum TargetConfig {
+    Addr(String),
+    Detailed(TargetDetail),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetDetail {
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Takes traffic only when no primary target is available.
+    #[serde(default)]
+    pub backup: bool,
+}
+
+// Written by hand rather than `#[serde(untagged)]`, whose only error is "data did
+// not match any variant": a typo in `{ addr, weigth: 2 }` must be named.
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TargetVisitor;
+        impl<'de> serde::de::Visitor<'de> for TargetVisitor {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`host:port` or `{ addr: host:port, weight: N, backup: bool }`")
+            }
+            fn visit_str<E: serde::de::Error>(self, addr: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig::Addr(addr.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
+                TargetDetail::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(TargetConfig::Detailed)
+            }
+        }
+        deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl TargetConfig {
+    pub fn addr(&self) -> &str {
+        match self {
+            TargetConfig::Addr(addr) => addr,
+            TargetConfig::Detailed(detail) => &detail.addr,
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        match self {
+            TargetConfig::Addr(_) => 1,
+            TargetConfig::Detailed(detail) => detail.weight,
+        }
+    }
+
+    pub fn backup(&self) -> bool {
+        matches!(self, TargetConfig::Detailed(TargetDetail { backup: true, .. }))
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    #[default]
+    RoundRobin,
+    /// Power of two random choices, fewer in-flight requests wins.
+    LeastRequest,
+    /// Weighted random.
+    Random,
+    /// Maglev consistent hashing on `hash_on`.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTimeouts {
+    /// Time to open a TCP connection to a target.
+    pub connect: Duration,
+    /// Time to the response head, and the longest pause between two reads of
+    /// the response body.
+    pub response: Duration,
+}
+
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: Duration::from_secs(5),
+            response: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Per-route override of the upstream's timeouts.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTimeouts {
+    pub connect: Option<Duration>,
+    pub response: Option<Duration>,
+}
+
+/// A route: what it matches, and where the request goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matcher: MatchConfig,
+    /// Higher goes first when several routes match; default 0.
+    #[serde(default)]
+    pub priority: i32,
+    pub upstream: Option<String>,
+    pub respond: Option<RespondConfig>,
+    pub rewrite: Option<RewriteConfig>,
+    /// Send the client's Host header upstream instead of the target's address.
+    #[serde(default)]
+    pub preserve_host: bool,
+    pub timeouts: Option<RouteTimeouts>,
+    #[serde(default)]
+    pub plugins: IndexMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    /// `/prefix`, `= /exact`, `/users/{id}`, `/files/{*rest}` or `~ regex`.
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    /// `api.example.com` or `*.example.com`.
+    pub host: Option<String>,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    #[serde(default)]
+    pub query: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteConfig {
+    pub strip_prefix: Option<String>,
+    pub add_prefix: Option<String>,
+    /// A new path built from the route's captured parameters: `/v2/accounts/{id}`.
+    pub path: Option<String>,
+}
+
+/// A fixed answer, sent without any upstream.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    #[serde(default = "default_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: IndexMap<String, String>,
+    pub body: Option<String>,
+    pub json: Option<serde_json::Value>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    /// One JSON line per request on stdout.
+    pub enabled: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        AccessLogConfig { enabled: true }
+    }
+}

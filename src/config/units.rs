@@ -1,0 +1,129 @@
+//! Units that appear in the config file: durations (`250ms`, `10s`, `1m`, `1h`, `1d`)
+//! and byte sizes (`32KiB`, `1MiB`, or a plain number of bytes).
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// A duration written with a unit, as in `250ms`, `10s`, `1m`, `1h` or `1d`.
+///
+/// A bare number is refused: `timeout: 30` could mean seconds or milliseconds,
+/// and a config that guesses wrong fails in production, not at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    pub const fn from_secs(secs: u64) -> Self {
+        Duration(std::time::Duration::from_secs(secs))
+    }
+
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = Duration;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration with a unit, like 250ms, 10s, 1m, 1h or 1d")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+                humantime::parse_duration(text.trim()).map(Duration).map_err(|_| {
+                    E::custom(format!(
+                        "invalid duration {text:?}: write a number with a unit, like 250ms, 10s, 1m, 1h or 1d"
+                    ))
+                })
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
+                Err(E::custom(format!(
+                    "duration {n} has no unit: write it as {n}s or {n}ms"
+                )))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Duration, E> {
+                self.visit_u64(n.unsigned_abs())
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// A number of bytes, written as a plain integer or with a unit (`512KiB`, `1MiB`, `10MB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes, like 8192, 32KiB or 1MiB")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                text.trim()
+                    .parse::<bytesize::ByteSize>()
+                    .map(|size| ByteSize(size.as_u64()))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "invalid size {text:?}: write bytes with a unit, like 32KiB, 1MiB or 10MB"
+                        ))
+                    })
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duration(text: &str) -> Result<Duration, String> {
+        serde_yaml_ng::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations_read_with_units() {
+        assert_eq!(duration("250ms").unwrap().get().as_millis(), 250);
+        assert_eq!(duration("10s").unwrap().get().as_secs(), 10);
+        assert_eq!(duration("1m").unwrap().get().as_secs(), 60);
+        assert_eq!(duration("1h").unwrap().get().as_secs(), 3600);
+        assert_eq!(duration("1d").unwrap().get().as_secs(), 86400);
+    }
+
+    #[test]
+    fn durations_without_unit_are_refused_with_the_fix() {
+        let err = duration("30").unwrap_err();
+        assert!(err.contains("30s"), "{err}");
+        let err = duration("ten seconds").unwrap_err();
+        assert!(err.contains("like 250ms"), "{err}");
+    }
+
+    #[test]
+    fn sizes_read_with_and_without_units() {
+        let size = |t: &str| serde_yaml_ng::from_str::<ByteSize>(t).map(ByteSize::get);
+        assert_eq!(size("8192").unwrap(), 8192);
+        assert_eq!(size("32KiB").unwrap(), 32 * 1024);
+        assert_eq!(size("1MiB").unwrap(), 1024 * 1024);
+        assert_eq!(size("10MB").unwrap(), 10_000_000);
+        assert!(size("lots").is_err());
+        assert!(size("-1").is_err());
+    }
+}

@@ -1,0 +1,147 @@
+//! The one error type of the request path, and the one place it becomes an
+//! HTTP answer: RFC 9457 `application/problem+json`.
+
+use crate::body::ResponseBody;
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use std::borrow::Cow;
+
+/// Who caused an error: decides retryability and which side a log blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Upstream,
+    Internal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    HeadersTooLarge,
+    /// The upstream refused the connection.
+    UpstreamConnect,
+    /// The upstream broke the exchange (reset, closed, malformed answer).
+    UpstreamBroken,
+    /// Connect or response deadline passed.
+    UpstreamTimeout,
+    /// The pool has no target to offer.
+    NoTarget,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::UpstreamConnect | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn side(self) -> Side {
+        match self {
+            ErrorKind::BadRequest
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::HeadersTooLarge => Side::Client,
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamBroken
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::NoTarget => Side::Upstream,
+            ErrorKind::Internal => Side::Internal,
+        }
+    }
+
+    /// Whether another attempt (on another target) could succeed. A refused
+    /// connection never reached the upstream's application, so it is always
+    /// safe; the rest depends on the method, which the retry policy decides.
+    pub fn retryable(self) -> bool {
+        matches!(self, ErrorKind::UpstreamConnect | ErrorKind::NoTarget)
+    }
+
+    /// Short name for logs and metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::NotFound => "no_route",
+            ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::PayloadTooLarge => "body_too_large",
+            ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::UpstreamConnect => "upstream_connect_failed",
+            ErrorKind::UpstreamBroken => "upstream_failed",
+            ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::NoTarget => "no_target",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// An error on the request path.
+#[derive(Debug)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    /// Safe to show the client: never contains secrets or internal addresses.
+    pub detail: Cow<'static, str>,
+    /// For 405: the methods the resource accepts.
+    pub allow: Option<HeaderValue>,
+    /// The underlying cause, for the log only.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProxyError {
+    pub fn new(kind: ErrorKind, detail: impl Into<Cow<'static, str>>) -> ProxyError {
+        ProxyError {
+            kind,
+            detail: detail.into(),
+            allow: None,
+            source: None,
+        }
+    }
+
+    pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ProxyError {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// The problem+json answer, carrying the request id so a client's report
+    /// can be found in the logs.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        let status = self.kind.status();
+        let body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or("Error"),
+            "status": status.as_u16(),
+            "detail": self.detail,
+            "request_id": request_id.to_str().unwrap_or_default(),
+        });
+        let mut response = Response::new(ResponseBody::full(body.to_string()));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(allow) = &self.allow {
+            headers.insert(ALLOW, allow.clone());
+        }
+        response
+    }
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)?;
+        if let Some(source) = &self.source {
+            write!(f, " ({source})")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,18 @@
+//! Portico: an API gateway. One binary, one YAML file.
+//!
+//! The request's way: `proxy::server` accepts, `proxy::handler` drives the
+//! phases, `router` matches, `plugins` run by phase, `upstream` picks and
+//! reaches a target. `config` turns the file into the immutable `gateway`
+//! model the proxy serves from.
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod plugins;
+pub mod proxy;
+pub mod router;
+pub mod telemetry;
+pub mod upstream;

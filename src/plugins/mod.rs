@@ -1,0 +1,241 @@
+//! Plugins: one module each, placed in the request's way by phase.
+//!
+//! A plugin is built once from its config by its factory and then shared by
+//! every request of the routes it applies to. It holds immutable state (and
+//! whatever it must share, such as counters); per-request state lives in the
+//! [`RequestContext`].
+//!
+//! To add a plugin: write `plugins/NAME.rs` with a type implementing [`Plugin`]
+//! and a `build` function, then add one line to [`REGISTRY`].
+
+use crate::body::ResponseBody;
+use crate::error::ProxyError;
+use crate::router::Params;
+use http::{HeaderValue, Response};
+use indexmap::IndexMap;
+use serde_yaml_ng::Value;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Where in the request's way a plugin runs. Phases run in this order;
+/// the order of plugins in the config does not matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Phase {
+    /// IP rules, WAF, CORS preflight.
+    Access,
+    /// Who is calling: keys, Basic, JWT, introspection, mTLS.
+    Authenticate,
+    /// May they: ACLs, scopes.
+    Authorize,
+    /// Rate, quota, concurrency.
+    Limit,
+    /// Request validation.
+    Validate,
+    /// Rewrite the request before it goes upstream.
+    TransformRequest,
+}
+
+/// What a request phase decides.
+pub enum Flow {
+    /// Go on to the next plugin, then upstream.
+    Continue,
+    /// Answer now; the upstream is not called.
+    Respond(Response<ResponseBody>),
+}
+
+/// Per-request state shared by the phases.
+pub struct RequestContext<'a> {
+    pub request_id: &'a HeaderValue,
+    pub client: SocketAddr,
+    pub route: &'a str,
+    pub params: &'a Params,
+}
+
+pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Flow, ProxyError>> + Send + 'a>>;
+
+/// A plugin. Every hook has a no-op default: implement the one your phase needs.
+pub trait Plugin: Send + Sync + 'static {
+    /// The name it is configured under (`rate_limit`).
+    fn name(&self) -> &'static str;
+
+    /// The one place it takes in the chain.
+    fn phase(&self) -> Phase;
+
+    /// Called with the request head before it goes upstream.
+    fn on_request<'a>(
+        &'a self,
+        _request: &'a mut http::request::Parts,
+        _ctx: &'a mut RequestContext<'_>,
+    ) -> PhaseFuture<'a> {
+        Box::pin(std::future::ready(Ok(Flow::Continue)))
+    }
+
+    /// Called with the response head before it goes to the client.
+    fn on_response(&self, _response: &mut http::response::Parts, _ctx: &RequestContext<'_>) {}
+}
+
+/// Builds a plugin from its config block; the error says what is wrong.
+pub type BuildFn = fn(&Value) -> Result<Arc<dyn Plugin>, String>;
+
+pub struct PluginFactory {
+    pub name: &'static str,
+    pub build: BuildFn,
+}
+
+/// Every plugin Portico knows, one line each.
+pub const REGISTRY: &[PluginFactory] = &[];
+
+/// The plugins that apply to one route, in phase order.
+#[derive(Clone, Default)]
+pub struct PluginChain {
+    plugins: Vec<Arc<dyn Plugin>>,
+}
+
+impl std::fmt::Debug for PluginChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.plugins.iter().map(|p| p.name())).finish()
+    }
+}
+
+impl PluginChain {
+    /// Merges global and route plugin configs (a route's block replaces the
+    /// global one of the same name) and builds each from `registry`. Errors are
+    /// `(path, message)`, the path relative to the config root.
+    pub fn build(
+        registry: &[PluginFactory],
+        global: &IndexMap<String, Value>,
+        route: &IndexMap<String, Value>,
+        route_path: &str,
+    ) -> Result<PluginChain, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut plugins = Vec::new();
+        let global_only = global.iter().filter(|(name, _)| !route.contains_key(*name));
+        let entries = global_only
+            .map(|(name, config)| (format!("plugins.{name}"), name, config))
+            .chain(route.iter().map(|(name, config)| (format!("{route_path}.plugins.{name}"), name, config)));
+        for (path, name, config) in entries {
+            match registry.iter().find(|factory| factory.name == name) {
+                Some(factory) => match (factory.build)(config) {
+                    Ok(plugin) => plugins.push(plugin),
+                    Err(message) => errors.push((path, message)),
+                },
+                None => errors.push((path, unknown_plugin(registry, name))),
+            }
+        }
+        // Stable: plugins of one phase keep config order (global first).
+        plugins.sort_by_key(|plugin| plugin.phase());
+        if errors.is_empty() {
+            Ok(PluginChain { plugins })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.plugins.iter().map(|p| p.name())
+    }
+
+    /// Runs the request phases in order; the first `Respond` ends the chain.
+    pub async fn on_request(
+        &self,
+        request: &mut http::request::Parts,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Flow, ProxyError> {
+        for plugin in &self.plugins {
+            if let Flow::Respond(response) = plugin.on_request(request, ctx).await? {
+                return Ok(Flow::Respond(response));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    pub fn on_response(&self, response: &mut http::response::Parts, ctx: &RequestContext<'_>) {
+        for plugin in self.plugins.iter().rev() {
+            plugin.on_response(response, ctx);
+        }
+    }
+}
+
+fn unknown_plugin(registry: &[PluginFactory], name: &str) -> String {
+    if registry.is_empty() {
+        return format!("unknown plugin {name:?}: this build of Portico has no plugins yet");
+    }
+    let names: Vec<&str> = registry.iter().map(|f| f.name).collect();
+    format!(
+        "unknown plugin {name:?}{}; available: {}",
+        crate::config::suggestion(name, names.iter().copied()),
+        names.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Records the order it ran in; answers 403 when configured to.
+    struct Probe {
+        phase: Phase,
+        deny: bool,
+        log: Arc<Mutex<Vec<Phase>>>,
+    }
+
+    impl Plugin for Probe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn phase(&self) -> Phase {
+            self.phase
+        }
+        fn on_request<'a>(
+            &'a self,
+            _request: &'a mut http::request::Parts,
+            _ctx: &'a mut RequestContext<'_>,
+        ) -> PhaseFuture<'a> {
+            self.log.lock().unwrap().push(self.phase);
+            let flow = if self.deny {
+                let mut response = Response::new(ResponseBody::empty());
+                *response.status_mut() = http::StatusCode::FORBIDDEN;
+                Flow::Respond(response)
+            } else {
+                Flow::Continue
+            };
+            Box::pin(std::future::ready(Ok(flow)))
+        }
+    }
+
+    #[tokio::test]
+    async fn phases_run_in_order_and_respond_stops_the_chain() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let probe = |phase, deny| Arc::new(Probe { phase, deny, log: log.clone() }) as Arc<dyn Plugin>;
+        let mut plugins = vec![
+            probe(Phase::TransformRequest, false),
+            probe(Phase::Limit, true),
+            probe(Phase::Access, false),
+        ];
+        plugins.sort_by_key(|p| p.phase());
+        let chain = PluginChain { plugins };
+        let (mut parts, _) = http::Request::new(()).into_parts();
+        let id = HeaderValue::from_static("r1");
+        let params = Params::new();
+        let mut ctx = RequestContext { request_id: &id, client: ([127, 0, 0, 1], 1).into(), route: "r", params: &params };
+        let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
+        assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
+        assert_eq!(*log.lock().unwrap(), vec![Phase::Access, Phase::Limit]);
+    }
+
+    #[test]
+    fn unknown_plugins_are_named_with_their_place() {
+        let mut route = IndexMap::new();
+        route.insert("rate_limt".to_string(), Value::Null);
+        let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]").unwrap_err();
+        assert_eq!(errors[0].0, "routes[3].plugins.rate_limt");
+        assert!(errors[0].1.contains("unknown plugin"));
+    }
+}

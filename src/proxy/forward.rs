@@ -1,0 +1,141 @@
+//! Header rules for a message crossing the proxy (RFC 9110 section 7.6):
+//! hop-by-hop fields stay on their hop; `X-Forwarded-*` and `Via` say who
+//! forwarded it; Host is the target's unless the route preserves the client's.
+
+use super::request_id::X_REQUEST_ID;
+use http::header::{CONNECTION, HOST, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, VIA};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
+use std::net::IpAddr;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [&KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE, &PROXY_AUTHORIZATION, &PROXY_CONNECTION] {
+        headers.remove(name);
+    }
+}
+
+/// The `Via` entry for a message received with `version`.
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_10 => "1.0 portico",
+        Version::HTTP_2 => "2 portico",
+        Version::HTTP_3 => "3 portico",
+        _ => "1.1 portico",
+    })
+}
+
+/// What the request's way upstream needs to know of the client side.
+pub struct ClientSide<'a> {
+    pub ip: IpAddr,
+    pub version: Version,
+    /// The Host the client asked for (Host header or HTTP/2 authority).
+    pub host: Option<HeaderValue>,
+    pub request_id: &'a HeaderValue,
+    pub preserve_host: bool,
+}
+
+/// Rewrites the headers of a request about to go upstream.
+pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
+    strip_hop_by_hop(headers);
+    // Append the client to any chain it sent, as nginx's
+    // $proxy_add_x_forwarded_for does (several fields are joined first).
+    let ip = client.ip.to_string();
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut chain: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        chain.push(&ip);
+        chain.join(", ")
+    } else {
+        ip.clone()
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(&X_FORWARDED_FOR, value);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    match &client.host {
+        Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    headers.append(VIA, via(client.version));
+    headers.insert(&X_REQUEST_ID, client.request_id.clone());
+    match (client.preserve_host, client.host) {
+        (true, Some(host)) => {
+            headers.insert(HOST, host);
+        }
+        // The client sets Host from the target's address.
+        _ => {
+            headers.remove(HOST);
+        }
+    }
+}
+
+/// Rewrites the headers of a response about to go to the client.
+pub fn downstream_response(headers: &mut HeaderMap, upstream_version: Version, request_id: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.append(VIA, via(upstream_version));
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, "keep-alive, x-secret-hop".parse().unwrap());
+        headers.insert("x-secret-hop", "1".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert(TE, "trailers".parse().unwrap());
+        headers.insert(PROXY_AUTHORIZATION, "Basic x".parse().unwrap());
+        headers.insert("x-end-to-end", "kept".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_and_appended() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "10.0.0.1".parse().unwrap());
+        headers.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
+        headers.insert(HOST, "api.example.com".parse().unwrap());
+        let id = HeaderValue::from_static("rid");
+        let client = ClientSide {
+            ip: [192, 0, 2, 7].into(),
+            version: Version::HTTP_11,
+            host: Some(HeaderValue::from_static("api.example.com")),
+            request_id: &id,
+            preserve_host: false,
+        };
+        upstream_request(&mut headers, client);
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
+        assert_eq!(headers["x-forwarded-host"], "api.example.com");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["via"], "1.1 portico");
+        assert_eq!(headers["x-request-id"], "rid");
+        assert!(!headers.contains_key(HOST));
+    }
+}

@@ -1,0 +1,325 @@
+//! The request's way through the gateway: limits, route, plugin phases, then
+//! the upstream or a fixed answer, and the access log at the end.
+
+use super::forward::{self, ClientSide};
+use super::idle::ActiveRequests;
+use super::request_id;
+use crate::body::{BodyError, RequestBody, ResponseBody};
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
+use crate::plugins::{Flow, RequestContext};
+use crate::router::{request_host, normalize, Lookup, Params, RequestHead};
+use crate::telemetry::access_log::Entry;
+use crate::upstream::PickContext;
+use arc_swap::ArcSwap;
+use http::header::CONTENT_LENGTH;
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, Version};
+use hyper::body::{Body, Incoming};
+use std::convert::Infallible;
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What one client connection's requests share.
+pub struct Connection {
+    pub gateway: Arc<ArcSwap<Gateway>>,
+    pub listener: Arc<ListenerSettings>,
+    pub peer: SocketAddr,
+    pub active: Arc<ActiveRequests>,
+}
+
+/// What the access log learns along the way.
+#[derive(Default)]
+struct Exchange {
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    target: Option<Arc<str>>,
+    upstream_latency: Option<Duration>,
+    bytes_in: Arc<AtomicU64>,
+    error: Option<&'static str>,
+}
+
+pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+    let started = Instant::now();
+    let active = conn.active.begin();
+    let gateway = conn.gateway.load_full();
+    let request_id = request_id::from_request(request.headers());
+    let method = request.method().clone();
+    let log_path = gateway.access_log.then(|| request.uri().path().to_string());
+    let mut exchange = Exchange::default();
+
+    let mut response = match serve(&gateway, &conn, request, &request_id, &mut exchange).await {
+        Ok(response) => response,
+        Err(error) => {
+            match error.kind.side() {
+                Side::Client => tracing::debug!(request_id = ?request_id, %error, "request refused"),
+                _ => tracing::warn!(request_id = ?request_id, route = exchange.route.as_deref(), %error, "request failed"),
+            }
+            exchange.error = Some(error.kind.code());
+            error.to_response(&request_id)
+        }
+    };
+    response.headers_mut().insert(&request_id::X_REQUEST_ID, request_id.clone());
+    if let Some(path) = log_path {
+        let status = response.status().as_u16();
+        response.body_mut().set_log(Box::new(Entry {
+            started,
+            request_id,
+            client: conn.peer,
+            method,
+            path,
+            route: exchange.route,
+            upstream: exchange.upstream,
+            target: exchange.target,
+            status,
+            bytes_in: exchange.bytes_in,
+            upstream_latency: exchange.upstream_latency,
+            error: exchange.error,
+        }));
+    }
+    response.body_mut().hold(active);
+    Ok(response)
+}
+
+async fn serve(
+    gateway: &Gateway,
+    conn: &Connection,
+    request: Request<Incoming>,
+    request_id: &HeaderValue,
+    exchange: &mut Exchange,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    check_header_limits(request.headers(), &conn.listener)?;
+    let (mut parts, body) = request.into_parts();
+    let (route, params, upstream_path) = {
+        let path = normalize(parts.uri.path())
+            .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request path is not a valid absolute path"))?;
+        let host = request_host(&parts.uri, &parts.headers);
+        let head = RequestHead {
+            method: &parts.method,
+            path: &path,
+            host: host.as_deref(),
+            headers: &parts.headers,
+            query: parts.uri.query(),
+        };
+        let (route, params) = match gateway.routes.find(&head) {
+            Lookup::Found { route, params } => (route, params),
+            Lookup::MethodNotAllowed { allow } => return Err(method_not_allowed(&parts.method, &allow)),
+            Lookup::NotFound => {
+                return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
+            }
+        };
+        let upstream_path = match &route.action {
+            Action::Proxy(forward) => upstream_path_and_query(forward.rewrite.apply(&path, &params), &parts.uri)?,
+            Action::Respond(_) => None,
+        };
+        (route, params, upstream_path)
+    };
+    exchange.route = Some(route.name.clone());
+
+    if !route.plugins.is_empty() {
+        let mut ctx = RequestContext {
+            request_id,
+            client: conn.peer,
+            route: &route.name,
+            params: &params,
+        };
+        if let Flow::Respond(response) = route.plugins.on_request(&mut parts, &mut ctx).await? {
+            return Ok(response);
+        }
+    }
+
+    let response = match &route.action {
+        Action::Respond(fixed) => fixed_response(fixed),
+        Action::Proxy(forward) => {
+            let upstream_request = UpstreamRequest { parts, body, path_and_query: upstream_path, request_id };
+            proxy(forward, conn, upstream_request, exchange).await?
+        }
+    };
+    Ok(run_response_plugins(route, response, conn, request_id, &params))
+}
+
+fn run_response_plugins(
+    route: &Route,
+    response: Response<ResponseBody>,
+    conn: &Connection,
+    request_id: &HeaderValue,
+    params: &Params,
+) -> Response<ResponseBody> {
+    if route.plugins.is_empty() {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let ctx = RequestContext { request_id, client: conn.peer, route: &route.name, params };
+    route.plugins.on_response(&mut parts, &ctx);
+    Response::from_parts(parts, body)
+}
+
+/// `None` when the client's path and query go upstream unchanged.
+fn upstream_path_and_query(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
+    if path == uri.path() {
+        return Ok(None);
+    }
+    let text = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.into_owned(),
+    };
+    PathAndQuery::try_from(text)
+        .map(Some)
+        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the rewritten path is not a valid URI path"))
+}
+
+fn method_not_allowed(method: &http::Method, allow: &[http::Method]) -> ProxyError {
+    let list = allow.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+    let mut error = ProxyError::new(
+        ErrorKind::MethodNotAllowed,
+        format!("{method} is not allowed here; allowed: {list}"),
+    );
+    error.allow = HeaderValue::from_str(&list).ok();
+    error
+}
+
+fn check_header_limits(headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
+    if headers.len() > listener.max_headers {
+        return Err(ProxyError::new(
+            ErrorKind::HeadersTooLarge,
+            format!("the request has {} header fields; the limit is {}", headers.len(), listener.max_headers),
+        ));
+    }
+    // Counted as on the wire: `name: value\r\n`.
+    let size: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if size > listener.max_header_bytes {
+        return Err(ProxyError::new(
+            ErrorKind::HeadersTooLarge,
+            format!("the request headers are {size} bytes; the limit is {}", listener.max_header_bytes),
+        ));
+    }
+    Ok(())
+}
+
+fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    *response.headers_mut() = fixed.headers.clone();
+    response
+}
+
+struct UpstreamRequest<'a> {
+    parts: http::request::Parts,
+    body: Incoming,
+    /// Rewritten path and query; `None` keeps the client's.
+    path_and_query: Option<PathAndQuery>,
+    request_id: &'a HeaderValue,
+}
+
+async fn proxy(
+    forward: &Forward,
+    conn: &Connection,
+    request: UpstreamRequest<'_>,
+    exchange: &mut Exchange,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let UpstreamRequest { mut parts, body, path_and_query, request_id } = request;
+    let pool = &forward.pool;
+    exchange.upstream = Some(pool.name.clone());
+    let pick = PickContext { headers: &parts.headers, client_ip: conn.peer.ip() };
+    let target = pool
+        .pick(&pick)
+        .ok_or_else(|| ProxyError::new(ErrorKind::NoTarget, format!("upstream {:?} has no target available", &*pool.name)))?
+        .clone();
+    exchange.target = Some(target.addr.clone());
+
+    let limit = conn.listener.max_request_body;
+    if let (Some(limit), Some(length)) = (limit, content_length(&parts.headers)) {
+        if length > limit {
+            return Err(body_too_large(limit));
+        }
+    }
+
+    let client_host = parts
+        .headers
+        .get(http::header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let client_version = parts.version;
+    forward::upstream_request(
+        &mut parts.headers,
+        ClientSide {
+            ip: conn.peer.ip(),
+            version: client_version,
+            host: client_host,
+            request_id,
+            preserve_host: forward.preserve_host,
+        },
+    );
+    let path_and_query = path_and_query
+        .or_else(|| parts.uri.path_and_query().cloned())
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(target.authority.clone());
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri).map_err(|e| ProxyError::new(ErrorKind::Internal, "bad upstream URI").with_source(e))?;
+    parts.version = Version::HTTP_11;
+    let body = if body.is_end_stream() {
+        RequestBody::empty()
+    } else {
+        RequestBody::new(body, limit, exchange.bytes_in.clone())
+    };
+
+    let in_flight = target.begin();
+    let sent = Instant::now();
+    let attempt = tokio::time::timeout(forward.timeouts.response, forward.client.request(Request::from_parts(parts, body))).await;
+    exchange.upstream_latency = Some(sent.elapsed());
+    let response = match attempt {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Err(upstream_error(error, &pool.name, limit)),
+        Err(_) => {
+            return Err(ProxyError::new(
+                ErrorKind::UpstreamTimeout,
+                format!("upstream {:?} did not answer within {:?}", &*pool.name, forward.timeouts.response),
+            ))
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    forward::downstream_response(&mut parts.headers, parts.version, request_id);
+    parts.version = client_version;
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body, forward.timeouts.response, in_flight)))
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn body_too_large(limit: u64) -> ProxyError {
+    ProxyError::new(ErrorKind::PayloadTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
+}
+
+/// Sorts a client error into what the caller should hear: our own body limit
+/// (413), a timeout while connecting (504), a refused connection or a broken
+/// exchange (502). Target addresses go to the log, not to the client.
+fn upstream_error(error: hyper_util::client::legacy::Error, upstream: &str, limit: Option<u64>) -> ProxyError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = error.source();
+    while let Some(current) = cause {
+        if let Some(body) = current.downcast_ref::<BodyError>() {
+            return match body {
+                BodyError::TooLarge { .. } => body_too_large(limit.unwrap_or_default()),
+                _ => ProxyError::new(ErrorKind::BadRequest, "the request body could not be read from the client"),
+            };
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ProxyError::new(ErrorKind::UpstreamTimeout, format!("connecting to upstream {upstream:?} timed out"))
+                    .with_source(error);
+            }
+        }
+        cause = current.source();
+    }
+    if error.is_connect() {
+        ProxyError::new(ErrorKind::UpstreamConnect, format!("upstream {upstream:?} refused the connection")).with_source(error)
+    } else {
+        ProxyError::new(ErrorKind::UpstreamBroken, format!("upstream {upstream:?} failed before answering")).with_source(error)
+    }
+}

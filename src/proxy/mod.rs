@@ -1,0 +1,12 @@
+//! The HTTP side: listeners and connections (`server`), the request's way
+//! through the gateway (`handler`), and the rules for what crosses it
+//! (`forward`, `rewrite`, `request_id`, `idle`).
+
+pub mod forward;
+pub mod handler;
+pub mod idle;
+pub mod request_id;
+pub mod rewrite;
+pub mod server;
+
+pub use server::{Drained, Server};

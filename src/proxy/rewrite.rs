@@ -1,0 +1,155 @@
+//! Path rewrites on the way upstream: `strip_prefix`, `add_prefix`, or a new
+//! path built from the route's parameters (`/users/{id}` to `/v2/accounts/{id}`).
+//! The query string is kept as it came.
+
+use crate::config::model::RewriteConfig;
+use crate::router::{path::prefix_matches, Params};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Default)]
+pub struct Rewrite {
+    strip_prefix: Option<String>,
+    add_prefix: Option<String>,
+    template: Option<Vec<Part>>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Param(Arc<str>),
+}
+
+impl Rewrite {
+    /// Compiles a `rewrite:` block for a route capturing `params`; errors are
+    /// `(field, message)`.
+    pub fn compile(config: &RewriteConfig, params: &[String]) -> Result<Rewrite, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        for (field, value) in [("strip_prefix", &config.strip_prefix), ("add_prefix", &config.add_prefix)] {
+            if let Some(value) = value {
+                if !value.starts_with('/') {
+                    errors.push((field.to_string(), format!("{value:?} must start with `/`")));
+                }
+            }
+        }
+        let template = config.path.as_deref().map(|path| {
+            if config.strip_prefix.is_some() || config.add_prefix.is_some() {
+                errors.push((
+                    "path".to_string(),
+                    "`path` replaces the whole path: use it without `strip_prefix` and `add_prefix`".to_string(),
+                ));
+            }
+            if !path.starts_with('/') {
+                errors.push(("path".to_string(), format!("{path:?} must start with `/`")));
+            }
+            parse_template(path, params).unwrap_or_else(|e| {
+                errors.push(("path".to_string(), e));
+                Vec::new()
+            })
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Rewrite {
+            strip_prefix: config.strip_prefix.as_ref().map(|p| p.trim_end_matches('/').to_string()),
+            add_prefix: config.add_prefix.as_ref().map(|p| p.trim_end_matches('/').to_string()),
+            template,
+        })
+    }
+
+    pub fn is_identity(&self) -> bool {
+        self.strip_prefix.is_none() && self.add_prefix.is_none() && self.template.is_none()
+    }
+
+    /// The upstream path for a request path.
+    pub fn apply<'a>(&self, path: &'a str, params: &Params) -> Cow<'a, str> {
+        if let Some(parts) = &self.template {
+            let mut out = String::with_capacity(path.len());
+            for part in parts {
+                match part {
+                    Part::Text(text) => out.push_str(text),
+                    Part::Param(name) => {
+                        if let Some((_, value)) = params.iter().find(|(n, _)| n == name) {
+                            out.push_str(value);
+                        }
+                    }
+                }
+            }
+            return Cow::Owned(out);
+        }
+        let mut path = Cow::Borrowed(path);
+        if let Some(prefix) = &self.strip_prefix {
+            if prefix_matches(prefix, &path) {
+                let rest = &path[prefix.len()..];
+                path = Cow::Owned(if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") });
+            }
+        }
+        if let Some(prefix) = &self.add_prefix {
+            path = Cow::Owned(if &*path == "/" { format!("{prefix}/") } else { format!("{prefix}{path}") });
+        }
+        path
+    }
+}
+
+fn parse_template(path: &str, params: &[String]) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_string()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in {path:?}"))?
+            + open;
+        let name = rest[open + 1..close].trim_start_matches('*');
+        if !params.iter().any(|p| p == name) {
+            let known = if params.is_empty() {
+                "the route's path captures no parameters".to_string()
+            } else {
+                format!("the route captures {}", params.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", "))
+            };
+            return Err(format!("{{{name}}} is not a parameter of this route: {known}"));
+        }
+        parts.push(Part::Param(name.into()));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_string()));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(yaml: &str, params: &[&str]) -> Result<Rewrite, Vec<(String, String)>> {
+        let config: RewriteConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        Rewrite::compile(&config, &params.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn strip_and_add_prefix() {
+        let r = rewrite("{strip_prefix: /api/v1, add_prefix: /internal}", &[]).unwrap();
+        assert_eq!(r.apply("/api/v1/users/7", &Params::new()), "/internal/users/7");
+        assert_eq!(r.apply("/api/v1", &Params::new()), "/internal/");
+        assert_eq!(r.apply("/api/v10", &Params::new()), "/internal/api/v10");
+    }
+
+    #[test]
+    fn template_uses_captured_parameters() {
+        let r = rewrite("{path: '/v2/accounts/{id}'}", &["id"]).unwrap();
+        let params = vec![(Arc::from("id"), "7".to_string())];
+        assert_eq!(r.apply("/users/7", &params), "/v2/accounts/7");
+    }
+
+    #[test]
+    fn template_naming_an_unknown_parameter_is_refused() {
+        let errors = rewrite("{path: '/v2/{user}'}", &["id"]).unwrap_err();
+        assert!(errors[0].1.contains("{user} is not a parameter"), "{errors:?}");
+        assert!(errors[0].1.contains("{id}"));
+        assert!(rewrite("{path: /x, strip_prefix: /y}", &[]).is_err());
+        assert!(rewrite("{strip_prefix: y}", &[]).is_err());
+    }
+}

@@ -1,0 +1,376 @@
+//! Path patterns (`/prefix`, `= /exact`, `/users/{id}`, `/files/{*rest}`, `~ regex`)
+//! and the normalisation applied to request paths before they are matched.
+
+use regex::Regex;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Values captured from the path, in pattern order: `{id}` gives `("id", "7")`.
+pub type Params = Vec<(Arc<str>, String)>;
+
+#[derive(Debug, Clone)]
+pub enum PathPattern {
+    /// Segment-aware prefix: `/users` matches `/users` and `/users/7`, never `/usersx`.
+    Prefix(String),
+    /// `= /health`: this path only.
+    Exact(String),
+    /// `/users/{id}`, `/files/{*rest}`.
+    Template(Vec<Segment>),
+    /// `~ ^/v[0-9]+/items$`: named groups become parameters.
+    Regex(Regex),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    /// One non-empty segment.
+    Param(Arc<str>),
+    /// The rest of the path, zero or more segments; last only.
+    CatchAll(Arc<str>),
+}
+
+/// How a path pattern ranks against others matching the same request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PathKind {
+    Prefix = 0,
+    Regex = 1,
+    CatchAll = 2,
+    Template = 3,
+    Exact = 4,
+}
+
+impl PathPattern {
+    /// Parses the `match.path` syntax; the error says what is wrong and how to write it.
+    pub fn parse(text: &str) -> Result<PathPattern, String> {
+        let text = text.trim();
+        if let Some(exact) = text.strip_prefix('=') {
+            let path = exact.trim();
+            check_absolute(path)?;
+            return Ok(PathPattern::Exact(path.to_string()));
+        }
+        if let Some(pattern) = text.strip_prefix('~') {
+            let regex = Regex::new(pattern.trim())
+                .map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))?;
+            return Ok(PathPattern::Regex(regex));
+        }
+        check_absolute(text)?;
+        if !text.contains(['{', '}']) {
+            let trimmed = text.trim_end_matches('/');
+            let prefix = if trimmed.is_empty() { "/" } else { trimmed };
+            return Ok(PathPattern::Prefix(prefix.to_string()));
+        }
+        let raw: Vec<&str> = text[1..].split('/').collect();
+        let mut segments = Vec::with_capacity(raw.len());
+        let mut names: Vec<&str> = Vec::new();
+        for (i, part) in raw.iter().enumerate() {
+            let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(inner) => {
+                    let (catch_all, name) = match inner.strip_prefix('*') {
+                        Some(name) => (true, name),
+                        None => (false, inner),
+                    };
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        return Err(format!(
+                            "parameter {{{inner}}} needs a name of letters, digits and `_`, like {{id}}"
+                        ));
+                    }
+                    if names.contains(&name) {
+                        return Err(format!("parameter {{{name}}} appears twice: give each its own name"));
+                    }
+                    names.push(name);
+                    if catch_all && i != raw.len() - 1 {
+                        return Err(format!("catch-all {{*{name}}} must be the last segment"));
+                    }
+                    if catch_all {
+                        Segment::CatchAll(name.into())
+                    } else {
+                        Segment::Param(name.into())
+                    }
+                }
+                None if part.contains(['{', '}']) => {
+                    return Err(format!(
+                        "segment {part:?} mixes text and a parameter: a parameter takes a whole segment, like /users/{{id}}"
+                    ))
+                }
+                None => Segment::Literal((*part).to_string()),
+            };
+            segments.push(segment);
+        }
+        Ok(PathPattern::Template(segments))
+    }
+
+    pub fn kind(&self) -> PathKind {
+        match self {
+            PathPattern::Prefix(_) => PathKind::Prefix,
+            PathPattern::Exact(_) => PathKind::Exact,
+            PathPattern::Regex(_) => PathKind::Regex,
+            PathPattern::Template(segments) => {
+                if matches!(segments.last(), Some(Segment::CatchAll(_))) {
+                    PathKind::CatchAll
+                } else {
+                    PathKind::Template
+                }
+            }
+        }
+    }
+
+    /// Length of the literal text, for "longer before shorter" (0 for regexes,
+    /// which keep their declaration order).
+    pub fn literal_len(&self) -> usize {
+        match self {
+            PathPattern::Prefix(p) | PathPattern::Exact(p) => p.len(),
+            PathPattern::Regex(_) => 0,
+            PathPattern::Template(segments) => segments
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(text) => text.len() + 1,
+                    _ => 1,
+                })
+                .sum(),
+        }
+    }
+
+    /// Names of the parameters this pattern captures.
+    pub fn param_names(&self) -> Vec<String> {
+        match self {
+            PathPattern::Template(segments) => segments
+                .iter()
+                .filter_map(|s| match s {
+                    Segment::Param(n) | Segment::CatchAll(n) => Some(n.to_string()),
+                    Segment::Literal(_) => None,
+                })
+                .collect(),
+            PathPattern::Regex(regex) => regex.capture_names().flatten().map(String::from).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Matches a normalised path, adding captured parameters to `params`.
+    pub fn matches(&self, path: &str, params: &mut Params) -> bool {
+        match self {
+            PathPattern::Prefix(prefix) => prefix_matches(prefix, path),
+            PathPattern::Exact(exact) => exact == path,
+            PathPattern::Template(segments) => template_matches(segments, path, params),
+            PathPattern::Regex(regex) => {
+                let Some(captures) = regex.captures(path) else {
+                    return false;
+                };
+                for name in regex.capture_names().flatten() {
+                    if let Some(value) = captures.name(name) {
+                        params.push((name.into(), value.as_str().to_string()));
+                    }
+                }
+                true
+            }
+        }
+    }
+}
+
+/// `/users` matches `/users`, `/users/` and `/users/7`; `/` matches everything.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'),
+        None => false,
+    }
+}
+
+fn template_matches(segments: &[Segment], path: &str, params: &mut Params) -> bool {
+    let start = params.len();
+    let mut rest = path.strip_prefix('/').unwrap_or(path);
+    for (i, segment) in segments.iter().enumerate() {
+        if let Segment::CatchAll(name) = segment {
+            params.push((name.clone(), rest.to_string()));
+            return true;
+        }
+        let (part, tail) = match rest.find('/') {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        let ok = match segment {
+            Segment::Literal(text) => part == text,
+            Segment::Param(name) if !part.is_empty() => {
+                params.push((name.clone(), part.to_string()));
+                true
+            }
+            _ => false,
+        };
+        let last = i == segments.len() - 1;
+        // A catch-all after this segment may match an empty rest (`/files` for `/files/{*rest}`).
+        let next_is_catch_all = matches!(segments.get(i + 1), Some(Segment::CatchAll(_)));
+        match (ok, tail) {
+            (true, Some(tail)) if !last => rest = tail,
+            (true, None) if last => return true,
+            (true, None) if next_is_catch_all => rest = "",
+            _ => {
+                params.truncate(start);
+                return false;
+            }
+        }
+    }
+    params.truncate(start);
+    false
+}
+
+fn check_absolute(path: &str) -> Result<(), String> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(format!(
+            "path {path:?} must start with `/` (prefix `/api`, exact `= /health`, template `/users/{{id}}`, regex `~ ^/v[0-9]+/`)"
+        ))
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Normalises a request path before matching, so that one resource has one
+/// spelling: `/a/./b/../c` is `/a/c`, `%7E` is `~`. Percent-escapes of
+/// reserved characters (`%2F`, `%3F`) stay escaped, so they never turn into
+/// separators. Returns `None` for paths that do not start with `/` or climb
+/// above the root.
+pub fn normalize(path: &str) -> Option<Cow<'_, str>> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let needs_work = path.contains('%') || path.contains("/.");
+    if !needs_work {
+        return Some(Cow::Borrowed(path));
+    }
+    let decoded = decode_unreserved(path)?;
+    remove_dot_segments(&decoded).map(Cow::Owned)
+}
+
+fn decode_unreserved(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = path.get(i + 1..i + 3)?;
+            let value = u8::from_str_radix(hex, 16).ok()?;
+            if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+                out.push(value as char);
+            } else {
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+            i += 3;
+        } else {
+            // Multi-byte UTF-8 cannot appear in a URI hyper accepted, but copy safely anyway.
+            let ch = path[i..].chars().next()?;
+            out.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    Some(out)
+}
+
+/// RFC 3986 section 5.2.4, refusing paths that climb above the root.
+fn remove_dot_segments(path: &str) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    let mut trailing_slash = false;
+    for (i, segment) in segments.iter().enumerate() {
+        match *segment {
+            "." => trailing_slash = i == last,
+            ".." => {
+                out.pop()?;
+                trailing_slash = i == last;
+            }
+            other => {
+                out.push(other);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut result = String::with_capacity(path.len());
+    for segment in &out {
+        result.push('/');
+        result.push_str(segment);
+    }
+    if trailing_slash || result.is_empty() {
+        result.push('/');
+    }
+    Some(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matches(pattern: &str, path: &str) -> Option<Params> {
+        let mut params = Params::new();
+        PathPattern::parse(pattern)
+            .unwrap()
+            .matches(path, &mut params)
+            .then_some(params)
+    }
+
+    fn param(params: &Params, name: &str) -> String {
+        params.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.clone()).unwrap()
+    }
+
+    #[test]
+    fn prefix_is_segment_aware() {
+        assert!(matches("/users", "/users").is_some());
+        assert!(matches("/users", "/users/7").is_some());
+        assert!(matches("/users/", "/users/7").is_some());
+        assert!(matches("/users", "/usersx").is_none());
+        assert!(matches("/", "/anything/at/all").is_some());
+    }
+
+    #[test]
+    fn exact_matches_only_itself() {
+        assert!(matches("= /health", "/health").is_some());
+        assert!(matches("= /health", "/health/").is_none());
+        assert!(matches("= /health", "/healthz").is_none());
+    }
+
+    #[test]
+    fn templates_capture_parameters() {
+        let params = matches("/users/{id}", "/users/7").unwrap();
+        assert_eq!(param(&params, "id"), "7");
+        assert!(matches("/users/{id}", "/users/").is_none());
+        assert!(matches("/users/{id}", "/users/7/orders").is_none());
+        let params = matches("/users/{id}/orders/{order}", "/users/7/orders/9").unwrap();
+        assert_eq!(param(&params, "order"), "9");
+    }
+
+    #[test]
+    fn catch_all_takes_the_rest() {
+        assert_eq!(param(&matches("/files/{*rest}", "/files/a/b.txt").unwrap(), "rest"), "a/b.txt");
+        assert_eq!(param(&matches("/files/{*rest}", "/files").unwrap(), "rest"), "");
+        assert!(matches("/files/{*rest}", "/filesx").is_none());
+    }
+
+    #[test]
+    fn regex_captures_named_groups() {
+        let params = matches("~ ^/v(?P<version>[0-9]+)/items$", "/v2/items").unwrap();
+        assert_eq!(param(&params, "version"), "2");
+        assert!(matches("~ ^/v[0-9]+/items$", "/vx/items").is_none());
+    }
+
+    #[test]
+    fn bad_patterns_explain_the_fix() {
+        assert!(PathPattern::parse("users").unwrap_err().contains("must start with `/`"));
+        assert!(PathPattern::parse("/files/{*rest}/x").unwrap_err().contains("last segment"));
+        assert!(PathPattern::parse("/u/{id}/{id}").unwrap_err().contains("twice"));
+        assert!(PathPattern::parse("/u/x{id}").unwrap_err().contains("whole segment"));
+        assert!(PathPattern::parse("~ ^/(").unwrap_err().contains("invalid regex"));
+    }
+
+    #[test]
+    fn normalisation_resolves_dots_and_unreserved_escapes() {
+        assert_eq!(normalize("/a/b").unwrap(), "/a/b");
+        assert_eq!(normalize("/a/./b/../c").unwrap(), "/a/c");
+        assert_eq!(normalize("/a/b/..").unwrap(), "/a/");
+        assert_eq!(normalize("/%61dmin").unwrap(), "/admin");
+        assert_eq!(normalize("/a%2fb").unwrap(), "/a%2Fb");
+        assert!(normalize("/../etc/passwd").is_none());
+        assert!(normalize("/a/%zz").is_none());
+        assert!(normalize("*").is_none());
+    }
+}
