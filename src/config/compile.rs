@@ -19,11 +19,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub fn compile(config: &ConfigFile) -> Result<Compiled, ConfigErrors> {
+/// `unparsed_upstreams` names upstreams whose blocks had errors of their own:
+/// routes may name them without being reported again.
+pub fn compile(config: &ConfigFile, unparsed_upstreams: &[String]) -> Result<Compiled, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let listeners = compile_listeners(&config.listeners, &mut errors);
     let upstreams = compile_upstreams(&config.upstreams, &mut errors);
-    let routes = compile_routes(config, &upstreams, &mut errors);
+    let known = Known { config, pools: &upstreams, unparsed_upstreams };
+    let routes = compile_routes(&known, &mut errors);
     check_positive("shutdown.drain_timeout", config.shutdown.drain_timeout, &mut errors);
     errors.into_result(Compiled {
         gateway: Gateway {
@@ -143,11 +146,15 @@ fn compile_upstreams(
     out
 }
 
-fn compile_routes(
-    config: &ConfigFile,
-    pools: &IndexMap<String, Arc<UpstreamPool>>,
-    errors: &mut ConfigErrors,
-) -> Vec<(Matcher, Route)> {
+/// What routes may refer to.
+struct Known<'a> {
+    config: &'a ConfigFile,
+    pools: &'a IndexMap<String, Arc<UpstreamPool>>,
+    unparsed_upstreams: &'a [String],
+}
+
+fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher, Route)> {
+    let config = known.config;
     let mut names = HashSet::new();
     let mut out = Vec::new();
     for (i, route) in config.routes.iter().enumerate() {
@@ -167,7 +174,7 @@ fn compile_routes(
         let action = match (&route.upstream, &route.respond) {
             (Some(upstream), None) => {
                 let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();
-                compile_forward(&path, route, upstream, &params, config, pools, errors).map(Action::Proxy)
+                compile_forward(&path, route, upstream, &params, known, errors).map(Action::Proxy)
             }
             (None, Some(respond)) => {
                 for (field, set) in [
@@ -202,10 +209,10 @@ fn compile_forward(
     route: &RouteConfig,
     upstream: &str,
     params: &[String],
-    config: &ConfigFile,
-    pools: &IndexMap<String, Arc<UpstreamPool>>,
+    known: &Known<'_>,
     errors: &mut ConfigErrors,
 ) -> Option<Forward> {
+    let config = known.config;
     let rewrite = match &route.rewrite {
         Some(rewrite) => Rewrite::compile(rewrite, params)
             .map_err(|field_errors| {
@@ -216,14 +223,18 @@ fn compile_forward(
             .ok()?,
         None => Rewrite::default(),
     };
-    let Some(pool) = pools.get(upstream) else {
-        // An upstream that exists but failed to compile has its own errors already.
-        if !config.upstreams.contains_key(upstream) {
+    let Some(pool) = known.pools.get(upstream) else {
+        // An upstream that exists but failed to parse or compile has its own errors already.
+        let exists = config.upstreams.contains_key(upstream) || known.unparsed_upstreams.iter().any(|u| u == upstream);
+        if !exists {
             errors.push(
                 format!("{path}.upstream"),
                 format!(
                     "unknown upstream {upstream:?}{}",
-                    suggestion(upstream, config.upstreams.keys().map(String::as_str))
+                    suggestion(
+                        upstream,
+                        config.upstreams.keys().chain(known.unparsed_upstreams).map(String::as_str)
+                    )
                 ),
             );
         }

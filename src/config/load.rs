@@ -8,7 +8,16 @@ use super::model::*;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
-pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
+/// What could be read of a config: every block that fits, the errors of
+/// those that do not, and the names of upstreams that did not fit (so that
+/// routes naming them are not also reported as naming an unknown upstream).
+pub struct Partial {
+    pub file: ConfigFile,
+    pub errors: ConfigErrors,
+    pub unparsed_upstreams: Vec<String>,
+}
+
+pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let mut root: Value = match serde_yaml_ng::from_str(text) {
         Ok(value) => value,
@@ -22,6 +31,7 @@ pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
         errors.push("", "the config must be a mapping with at least `listeners` and `routes`");
         return Err(errors);
     };
+    let mut unparsed_upstreams = Vec::new();
     for key in root.keys() {
         let key = key.as_str().unwrap_or("?");
         if !TOP_LEVEL_KEYS.contains(&key) {
@@ -48,8 +58,11 @@ pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
     if let Some(value) = root.remove("upstreams") {
         for (name, value) in mapping(value, "upstreams", &mut errors) {
             let path = format!("upstreams.{name}");
-            if let Some(upstream) = typed(value, &path, &mut errors) {
-                config.upstreams.insert(name, upstream);
+            match typed(value, &path, &mut errors) {
+                Some(upstream) => {
+                    config.upstreams.insert(name, upstream);
+                }
+                None => unparsed_upstreams.push(name),
             }
         }
     }
@@ -67,7 +80,7 @@ pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
     if let Some(value) = root.remove("access_log") {
         config.access_log = typed(value, "access_log", &mut errors).unwrap_or_default();
     }
-    errors.into_result(config)
+    Ok(Partial { file: config, errors, unparsed_upstreams })
 }
 
 fn each_item<T: DeserializeOwned>(items: Vec<Value>, section: &str, errors: &mut ConfigErrors) -> Vec<T> {
@@ -143,7 +156,11 @@ mod tests {
     use super::*;
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text).unwrap_err().iter().map(|e| e.to_string()).collect()
+        let errors = match parse(text) {
+            Ok(partial) => partial.errors,
+            Err(errors) => errors,
+        };
+        errors.iter().map(|e| e.to_string()).collect()
     }
 
     #[test]

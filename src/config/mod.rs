@@ -19,15 +19,20 @@ use crate::gateway::Compiled;
 use source_map::SourceMap;
 use std::path::Path;
 
-/// Parses config text into the file model.
-pub fn parse(text: &str) -> Result<ConfigFile, ConfigErrors> {
-    load::parse(text).map_err(|errors| located(errors, text))
-}
-
-/// Parses and compiles config text: the one entry point `run` and `validate` share.
+/// Parses and compiles config text: the one entry point `run` and `validate`
+/// share. Blocks that do not parse are reported and the rest is still
+/// compiled, so one run reports every error.
 pub fn build(text: &str) -> Result<Compiled, ConfigErrors> {
-    let file = parse(text)?;
-    compile::compile(&file).map_err(|errors| located(errors, text))
+    let partial = load::parse(text).map_err(|errors| located(errors, text))?;
+    let mut errors = partial.errors;
+    match compile::compile(&partial.file, &partial.unparsed_upstreams) {
+        Ok(compiled) if errors.is_empty() => Ok(compiled),
+        Ok(_) => Err(located(errors, text)),
+        Err(more) => {
+            errors.errors.extend(more.errors);
+            Err(located(errors, text))
+        }
+    }
 }
 
 /// Reads and builds a config file.

@@ -1,0 +1,139 @@
+//! The `portico` command as a user runs it.
+
+use crate::config;
+use crate::support::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn portico(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_portico")).args(args).output().expect("portico runs")
+}
+
+fn validate_text(yaml: &str) -> (i32, String) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), yaml).unwrap();
+    let out = portico(&["validate", "--config", file.path().to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn every_example_config_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = portico(&["validate", "--config", path.to_str().unwrap()]);
+            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "found only {checked} examples");
+}
+
+#[test]
+fn validate_reports_every_error_with_its_place_and_fix() {
+    let (code, text) = validate_text(
+        r#"listeners:
+  - { name: public, addr: "127.0.0.1:8080" }
+upstreams:
+  users: { targets: ["127.0.0.1:9001"] }
+routes:
+  - name: a
+    match: { path: /a }
+    upstream: users
+  - name: a
+    match: { path: /b }
+    upstream: users
+  - name: c
+    match: { path: /c }
+    upstream: userz
+  - name: d
+    match: { path: /d, colour: red }
+    upstream: users
+"#,
+    );
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(": 3 errors"), "{text}");
+    assert!(text.contains("routes[1].name: duplicate route name \"a\""), "{text}");
+    assert!(
+        text.contains("routes[2].upstream: unknown upstream \"userz\" (did you mean \"users\"?) (line 14, column 5)"),
+        "{text}"
+    );
+    assert!(text.contains("routes[3].match.colour: unknown key `colour`"), "{text}");
+}
+
+#[test]
+fn validate_refuses_malformed_yaml_and_unknown_keys() {
+    let (code, text) = validate_text("listeners: [\n  { name: a, addr: 127.0.0.1:1 \n");
+    assert_eq!(code, 2);
+    assert!(text.contains("invalid YAML") && text.contains("line"), "{text}");
+
+    let (code, text) = validate_text("listeners: [{ name: a, addr: '127.0.0.1:1' }]\nlisteners_extra: 1\n");
+    assert_eq!(code, 2);
+    assert!(text.contains("listeners_extra: unknown key"), "{text}");
+
+    let (code, text) = validate_text("listeners: [{ name: a, addr: 'localhost' }]\n");
+    assert_eq!(code, 2);
+    assert!(text.contains("listeners[0].addr") && text.contains("127.0.0.1:8080"), "{text}");
+
+    let missing = validate_text("");
+    assert_eq!(missing.0, 2);
+    let unreadable = portico(&["validate", "--config", "/nonexistent/portico.yaml"]);
+    assert_eq!(unreadable.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unreadable.stderr).contains("cannot read"));
+}
+
+#[test]
+fn version_and_help_on_every_command() {
+    let out = portico(&["--version"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("portico "));
+    for args in [vec!["--help"], vec!["run", "--help"], vec!["validate", "--help"]] {
+        let out = portico(&args);
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--config") || args == ["--help"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let upstream = Upstream::slow("slow", Duration::from_millis(1500)).await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { slow: { targets: ["$U"] } }
+routes: [{ name: slow, match: { path: / }, upstream: slow }]
+shutdown: { drain_timeout: 10s }
+"#,
+        &[("U", upstream.addr.to_string())],
+    );
+    let mut gateway = Process::start(&yaml);
+    let url = format!("http://{}/", gateway.addr);
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    gateway.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(gateway.addr).await.is_err(),
+        "no new connections are accepted while draining"
+    );
+    let reply = in_flight.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "slow", "the in-flight request finished");
+    let status = gateway.wait(Duration::from_secs(10)).expect("portico exits after draining");
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_serves_its_mock_routes() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml")).unwrap();
+    let _gateway = Process::start(&text);
+    let health = get("http://127.0.0.1:8080/healthz").await;
+    assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
+    let user = get("http://127.0.0.1:8080/api/v1/users/7").await;
+    assert_eq!(user.status, 200);
+    assert_eq!(user.header("x-served-by"), "stand-in");
+    assert_eq!(user.json()["name"], "Ada Lovelace");
+}

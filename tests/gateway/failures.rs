@@ -1,0 +1,101 @@
+//! Broken upstreams get a clean 502 or 504, never a hang or a panic.
+
+use crate::config;
+use crate::support::*;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn to(addr: SocketAddr, response_timeout: &str) -> String {
+    config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  svc: { targets: ["$U"], timeouts: { connect: 2s, response: $T } }
+routes:
+  - { name: svc, match: { path: / }, upstream: svc }
+  - { name: ok, match: { path: "= /ok" }, respond: { body: still-serving } }
+"#,
+        &[("U", addr.to_string()), ("T", response_timeout.to_string())],
+    )
+}
+
+#[tokio::test]
+async fn refused_connection_is_502() {
+    let gw = Gateway::start(&to(refusing_addr().await, "5s")).await;
+    let problem = get(&gw.url("/x")).await.problem(502);
+    assert!(problem["detail"].as_str().unwrap().contains("refused"), "{problem}");
+    assert!(!problem.to_string().contains("127.0.0.1"), "target addresses stay out of client answers");
+}
+
+#[tokio::test]
+async fn upstream_that_hangs_is_504_after_the_response_timeout() {
+    let addr = tcp_server(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let gw = Gateway::start(&to(addr, "500ms")).await;
+    let started = Instant::now();
+    get(&gw.url("/x")).await.problem(504);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450) && waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(get(&gw.url("/ok")).await.text(), "still-serving");
+}
+
+#[tokio::test]
+async fn upstream_that_closes_mid_body_cuts_the_client_response_without_hanging() {
+    let addr = tcp_server(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly-part").await;
+        // Closing here leaves 991 promised bytes unsent.
+    })
+    .await;
+    let gw = Gateway::start(&to(addr, "5s")).await;
+    let answer = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("content-length: 1000"), "{answer}");
+    assert!(answer.ends_with("only-part"), "the client sees a short body and a closed connection: {answer}");
+    assert_eq!(get(&gw.url("/ok")).await.text(), "still-serving");
+}
+
+#[tokio::test]
+async fn upstream_that_stalls_mid_body_is_cut_after_the_response_timeout() {
+    let addr = tcp_server(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nstart").await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    })
+    .await;
+    let gw = Gateway::start(&to(addr, "500ms")).await;
+    let started = Instant::now();
+    let answer = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.ends_with("start"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(8), "cut, not hung: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn upstream_that_answers_garbage_is_502() {
+    let addr = tcp_server(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(b"SMTP ready\r\n\r\n").await;
+    })
+    .await;
+    let gw = Gateway::start(&to(addr, "5s")).await;
+    get(&gw.url("/x")).await.problem(502);
+}
+
+#[tokio::test]
+async fn upstream_that_closes_before_answering_is_502() {
+    let addr = tcp_server(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+    })
+    .await;
+    let gw = Gateway::start(&to(addr, "5s")).await;
+    get(&gw.url("/x")).await.problem(502);
+}

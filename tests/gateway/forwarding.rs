@@ -1,0 +1,228 @@
+//! What crosses the proxy: headers, request ids, rewrites, bodies, fixed answers.
+
+use crate::config;
+use crate::support::*;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use std::time::Duration;
+
+fn single_upstream(upstream: &Upstream, route_extra: &str) -> String {
+    config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  users: { targets: ["$U"] }
+routes:
+  - name: users
+    match: { path: /api/users }
+    upstream: users
+$EXTRA
+"#,
+        &[("U", upstream.addr.to_string()), ("EXTRA", route_extra.to_string())],
+    )
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
+    let upstream = Upstream::start(|_| {
+        http::Response::builder()
+            .header("connection", "x-upstream-hop")
+            .header("x-upstream-hop", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("x-kept", "yes")
+            .body(Full::new(Bytes::from("ok")))
+            .unwrap()
+    })
+    .await;
+    let gw = Gateway::start(&single_upstream(&upstream, "")).await;
+    let reply = get_with(
+        &gw.url("/api/users"),
+        &[
+            ("connection", "x-client-hop"),
+            ("x-client-hop", "1"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("te", "trailers"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("host", "api.example.com"),
+            ("x-end-to-end", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = upstream.last();
+    for hop in ["x-client-hop", "proxy-authorization", "te"] {
+        assert!(!seen.headers.contains_key(hop), "{hop} was forwarded");
+    }
+    assert_eq!(seen.headers["x-end-to-end"], "kept");
+    assert_eq!(seen.headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
+    assert_eq!(seen.headers["via"], "1.1 portico");
+    assert_eq!(seen.headers["host"], upstream.addr.to_string().as_str(), "Host is the target's by default");
+    assert!(!reply.headers.contains_key("x-upstream-hop"));
+    assert!(!reply.headers.contains_key("keep-alive"));
+    assert_eq!(reply.header("x-kept"), "yes");
+    assert_eq!(reply.header("via"), "1.1 portico");
+}
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host() {
+    let upstream = Upstream::named("users").await;
+    let gw = Gateway::start(&single_upstream(&upstream, "    preserve_host: true")).await;
+    get_with(&gw.url("/api/users"), &[("host", "api.example.com")]).await;
+    assert_eq!(upstream.last().headers["host"], "api.example.com");
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_when_sane_generated_otherwise_and_seen_on_both_sides() {
+    let upstream = Upstream::named("users").await;
+    let gw = Gateway::start(&single_upstream(&upstream, "")).await;
+    let reply = get_with(&gw.url("/api/users"), &[("x-request-id", "trace-abc-123")]).await;
+    assert_eq!(reply.header("x-request-id"), "trace-abc-123");
+    assert_eq!(upstream.last().headers["x-request-id"], "trace-abc-123");
+
+    let reply = get_with(&gw.url("/api/users"), &[("x-request-id", "bad id with spaces")]).await;
+    let generated = reply.header("x-request-id").to_string();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    assert_eq!(upstream.last().headers["x-request-id"], generated.as_str());
+
+    let other = get(&gw.url("/api/users")).await;
+    assert_ne!(other.header("x-request-id"), generated);
+}
+
+#[tokio::test]
+async fn rewrites_strip_add_and_template_keep_the_query() {
+    let upstream = Upstream::named("users").await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  users: { targets: ["$U"] }
+routes:
+  - { name: strip, match: { path: /api/v1 }, upstream: users, rewrite: { strip_prefix: /api/v1, add_prefix: /internal } }
+  - { name: template, match: { path: "/users/{id}" }, upstream: users, rewrite: { path: "/v2/accounts/{id}" } }
+  - { name: plain, match: { path: /plain }, upstream: users }
+"#,
+        &[("U", upstream.addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    get(&gw.url("/api/v1/users/7?expand=orders&x=1")).await;
+    assert_eq!(upstream.last().uri.to_string(), "/internal/users/7?expand=orders&x=1");
+    get(&gw.url("/users/42?fields=name")).await;
+    assert_eq!(upstream.last().uri.to_string(), "/v2/accounts/42?fields=name");
+    get(&gw.url("/plain/a%2Fb?q=%20x")).await;
+    assert_eq!(upstream.last().uri.to_string(), "/plain/a%2Fb?q=%20x", "untouched paths go as sent");
+}
+
+#[tokio::test]
+async fn request_bodies_pass_with_length_or_chunked() {
+    let upstream = Upstream::start(|r| http::Response::new(Full::new(r.body.clone()))).await;
+    let gw = Gateway::start(&single_upstream(&upstream, "")).await;
+    let reply = send(Request::post(gw.url("/api/users")).body(Full::new(Bytes::from("{\"userId\":1}"))).unwrap()).await;
+    assert_eq!(reply.text(), "{\"userId\":1}");
+    assert_eq!(upstream.last().headers["content-length"], "12");
+
+    let chunked = "POST /api/users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    let answer = raw(gw.addr, chunked.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello world"), "{answer}");
+    assert_eq!(upstream.last().body, "hello world");
+}
+
+#[tokio::test]
+async fn respond_routes_answer_without_an_upstream() {
+    let yaml = r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+routes:
+  - name: health
+    match: { path: "= /healthz" }
+    respond: { status: 200, json: { status: ok } }
+  - name: teapot
+    match: { path: /tea }
+    respond: { status: 418, headers: { x-brew: green }, body: "short and stout" }
+"#;
+    let gw = Gateway::start(yaml).await;
+    let reply = get(&gw.url("/healthz")).await;
+    assert_eq!(reply.header("content-type"), "application/json");
+    assert_eq!(reply.json(), serde_json::json!({"status": "ok"}));
+    let reply = get(&gw.url("/tea")).await;
+    assert_eq!(reply.status, 418);
+    assert_eq!(reply.header("x-brew"), "green");
+    assert_eq!(reply.header("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(reply.text(), "short and stout");
+}
+
+#[tokio::test]
+async fn keep_alive_connections_to_upstreams_are_reused() {
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    let addr = tcp_server(move |stream| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(stream),
+                    hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("ok"))))
+                    }),
+                )
+                .await;
+        }
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { svc: { targets: ["$U"] } }
+routes: [{ name: svc, match: { path: / }, upstream: svc }]
+"#,
+        &[("U", addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..20 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection served all 20");
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_cancels_the_upstream_request() {
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let closed_tx = std::sync::Mutex::new(Some(closed_tx));
+    let addr = tcp_server(move |mut stream| {
+        let tx = closed_tx.lock().unwrap().take();
+        async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 4096];
+            let _ = stream.read(&mut buf).await; // the request head
+            // Never answer; report when the gateway hangs up.
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { slow: { targets: ["$U"], timeouts: { response: 1m } } }
+routes: [{ name: slow, match: { path: / }, upstream: slow }]
+"#,
+        &[("U", addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(10), closed_rx)
+        .await
+        .expect("the upstream request is cancelled when the client leaves")
+        .unwrap();
+}

@@ -1,0 +1,21 @@
+//! Integration tests: real upstreams, a real gateway, real clients, on loopback.
+
+mod support;
+
+mod balancing;
+mod binary;
+mod failures;
+mod forwarding;
+mod limits;
+mod routing;
+mod streaming;
+
+/// Fills `$NAME` placeholders in a YAML config.
+pub fn config(template: &str, values: &[(&str, String)]) -> String {
+    let mut text = template.to_string();
+    for (name, value) in values {
+        text = text.replace(&format!("${name}"), value);
+    }
+    assert!(!text.contains("$U"), "unfilled placeholder in:\n{text}");
+    text
+}

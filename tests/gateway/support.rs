@@ -1,0 +1,330 @@
+//! The testkit: real upstream servers that record what they receive, a
+//! gateway started in-process from a YAML string, and a client.
+
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico::proxy::Server;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request as an upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A real HTTP/1.1 server on a free loopback port.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    requests: Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl Upstream {
+    /// Answers every request with `respond(request)`, after recording it.
+    pub async fn start<F>(respond: F) -> Upstream
+    where
+        F: Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let respond = Arc::new(respond);
+        let addr = serve(move |request: Request<Incoming>| {
+            let log = log.clone();
+            let respond = respond.clone();
+            async move {
+                let (parts, body) = request.into_parts();
+                let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                let recorded = Recorded {
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
+                    headers: parts.headers,
+                    body,
+                };
+                let response = respond(&recorded);
+                log.lock().unwrap().push(recorded);
+                Ok::<_, Infallible>(response)
+            }
+        })
+        .await;
+        Upstream { addr, requests }
+    }
+
+    /// Answers 200 with its name in the body and in `x-upstream`.
+    pub async fn named(name: &'static str) -> Upstream {
+        Upstream::start(move |_| {
+            Response::builder()
+                .header("x-upstream", name)
+                .body(Full::new(Bytes::from(name)))
+                .unwrap()
+        })
+        .await
+    }
+
+    /// Answers 200 with its name after `delay`, without blocking other requests.
+    pub async fn slow(name: &'static str, delay: Duration) -> Upstream {
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let addr = serve(move |request: Request<Incoming>| {
+            let log = log.clone();
+            async move {
+                let (parts, _) = request.into_parts();
+                tokio::time::sleep(delay).await;
+                log.lock().unwrap().push(Recorded {
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
+                    headers: parts.headers,
+                    body: Bytes::new(),
+                });
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
+            }
+        })
+        .await;
+        Upstream { addr, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests.lock().unwrap().last().cloned().expect("the upstream received no request")
+    }
+}
+
+/// Serves `handler` over HTTP/1.1 on a free loopback port; returns the address.
+pub async fn serve<H, Fut, B>(handler: H) -> SocketAddr
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(handler))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A loopback address where nothing listens: connections are refused.
+pub async fn refusing_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A TCP server that runs `script` on each accepted connection, for upstreams
+/// that misbehave below HTTP (hang, close mid-body).
+pub async fn tcp_server<F, Fut>(script: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = Arc::new(script);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            tokio::spawn(script(stream));
+        }
+    });
+    addr
+}
+
+/// A gateway started in-process from a YAML config.
+pub struct Gateway {
+    pub server: Server,
+    pub addr: SocketAddr,
+}
+
+impl Gateway {
+    /// Starts a gateway; the first listener's address is `addr`. Panics with
+    /// the config errors if the config does not compile.
+    pub async fn start(yaml: &str) -> Gateway {
+        let compiled = match portico::config::build(yaml) {
+            Ok(compiled) => compiled,
+            Err(errors) => panic!("config does not compile:\n{errors}\n---\n{yaml}"),
+        };
+        let server = Server::start(compiled).await.expect("gateway starts");
+        let addr = server.addrs()[0].1;
+        Gateway { server, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+    }
+
+    /// Asserts the RFC 9457 shape and returns the problem document.
+    pub fn problem(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let problem = self.json();
+        assert_eq!(problem["status"], status);
+        assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
+        assert_eq!(problem["request_id"], self.header("x-request-id"));
+        problem
+    }
+}
+
+pub async fn send(request: Request<Full<Bytes>>) -> Reply {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("the gateway answers within 30s")
+        .expect("the request gets a response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("the body is read whole").to_bytes();
+    Reply { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(Full::default()).unwrap()).await
+}
+
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(request.body(Full::default()).unwrap()).await
+}
+
+/// Writes raw bytes to `addr` and reads until the server closes (or 10 s pass).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `portico` binary running as its own process, for what only a process
+/// shows: memory, signals, exit codes.
+pub struct Process {
+    pub child: std::process::Child,
+    /// The first listener's bound address.
+    pub addr: SocketAddr,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Process {
+    pub fn start(yaml: &str) -> Process {
+        use std::io::{BufRead, Write};
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(yaml.as_bytes()).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .args(["run", "--config"])
+            .arg(file.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("portico starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Some(addr) = line.split("addr=").nth(1) {
+                        let _ = tx.send(addr.trim().to_string());
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("portico logs its listening address")
+            .parse()
+            .unwrap();
+        Process { child, addr, _config: file }
+    }
+
+    /// Peak resident memory of the process so far, in bytes (VmHWM).
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
