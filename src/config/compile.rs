@@ -212,7 +212,8 @@ fn compile_forward(
     known: &Known<'_>,
     errors: &mut ConfigErrors,
 ) -> Option<Forward> {
-    let config = known.config;
+    // Every part is checked before any is used, so that all errors are reported.
+    let pool = find_pool(path, upstream, known, errors);
     let rewrite = match &route.rewrite {
         Some(rewrite) => Rewrite::compile(rewrite, params)
             .map_err(|field_errors| {
@@ -220,25 +221,8 @@ fn compile_forward(
                     errors.push(format!("{path}.rewrite.{field}"), message);
                 }
             })
-            .ok()?,
-        None => Rewrite::default(),
-    };
-    let Some(pool) = known.pools.get(upstream) else {
-        // An upstream that exists but failed to parse or compile has its own errors already.
-        let exists = config.upstreams.contains_key(upstream) || known.unparsed_upstreams.iter().any(|u| u == upstream);
-        if !exists {
-            errors.push(
-                format!("{path}.upstream"),
-                format!(
-                    "unknown upstream {upstream:?}{}",
-                    suggestion(
-                        upstream,
-                        config.upstreams.keys().chain(known.unparsed_upstreams).map(String::as_str)
-                    )
-                ),
-            );
-        }
-        return None;
+            .ok(),
+        None => Some(Rewrite::default()),
     };
     let overrides = route.timeouts.unwrap_or_default();
     for (field, value) in [("connect", overrides.connect), ("response", overrides.response)] {
@@ -246,6 +230,7 @@ fn compile_forward(
             check_positive(&format!("{path}.timeouts.{field}"), value, errors);
         }
     }
+    let (pool, rewrite) = (pool?, rewrite?);
     let timeouts = Timeouts {
         connect: overrides.connect.map_or(pool.timeouts.connect, |d| d.get()),
         response: overrides.response.map_or(pool.timeouts.response, |d| d.get()),
@@ -264,6 +249,21 @@ fn compile_forward(
         rewrite,
         preserve_host: route.preserve_host,
     })
+}
+
+fn find_pool<'a>(path: &str, upstream: &str, known: &Known<'a>, errors: &mut ConfigErrors) -> Option<&'a Arc<UpstreamPool>> {
+    if let Some(pool) = known.pools.get(upstream) {
+        return Some(pool);
+    }
+    // An upstream that exists but failed to parse or compile has its own errors already.
+    let declared = known.config.upstreams.keys().chain(known.unparsed_upstreams);
+    if !declared.clone().any(|name| name == upstream) {
+        errors.push(
+            format!("{path}.upstream"),
+            format!("unknown upstream {upstream:?}{}", suggestion(upstream, declared.map(String::as_str))),
+        );
+    }
+    None
 }
 
 fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigErrors) -> Option<FixedResponse> {

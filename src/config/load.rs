@@ -134,18 +134,22 @@ fn typed<T: DeserializeOwned>(value: Value, path: &str, errors: &mut ConfigError
 }
 
 /// serde says "unknown field `pth`, expected one of `path`, ..."; Portico
-/// suggests the key that was meant (the path already ends at the bad key).
+/// suggests the key (or value) that was meant. The path already ends at the bad key.
 fn explain_serde_error(path: String, message: String) -> (String, String) {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
+    let (what, rest) = if let Some(rest) = message.strip_prefix("unknown field `") {
+        ("key", rest)
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        ("value", rest)
+    } else {
         return (path, message);
     };
-    let Some((field, expected)) = rest.split_once('`') else {
+    let Some((given, expected)) = rest.split_once('`') else {
         return (path, message);
     };
     let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
     let message = format!(
-        "unknown key `{field}`{}; expected one of {}",
-        suggestion(field, known.iter().copied()),
+        "unknown {what} `{given}`{}; expected one of {}",
+        suggestion(given, known.iter().copied()),
         known.join(", ")
     );
     (path, message)
@@ -168,9 +172,10 @@ mod tests {
         let found = errors(
             "listeners: [{name: a, addr: '127.0.0.1:1', colour: red}]\n\
              routes:\n  - {name: r, match: {pth: /x}}\n  - {name: s, match: {path: /x}, preserve_host: maybe}\n\
-             upstreams: {u: {targets: [], timeouts: {connect: 5}}}\n",
+             upstreams: {u: {targets: [], timeouts: {connect: 5}}, v: {targets: [], balance: round_robbin}}\n",
         );
-        assert_eq!(found.len(), 4, "{found:#?}");
+        assert_eq!(found.len(), 5, "{found:#?}");
+        assert!(found.iter().any(|e| e.starts_with("upstreams.v.balance: unknown value `round_robbin` (did you mean \"round_robin\"?)")));
         assert!(found.iter().any(|e| e.starts_with("listeners[0].colour: unknown key `colour`")));
         assert!(found.iter().any(|e| e.starts_with("routes[0].match.pth: unknown key `pth` (did you mean \"path\"?)")));
         assert!(found.iter().any(|e| e.starts_with("routes[1].preserve_host:")));
