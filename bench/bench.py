@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Portico vs nginx vs direct-to-backend, on loopback, in one run.
+
+Core 0 runs the proxy under test (one worker); core 1 runs the backend (nginx
+serving fixed bodies) and the load generator (wrk). Targets alternate within
+every round; figures are medians over rounds.
+
+Primary figure: the proxy's own CPU time per request (user+system from
+/proc/PID/stat before and after a run, divided by requests served), because on
+two cores the load generator and backend saturate before a fast proxy does.
+"""
+import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PORTICO = os.path.join(ROOT, "target", "release", "portico")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+TICK = os.sysconf("SC_CLK_TCK")
+BACKEND, VIA_NGINX, VIA_PORTICO = 18080, 18081, 18082
+PROXY_CORE, LOAD_CORE = "0", "1"
+
+NGINX_COMMON = """
+worker_processes 1;
+daemon off;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/{name}-body;
+  proxy_temp_path {dir}/{name}-proxy;
+  fastcgi_temp_path {dir}/{name}-fcgi;
+  uwsgi_temp_path {dir}/{name}-uwsgi;
+  scgi_temp_path {dir}/{name}-scgi;
+  keepalive_requests 1000000;
+{body}
+}}
+"""
+
+BACKEND_CONF = """
+  server {{
+    listen 127.0.0.1:{port} reuseport backlog=4096;
+    location = /small {{ default_type text/plain; return 200 "hello, world\\n"; }}
+    location = /16k {{ default_type application/octet-stream; alias {dir}/16k.bin; }}
+  }}
+"""
+
+# The same work Portico does: upstream keep-alive, X-Forwarded-*, a request
+# id sent upstream and returned to the client.
+PROXY_CONF = """
+  upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Request-Id $request_id;
+      add_header X-Request-Id $request_id;
+    }}
+  }}
+"""
+
+PORTICO_CONF = """
+listeners:
+  - {{ name: bench, addr: "127.0.0.1:{port}" }}
+upstreams:
+  backend: {{ targets: ["127.0.0.1:{backend}"] }}
+routes:
+  - {{ name: all, match: {{ path: / }}, upstream: backend }}
+access_log: {{ enabled: false }}
+"""
+
+
+def start_nginx(tmp, name, body, core):
+    conf = os.path.join(tmp, f"{name}.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_COMMON.format(dir=tmp, name=name, body=body))
+    master = subprocess.Popen(["taskset", "-c", core, NGINX, "-c", conf, "-p", tmp],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return master
+
+
+def nginx_worker(master):
+    for _ in range(100):
+        out = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()
+        if out:
+            return int(out[0])
+        time.sleep(0.05)
+    sys.exit("nginx worker did not start")
+
+
+def wait_port(port):
+    import socket
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15; after the ")" they are 12 and 13 (0-based 11, 12).
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(url, connections, duration):
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        capture_output=True, text=True, check=True).stdout
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    if errors:
+        sys.exit(f"errors in run against {url}:\n{out}")
+    pct = dict((p, to_ms(v, u)) for p, v, u in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out, re.M))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return requests, rps, pct["50"], pct["99"]
+
+
+def measure(target, path, connections, duration):
+    name, port, pid = target
+    before = cpu_seconds(pid) if pid else 0.0
+    requests, rps, p50, p99 = wrk(f"http://127.0.0.1:{port}{path}", connections, duration)
+    cpu_us = (cpu_seconds(pid) - before) * 1e6 / requests if pid else None
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
+
+
+def median(runs, key):
+    values = [r[key] for r in runs if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    if not os.path.exists(PORTICO):
+        sys.exit("build first: cargo build --release")
+
+    tmp = tempfile.mkdtemp(prefix="portico-bench-")
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user when started as root
+    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
+        f.write(os.urandom(16 * 1024))
+    procs = []
+    try:
+        procs.append(start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE))
+        nginx_proxy = start_nginx(tmp, "proxy", PROXY_CONF.format(port=VIA_NGINX, backend=BACKEND), PROXY_CORE)
+        procs.append(nginx_proxy)
+        conf = os.path.join(tmp, "portico.yaml")
+        with open(conf, "w") as f:
+            f.write(PORTICO_CONF.format(port=VIA_PORTICO, backend=BACKEND))
+        portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(portico)
+        for port in (BACKEND, VIA_NGINX, VIA_PORTICO):
+            wait_port(port)
+        targets = [("direct", BACKEND, None), ("nginx", VIA_NGINX, nginx_worker(nginx_proxy)),
+                   ("portico", VIA_PORTICO, portico.pid)]
+
+        loads = [("small", "/small", args.connections), ("16 KiB", "/16k", args.connections), ("small, 1 conn", "/small", 1)]
+        for target in targets:  # warm up connections and caches
+            for _, path, conns in loads:
+                measure(target, path, conns, 1)
+        results = {}
+        for round_no in range(args.rounds):
+            order = targets[round_no % 3:] + targets[:round_no % 3]
+            for label, path, conns in loads:
+                for target in order:
+                    results.setdefault((label, target[0]), []).append(measure(target, path, conns, args.duration))
+            print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
+
+        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections} "
+              f"(the `1 conn` rows: -c1, latency at low load). CPU/req: the proxy's user+system time per request.\n")
+        print("| load | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | added p50 vs direct |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for label, _, _ in loads:
+            direct = median(results[(label, "direct")], "p50")
+            nginx_cpu = median(results[(label, "nginx")], "cpu_us")
+            for name, _, _ in targets:
+                runs = results[(label, name)]
+                cpu = median(runs, "cpu_us")
+                p50 = median(runs, "p50")
+                ratio = f"{cpu / nginx_cpu:.2f}x" if cpu and nginx_cpu else "-"
+                added = f"{(p50 - direct) * 1000:+.0f} µs" if name != "direct" else "-"
+                print(f"| {label} | {name} | {median(runs, 'rps'):,.0f} | {p50:.3f} | {median(runs, 'p99'):.3f} | "
+                      f"{cpu:.1f} | {ratio} | {added} |" if cpu else
+                      f"| {label} | {name} | {median(runs, 'rps'):,.0f} | {p50:.3f} | {median(runs, 'p99'):.3f} | - | - | - |")
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
