@@ -4,7 +4,7 @@
 
 use crate::proxy::idle::RequestActive;
 use crate::telemetry::access_log::Entry;
-use crate::upstream::InFlight;
+use crate::upstream::{InFlight, Lease};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -32,7 +32,7 @@ pub enum BodyError {
 pub struct RequestBody {
     inner: Option<Incoming>,
     limit: Option<u64>,
-    received: Arc<AtomicU64>,
+    received: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
@@ -40,7 +40,7 @@ impl RequestBody {
         RequestBody {
             inner: Some(inner),
             limit,
-            received,
+            received: Some(received),
         }
     }
 
@@ -48,7 +48,7 @@ impl RequestBody {
         RequestBody {
             inner: None,
             limit: None,
-            received: Arc::default(),
+            received: None,
         }
     }
 }
@@ -67,8 +67,8 @@ impl Body for RequestBody {
             Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Client(e)))),
             None => return Poll::Ready(None),
         };
-        if let Some(data) = frame.data_ref() {
-            let total = self.received.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        if let (Some(data), Some(received)) = (frame.data_ref(), &self.received) {
+            let total = received.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
             if let Some(limit) = self.limit.filter(|limit| total > *limit) {
                 self.inner = None;
                 return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
@@ -111,6 +111,8 @@ struct UpstreamBody {
     progressed: bool,
     /// Keeps the target's in-flight count until the body is done.
     _in_flight: InFlight,
+    /// The connection, returned to its target's pool when the body ends cleanly.
+    lease: Option<Lease>,
 }
 
 impl ResponseBody {
@@ -124,14 +126,17 @@ impl ResponseBody {
         ResponseBody::full(Bytes::new())
     }
 
-    pub fn upstream(inner: Incoming, idle: Duration, in_flight: InFlight) -> ResponseBody {
-        let kind = Kind::Upstream(UpstreamBody {
+    pub fn upstream(inner: Incoming, idle: Duration, in_flight: InFlight, lease: Lease) -> ResponseBody {
+        let mut body = UpstreamBody {
             inner,
             idle,
             timer: None,
             progressed: false,
             _in_flight: in_flight,
-        });
+            lease: Some(lease),
+        };
+        body.release_if_done();
+        let kind = Kind::Upstream(body);
         ResponseBody { kind, sent: 0, log: None, _active: None }
     }
 
@@ -157,15 +162,27 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let unfinished = match &self.kind {
+        let unfinished = match &mut self.kind {
             Kind::Full(rest) => rest.is_some(),
-            Kind::Upstream(body) => !body.inner.is_end_stream(),
+            Kind::Upstream(body) => {
+                body.release_if_done();
+                !body.inner.is_end_stream()
+            }
         };
         self.finish(unfinished.then_some("client_disconnected"));
     }
 }
 
 impl UpstreamBody {
+    /// Returns the connection for reuse once the whole body has been read.
+    fn release_if_done(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
+    }
+
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<BodyError> {
         let deadline = Instant::now() + self.idle;
         match &mut self.timer {
@@ -194,6 +211,9 @@ impl Body for ResponseBody {
             Kind::Upstream(body) => match Pin::new(&mut body.inner).poll_frame(cx) {
                 Poll::Ready(frame) => {
                     body.progressed = true;
+                    // hyper stops polling once a body says it has ended, so
+                    // the check follows every frame, not only the final `None`.
+                    body.release_if_done();
                     Poll::Ready(frame.map(|r| r.map_err(BodyError::Upstream)))
                 }
                 Poll::Pending => body.poll_idle(cx).map(|e| Some(Err(e))),

@@ -4,7 +4,7 @@
 use crate::plugins::PluginChain;
 use crate::proxy::rewrite::Rewrite;
 use crate::router::RouteTable;
-use crate::upstream::{HttpClient, Timeouts, UpstreamPool};
+use crate::upstream::{Timeouts, UpstreamPool};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use indexmap::IndexMap;
@@ -36,8 +36,7 @@ pub enum Action {
 #[derive(Debug)]
 pub struct Forward {
     pub pool: Arc<UpstreamPool>,
-    /// The pool's client, or the route's own when it overrides the connect timeout.
-    pub client: HttpClient,
+    /// The pool's timeouts with the route's overrides applied.
     pub timeouts: Timeouts,
     pub rewrite: Rewrite,
     pub preserve_host: bool,

@@ -11,7 +11,7 @@ use crate::gateway::{Action, Compiled, FixedResponse, Forward, Gateway, Listener
 use crate::plugins::{PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
-use crate::upstream::{build_client, Balancer, HashOn, Target, Timeouts, UpstreamPool};
+use crate::upstream::{Balancer, HashOn, Target, Timeouts, UpstreamPool};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use indexmap::IndexMap;
@@ -235,16 +235,8 @@ fn compile_forward(
         connect: overrides.connect.map_or(pool.timeouts.connect, |d| d.get()),
         response: overrides.response.map_or(pool.timeouts.response, |d| d.get()),
     };
-    // The connect timeout belongs to the client's connector, so a route that
-    // changes it gets a client (and connection pool) of its own.
-    let client = if timeouts.connect == pool.timeouts.connect {
-        pool.client.clone()
-    } else {
-        build_client(timeouts.connect)
-    };
     Some(Forward {
         pool: pool.clone(),
-        client,
         timeouts,
         rewrite,
         preserve_host: route.preserve_host,

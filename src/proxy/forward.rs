@@ -7,14 +7,29 @@ use http::header::{CONNECTION, HOST, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 use std::net::IpAddr;
 
+/// The client's address as it goes into `X-Forwarded-For`.
+pub fn client_ip_header(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [&CONNECTION, &KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE, &PROXY_AUTHORIZATION, &PROXY_CONNECTION]
+        .contains(&name)
+}
+
 /// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few names a message has is cheaper than a lookup for
+    // each of the eight hop-by-hop names, which are rarely there.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
@@ -45,12 +60,14 @@ fn via(version: Version) -> HeaderValue {
 
 /// What the request's way upstream needs to know of the client side.
 pub struct ClientSide<'a> {
-    pub ip: IpAddr,
+    /// The client's IP as a header value, made once per connection.
+    pub ip: &'a HeaderValue,
     pub version: Version,
     /// The Host the client asked for (Host header or HTTP/2 authority).
     pub host: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
-    pub preserve_host: bool,
+    /// The Host to send upstream: the target's, or the client's when preserved.
+    pub upstream_host: HeaderValue,
 }
 
 /// Rewrites the headers of a request about to go upstream.
@@ -58,21 +75,14 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     strip_hop_by_hop(headers);
     // Append the client to any chain it sent, as nginx's
     // $proxy_add_x_forwarded_for does (several fields are joined first).
-    let ip = client.ip.to_string();
     let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut chain: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        chain.push(&ip);
-        chain.join(", ")
+        let mut chain: Vec<&[u8]> = headers.get_all(&X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes).collect();
+        chain.push(client.ip.as_bytes());
+        HeaderValue::from_bytes(&chain.join(&b", "[..])).unwrap_or_else(|_| client.ip.clone())
     } else {
-        ip.clone()
+        client.ip.clone()
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(&X_FORWARDED_FOR, value);
-    }
+    headers.insert(&X_FORWARDED_FOR, forwarded_for);
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     match &client.host {
         Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
@@ -80,15 +90,7 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     };
     headers.append(VIA, via(client.version));
     headers.insert(&X_REQUEST_ID, client.request_id.clone());
-    match (client.preserve_host, client.host) {
-        (true, Some(host)) => {
-            headers.insert(HOST, host);
-        }
-        // The client sets Host from the target's address.
-        _ => {
-            headers.remove(HOST);
-        }
-    }
+    headers.insert(HOST, client.upstream_host);
 }
 
 /// Rewrites the headers of a response about to go to the client.
@@ -123,12 +125,13 @@ mod tests {
         headers.append("x-forwarded-for", "10.0.0.2".parse().unwrap());
         headers.insert(HOST, "api.example.com".parse().unwrap());
         let id = HeaderValue::from_static("rid");
+        let ip = client_ip_header([192, 0, 2, 7].into());
         let client = ClientSide {
-            ip: [192, 0, 2, 7].into(),
+            ip: &ip,
             version: Version::HTTP_11,
             host: Some(HeaderValue::from_static("api.example.com")),
             request_id: &id,
-            preserve_host: false,
+            upstream_host: HeaderValue::from_static("10.0.0.5:80"),
         };
         upstream_request(&mut headers, client);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
@@ -136,6 +139,6 @@ mod tests {
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["via"], "1.1 portico");
         assert_eq!(headers["x-request-id"], "rid");
-        assert!(!headers.contains_key(HOST));
+        assert_eq!(headers[HOST], "10.0.0.5:80");
     }
 }

@@ -10,10 +10,10 @@ use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, 
 use crate::plugins::{Flow, RequestContext};
 use crate::router::{request_host, normalize, Lookup, Params, RequestHead};
 use crate::telemetry::access_log::Entry;
-use crate::upstream::PickContext;
+use crate::upstream::{connections, PickContext, SendError};
 use arc_swap::ArcSwap;
 use http::header::CONTENT_LENGTH;
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
@@ -29,6 +29,8 @@ pub struct Connection {
     pub gateway: Arc<ArcSwap<Gateway>>,
     pub listener: Arc<ListenerSettings>,
     pub peer: SocketAddr,
+    /// `peer`'s IP, formatted once for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
     pub active: Arc<ActiveRequests>,
 }
 
@@ -39,7 +41,8 @@ struct Exchange {
     upstream: Option<Arc<str>>,
     target: Option<Arc<str>>,
     upstream_latency: Option<Duration>,
-    bytes_in: Arc<AtomicU64>,
+    /// Counted by the request body as it streams; `None` for bodyless requests.
+    bytes_in: Option<Arc<AtomicU64>>,
     error: Option<&'static str>,
 }
 
@@ -243,38 +246,44 @@ async fn proxy(
         .get(http::header::HOST)
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let upstream_host = match (&client_host, forward.preserve_host) {
+        (Some(host), true) => host.clone(),
+        _ => target.host_header.clone(),
+    };
     let client_version = parts.version;
     forward::upstream_request(
         &mut parts.headers,
         ClientSide {
-            ip: conn.peer.ip(),
+            ip: &conn.peer_ip,
             version: client_version,
             host: client_host,
             request_id,
-            preserve_host: forward.preserve_host,
+            upstream_host,
         },
     );
-    let path_and_query = path_and_query
-        .or_else(|| parts.uri.path_and_query().cloned())
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(target.authority.clone());
-    uri.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(uri).map_err(|e| ProxyError::new(ErrorKind::Internal, "bad upstream URI").with_source(e))?;
+    // Origin-form: the connection already goes to the target.
+    parts.uri = Uri::from(
+        path_and_query
+            .or_else(|| parts.uri.path_and_query().cloned())
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
     parts.version = Version::HTTP_11;
     let body = if body.is_end_stream() {
         RequestBody::empty()
     } else {
-        RequestBody::new(body, limit, exchange.bytes_in.clone())
+        RequestBody::new(body, limit, exchange.bytes_in.get_or_insert_with(Arc::default).clone())
     };
 
     let in_flight = target.begin();
     let sent = Instant::now();
-    let attempt = tokio::time::timeout(forward.timeouts.response, forward.client.request(Request::from_parts(parts, body))).await;
+    let attempt = tokio::time::timeout(
+        forward.timeouts.response,
+        connections::send(&target, Request::from_parts(parts, body), forward.timeouts.connect),
+    )
+    .await;
     exchange.upstream_latency = Some(sent.elapsed());
-    let response = match attempt {
-        Ok(Ok(response)) => response,
+    let (response, lease) = match attempt {
+        Ok(Ok(exchanged)) => exchanged,
         Ok(Err(error)) => return Err(upstream_error(error, &pool.name, limit)),
         Err(_) => {
             return Err(ProxyError::new(
@@ -286,7 +295,8 @@ async fn proxy(
     let (mut parts, body) = response.into_parts();
     forward::downstream_response(&mut parts.headers, parts.version, request_id);
     parts.version = client_version;
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body, forward.timeouts.response, in_flight)))
+    let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
+    Ok(Response::from_parts(parts, body))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -297,29 +307,31 @@ fn body_too_large(limit: u64) -> ProxyError {
     ProxyError::new(ErrorKind::PayloadTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
 }
 
-/// Sorts a client error into what the caller should hear: our own body limit
-/// (413), a timeout while connecting (504), a refused connection or a broken
+/// Sorts a failed exchange into what the caller should hear: our own body
+/// limit (413), a connect timeout (504), a refused connection or a broken
 /// exchange (502). Target addresses go to the log, not to the client.
-fn upstream_error(error: hyper_util::client::legacy::Error, upstream: &str, limit: Option<u64>) -> ProxyError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = error.source();
-    while let Some(current) = cause {
-        if let Some(body) = current.downcast_ref::<BodyError>() {
-            return match body {
-                BodyError::TooLarge { .. } => body_too_large(limit.unwrap_or_default()),
-                _ => ProxyError::new(ErrorKind::BadRequest, "the request body could not be read from the client"),
-            };
-        }
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::TimedOut {
-                return ProxyError::new(ErrorKind::UpstreamTimeout, format!("connecting to upstream {upstream:?} timed out"))
-                    .with_source(error);
+fn upstream_error(error: SendError, upstream: &str, limit: Option<u64>) -> ProxyError {
+    let kind = match &error {
+        SendError::ConnectTimeout(_) => ErrorKind::UpstreamTimeout,
+        SendError::Connect(_) => ErrorKind::UpstreamConnect,
+        SendError::Http(http) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = http.source();
+            while let Some(current) = cause {
+                if let Some(body) = current.downcast_ref::<BodyError>() {
+                    return match body {
+                        BodyError::TooLarge { .. } => body_too_large(limit.unwrap_or_default()),
+                        _ => ProxyError::new(ErrorKind::BadRequest, "the request body could not be read from the client"),
+                    };
+                }
+                cause = current.source();
             }
+            ErrorKind::UpstreamBroken
         }
-        cause = current.source();
-    }
-    if error.is_connect() {
-        ProxyError::new(ErrorKind::UpstreamConnect, format!("upstream {upstream:?} refused the connection")).with_source(error)
-    } else {
-        ProxyError::new(ErrorKind::UpstreamBroken, format!("upstream {upstream:?} failed before answering")).with_source(error)
-    }
+    };
+    let detail = match kind {
+        ErrorKind::UpstreamTimeout => format!("connecting to upstream {upstream:?} timed out"),
+        ErrorKind::UpstreamConnect => format!("upstream {upstream:?} refused the connection"),
+        _ => format!("upstream {upstream:?} failed before answering"),
+    };
+    ProxyError::new(kind, detail).with_source(error)
 }

@@ -166,6 +166,7 @@ impl Acceptor {
             gateway: self.gateway.clone(),
             listener: self.settings.clone(),
             peer,
+            peer_ip: super::forward::client_ip_header(peer.ip()),
             active,
         });
         let builder = self.builder.clone();

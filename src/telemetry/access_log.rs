@@ -23,7 +23,7 @@ pub struct Entry {
     pub upstream: Option<Arc<str>>,
     pub target: Option<Arc<str>>,
     pub status: u16,
-    pub bytes_in: Arc<AtomicU64>,
+    pub bytes_in: Option<Arc<AtomicU64>>,
     pub upstream_latency: Option<Duration>,
     pub error: Option<&'static str>,
 }
@@ -41,7 +41,7 @@ impl Entry {
             upstream = self.upstream.as_deref(),
             target = self.target.as_deref(),
             status = self.status,
-            bytes_in = self.bytes_in.load(Ordering::Relaxed),
+            bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed)),
             bytes_out,
             duration_ms = millis(total),
             upstream_ms = self.upstream_latency.map(millis),

@@ -1,13 +1,16 @@
-//! Upstream pools: named sets of targets, how one is picked, and the pooled
-//! HTTP client that reaches them.
+//! Upstream pools: named sets of targets, how one is picked, and the
+//! keep-alive connections that reach each target.
 
 pub mod balance;
-mod client;
+pub mod connections;
 
 pub use balance::{Balancer, HashOn, PickContext};
-pub use client::{build_client, HttpClient};
+pub use connections::{Lease, SendError};
 
+use connections::Connections;
 use http::uri::Authority;
+use http::HeaderValue;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,18 +21,28 @@ pub struct Target {
     /// As written in the config; names the target in logs.
     pub addr: Arc<str>,
     pub authority: Authority,
+    /// Connect here directly when the target is an IP address.
+    socket_addr: Option<SocketAddr>,
+    /// The Host header requests carry unless the route preserves the client's.
+    pub host_header: HeaderValue,
     pub weight: u32,
     in_flight: AtomicUsize,
+    connections: Connections,
 }
 
 impl Target {
     pub fn new(addr: &str, weight: u32) -> Result<Target, String> {
         let authority = parse_target(addr)?;
+        let host_header =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| format!("target {addr:?} is not a valid host"))?;
         Ok(Target {
             addr: addr.into(),
+            socket_addr: connections::literal_addr(&authority),
             authority,
+            host_header,
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
+            connections: Connections::default(),
         })
     }
 
@@ -80,7 +93,7 @@ pub struct Timeouts {
     pub response: Duration,
 }
 
-/// A named pool: targets, the balancer that picks among them, and a pooled client.
+/// A named pool: targets and the balancer that picks among them.
 #[derive(Debug)]
 pub struct UpstreamPool {
     pub name: Arc<str>,
@@ -90,7 +103,6 @@ pub struct UpstreamPool {
     /// that every primary is down (see README).
     pub backups: Vec<Arc<Target>>,
     balancer: Balancer,
-    pub client: HttpClient,
     pub timeouts: Timeouts,
 }
 
@@ -107,7 +119,6 @@ impl UpstreamPool {
             primaries,
             backups,
             balancer,
-            client: build_client(timeouts.connect),
             timeouts,
         }
     }

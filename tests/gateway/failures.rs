@@ -99,3 +99,21 @@ async fn upstream_that_closes_before_answering_is_502() {
     let gw = Gateway::start(&to(addr, "5s")).await;
     get(&gw.url("/x")).await.problem(502);
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
+    // Answers one request per connection as keep-alive, then hangs up shortly after.
+    let addr = tcp_server(|mut stream| async move {
+        let mut buf = [0u8; 1024];
+        if stream.read(&mut buf).await.unwrap_or(0) > 0 {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let gw = Gateway::start(&to(addr, "5s")).await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/x")).await.text(), "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
