@@ -20,12 +20,13 @@ PROXY_CORE, LOAD_CORE = "0", "1"
 
 NGINX_COMMON = """
 worker_processes 1;
+worker_rlimit_nofile 8192;
 daemon off;
 pid {dir}/{name}.pid;
 error_log {dir}/{name}.error.log warn;
 events {{ worker_connections 4096; }}
 http {{
-  access_log off;
+  access_log {access_log};
   client_body_temp_path {dir}/{name}-body;
   proxy_temp_path {dir}/{name}-proxy;
   fastcgi_temp_path {dir}/{name}-fcgi;
@@ -70,14 +71,14 @@ upstreams:
   backend: {{ targets: ["127.0.0.1:{backend}"] }}
 routes:
   - {{ name: all, match: {{ path: / }}, upstream: backend }}
-access_log: {{ enabled: false }}
+access_log: {{ enabled: {access_log} }}
 """
 
 
-def start_nginx(tmp, name, body, core):
+def start_nginx(tmp, name, body, core, access_log="off"):
     conf = os.path.join(tmp, f"{name}.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_COMMON.format(dir=tmp, name=name, body=body))
+        f.write(NGINX_COMMON.format(dir=tmp, name=name, body=body, access_log=access_log))
     master = subprocess.Popen(["taskset", "-c", core, NGINX, "-c", conf, "-p", tmp],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return master
@@ -145,6 +146,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=int, default=5, help="seconds per run")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--access-log", action="store_true",
+                        help="both proxies write an access log to a file (nginx buffered, Portico JSON lines)")
     args = parser.parse_args()
     if not os.path.exists(PORTICO):
         sys.exit("build first: cargo build --release")
@@ -156,13 +159,17 @@ def main():
     procs = []
     try:
         procs.append(start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE))
-        nginx_proxy = start_nginx(tmp, "proxy", PROXY_CONF.format(port=VIA_NGINX, backend=BACKEND), PROXY_CORE)
+        nginx_log = f"{tmp}/nginx-access.log combined buffer=64k flush=1s" if args.access_log else "off"
+        nginx_proxy = start_nginx(tmp, "proxy", PROXY_CONF.format(port=VIA_NGINX, backend=BACKEND), PROXY_CORE,
+                                  access_log=nginx_log)
         procs.append(nginx_proxy)
         conf = os.path.join(tmp, "portico.yaml")
         with open(conf, "w") as f:
-            f.write(PORTICO_CONF.format(port=VIA_PORTICO, backend=BACKEND))
+            f.write(PORTICO_CONF.format(port=VIA_PORTICO, backend=BACKEND,
+                                        access_log="true" if args.access_log else "false"))
+        portico_log = open(os.path.join(tmp, "portico-access.log"), "w")
         portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1"],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=portico_log, stderr=subprocess.DEVNULL)
         procs.append(portico)
         for port in (BACKEND, VIA_NGINX, VIA_PORTICO):
             wait_port(port)
@@ -181,8 +188,10 @@ def main():
                     results.setdefault((label, target[0]), []).append(measure(target, path, conns, args.duration))
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr)
 
+        logs = "access logs on (to files)" if args.access_log else "access logs off"
         print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections} "
-              f"(the `1 conn` rows: -c1, latency at low load). CPU/req: the proxy's user+system time per request.\n")
+              f"(the `1 conn` rows: -c1, latency at low load), {logs}. "
+              f"CPU/req: the proxy's user+system time per request.\n")
         print("| load | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | added p50 vs direct |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for label, _, _ in loads:

@@ -137,3 +137,42 @@ async fn the_quickstart_serves_its_mock_routes() {
     assert_eq!(user.header("x-served-by"), "stand-in");
     assert_eq!(user.json()["name"], "Ada Lovelace");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_writes_one_json_access_log_line_without_secrets() {
+    let upstream = Upstream::named("users").await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { users: { targets: ["$U"] } }
+routes: [{ name: users, match: { path: /users }, upstream: users }]
+"#,
+        &[("U", upstream.addr.to_string())],
+    );
+    let gateway = Process::start(&yaml);
+    let ok = get_with(
+        &format!("http://{}/users/7?api_key=s3cr3t", gateway.addr),
+        &[("x-request-id", "log-test-1"), ("authorization", "Bearer t0k3n")],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    get(&format!("http://{}/nowhere", gateway.addr)).await.problem(404);
+    let lines = gateway.stdout_lines(2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let entry: serde_json::Value = serde_json::from_str(&lines[0]).expect("a JSON line");
+    assert_eq!(entry["request_id"], "log-test-1");
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/users/7");
+    assert_eq!(entry["route"], "users");
+    assert_eq!(entry["upstream"], "users");
+    assert_eq!(entry["target"], upstream.addr.to_string());
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["bytes_out"], 5);
+    for field in ["timestamp", "client", "bytes_in", "duration_ms", "upstream_ms"] {
+        assert!(!entry[field].is_null(), "{field} missing: {entry}");
+    }
+    assert!(!lines[0].contains("s3cr3t") && !lines[0].contains("t0k3n"), "a secret reached the log: {}", lines[0]);
+    let missed: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(missed["status"], 404);
+    assert_eq!(missed["error"], "no_route");
+}

@@ -117,3 +117,51 @@ async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn a_route_overrides_the_upstream_response_timeout() {
+    let slow = Upstream::slow("slow", Duration::from_secs(3)).await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { svc: { targets: ["$U"], timeouts: { response: 30s } } }
+routes:
+  - { name: impatient, match: { path: /impatient }, upstream: svc, timeouts: { response: 300ms } }
+"#,
+        &[("U", slow.addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    let started = Instant::now();
+    get(&gw.url("/impatient")).await.problem(504);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_connect_that_never_completes_is_504_after_the_connect_timeout() {
+    // A listener that never accepts and has a full accept queue: the kernel
+    // drops further SYNs, so a connect hangs instead of being refused.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            fillers.push(stream);
+        }
+    }
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { svc: { targets: ["$U"], timeouts: { connect: 300ms, response: 10s } } }
+routes: [{ name: svc, match: { path: / }, upstream: svc }]
+"#,
+        &[("U", addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    let started = Instant::now();
+    let problem = get(&gw.url("/")).await.problem(504);
+    assert!(problem["detail"].as_str().unwrap().contains("connecting"), "{problem}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    drop(socket);
+}

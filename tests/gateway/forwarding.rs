@@ -226,3 +226,21 @@ routes: [{ name: slow, match: { path: / }, upstream: slow }]
         .expect("the upstream request is cancelled when the client leaves")
         .unwrap();
 }
+
+#[tokio::test]
+async fn http2_clients_are_served_by_prior_knowledge() {
+    let upstream = Upstream::named("users").await;
+    let gw = Gateway::start(&single_upstream(&upstream, "")).await;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let response = client.request(Request::get(gw.url("/api/users")).body(Full::default()).unwrap()).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+    let seen = upstream.last();
+    assert_eq!(seen.version, http::Version::HTTP_11, "upstreams are spoken to in HTTP/1.1");
+    assert_eq!(seen.headers["via"], "2 portico");
+    assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string().as_str());
+}

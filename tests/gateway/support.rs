@@ -257,6 +257,8 @@ pub struct Process {
     pub child: std::process::Child,
     /// The first listener's bound address.
     pub addr: SocketAddr,
+    /// Lines the process wrote to stdout (the access log).
+    stdout: Arc<Mutex<Vec<String>>>,
     _config: tempfile::NamedTempFile,
 }
 
@@ -268,10 +270,18 @@ impl Process {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
             .args(["run", "--config"])
             .arg(file.path())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("portico starts");
+        let stdout_lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout_lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -290,7 +300,19 @@ impl Process {
             .expect("portico logs its listening address")
             .parse()
             .unwrap();
-        Process { child, addr, _config: file }
+        Process { child, addr, stdout: stdout_lines, _config: file }
+    }
+
+    /// Waits up to 5 s for `count` stdout lines and returns them.
+    pub fn stdout_lines(&self, count: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines = self.stdout.lock().unwrap().clone();
+            if lines.len() >= count || std::time::Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Peak resident memory of the process so far, in bytes (VmHWM).
