@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portico::proxy::{Drained, Server};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -20,6 +20,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gateway until SIGINT or SIGTERM, then drain in-flight requests.
+    /// SIGHUP reloads the config file; a config with errors is refused and the
+    /// running one kept.
     Run {
         /// The config file.
         #[arg(short, long, value_name = "FILE")]
@@ -43,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(path: &PathBuf) -> ExitCode {
+fn validate(path: &Path) -> ExitCode {
     match portico::config::build_file(path) {
         Ok(compiled) => {
             println!(
@@ -62,7 +64,7 @@ fn validate(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn report(path: &PathBuf, errors: &portico::config::ConfigErrors) {
+fn report(path: &Path, errors: &portico::config::ConfigErrors) {
     let count = errors.len();
     eprintln!("{}: {count} error{}", path.display(), if count == 1 { "" } else { "s" });
     for error in errors.iter() {
@@ -70,7 +72,7 @@ fn report(path: &PathBuf, errors: &portico::config::ConfigErrors) {
     }
 }
 
-fn run(path: &PathBuf, workers: Option<usize>) -> ExitCode {
+fn run(path: &Path, workers: Option<usize>) -> ExitCode {
     let compiled = match portico::config::build_file(path) {
         Ok(compiled) => compiled,
         Err(errors) => {
@@ -78,7 +80,7 @@ fn run(path: &PathBuf, workers: Option<usize>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _logs = portico::telemetry::init(compiled.gateway.access_log);
+    let _logs = portico::telemetry::init();
     // One worker means one thread, as one nginx worker is: the current-thread
     // scheduler skips work-stealing bookkeeping that a single worker never uses.
     let mut runtime = match workers {
@@ -105,7 +107,13 @@ fn run(path: &PathBuf, workers: Option<usize>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let signal = shutdown_signal().await;
+        let signal = match serve_until_stopped(path, &server).await {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for signals");
+                return ExitCode::FAILURE;
+            }
+        };
         tracing::info!(signal, "shutting down: no new connections, draining in-flight requests");
         match server.shutdown().await {
             Drained::Clean => tracing::info!("drained, bye"),
@@ -117,17 +125,33 @@ fn run(path: &PathBuf, workers: Option<usize>) -> ExitCode {
     })
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Reloads on SIGHUP until SIGINT or SIGTERM arrives; returns which one.
+async fn serve_until_stopped(path: &Path, server: &Server) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(terminate) => terminate,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok("SIGTERM"),
+            _ = interrupt.recv() => return Ok("SIGINT"),
+            _ = hangup.recv() => reload(path, server),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+fn reload(path: &Path, server: &Server) {
+    match portico::config::build_file(path) {
+        Ok(compiled) => {
+            let listeners: Vec<_> = compiled.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect();
+            if listeners.as_slice() != server.configured_listeners() {
+                tracing::warn!("listener changes take effect at the next restart; routes and upstreams are reloaded");
+            }
+            server.swap(compiled.gateway);
+            tracing::info!(config = %path.display(), "config reloaded");
+        }
+        Err(errors) => {
+            tracing::error!(config = %path.display(), "reload refused, the running config stays:\n{errors}");
+        }
     }
 }

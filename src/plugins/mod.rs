@@ -137,10 +137,6 @@ impl PluginChain {
         self.plugins.is_empty()
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.plugins.iter().map(|p| p.name())
-    }
-
     /// Runs the request phases in order; the first `Respond` ends the chain.
     pub async fn on_request(
         &self,

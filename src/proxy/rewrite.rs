@@ -57,10 +57,6 @@ impl Rewrite {
         })
     }
 
-    pub fn is_identity(&self) -> bool {
-        self.strip_prefix.is_none() && self.add_prefix.is_none() && self.template.is_none()
-    }
-
     /// The upstream path for a request path.
     pub fn apply<'a>(&self, path: &'a str, params: &Params) -> Cow<'a, str> {
         if let Some(parts) = &self.template {

@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 /// A running gateway: its listeners, and the config they serve from.
 pub struct Server {
     gateway: Arc<ArcSwap<Gateway>>,
+    /// Each listener's name and address as configured (port 0 unresolved).
+    configured: Vec<(Arc<str>, SocketAddr)>,
     addrs: Vec<(Arc<str>, SocketAddr)>,
     stop_accepting: watch::Sender<bool>,
     acceptors: Vec<JoinHandle<()>>,
@@ -42,6 +44,7 @@ impl Server {
         let gateway = Arc::new(ArcSwap::from_pointee(compiled.gateway));
         let (stop_accepting, stopped) = watch::channel(false);
         let connections = Arc::new(GracefulShutdown::new());
+        let configured = compiled.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect();
         let mut addrs = Vec::new();
         let mut acceptors = Vec::new();
         for settings in compiled.listeners {
@@ -61,6 +64,7 @@ impl Server {
         }
         Ok(Server {
             gateway,
+            configured,
             addrs,
             stop_accepting,
             acceptors,
@@ -72,6 +76,11 @@ impl Server {
     /// The bound address of each listener, by name (port 0 resolved).
     pub fn addrs(&self) -> &[(Arc<str>, SocketAddr)] {
         &self.addrs
+    }
+
+    /// The listeners as the config that started the server wrote them.
+    pub fn configured_listeners(&self) -> &[(Arc<str>, SocketAddr)] {
+        &self.configured
     }
 
     pub fn addr(&self, listener: &str) -> Option<SocketAddr> {

@@ -61,12 +61,6 @@ impl Target {
 #[derive(Debug)]
 pub struct InFlight(Arc<Target>);
 
-impl InFlight {
-    pub fn target(&self) -> &Arc<Target> {
-        &self.0
-    }
-}
-
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -121,10 +115,6 @@ impl UpstreamPool {
             balancer,
             timeouts,
         }
-    }
-
-    pub fn targets(&self) -> &[Arc<Target>] {
-        &self.primaries
     }
 
     /// The target for this request, or `None` when the pool has none to offer.

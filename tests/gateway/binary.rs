@@ -176,3 +176,33 @@ routes: [{ name: users, match: { path: /users }, upstream: users }]
     assert_eq!(missed["status"], 404);
     assert_eq!(missed["error"], "no_route");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_when_invalid() {
+    let version = |body: &str| {
+        format!(
+            "listeners: [{{ name: public, addr: \"127.0.0.1:0\" }}]\nroutes: [{{ name: v, match: {{ path: / }}, respond: {{ body: {body} }} }}]\n"
+        )
+    };
+    let mut gateway = Process::start(&version("one"));
+    let url = format!("http://{}/", gateway.addr);
+    assert_eq!(get(&url).await.text(), "one");
+
+    gateway.rewrite_config(&version("two"));
+    gateway.signal("HUP");
+    let mut reloaded = String::new();
+    for _ in 0..100 {
+        reloaded = get(&url).await.text();
+        if reloaded == "two" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reloaded, "two", "SIGHUP reloaded the config");
+
+    gateway.rewrite_config("listeners: [{ name: public, addr: \"127.0.0.1:0\" }]\nroutes: [{ name: v, upstream: nowhere }]\n");
+    gateway.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&url).await.text(), "two", "an invalid config is refused and the running one kept");
+    assert!(gateway.child.try_wait().unwrap().is_none(), "still running");
+}

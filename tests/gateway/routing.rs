@@ -111,3 +111,19 @@ routes:
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_swapped_config_serves_the_next_request_without_a_restart() {
+    let before = r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+routes: [{ name: v, match: { path: / }, respond: { body: before } }]
+"#;
+    let after = r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+routes: [{ name: v, match: { path: / }, respond: { body: after } }]
+"#;
+    let gw = Gateway::start(before).await;
+    assert_eq!(get(&gw.url("/")).await.text(), "before");
+    gw.server.swap(portico::config::build(after).unwrap().gateway);
+    assert_eq!(get(&gw.url("/")).await.text(), "after");
+}

@@ -315,6 +315,11 @@ impl Process {
         }
     }
 
+    /// Replaces the config file's text (for a reload).
+    pub fn rewrite_config(&self, yaml: &str) {
+        std::fs::write(self._config.path(), yaml).unwrap();
+    }
+
     /// Peak resident memory of the process so far, in bytes (VmHWM).
     pub fn peak_rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
