@@ -2,7 +2,7 @@
 //! upstream, and the response body on its way back. Both stream frame by frame;
 //! neither is ever collected in memory.
 
-use crate::proxy::idle::RequestActive;
+use crate::proxy::client_timeouts::RequestActive;
 use crate::telemetry::access_log::Entry;
 use crate::upstream::{InFlight, Lease};
 use bytes::Bytes;

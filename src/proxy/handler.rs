@@ -2,7 +2,7 @@
 //! the upstream or a fixed answer, and the access log at the end.
 
 use super::forward::{self, ClientSide};
-use super::idle::ActiveRequests;
+use super::client_timeouts::ActiveRequests;
 use super::request_id;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};

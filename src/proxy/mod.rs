@@ -1,10 +1,10 @@
 //! The HTTP side: listeners and connections (`server`), the request's way
 //! through the gateway (`handler`), and the rules for what crosses it
-//! (`forward`, `rewrite`, `request_id`, `idle`).
+//! (`forward`, `rewrite`, `request_id`, `client_timeouts`).
 
 pub mod forward;
 pub mod handler;
-pub mod idle;
+pub mod client_timeouts;
 pub mod request_id;
 pub mod rewrite;
 pub mod server;

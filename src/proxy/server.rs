@@ -2,7 +2,7 @@
 //! on them, and drain on shutdown.
 
 use super::handler::{handle, Connection};
-use super::idle::{ActiveRequests, IdleTimeout};
+use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use crate::gateway::{Compiled, Gateway, ListenerSettings};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -123,14 +123,14 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// hyper's own limits sit above the listener's, so that Portico's checks
 /// answer first with a problem+json 431; hyper's bare 431 remains the
-/// backstop for heads too big to parse at all.
+/// backstop for heads too big to parse at all. The HTTP/1 head timeout is
+/// Portico's (see `client_timeouts`), so hyper gets no HTTP/1 timer.
 fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
     const HEADROOM: usize = 16 * 1024;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size((settings.max_header_bytes + HEADROOM).max(8192))
         .max_headers(settings.max_headers + 64)
         .keep_alive(true);
@@ -170,7 +170,8 @@ impl Acceptor {
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let active = Arc::new(ActiveRequests::default());
-        let io = TokioIo::new(IdleTimeout::new(stream, active.clone(), self.settings.idle_timeout));
+        let settings = &self.settings;
+        let io = TokioIo::new(ClientTimeouts::new(stream, active.clone(), settings.idle_timeout, settings.header_read_timeout));
         let conn = Arc::new(Connection {
             gateway: self.gateway.clone(),
             listener: self.settings.clone(),

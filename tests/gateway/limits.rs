@@ -116,3 +116,39 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let read = tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
+
+#[tokio::test]
+async fn the_head_timeout_spares_slow_upstreams_and_slow_request_bodies() {
+    let slow = Upstream::slow("slow", Duration::from_millis(2500)).await;
+    let echo = Upstream::start(|r| http::Response::new(Full::new(r.body.clone()))).await;
+    let yaml = config(
+        r#"
+listeners:
+  - name: public
+    addr: "127.0.0.1:0"
+    timeouts: { header_read: 1s, idle: 1s }
+upstreams:
+  slow: { targets: ["$SLOW"] }
+  echo: { targets: ["$ECHO"] }
+routes:
+  - { name: slow, match: { path: /slow }, upstream: slow }
+  - { name: echo, match: { path: /echo }, upstream: echo }
+"#,
+        &[("SLOW", slow.addr.to_string()), ("ECHO", echo.addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    assert_eq!(get(&gw.url("/slow")).await.text(), "slow", "a request in flight outlives header_read and idle");
+
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for byte in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("abcdef"), "{answer}");
+}

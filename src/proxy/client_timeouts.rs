@@ -1,7 +1,15 @@
-//! Closes client connections that stay idle, with no request in flight, for
-//! longer than the listener's `timeouts.idle`. hyper bounds the time to read a
-//! request head but not the wait for the next one, which is what lets idle
-//! keep-alive connections pile up.
+//! The listener's client timeouts, enforced on the connection's byte stream
+//! with one timer per connection:
+//!
+//! - `idle`: no request in flight and no bytes moving (keep-alive and silent
+//!   connections);
+//! - `header_read`: the first bytes of a request head arrived, while no
+//!   request was in flight, and the head is still not complete (slowloris).
+//!
+//! hyper can bound the head itself, but with a new timer for every request,
+//! and a timer due before all others makes tokio wake its driver through an
+//! eventfd: one extra syscall and wake-up per request. Here the timer is
+//! re-armed only when it fires, to the earliest deadline then pending.
 
 use std::future::Future;
 use std::io;
@@ -39,11 +47,14 @@ impl Drop for RequestActive {
     }
 }
 
-/// A stream that ends (reads EOF) once idle for too long.
-pub struct IdleTimeout<T> {
+/// A client stream that ends (reads EOF) when a timeout passes.
+pub struct ClientTimeouts<T> {
     inner: T,
     active: Arc<ActiveRequests>,
     idle: Duration,
+    header_read: Duration,
+    /// When bytes of a request head started arriving with no request in flight.
+    head_started: Option<Instant>,
     timer: Pin<Box<Sleep>>,
     /// When bytes last moved. The timer is re-armed from it only when it
     /// fires, not on every read and write, which keeps timer-wheel updates
@@ -51,41 +62,67 @@ pub struct IdleTimeout<T> {
     last_activity: Instant,
 }
 
-impl<T> IdleTimeout<T> {
-    pub fn new(inner: T, active: Arc<ActiveRequests>, idle: Duration) -> IdleTimeout<T> {
-        IdleTimeout {
+impl<T> ClientTimeouts<T> {
+    pub fn new(inner: T, active: Arc<ActiveRequests>, idle: Duration, header_read: Duration) -> ClientTimeouts<T> {
+        ClientTimeouts {
             inner,
             active,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            header_read,
+            head_started: None,
+            timer: Box::pin(tokio::time::sleep(idle.min(header_read))),
             last_activity: Instant::now(),
         }
     }
 
-    /// True when the connection has been idle past the limit.
+    fn record_read(&mut self) {
+        let now = Instant::now();
+        self.last_activity = now;
+        if self.active.any() {
+            self.head_started = None;
+        } else if self.head_started.is_none() {
+            self.head_started = Some(now);
+        }
+    }
+
+    /// The earliest deadline pending, or `None` while a request is in flight
+    /// (its own timeouts apply then).
+    fn deadline(&mut self) -> Option<Instant> {
+        if self.active.any() {
+            self.head_started = None;
+            return None;
+        }
+        let idle = self.last_activity + self.idle;
+        Some(match self.head_started {
+            Some(started) => idle.min(started + self.header_read),
+            None => idle,
+        })
+    }
+
+    /// True when a timeout has passed.
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
         while self.timer.as_mut().poll(cx).is_ready() {
-            let deadline = if self.active.any() {
-                Instant::now() + self.idle
-            } else {
-                self.last_activity + self.idle
+            let now = Instant::now();
+            let next = match self.deadline() {
+                Some(deadline) if deadline <= now => return true,
+                Some(deadline) => deadline,
+                None => now + self.idle,
             };
-            if deadline <= Instant::now() {
-                return true;
-            }
-            self.timer.as_mut().reset(deadline);
+            // A head may start any moment: check again within `header_read`
+            // so its deadline is never missed.
+            self.timer.as_mut().reset(next.min(now + self.header_read));
         }
         false
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for ClientTimeouts<T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.last_activity = Instant::now();
+                    self.record_read();
                 }
                 Poll::Ready(result)
             }
@@ -96,7 +133,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientTimeouts<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
