@@ -82,7 +82,9 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -119,7 +121,12 @@ impl ResponseBody {
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         let bytes = bytes.into();
         let kind = Kind::Full((!bytes.is_empty()).then_some(bytes));
-        ResponseBody { kind, sent: 0, log: None, _active: None }
+        ResponseBody {
+            kind,
+            sent: 0,
+            log: None,
+            _active: None,
+        }
     }
 
     pub fn empty() -> ResponseBody {
@@ -137,7 +144,12 @@ impl ResponseBody {
         };
         body.release_if_done();
         let kind = Kind::Upstream(body);
-        ResponseBody { kind, sent: 0, log: None, _active: None }
+        ResponseBody {
+            kind,
+            sent: 0,
+            log: None,
+            _active: None,
+        }
     }
 
     /// Attaches the access-log entry written when the body is done.

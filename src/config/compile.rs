@@ -25,7 +25,11 @@ pub fn compile(config: &ConfigFile, unparsed_upstreams: &[String]) -> Result<Com
     let mut errors = ConfigErrors::default();
     let listeners = compile_listeners(&config.listeners, &mut errors);
     let upstreams = compile_upstreams(&config.upstreams, &mut errors);
-    let known = Known { config, pools: &upstreams, unparsed_upstreams };
+    let known = Known {
+        config,
+        pools: &upstreams,
+        unparsed_upstreams,
+    };
     let routes = compile_routes(&known, &mut errors);
     check_positive("shutdown.drain_timeout", config.shutdown.drain_timeout, &mut errors);
     errors.into_result(Compiled {
@@ -51,7 +55,10 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
             Err(_) => {
                 errors.push(
                     format!("{path}.addr"),
-                    format!("{:?} is not ip:port: write it like 127.0.0.1:8080 or [::]:8080", listener.addr),
+                    format!(
+                        "{:?} is not ip:port: write it like 127.0.0.1:8080 or [::]:8080",
+                        listener.addr
+                    ),
                 );
                 continue;
             }
@@ -59,7 +66,11 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
         if addr.port() != 0 && !addrs.insert(addr) {
             errors.push(format!("{path}.addr"), format!("{addr} is used by another listener"));
         }
-        check_positive(&format!("{path}.timeouts.header_read"), listener.timeouts.header_read, errors);
+        check_positive(
+            &format!("{path}.timeouts.header_read"),
+            listener.timeouts.header_read,
+            errors,
+        );
         check_positive(&format!("{path}.timeouts.idle"), listener.timeouts.idle, errors);
         let limits = &listener.limits;
         if limits.max_headers == 0 {
@@ -101,11 +112,17 @@ fn compile_upstreams(
         for (i, target) in upstream.targets.iter().enumerate() {
             let target_path = format!("{path}.targets[{i}]");
             if target.weight() == 0 {
-                errors.push(format!("{target_path}.weight"), "weight must be at least 1 (remove the target to send it nothing)");
+                errors.push(
+                    format!("{target_path}.weight"),
+                    "weight must be at least 1 (remove the target to send it nothing)",
+                );
                 continue;
             }
             if !seen.insert(target.addr()) {
-                errors.push(&target_path, format!("{} is listed twice: give it a higher weight instead", target.addr()));
+                errors.push(
+                    &target_path,
+                    format!("{} is listed twice: give it a higher weight instead", target.addr()),
+                );
                 continue;
             }
             match Target::new(target.addr(), target.weight()) {
@@ -115,18 +132,27 @@ fn compile_upstreams(
             }
         }
         if primaries.is_empty() && !backups.is_empty() {
-            errors.push(format!("{path}.targets"), "every target is a backup: at least one must take traffic");
+            errors.push(
+                format!("{path}.targets"),
+                "every target is a backup: at least one must take traffic",
+            );
         }
         let hash_on = match (&upstream.balance, &upstream.hash_on) {
             (Balance::ConsistentHash, Some(text)) => HashOn::parse(text)
                 .map_err(|e| errors.push(format!("{path}.hash_on"), e))
                 .ok(),
             (Balance::ConsistentHash, None) => {
-                errors.push(&path, "`balance: consistent_hash` needs `hash_on`: header:NAME, cookie:NAME or client_ip");
+                errors.push(
+                    &path,
+                    "`balance: consistent_hash` needs `hash_on`: header:NAME, cookie:NAME or client_ip",
+                );
                 None
             }
             (_, Some(_)) => {
-                errors.push(format!("{path}.hash_on"), "`hash_on` applies only with `balance: consistent_hash`");
+                errors.push(
+                    format!("{path}.hash_on"),
+                    "`hash_on` applies only with `balance: consistent_hash`",
+                );
                 None
             }
             (_, None) => None,
@@ -141,7 +167,10 @@ fn compile_upstreams(
             connect: upstream.timeouts.connect.get(),
             response: upstream.timeouts.response.get(),
         };
-        out.insert(name.clone(), Arc::new(UpstreamPool::new(name, primaries, backups, balancer, timeouts)));
+        out.insert(
+            name.clone(),
+            Arc::new(UpstreamPool::new(name, primaries, backups, balancer, timeouts)),
+        );
     }
     out
 }
@@ -193,12 +222,22 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
                 None
             }
             (None, None) => {
-                errors.push(&path, "the route needs somewhere to go: add `upstream: NAME` or `respond: {status: 200}`");
+                errors.push(
+                    &path,
+                    "the route needs somewhere to go: add `upstream: NAME` or `respond: {status: 200}`",
+                );
                 None
             }
         };
         if let (Ok(matcher), Ok(plugins), Some(action), true) = (matcher, plugins, action, errors.len() == before) {
-            out.push((matcher, Route { name: route.name.as_str().into(), action, plugins }));
+            out.push((
+                matcher,
+                Route {
+                    name: route.name.as_str().into(),
+                    action,
+                    plugins,
+                },
+            ));
         }
     }
     out
@@ -243,7 +282,12 @@ fn compile_forward(
     })
 }
 
-fn find_pool<'a>(path: &str, upstream: &str, known: &Known<'a>, errors: &mut ConfigErrors) -> Option<&'a Arc<UpstreamPool>> {
+fn find_pool<'a>(
+    path: &str,
+    upstream: &str,
+    known: &Known<'a>,
+    errors: &mut ConfigErrors,
+) -> Option<&'a Arc<UpstreamPool>> {
     if let Some(pool) = known.pools.get(upstream) {
         return Some(pool);
     }
@@ -252,7 +296,10 @@ fn find_pool<'a>(path: &str, upstream: &str, known: &Known<'a>, errors: &mut Con
     if !declared.clone().any(|name| name == upstream) {
         errors.push(
             format!("{path}.upstream"),
-            format!("unknown upstream {upstream:?}{}", suggestion(upstream, declared.map(String::as_str))),
+            format!(
+                "unknown upstream {upstream:?}{}",
+                suggestion(upstream, declared.map(String::as_str))
+            ),
         );
     }
     None
@@ -264,7 +311,10 @@ fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigError
         .ok()
         .filter(|s| (200..=599).contains(&s.as_u16()));
     if status.is_none() {
-        errors.push(format!("{path}.status"), format!("{} is not a final status: use 200 to 599", respond.status));
+        errors.push(
+            format!("{path}.status"),
+            format!("{} is not a final status: use 200 to 599", respond.status),
+        );
     }
     let mut headers = HeaderMap::new();
     for (name, value) in &respond.headers {
@@ -282,7 +332,10 @@ fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigError
         }
         (Some(body), None) => {
             if !headers.contains_key(http::header::CONTENT_TYPE) {
-                headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
             }
             Bytes::from(body.clone())
         }
@@ -301,7 +354,10 @@ fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigError
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 fn check_name<'a>(path: &str, name: &'a str, seen: &mut HashSet<&'a str>, what: &str, errors: &mut ConfigErrors) {

@@ -54,9 +54,8 @@ fn expand(text: &str) -> Result<String, String> {
         if name.is_empty() {
             return Err("empty ${env:} reference: name a variable, like ${env:API_KEY}".into());
         }
-        let value = std::env::var(name).map_err(|_| {
-            format!("environment variable {name} is not set: export it before starting portico")
-        })?;
+        let value = std::env::var(name)
+            .map_err(|_| format!("environment variable {name} is not set: export it before starting portico"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -71,9 +70,10 @@ mod tests {
     #[test]
     fn replaces_set_variables_and_reports_unset_ones() {
         std::env::set_var("PORTICO_TEST_SECRET", "s3cret");
-        let mut doc: Value =
-            serde_yaml_ng::from_str("a: 'x-${env:PORTICO_TEST_SECRET}'\nb: ['${env:PORTICO_TEST_UNSET}']\nc: '${header.x}'")
-                .unwrap();
+        let mut doc: Value = serde_yaml_ng::from_str(
+            "a: 'x-${env:PORTICO_TEST_SECRET}'\nb: ['${env:PORTICO_TEST_UNSET}']\nc: '${header.x}'",
+        )
+        .unwrap();
         let mut errors = ConfigErrors::default();
         interpolate(&mut doc, &mut String::new(), &mut errors);
         assert_eq!(doc["a"].as_str(), Some("x-s3cret"));

@@ -28,7 +28,10 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     };
     env::interpolate(&mut root, &mut String::new(), &mut errors);
     let Value::Mapping(mut root) = root else {
-        errors.push("", "the config must be a mapping with at least `listeners` and `routes`");
+        errors.push(
+            "",
+            "the config must be a mapping with at least `listeners` and `routes`",
+        );
         return Err(errors);
     };
     let mut unparsed_upstreams = Vec::new();
@@ -80,7 +83,11 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     if let Some(value) = root.remove("access_log") {
         config.access_log = typed(value, "access_log", &mut errors).unwrap_or_default();
     }
-    Ok(Partial { file: config, errors, unparsed_upstreams })
+    Ok(Partial {
+        file: config,
+        errors,
+        unparsed_upstreams,
+    })
 }
 
 fn each_item<T: DeserializeOwned>(items: Vec<Value>, section: &str, errors: &mut ConfigErrors) -> Vec<T> {
@@ -175,17 +182,28 @@ mod tests {
              upstreams: {u: {targets: [], timeouts: {connect: 5}}, v: {targets: [], balance: round_robbin}}\n",
         );
         assert_eq!(found.len(), 5, "{found:#?}");
-        assert!(found.iter().any(|e| e.starts_with("upstreams.v.balance: unknown value `round_robbin` (did you mean \"round_robin\"?)")));
-        assert!(found.iter().any(|e| e.starts_with("listeners[0].colour: unknown key `colour`")));
-        assert!(found.iter().any(|e| e.starts_with("routes[0].match.pth: unknown key `pth` (did you mean \"path\"?)")));
+        assert!(found.iter().any(
+            |e| e.starts_with("upstreams.v.balance: unknown value `round_robbin` (did you mean \"round_robin\"?)")
+        ));
+        assert!(found
+            .iter()
+            .any(|e| e.starts_with("listeners[0].colour: unknown key `colour`")));
+        assert!(found
+            .iter()
+            .any(|e| e.starts_with("routes[0].match.pth: unknown key `pth` (did you mean \"path\"?)")));
         assert!(found.iter().any(|e| e.starts_with("routes[1].preserve_host:")));
-        assert!(found.iter().any(|e| e.starts_with("upstreams.u.timeouts.connect: duration 5 has no unit")));
+        assert!(found
+            .iter()
+            .any(|e| e.starts_with("upstreams.u.timeouts.connect: duration 5 has no unit")));
     }
 
     #[test]
     fn unknown_top_level_keys_and_missing_listeners() {
         let found = errors("routs: []\n");
-        assert!(found[0].contains("routs: unknown key (did you mean \"routes\"?)"), "{found:?}");
+        assert!(
+            found[0].contains("routs: unknown key (did you mean \"routes\"?)"),
+            "{found:?}"
+        );
         assert!(found[1].starts_with("listeners: at least one listener"));
     }
 

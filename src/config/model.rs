@@ -22,14 +22,7 @@ pub struct ConfigFile {
 }
 
 /// Top-level keys, in the order they are read.
-pub const TOP_LEVEL_KEYS: &[&str] = &[
-    "listeners",
-    "upstreams",
-    "routes",
-    "plugins",
-    "shutdown",
-    "access_log",
-];
+pub const TOP_LEVEL_KEYS: &[&str] = &["listeners", "upstreams", "routes", "plugins", "shutdown", "access_log"];
 
 /// A socket Portico accepts client connections on.
 #[derive(Debug, Clone, Deserialize)]
@@ -128,8 +121,7 @@ impl<'de> Deserialize<'de> for TargetConfig {
                 Ok(TargetConfig::Addr(addr.to_string()))
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
-                TargetDetail::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(TargetConfig::Detailed)
+                TargetDetail::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(TargetConfig::Detailed)
             }
         }
         deserializer.deserialize_any(TargetVisitor)

@@ -28,9 +28,7 @@ impl SourceMap {
     pub fn build(text: &str) -> SourceMap {
         let mut builder = Builder::default();
         let _ = Parser::new_from_str(text).load(&mut builder, false);
-        SourceMap {
-            places: builder.places,
-        }
+        SourceMap { places: builder.places }
     }
 
     /// The place of `path`, or of its nearest ancestor that has one.

@@ -114,7 +114,11 @@ impl PluginChain {
         let global_only = global.iter().filter(|(name, _)| !route.contains_key(*name));
         let entries = global_only
             .map(|(name, config)| (format!("plugins.{name}"), name, config))
-            .chain(route.iter().map(|(name, config)| (format!("{route_path}.plugins.{name}"), name, config)));
+            .chain(
+                route
+                    .iter()
+                    .map(|(name, config)| (format!("{route_path}.plugins.{name}"), name, config)),
+            );
         for (path, name, config) in entries {
             match registry.iter().find(|factory| factory.name == name) {
                 Some(factory) => match (factory.build)(config) {
@@ -209,7 +213,13 @@ mod tests {
     #[tokio::test]
     async fn phases_run_in_order_and_respond_stops_the_chain() {
         let log = Arc::new(Mutex::new(Vec::new()));
-        let probe = |phase, deny| Arc::new(Probe { phase, deny, log: log.clone() }) as Arc<dyn Plugin>;
+        let probe = |phase, deny| {
+            Arc::new(Probe {
+                phase,
+                deny,
+                log: log.clone(),
+            }) as Arc<dyn Plugin>
+        };
         let mut plugins = vec![
             probe(Phase::TransformRequest, false),
             probe(Phase::Limit, true),
@@ -220,7 +230,12 @@ mod tests {
         let (mut parts, _) = http::Request::new(()).into_parts();
         let id = HeaderValue::from_static("r1");
         let params = Params::new();
-        let mut ctx = RequestContext { request_id: &id, client: ([127, 0, 0, 1], 1).into(), route: "r", params: &params };
+        let mut ctx = RequestContext {
+            request_id: &id,
+            client: ([127, 0, 0, 1], 1).into(),
+            route: "r",
+            params: &params,
+        };
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
         assert_eq!(*log.lock().unwrap(), vec![Phase::Access, Phase::Limit]);

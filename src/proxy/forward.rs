@@ -19,8 +19,17 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    [&CONNECTION, &KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE, &PROXY_AUTHORIZATION, &PROXY_CONNECTION]
-        .contains(&name)
+    [
+        &CONNECTION,
+        &KEEP_ALIVE,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &PROXY_AUTHORIZATION,
+        &PROXY_CONNECTION,
+    ]
+    .contains(&name)
 }
 
 /// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
@@ -43,7 +52,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
         headers.remove(CONNECTION);
     }
-    for name in [&KEEP_ALIVE, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE, &PROXY_AUTHORIZATION, &PROXY_CONNECTION] {
+    for name in [
+        &KEEP_ALIVE,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+        &PROXY_AUTHORIZATION,
+        &PROXY_CONNECTION,
+    ] {
         headers.remove(name);
     }
 }
@@ -76,7 +93,11 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     // Append the client to any chain it sent, as nginx's
     // $proxy_add_x_forwarded_for does (several fields are joined first).
     let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut chain: Vec<&[u8]> = headers.get_all(&X_FORWARDED_FOR).iter().map(HeaderValue::as_bytes).collect();
+        let mut chain: Vec<&[u8]> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
         chain.push(client.ip.as_bytes());
         HeaderValue::from_bytes(&chain.join(&b", "[..])).unwrap_or_else(|_| client.ip.clone())
     } else {

@@ -1,14 +1,14 @@
 //! The request's way through the gateway: limits, route, plugin phases, then
 //! the upstream or a fixed answer, and the access log at the end.
 
-use super::forward::{self, ClientSide};
 use super::client_timeouts::ActiveRequests;
+use super::forward::{self, ClientSide};
 use super::request_id;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{Flow, RequestContext};
-use crate::router::{request_host, normalize, Lookup, Params, RequestHead};
+use crate::router::{normalize, request_host, Lookup, Params, RequestHead};
 use crate::telemetry::access_log::Entry;
 use crate::upstream::{connections, PickContext, SendError};
 use arc_swap::ArcSwap;
@@ -60,13 +60,17 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
         Err(error) => {
             match error.kind.side() {
                 Side::Client => tracing::debug!(request_id = ?request_id, %error, "request refused"),
-                _ => tracing::warn!(request_id = ?request_id, route = exchange.route.as_deref(), %error, "request failed"),
+                _ => {
+                    tracing::warn!(request_id = ?request_id, route = exchange.route.as_deref(), %error, "request failed")
+                }
             }
             exchange.error = Some(error.kind.code());
             error.to_response(&request_id)
         }
     };
-    response.headers_mut().insert(&request_id::X_REQUEST_ID, request_id.clone());
+    response
+        .headers_mut()
+        .insert(&request_id::X_REQUEST_ID, request_id.clone());
     if let Some(path) = log_path {
         let status = response.status().as_u16();
         response.body_mut().set_log(Box::new(Entry {
@@ -138,7 +142,12 @@ async fn serve(
     let response = match &route.action {
         Action::Respond(fixed) => fixed_response(fixed),
         Action::Proxy(forward) => {
-            let upstream_request = UpstreamRequest { parts, body, path_and_query: upstream_path, request_id };
+            let upstream_request = UpstreamRequest {
+                parts,
+                body,
+                path_and_query: upstream_path,
+                request_id,
+            };
             proxy(forward, conn, upstream_request, exchange).await?
         }
     };
@@ -156,7 +165,12 @@ fn run_response_plugins(
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let ctx = RequestContext { request_id, client: conn.peer, route: &route.name, params };
+    let ctx = RequestContext {
+        request_id,
+        client: conn.peer,
+        route: &route.name,
+        params,
+    };
     route.plugins.on_response(&mut parts, &ctx);
     Response::from_parts(parts, body)
 }
@@ -189,15 +203,25 @@ fn check_header_limits(headers: &HeaderMap, listener: &ListenerSettings) -> Resu
     if headers.len() > listener.max_headers {
         return Err(ProxyError::new(
             ErrorKind::HeadersTooLarge,
-            format!("the request has {} header fields; the limit is {}", headers.len(), listener.max_headers),
+            format!(
+                "the request has {} header fields; the limit is {}",
+                headers.len(),
+                listener.max_headers
+            ),
         ));
     }
     // Counted as on the wire: `name: value\r\n`.
-    let size: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    let size: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
     if size > listener.max_header_bytes {
         return Err(ProxyError::new(
             ErrorKind::HeadersTooLarge,
-            format!("the request headers are {size} bytes; the limit is {}", listener.max_header_bytes),
+            format!(
+                "the request headers are {size} bytes; the limit is {}",
+                listener.max_header_bytes
+            ),
         ));
     }
     Ok(())
@@ -224,13 +248,26 @@ async fn proxy(
     request: UpstreamRequest<'_>,
     exchange: &mut Exchange,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let UpstreamRequest { mut parts, body, path_and_query, request_id } = request;
+    let UpstreamRequest {
+        mut parts,
+        body,
+        path_and_query,
+        request_id,
+    } = request;
     let pool = &forward.pool;
     exchange.upstream = Some(pool.name.clone());
-    let pick = PickContext { headers: &parts.headers, client_ip: conn.peer.ip() };
+    let pick = PickContext {
+        headers: &parts.headers,
+        client_ip: conn.peer.ip(),
+    };
     let target = pool
         .pick(&pick)
-        .ok_or_else(|| ProxyError::new(ErrorKind::NoTarget, format!("upstream {:?} has no target available", &*pool.name)))?
+        .ok_or_else(|| {
+            ProxyError::new(
+                ErrorKind::NoTarget,
+                format!("upstream {:?} has no target available", &*pool.name),
+            )
+        })?
         .clone();
     exchange.target = Some(target.addr.clone());
 
@@ -241,11 +278,12 @@ async fn proxy(
         }
     }
 
-    let client_host = parts
-        .headers
-        .get(http::header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let client_host = parts.headers.get(http::header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let upstream_host = match (&client_host, forward.preserve_host) {
         (Some(host), true) => host.clone(),
         _ => target.host_header.clone(),
@@ -288,7 +326,10 @@ async fn proxy(
         Err(_) => {
             return Err(ProxyError::new(
                 ErrorKind::UpstreamTimeout,
-                format!("upstream {:?} did not answer within {:?}", &*pool.name, forward.timeouts.response),
+                format!(
+                    "upstream {:?} did not answer within {:?}",
+                    &*pool.name, forward.timeouts.response
+                ),
             ))
         }
     };
@@ -304,7 +345,10 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn body_too_large(limit: u64) -> ProxyError {
-    ProxyError::new(ErrorKind::PayloadTooLarge, format!("the request body is larger than the limit of {limit} bytes"))
+    ProxyError::new(
+        ErrorKind::PayloadTooLarge,
+        format!("the request body is larger than the limit of {limit} bytes"),
+    )
 }
 
 /// Sorts a failed exchange into what the caller should hear: our own body
@@ -320,7 +364,10 @@ fn upstream_error(error: SendError, upstream: &str, limit: Option<u64>) -> Proxy
                 if let Some(body) = current.downcast_ref::<BodyError>() {
                     return match body {
                         BodyError::TooLarge { .. } => body_too_large(limit.unwrap_or_default()),
-                        _ => ProxyError::new(ErrorKind::BadRequest, "the request body could not be read from the client"),
+                        _ => ProxyError::new(
+                            ErrorKind::BadRequest,
+                            "the request body could not be read from the client",
+                        ),
                     };
                 }
                 cause = current.source();

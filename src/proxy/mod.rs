@@ -2,9 +2,9 @@
 //! through the gateway (`handler`), and the rules for what crosses it
 //! (`forward`, `rewrite`, `request_id`, `client_timeouts`).
 
+pub mod client_timeouts;
 pub mod forward;
 pub mod handler;
-pub mod client_timeouts;
 pub mod request_id;
 pub mod rewrite;
 pub mod server;

@@ -17,9 +17,7 @@ pub fn from_request(headers: &HeaderMap) -> HeaderValue {
 /// Ids travel into logs, headers and problem bodies: only characters that
 /// are harmless in all three are accepted.
 fn is_sane(id: &[u8]) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_LEN
-        && id.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+    !id.is_empty() && id.len() <= MAX_LEN && id.iter().all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
 }
 
 /// A random (version 4) UUID. Unpredictability is not needed here, only

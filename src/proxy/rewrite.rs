@@ -25,7 +25,10 @@ impl Rewrite {
     /// `(field, message)`.
     pub fn compile(config: &RewriteConfig, params: &[String]) -> Result<Rewrite, Vec<(String, String)>> {
         let mut errors = Vec::new();
-        for (field, value) in [("strip_prefix", &config.strip_prefix), ("add_prefix", &config.add_prefix)] {
+        for (field, value) in [
+            ("strip_prefix", &config.strip_prefix),
+            ("add_prefix", &config.add_prefix),
+        ] {
             if let Some(value) = value {
                 if !value.starts_with('/') {
                     errors.push((field.to_string(), format!("{value:?} must start with `/`")));
@@ -51,7 +54,10 @@ impl Rewrite {
             return Err(errors);
         }
         Ok(Rewrite {
-            strip_prefix: config.strip_prefix.as_ref().map(|p| p.trim_end_matches('/').to_string()),
+            strip_prefix: config
+                .strip_prefix
+                .as_ref()
+                .map(|p| p.trim_end_matches('/').to_string()),
             add_prefix: config.add_prefix.as_ref().map(|p| p.trim_end_matches('/').to_string()),
             template,
         })
@@ -77,11 +83,19 @@ impl Rewrite {
         if let Some(prefix) = &self.strip_prefix {
             if prefix_matches(prefix, &path) {
                 let rest = &path[prefix.len()..];
-                path = Cow::Owned(if rest.starts_with('/') { rest.to_string() } else { format!("/{rest}") });
+                path = Cow::Owned(if rest.starts_with('/') {
+                    rest.to_string()
+                } else {
+                    format!("/{rest}")
+                });
             }
         }
         if let Some(prefix) = &self.add_prefix {
-            path = Cow::Owned(if &*path == "/" { format!("{prefix}/") } else { format!("{prefix}{path}") });
+            path = Cow::Owned(if &*path == "/" {
+                format!("{prefix}/")
+            } else {
+                format!("{prefix}{path}")
+            });
         }
         path
     }
@@ -103,7 +117,10 @@ fn parse_template(path: &str, params: &[String]) -> Result<Vec<Part>, String> {
             let known = if params.is_empty() {
                 "the route's path captures no parameters".to_string()
             } else {
-                format!("the route captures {}", params.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", "))
+                format!(
+                    "the route captures {}",
+                    params.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
+                )
             };
             return Err(format!("{{{name}}} is not a parameter of this route: {known}"));
         }

@@ -1,8 +1,8 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (prior knowledge)
 //! on them, and drain on shutdown.
 
-use super::handler::{handle, Connection};
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
+use super::handler::{handle, Connection};
 use crate::gateway::{Compiled, Gateway, ListenerSettings};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -49,7 +49,10 @@ impl Server {
         let mut acceptors = Vec::new();
         for settings in compiled.listeners {
             let listener = bind(settings.addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("listener {:?} cannot bind {}: {e}", &*settings.name, settings.addr))
+                io::Error::new(
+                    e.kind(),
+                    format!("listener {:?} cannot bind {}: {e}", &*settings.name, settings.addr),
+                )
             })?;
             let local = listener.local_addr()?;
             addrs.push((settings.name.clone(), local));
@@ -84,7 +87,10 @@ impl Server {
     }
 
     pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.addrs.iter().find(|(name, _)| &**name == listener).map(|(_, addr)| *addr)
+        self.addrs
+            .iter()
+            .find(|(name, _)| &**name == listener)
+            .map(|(_, addr)| *addr)
     }
 
     /// Serves new requests from `gateway`; requests already routed finish on the old one.
@@ -171,7 +177,12 @@ impl Acceptor {
         let _ = stream.set_nodelay(true);
         let active = Arc::new(ActiveRequests::default());
         let settings = &self.settings;
-        let io = TokioIo::new(ClientTimeouts::new(stream, active.clone(), settings.idle_timeout, settings.header_read_timeout));
+        let io = TokioIo::new(ClientTimeouts::new(
+            stream,
+            active.clone(),
+            settings.idle_timeout,
+            settings.header_read_timeout,
+        ));
         let conn = Arc::new(Connection {
             gateway: self.gateway.clone(),
             listener: self.settings.clone(),

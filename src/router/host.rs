@@ -5,7 +5,9 @@
 pub enum HostPattern {
     Exact(String),
     /// `*.example.com`: any name ending in `.example.com`, not `example.com` itself.
-    Wildcard { suffix: String },
+    Wildcard {
+        suffix: String,
+    },
 }
 
 impl HostPattern {
@@ -19,7 +21,9 @@ impl HostPattern {
         };
         if let Some(suffix) = text.strip_prefix("*.") {
             if valid(suffix) {
-                return Ok(HostPattern::Wildcard { suffix: format!(".{suffix}") });
+                return Ok(HostPattern::Wildcard {
+                    suffix: format!(".{suffix}"),
+                });
             }
         } else if valid(&text) {
             return Ok(HostPattern::Exact(text));

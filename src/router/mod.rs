@@ -44,9 +44,14 @@ pub struct RequestHead<'a> {
 /// The answer of [`RouteTable::find`].
 #[derive(Debug)]
 pub enum Lookup<'a, T> {
-    Found { route: &'a T, params: Params },
+    Found {
+        route: &'a T,
+        params: Params,
+    },
     /// Some route matches everything but the method: answer 405 with `Allow`.
-    MethodNotAllowed { allow: Vec<Method> },
+    MethodNotAllowed {
+        allow: Vec<Method>,
+    },
     NotFound,
 }
 
@@ -70,7 +75,10 @@ impl Matcher {
                 }
             }
             if methods.is_empty() {
-                errors.push(("methods".into(), "empty list: leave `methods` out to match every method".into()));
+                errors.push((
+                    "methods".into(),
+                    "empty list: leave `methods` out to match every method".into(),
+                ));
             }
             parsed
         });
@@ -219,14 +227,29 @@ mod tests {
         RouteTable::new(entries)
     }
 
-    fn find(table: &RouteTable<String>, method: &str, uri: &str, host: Option<&str>, headers: &[(&str, &str)]) -> String {
+    fn find(
+        table: &RouteTable<String>,
+        method: &str,
+        uri: &str,
+        host: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> String {
         let uri: http::Uri = uri.parse().unwrap();
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let head = RequestHead { method: &method, path: uri.path(), host, headers: &map, query: uri.query() };
+        let head = RequestHead {
+            method: &method,
+            path: uri.path(),
+            host,
+            headers: &map,
+            query: uri.query(),
+        };
         match table.find(&head) {
             Lookup::Found { route, .. } => route.clone(),
             Lookup::MethodNotAllowed { allow } => {
@@ -252,7 +275,11 @@ mod tests {
         assert_eq!(find(&t, "GET", "/users/admin/x", None, &[]), "catch-all");
         assert_eq!(find(&t, "GET", "/users", None, &[]), "prefix");
         assert_eq!(find(&t, "GET", "/usersx", None, &[]), "404");
-        let t = table(&[("short", "path: /a"), ("long", "path: /a/b"), ("regex", "path: ~ ^/a/b/c")]);
+        let t = table(&[
+            ("short", "path: /a"),
+            ("long", "path: /a/b"),
+            ("regex", "path: ~ ^/a/b/c"),
+        ]);
         assert_eq!(find(&t, "GET", "/a/b/c", None, &[]), "regex");
         assert_eq!(find(&t, "GET", "/a/b/d", None, &[]), "long");
         assert_eq!(find(&t, "GET", "/a/c", None, &[]), "short");
@@ -272,7 +299,10 @@ mod tests {
 
     #[test]
     fn methods_give_405_with_allow() {
-        let t = table(&[("read", "{path: /u, methods: [GET]}"), ("write", "{path: /u, methods: [POST, PUT]}")]);
+        let t = table(&[
+            ("read", "{path: /u, methods: [GET]}"),
+            ("write", "{path: /u, methods: [POST, PUT]}"),
+        ]);
         assert_eq!(find(&t, "POST", "/u", None, &[]), "write");
         assert_eq!(find(&t, "HEAD", "/u", None, &[]), "read");
         assert_eq!(find(&t, "DELETE", "/u", None, &[]), "405 HEAD,GET,POST,PUT");

@@ -49,8 +49,8 @@ impl PathPattern {
             return Ok(PathPattern::Exact(path.to_string()));
         }
         if let Some(pattern) = text.strip_prefix('~') {
-            let regex = Regex::new(pattern.trim())
-                .map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))?;
+            let regex =
+                Regex::new(pattern.trim()).map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))?;
             return Ok(PathPattern::Regex(regex));
         }
         check_absolute(text)?;
@@ -310,7 +310,11 @@ mod tests {
     }
 
     fn param(params: &Params, name: &str) -> String {
-        params.iter().find(|(n, _)| &**n == name).map(|(_, v)| v.clone()).unwrap()
+        params
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
     }
 
     #[test]
@@ -341,7 +345,10 @@ mod tests {
 
     #[test]
     fn catch_all_takes_the_rest() {
-        assert_eq!(param(&matches("/files/{*rest}", "/files/a/b.txt").unwrap(), "rest"), "a/b.txt");
+        assert_eq!(
+            param(&matches("/files/{*rest}", "/files/a/b.txt").unwrap(), "rest"),
+            "a/b.txt"
+        );
         assert_eq!(param(&matches("/files/{*rest}", "/files").unwrap(), "rest"), "");
         assert!(matches("/files/{*rest}", "/filesx").is_none());
     }
@@ -356,7 +363,9 @@ mod tests {
     #[test]
     fn bad_patterns_explain_the_fix() {
         assert!(PathPattern::parse("users").unwrap_err().contains("must start with `/`"));
-        assert!(PathPattern::parse("/files/{*rest}/x").unwrap_err().contains("last segment"));
+        assert!(PathPattern::parse("/files/{*rest}/x")
+            .unwrap_err()
+            .contains("last segment"));
         assert!(PathPattern::parse("/u/{id}/{id}").unwrap_err().contains("twice"));
         assert!(PathPattern::parse("/u/x{id}").unwrap_err().contains("whole segment"));
         assert!(PathPattern::parse("~ ^/(").unwrap_err().contains("invalid regex"));

@@ -34,12 +34,14 @@ impl BufferedStdout {
     /// Creates the process-wide instance and its flusher thread (once).
     pub fn start() -> &'static BufferedStdout {
         INSTANCE.get_or_init(|| {
-            let _ = std::thread::Builder::new().name("access-log-flush".into()).spawn(|| loop {
-                std::thread::sleep(FLUSH_EVERY);
-                if let Some(stdout) = BufferedStdout::get() {
-                    stdout.flush_all();
-                }
-            });
+            let _ = std::thread::Builder::new()
+                .name("access-log-flush".into())
+                .spawn(|| loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    if let Some(stdout) = BufferedStdout::get() {
+                        stdout.flush_all();
+                    }
+                });
             BufferedStdout::default()
         })
     }

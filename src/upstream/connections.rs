@@ -95,7 +95,10 @@ impl Connections {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: Instant::now() });
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 }
@@ -114,7 +117,15 @@ pub async fn send(
             continue;
         }
         match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, Lease { sender, pool: target.clone() })),
+            Ok(response) => {
+                return Ok((
+                    response,
+                    Lease {
+                        sender,
+                        pool: target.clone(),
+                    },
+                ))
+            }
             Err(mut error) => match error.take_message() {
                 // The connection closed before the request was written: the
                 // request is untouched and safe to send on another connection.
@@ -125,7 +136,13 @@ pub async fn send(
     }
     let mut sender = connect(target, connect_timeout).await?;
     let response = sender.send_request(request).await.map_err(SendError::Http)?;
-    Ok((response, Lease { sender, pool: target.clone() }))
+    Ok((
+        response,
+        Lease {
+            sender,
+            pool: target.clone(),
+        },
+    ))
 }
 
 async fn connect(target: &super::Target, timeout: Duration) -> Result<SendRequest<RequestBody>, SendError> {

@@ -73,7 +73,9 @@ pub fn parse_target(addr: &str) -> Result<Authority, String> {
     if addr.contains("://") || addr.contains('/') {
         return Err(format!("target {addr:?} has a scheme or path: {fix}"));
     }
-    let authority: Authority = addr.parse().map_err(|_| format!("target {addr:?} is not an address: {fix}"))?;
+    let authority: Authority = addr
+        .parse()
+        .map_err(|_| format!("target {addr:?} is not an address: {fix}"))?;
     if authority.port_u16().is_none() || authority.as_str().contains('@') {
         return Err(format!("target {addr:?} has no port: {fix}"));
     }

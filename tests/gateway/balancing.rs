@@ -24,8 +24,15 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
 
 #[tokio::test]
 async fn round_robin_follows_weights_smoothly() {
-    let (a, b, c) = (Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await);
-    let targets = format!(r#"["{}", {{ addr: "{}", weight: 2 }}, {{ addr: "{}", backup: true }}]"#, a.addr, b.addr, c.addr);
+    let (a, b, c) = (
+        Upstream::named("a").await,
+        Upstream::named("b").await,
+        Upstream::named("c").await,
+    );
+    let targets = format!(
+        r#"["{}", {{ addr: "{}", weight: 2 }}, {{ addr: "{}", backup: true }}]"#,
+        a.addr, b.addr, c.addr
+    );
     let gw = gateway(&targets, "balance: round_robin", vec![]).await;
     let mut order = String::new();
     for _ in 0..30 {
@@ -57,20 +64,38 @@ async fn least_request_sends_less_to_a_slow_target() {
         client.await.unwrap();
     }
     assert_eq!(slow.count() + fast.count(), 80);
-    assert!(slow.count() * 3 < fast.count(), "slow {} fast {}", slow.count(), fast.count());
+    assert!(
+        slow.count() * 3 < fast.count(),
+        "slow {} fast {}",
+        slow.count(),
+        fast.count()
+    );
 }
 
 #[tokio::test]
 async fn consistent_hash_keeps_a_key_on_one_target_and_spreads_keys() {
-    let ups = [Upstream::named("a").await, Upstream::named("b").await, Upstream::named("c").await];
+    let ups = [
+        Upstream::named("a").await,
+        Upstream::named("b").await,
+        Upstream::named("c").await,
+    ];
     let targets = format!(r#"["{}", "{}", "{}"]"#, ups[0].addr, ups[1].addr, ups[2].addr);
-    let gw = gateway(&targets, "balance: consistent_hash\n    hash_on: header:x-user-id", vec![]).await;
+    let gw = gateway(
+        &targets,
+        "balance: consistent_hash\n    hash_on: header:x-user-id",
+        vec![],
+    )
+    .await;
     let mut owners = std::collections::HashMap::new();
     for user in 0..30 {
         let id = format!("user-{user}");
         let first = get_with(&gw.url("/"), &[("x-user-id", &id)]).await.text();
         for _ in 0..3 {
-            assert_eq!(get_with(&gw.url("/"), &[("x-user-id", &id)]).await.text(), first, "{id} moved");
+            assert_eq!(
+                get_with(&gw.url("/"), &[("x-user-id", &id)]).await.text(),
+                first,
+                "{id} moved"
+            );
         }
         owners.insert(id, first);
     }
@@ -83,8 +108,15 @@ async fn consistent_hash_keeps_a_key_on_one_target_and_spreads_keys() {
 async fn consistent_hash_on_a_cookie_and_random_both_reach_every_target() {
     let ups = [Upstream::named("a").await, Upstream::named("b").await];
     let targets = format!(r#"["{}", "{}"]"#, ups[0].addr, ups[1].addr);
-    let gw = gateway(&targets, "balance: consistent_hash\n    hash_on: cookie:session", vec![]).await;
-    let first = get_with(&gw.url("/"), &[("cookie", "theme=dark; session=s-1")]).await.text();
+    let gw = gateway(
+        &targets,
+        "balance: consistent_hash\n    hash_on: cookie:session",
+        vec![],
+    )
+    .await;
+    let first = get_with(&gw.url("/"), &[("cookie", "theme=dark; session=s-1")])
+        .await
+        .text();
     for _ in 0..5 {
         assert_eq!(get_with(&gw.url("/"), &[("cookie", "session=s-1")]).await.text(), first);
     }

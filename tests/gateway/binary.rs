@@ -7,7 +7,10 @@ use std::process::Command;
 use std::time::Duration;
 
 fn portico(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_portico")).args(args).output().expect("portico runs")
+    Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(args)
+        .output()
+        .expect("portico runs")
 }
 
 fn validate_text(yaml: &str) -> (i32, String) {
@@ -26,7 +29,12 @@ fn every_example_config_validates() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let out = portico(&["validate", "--config", path.to_str().unwrap()]);
-            assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             checked += 1;
         }
     }
@@ -77,7 +85,10 @@ fn validate_refuses_malformed_yaml_and_unknown_keys() {
 
     let (code, text) = validate_text("listeners: [{ name: a, addr: 'localhost' }]\n");
     assert_eq!(code, 2);
-    assert!(text.contains("listeners[0].addr") && text.contains("127.0.0.1:8080"), "{text}");
+    assert!(
+        text.contains("listeners[0].addr") && text.contains("127.0.0.1:8080"),
+        "{text}"
+    );
 
     let missing = validate_text("");
     assert_eq!(missing.0, 2);
@@ -122,7 +133,9 @@ shutdown: { drain_timeout: 10s }
     let reply = in_flight.await.unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "slow", "the in-flight request finished");
-    let status = gateway.wait(Duration::from_secs(10)).expect("portico exits after draining");
+    let status = gateway
+        .wait(Duration::from_secs(10))
+        .expect("portico exits after draining");
     assert!(status.success(), "{status:?}");
 }
 
@@ -171,7 +184,11 @@ routes: [{ name: users, match: { path: /users }, upstream: users }]
     for field in ["timestamp", "client", "bytes_in", "duration_ms", "upstream_ms"] {
         assert!(!entry[field].is_null(), "{field} missing: {entry}");
     }
-    assert!(!lines[0].contains("s3cr3t") && !lines[0].contains("t0k3n"), "a secret reached the log: {}", lines[0]);
+    assert!(
+        !lines[0].contains("s3cr3t") && !lines[0].contains("t0k3n"),
+        "a secret reached the log: {}",
+        lines[0]
+    );
     let missed: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(missed["status"], 404);
     assert_eq!(missed["error"], "no_route");
@@ -200,9 +217,15 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_when_invalid() 
     }
     assert_eq!(reloaded, "two", "SIGHUP reloaded the config");
 
-    gateway.rewrite_config("listeners: [{ name: public, addr: \"127.0.0.1:0\" }]\nroutes: [{ name: v, upstream: nowhere }]\n");
+    gateway.rewrite_config(
+        "listeners: [{ name: public, addr: \"127.0.0.1:0\" }]\nroutes: [{ name: v, upstream: nowhere }]\n",
+    );
     gateway.signal("HUP");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(get(&url).await.text(), "two", "an invalid config is refused and the running one kept");
+    assert_eq!(
+        get(&url).await.text(),
+        "two",
+        "an invalid config is refused and the running one kept"
+    );
     assert!(gateway.child.try_wait().unwrap().is_none(), "still running");
 }

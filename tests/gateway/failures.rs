@@ -4,7 +4,6 @@ use crate::config;
 use crate::support::*;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn to(addr: SocketAddr, response_timeout: &str) -> String {
     config(
@@ -25,77 +24,73 @@ async fn refused_connection_is_502() {
     let gw = Gateway::start(&to(refusing_addr().await, "5s")).await;
     let problem = get(&gw.url("/x")).await.problem(502);
     assert!(problem["detail"].as_str().unwrap().contains("refused"), "{problem}");
-    assert!(!problem.to_string().contains("127.0.0.1"), "target addresses stay out of client answers");
+    assert!(
+        !problem.to_string().contains("127.0.0.1"),
+        "target addresses stay out of client answers"
+    );
 }
 
 #[tokio::test]
 async fn upstream_that_hangs_is_504_after_the_response_timeout() {
-    let addr = tcp_server(|mut stream| async move {
-        let mut buf = [0u8; 1024];
-        let _ = stream.read(&mut buf).await;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
-    .await;
+    let addr = scripted_upstream(b"", Duration::from_secs(60)).await;
     let gw = Gateway::start(&to(addr, "500ms")).await;
     let started = Instant::now();
     get(&gw.url("/x")).await.problem(504);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(450) && waited < Duration::from_secs(10), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(450) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
     assert_eq!(get(&gw.url("/ok")).await.text(), "still-serving");
 }
 
 #[tokio::test]
 async fn upstream_that_closes_mid_body_cuts_the_client_response_without_hanging() {
-    let addr = tcp_server(|mut stream| async move {
-        let mut buf = [0u8; 1024];
-        let _ = stream.read(&mut buf).await;
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly-part").await;
-        // Closing here leaves 991 promised bytes unsent.
-    })
+    // Closing after this leaves 991 promised bytes unsent.
+    let addr = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly-part",
+        Duration::ZERO,
+    )
     .await;
     let gw = Gateway::start(&to(addr, "5s")).await;
     let answer = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("content-length: 1000"), "{answer}");
-    assert!(answer.ends_with("only-part"), "the client sees a short body and a closed connection: {answer}");
+    assert!(
+        answer.ends_with("only-part"),
+        "the client sees a short body and a closed connection: {answer}"
+    );
     assert_eq!(get(&gw.url("/ok")).await.text(), "still-serving");
 }
 
 #[tokio::test]
 async fn upstream_that_stalls_mid_body_is_cut_after_the_response_timeout() {
-    let addr = tcp_server(|mut stream| async move {
-        let mut buf = [0u8; 1024];
-        let _ = stream.read(&mut buf).await;
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nstart").await;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    })
+    let addr = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nstart",
+        Duration::from_secs(60),
+    )
     .await;
     let gw = Gateway::start(&to(addr, "500ms")).await;
     let started = Instant::now();
     let answer = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.ends_with("start"), "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(8), "cut, not hung: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "cut, not hung: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn upstream_that_answers_garbage_is_502() {
-    let addr = tcp_server(|mut stream| async move {
-        let mut buf = [0u8; 1024];
-        let _ = stream.read(&mut buf).await;
-        let _ = stream.write_all(b"SMTP ready\r\n\r\n").await;
-    })
-    .await;
+    let addr = scripted_upstream(b"SMTP ready\r\n\r\n", Duration::ZERO).await;
     let gw = Gateway::start(&to(addr, "5s")).await;
     get(&gw.url("/x")).await.problem(502);
 }
 
 #[tokio::test]
 async fn upstream_that_closes_before_answering_is_502() {
-    let addr = tcp_server(|mut stream| async move {
-        let mut buf = [0u8; 1024];
-        let _ = stream.read(&mut buf).await;
-    })
-    .await;
+    let addr = scripted_upstream(b"", Duration::ZERO).await;
     let gw = Gateway::start(&to(addr, "5s")).await;
     get(&gw.url("/x")).await.problem(502);
 }
@@ -103,13 +98,10 @@ async fn upstream_that_closes_before_answering_is_502() {
 #[tokio::test]
 async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
     // Answers one request per connection as keep-alive, then hangs up shortly after.
-    let addr = tcp_server(|mut stream| async move {
-        let mut buf = [0u8; 1024];
-        if stream.read(&mut buf).await.unwrap_or(0) > 0 {
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let addr = scripted_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        Duration::from_millis(50),
+    )
     .await;
     let gw = Gateway::start(&to(addr, "5s")).await;
     for _ in 0..3 {
@@ -141,12 +133,16 @@ async fn a_connect_that_never_completes_is_504_after_the_connect_timeout() {
     // A listener that never accepts and has a full accept queue: the kernel
     // drops further SYNs, so a connect hangs instead of being refused.
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await
+        {
             fillers.push(stream);
         }
     }

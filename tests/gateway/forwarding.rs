@@ -59,7 +59,11 @@ async fn hop_by_hop_headers_stay_and_forwarding_headers_are_set() {
     assert_eq!(seen.headers["x-forwarded-proto"], "http");
     assert_eq!(seen.headers["x-forwarded-host"], "api.example.com");
     assert_eq!(seen.headers["via"], "1.1 portico");
-    assert_eq!(seen.headers["host"], upstream.addr.to_string().as_str(), "Host is the target's by default");
+    assert_eq!(
+        seen.headers["host"],
+        upstream.addr.to_string().as_str(),
+        "Host is the target's by default"
+    );
     assert!(!reply.headers.contains_key("x-upstream-hop"));
     assert!(!reply.headers.contains_key("keep-alive"));
     assert_eq!(reply.header("x-kept"), "yes");
@@ -112,14 +116,23 @@ routes:
     get(&gw.url("/users/42?fields=name")).await;
     assert_eq!(upstream.last().uri.to_string(), "/v2/accounts/42?fields=name");
     get(&gw.url("/plain/a%2Fb?q=%20x")).await;
-    assert_eq!(upstream.last().uri.to_string(), "/plain/a%2Fb?q=%20x", "untouched paths go as sent");
+    assert_eq!(
+        upstream.last().uri.to_string(),
+        "/plain/a%2Fb?q=%20x",
+        "untouched paths go as sent"
+    );
 }
 
 #[tokio::test]
 async fn request_bodies_pass_with_length_or_chunked() {
     let upstream = Upstream::start(|r| http::Response::new(Full::new(r.body.clone()))).await;
     let gw = Gateway::start(&single_upstream(&upstream, "")).await;
-    let reply = send(Request::post(gw.url("/api/users")).body(Full::new(Bytes::from("{\"userId\":1}"))).unwrap()).await;
+    let reply = send(
+        Request::post(gw.url("/api/users"))
+            .body(Full::new(Bytes::from("{\"userId\":1}")))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(reply.text(), "{\"userId\":1}");
     assert_eq!(upstream.last().headers["content-length"], "12");
 
@@ -183,7 +196,11 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
     for _ in 0..20 {
         assert_eq!(get(&gw.url("/")).await.status, 200);
     }
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1, "one pooled connection served all 20");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one pooled connection served all 20"
+    );
 }
 
 #[tokio::test]
@@ -196,7 +213,7 @@ async fn a_client_that_disconnects_cancels_the_upstream_request() {
             use tokio::io::AsyncReadExt;
             let mut buf = vec![0u8; 4096];
             let _ = stream.read(&mut buf).await; // the request head
-            // Never answer; report when the gateway hangs up.
+                                                 // Never answer; report when the gateway hangs up.
             while let Ok(n) = stream.read(&mut buf).await {
                 if n == 0 {
                     break;
@@ -218,7 +235,9 @@ routes: [{ name: slow, match: { path: / }, upstream: slow }]
     );
     let gw = Gateway::start(&yaml).await;
     let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(client);
     tokio::time::timeout(Duration::from_secs(10), closed_rx)
@@ -235,12 +254,19 @@ async fn http2_clients_are_served_by_prior_knowledge() {
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
             .build_http();
-    let response = client.request(Request::get(gw.url("/api/users")).body(Full::default()).unwrap()).await.unwrap();
+    let response = client
+        .request(Request::get(gw.url("/api/users")).body(Full::default()).unwrap())
+        .await
+        .unwrap();
     assert_eq!(response.version(), http::Version::HTTP_2);
     assert_eq!(response.status(), 200);
     assert!(response.headers().contains_key("x-request-id"));
     let seen = upstream.last();
-    assert_eq!(seen.version, http::Version::HTTP_11, "upstreams are spoken to in HTTP/1.1");
+    assert_eq!(
+        seen.version,
+        http::Version::HTTP_11,
+        "upstreams are spoken to in HTTP/1.1"
+    );
     assert_eq!(seen.headers["via"], "2 portico");
     assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string().as_str());
 }

@@ -45,9 +45,18 @@ async fn oversize_and_too_many_headers_are_431_problems() {
 async fn bodies_over_the_limit_are_413_whether_declared_or_streamed() {
     let upstream = Upstream::start(|r| http::Response::new(Full::new(r.body.clone()))).await;
     let gw = gateway_with_limits(&upstream).await;
-    let reply = send(Request::post(gw.url("/")).body(Full::new(Bytes::from(vec![b'a'; 2048]))).unwrap()).await;
+    let reply = send(
+        Request::post(gw.url("/"))
+            .body(Full::new(Bytes::from(vec![b'a'; 2048])))
+            .unwrap(),
+    )
+    .await;
     reply.problem(413);
-    assert_eq!(upstream.count(), 0, "a declared oversize body is refused before the upstream");
+    assert_eq!(
+        upstream.count(),
+        0,
+        "a declared oversize body is refused before the upstream"
+    );
 
     let chunk = "a".repeat(700);
     let chunked = format!(
@@ -57,7 +66,12 @@ async fn bodies_over_the_limit_are_413_whether_declared_or_streamed() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("application/problem+json"));
 
-    let ok = send(Request::post(gw.url("/")).body(Full::new(Bytes::from(vec![b'b'; 1024]))).unwrap()).await;
+    let ok = send(
+        Request::post(gw.url("/"))
+            .body(Full::new(Bytes::from(vec![b'b'; 1024])))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(ok.body.len(), 1024, "a body at the limit passes");
 }
 
@@ -103,8 +117,16 @@ async fn idle_keep_alive_connections_are_closed() {
     })
     .await;
     assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
-    assert!(closed.is_ok(), "idle connection still open after {:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_millis(800), "closed too early: {:?}", started.elapsed());
+    assert!(
+        closed.is_ok(),
+        "idle connection still open after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "closed too early: {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -137,7 +159,11 @@ routes:
         &[("SLOW", slow.addr.to_string()), ("ECHO", echo.addr.to_string())],
     );
     let gw = Gateway::start(&yaml).await;
-    assert_eq!(get(&gw.url("/slow")).await.text(), "slow", "a request in flight outlives header_read and idle");
+    assert_eq!(
+        get(&gw.url("/slow")).await.text(),
+        "slow",
+        "a request in flight outlives header_read and idle"
+    );
 
     let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     stream
@@ -149,6 +175,12 @@ routes:
         stream.write_all(&[*byte]).await.unwrap();
     }
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer)).await.unwrap().unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("abcdef"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("abcdef"),
+        "{answer}"
+    );
 }

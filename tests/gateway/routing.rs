@@ -25,11 +25,18 @@ routes:
     let gw = Gateway::start(&yaml).await;
     assert_eq!(get(&gw.url("/v1/items")).await.text(), "v1");
     assert_eq!(get(&gw.url("/v2/items/9")).await.text(), "v2");
-    assert_eq!(get_with(&gw.url("/items"), &[("x-api-version", "2")]).await.text(), "v2");
+    assert_eq!(
+        get_with(&gw.url("/items"), &[("x-api-version", "2")]).await.text(),
+        "v2"
+    );
     assert_eq!(get(&gw.url("/items?version=2")).await.text(), "v2");
     assert_eq!(get(&gw.url("/items?version=1")).await.text(), "v1");
     assert_eq!(get(&gw.url("/items")).await.text(), "v1");
-    assert_eq!(v2.last().uri.query(), Some("version=2"), "the query goes upstream as sent");
+    assert_eq!(
+        v2.last().uri.query(),
+        Some("version=2"),
+        "the query goes upstream as sent"
+    );
 }
 
 #[tokio::test]
@@ -70,7 +77,12 @@ routes:
     let gw = Gateway::start(yaml).await;
     let reply = get(&gw.url("/orders")).await;
     reply.problem(404);
-    let reply = send(http::Request::delete(gw.url("/users")).body(Default::default()).unwrap()).await;
+    let reply = send(
+        http::Request::delete(gw.url("/users"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
     reply.problem(405);
     assert_eq!(reply.header("allow"), "HEAD, GET, POST");
     let reply = send(http::Request::post(gw.url("/users")).body(Default::default()).unwrap()).await;
@@ -90,8 +102,14 @@ routes:
   - { name: api, match: { path: /, host: api.example.com }, respond: { body: api } }
 "#;
     let gw = Gateway::start(yaml).await;
-    assert_eq!(get_with(&gw.url("/"), &[("host", "API.example.com:8080")]).await.text(), "api");
-    assert_eq!(get_with(&gw.url("/"), &[("host", "www.example.com")]).await.text(), "wild");
+    assert_eq!(
+        get_with(&gw.url("/"), &[("host", "API.example.com:8080")]).await.text(),
+        "api"
+    );
+    assert_eq!(
+        get_with(&gw.url("/"), &[("host", "www.example.com")]).await.text(),
+        "wild"
+    );
     assert_eq!(get_with(&gw.url("/"), &[("host", "example.org")]).await.text(), "any");
 }
 
@@ -107,7 +125,11 @@ routes:
     // One resource, one spelling: an ACL on /admin cannot be dodged with dots or escapes.
     assert_eq!(get(&gw.url("/public/../admin")).await.text(), "admin");
     assert_eq!(get(&gw.url("/%61dmin")).await.text(), "admin");
-    let answer = raw(gw.addr, b"GET /../admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let answer = raw(
+        gw.addr,
+        b"GET /../admin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
 }

@@ -83,13 +83,18 @@ access_log: { enabled: false }
         let n = stream.read(&mut answer).await.unwrap();
         String::from_utf8_lossy(&answer[..n]).into_owned()
     };
-    let answer = tokio::time::timeout(Duration::from_secs(240), upload).await.expect("upload finishes");
+    let answer = tokio::time::timeout(Duration::from_secs(240), upload)
+        .await
+        .expect("upload finishes");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(received.load(Ordering::Relaxed), GIB, "every byte reached the upstream");
 
     // Download: 1 GiB streamed from the upstream.
     let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
-    stream.write_all(b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let download = async {
         let mut total = 0u64;
         let mut buf = vec![0u8; 256 * 1024];
@@ -100,8 +105,13 @@ access_log: { enabled: false }
             }
         }
     };
-    let total = tokio::time::timeout(Duration::from_secs(240), download).await.expect("download finishes");
-    assert!(total > GIB && total < GIB + 1024, "head plus 1 GiB of body, got {total}");
+    let total = tokio::time::timeout(Duration::from_secs(240), download)
+        .await
+        .expect("download finishes");
+    assert!(
+        total > GIB && total < GIB + 1024,
+        "head plus 1 GiB of body, got {total}"
+    );
 
     let peak = gateway.peak_rss();
     eprintln!(
@@ -109,5 +119,8 @@ access_log: { enabled: false }
         baseline as f64 / 1048576.0,
         peak as f64 / 1048576.0
     );
-    assert!(peak < baseline + 64 * 1024 * 1024, "memory grew with the body: {peak} bytes");
+    assert!(
+        peak < baseline + 64 * 1024 * 1024,
+        "memory grew with the body: {peak} bytes"
+    );
 }

@@ -109,7 +109,12 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Recorded {
-        self.requests.lock().unwrap().last().cloned().expect("the upstream received no request")
+        self.requests
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("the upstream received no request")
     }
 }
 
@@ -125,7 +130,9 @@ where
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let handler = handler.clone();
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -155,11 +162,27 @@ where
     let script = Arc::new(script);
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(script(stream));
         }
     });
     addr
+}
+
+/// An upstream that misbehaves below HTTP: on each connection it reads the
+/// request, writes `answer` (which may be empty, partial or not HTTP at
+/// all), keeps the connection open for `hold`, then closes it.
+pub async fn scripted_upstream(answer: &'static [u8], hold: Duration) -> SocketAddr {
+    tcp_server(move |mut stream| async move {
+        let mut buf = [0u8; 4096];
+        if stream.read(&mut buf).await.unwrap_or(0) > 0 {
+            let _ = stream.write_all(answer).await;
+            tokio::time::sleep(hold).await;
+        }
+    })
+    .await
 }
 
 /// A gateway started in-process from a YAML config.
@@ -204,7 +227,10 @@ impl Reply {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
     }
 
     /// Asserts the RFC 9457 shape and returns the problem document.
@@ -213,7 +239,10 @@ impl Reply {
         assert_eq!(self.header("content-type"), "application/problem+json");
         let problem = self.json();
         assert_eq!(problem["status"], status);
-        assert!(problem["title"].is_string() && problem["detail"].is_string(), "{problem}");
+        assert!(
+            problem["title"].is_string() && problem["detail"].is_string(),
+            "{problem}"
+        );
         assert_eq!(problem["request_id"], self.header("x-request-id"));
         problem
     }
@@ -227,7 +256,11 @@ pub async fn send(request: Request<Full<Bytes>>) -> Reply {
         .expect("the request gets a response");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.expect("the body is read whole").to_bytes();
-    Reply { status: parts.status, headers: parts.headers, body }
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(url: &str) -> Reply {
@@ -300,7 +333,12 @@ impl Process {
             .expect("portico logs its listening address")
             .parse()
             .unwrap();
-        Process { child, addr, stdout: stdout_lines, _config: file }
+        Process {
+            child,
+            addr,
+            stdout: stdout_lines,
+            _config: file,
+        }
     }
 
     /// Waits up to 5 s for `count` stdout lines and returns them.

@@ -173,7 +173,10 @@ mod tests {
         let pool = targets(&[1, 3]);
         let balancer = Balancer::new(Balance::Random, &pool, None);
         let headers = HeaderMap::new();
-        let ctx = PickContext { headers: &headers, client_ip: [127, 0, 0, 1].into() };
+        let ctx = PickContext {
+            headers: &headers,
+            client_ip: [127, 0, 0, 1].into(),
+        };
         let heavy = (0..8000).filter(|_| balancer.pick(&pool, &ctx) == 1).count();
         assert!((5600..6400).contains(&heavy), "{heavy}");
     }
@@ -183,11 +186,23 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-user", "42".parse().unwrap());
         headers.insert(http::header::COOKIE, "a=1; session=abc".parse().unwrap());
-        let ctx = PickContext { headers: &headers, client_ip: [10, 1, 2, 3].into() };
+        let ctx = PickContext {
+            headers: &headers,
+            client_ip: [10, 1, 2, 3].into(),
+        };
         let mut buf = [0u8; 16];
-        assert_eq!(HashOn::parse("header:x-user").unwrap().key(&ctx, &mut buf), Some(&b"42"[..]));
-        assert_eq!(HashOn::parse("cookie:session").unwrap().key(&ctx, &mut buf), Some(&b"abc"[..]));
-        assert_eq!(HashOn::parse("client_ip").unwrap().key(&ctx, &mut buf), Some(&[10, 1, 2, 3][..]));
+        assert_eq!(
+            HashOn::parse("header:x-user").unwrap().key(&ctx, &mut buf),
+            Some(&b"42"[..])
+        );
+        assert_eq!(
+            HashOn::parse("cookie:session").unwrap().key(&ctx, &mut buf),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(
+            HashOn::parse("client_ip").unwrap().key(&ctx, &mut buf),
+            Some(&[10, 1, 2, 3][..])
+        );
         assert!(HashOn::parse("body:x").is_err());
     }
 }
