@@ -8,6 +8,7 @@ use crate::upstream::{InFlight, Lease};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -175,7 +176,9 @@ impl ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         let unfinished = match &mut self.kind {
-            Kind::Full(rest) => rest.is_some(),
+            // hyper drops a fixed body unread for HEAD, 204 and 304: its being
+            // left does not mean the client left.
+            Kind::Full(_) => false,
             Kind::Upstream(body) => {
                 body.release_if_done();
                 !body.inner.is_end_stream()
@@ -209,8 +212,6 @@ impl UpstreamBody {
         }
     }
 }
-
-use std::future::Future;
 
 impl Body for ResponseBody {
     type Data = Bytes;

@@ -21,19 +21,28 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Requests in flight on one connection, counted by the service and read by
-/// the connection's I/O.
+/// Requests on one connection, counted by the service and read by the
+/// connection's I/O.
 #[derive(Debug, Default)]
-pub struct ActiveRequests(AtomicUsize);
+pub struct ActiveRequests {
+    in_flight: AtomicUsize,
+    /// Requests begun so far: a change means a head was read whole.
+    started: AtomicUsize,
+}
 
 impl ActiveRequests {
     pub fn begin(self: &Arc<Self>) -> RequestActive {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         RequestActive(self.clone())
     }
 
     fn any(&self) -> bool {
-        self.0.load(Ordering::Relaxed) > 0
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
+    fn started(&self) -> usize {
+        self.started.load(Ordering::Relaxed)
     }
 }
 
@@ -43,7 +52,7 @@ pub struct RequestActive(Arc<ActiveRequests>);
 
 impl Drop for RequestActive {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -53,8 +62,10 @@ pub struct ClientTimeouts<T> {
     active: Arc<ActiveRequests>,
     idle: Duration,
     header_read: Duration,
-    /// When bytes of a request head started arriving with no request in flight.
-    head_started: Option<Instant>,
+    /// When bytes of a request head started arriving with no request in
+    /// flight, and how many requests had begun then: once another begins,
+    /// that head was read whole.
+    head_started: Option<(Instant, usize)>,
     timer: Pin<Box<Sleep>>,
     /// When bytes last moved. The timer is re-armed from it only when it
     /// fires, not on every read and write, which keeps timer-wheel updates
@@ -75,26 +86,36 @@ impl<T> ClientTimeouts<T> {
         }
     }
 
+    /// Forgets a head that has since been read whole.
+    fn forget_finished_head(&mut self) {
+        if self.active.any()
+            || self
+                .head_started
+                .is_some_and(|(_, begun)| begun != self.active.started())
+        {
+            self.head_started = None;
+        }
+    }
+
     fn record_read(&mut self) {
         let now = Instant::now();
         self.last_activity = now;
-        if self.active.any() {
-            self.head_started = None;
-        } else if self.head_started.is_none() {
-            self.head_started = Some(now);
+        self.forget_finished_head();
+        if self.head_started.is_none() && !self.active.any() {
+            self.head_started = Some((now, self.active.started()));
         }
     }
 
     /// The earliest deadline pending, or `None` while a request is in flight
     /// (its own timeouts apply then).
     fn deadline(&mut self) -> Option<Instant> {
+        self.forget_finished_head();
         if self.active.any() {
-            self.head_started = None;
             return None;
         }
         let idle = self.last_activity + self.idle;
         Some(match self.head_started {
-            Some(started) => idle.min(started + self.header_read),
+            Some((started, _)) => idle.min(started + self.header_read),
             None => idle,
         })
     }

@@ -158,7 +158,9 @@ async fn each_request_writes_one_json_access_log_line_without_secrets() {
         r#"
 listeners: [{ name: public, addr: "127.0.0.1:0" }]
 upstreams: { users: { targets: ["$U"] } }
-routes: [{ name: users, match: { path: /users }, upstream: users }]
+routes:
+  - { name: users, match: { path: /users }, upstream: users }
+  - { name: health, match: { path: "= /healthz" }, respond: { json: { status: ok } } }
 "#,
         &[("U", upstream.addr.to_string())],
     );
@@ -170,8 +172,25 @@ routes: [{ name: users, match: { path: /users }, upstream: users }]
     .await;
     assert_eq!(ok.status, 200);
     get(&format!("http://{}/nowhere", gateway.addr)).await.problem(404);
-    let lines = gateway.stdout_lines(2);
-    assert_eq!(lines.len(), 2, "{lines:?}");
+    for path in ["/healthz", "/users/8"] {
+        let head = send(
+            http::Request::head(format!("http://{}{path}", gateway.addr))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(head.status, 200);
+    }
+    let lines = gateway.stdout_lines(4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    for head in &lines[2..] {
+        let entry: serde_json::Value = serde_json::from_str(head).unwrap();
+        assert_eq!(entry["method"], "HEAD");
+        assert!(
+            entry["error"].is_null(),
+            "a HEAD answer is complete, not a disconnect: {entry}"
+        );
+    }
     let entry: serde_json::Value = serde_json::from_str(&lines[0]).expect("a JSON line");
     assert_eq!(entry["request_id"], "log-test-1");
     assert_eq!(entry["method"], "GET");
