@@ -2,10 +2,6 @@
 
 use clap::{Parser, Subcommand};
 
-// Allocation-heavy request handling (header maps, bodies) runs measurably
-// faster on mimalloc than on glibc malloc; see bench/RESULTS.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use portico::proxy::{Drained, Server};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
