@@ -190,11 +190,8 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
         let path = format!("routes[{i}]");
         let before = errors.len();
         check_name(&format!("{path}.name"), &route.name, &mut names, "route", errors);
-        let matcher = Matcher::compile(&route.matcher, route.priority).map_err(|field_errors| {
-            for (field, message) in field_errors {
-                errors.push(format!("{path}.match.{field}"), message);
-            }
-        });
+        let matcher = Matcher::compile(&route.matcher, route.priority)
+            .map_err(|field_errors| errors.extend_at(&format!("{path}.match"), field_errors));
         let plugins = PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path).map_err(|plugin_errors| {
             for (at, message) in plugin_errors {
                 errors.push(at, message);
@@ -255,11 +252,7 @@ fn compile_forward(
     let pool = find_pool(path, upstream, known, errors);
     let rewrite = match &route.rewrite {
         Some(rewrite) => Rewrite::compile(rewrite, params)
-            .map_err(|field_errors| {
-                for (field, message) in field_errors {
-                    errors.push(format!("{path}.rewrite.{field}"), message);
-                }
-            })
+            .map_err(|field_errors| errors.extend_at(&format!("{path}.rewrite"), field_errors))
             .ok(),
         None => Some(Rewrite::default()),
     };

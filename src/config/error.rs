@@ -40,6 +40,13 @@ impl ConfigErrors {
         });
     }
 
+    /// Adds errors given relative to `prefix` as `(field, message)`.
+    pub fn extend_at(&mut self, prefix: &str, errors: Vec<(String, String)>) {
+        for (field, message) in errors {
+            self.push(format!("{prefix}.{field}"), message);
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }
@@ -62,6 +69,8 @@ impl ConfigErrors {
         }
         self.errors
             .sort_by_key(|e| e.location.map_or((usize::MAX, 0), |l| (l.line, l.column)));
+        // A global block checked once per route reports the same error each time.
+        self.errors.dedup_by(|a, b| a.path == b.path && a.message == b.message);
     }
 
     pub(crate) fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {

@@ -49,3 +49,85 @@ fn located(mut errors: ConfigErrors, text: &str) -> ConfigErrors {
     errors.locate(&SourceMap::build(text));
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match build(text) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    const LISTENER: &str = "listeners: [{ name: public, addr: '127.0.0.1:0' }]\n";
+
+    #[test]
+    fn a_bad_global_plugin_is_reported_once_not_once_per_route() {
+        let text = format!(
+            "{LISTENER}plugins: {{ cors: {{}} }}\nroutes:\n  - {{ name: a, match: {{ path: /a }}, respond: {{}} }}\n  - {{ name: b, match: {{ path: /b }}, respond: {{}} }}\n"
+        );
+        let found = errors(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(found[0].starts_with("plugins.cors: unknown plugin"), "{found:?}");
+    }
+
+    #[test]
+    fn upstream_blocks_are_checked_as_a_whole() {
+        let text = format!(
+            "{LISTENER}upstreams:\n  hashed: {{ targets: ['127.0.0.1:1'], balance: consistent_hash }}\n  stray: {{ targets: ['127.0.0.1:1'], hash_on: client_ip }}\n  backups: {{ targets: [{{ addr: '127.0.0.1:1', backup: true }}] }}\n  weights: {{ targets: [{{ addr: '127.0.0.1:1', weight: 0 }}, '127.0.0.1:2', '127.0.0.1:2'] }}\n  empty: {{ targets: [] }}\n  bad: {{ targets: ['http://x:1', 'nohost', '127.0.0.1:1'], timeouts: {{ connect: 0s }} }}\n"
+        );
+        let found = errors(&text).join("\n");
+        for expected in [
+            "upstreams.hashed: `balance: consistent_hash` needs `hash_on`",
+            "upstreams.stray.hash_on: `hash_on` applies only with `balance: consistent_hash`",
+            "upstreams.backups.targets: every target is a backup",
+            "upstreams.weights.targets[0].weight: weight must be at least 1",
+            "upstreams.weights.targets[2]: 127.0.0.1:2 is listed twice",
+            "upstreams.empty.targets: no targets",
+            "upstreams.bad.targets[0]: target \"http://x:1\" has a scheme or path",
+            "upstreams.bad.targets[1]: target \"nohost\" has no port",
+            "upstreams.bad.timeouts.connect: must be longer than zero",
+        ] {
+            assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        }
+    }
+
+    #[test]
+    fn routes_need_exactly_one_destination_and_matching_extras() {
+        let text = format!(
+            "{LISTENER}upstreams: {{ u: {{ targets: ['127.0.0.1:1'] }} }}\nroutes:\n  - {{ name: none, match: {{ path: /a }} }}\n  - {{ name: both, match: {{ path: /b }}, upstream: u, respond: {{}} }}\n  - {{ name: extras, match: {{ path: /c }}, respond: {{ status: 99, body: x, json: 1 }}, preserve_host: true }}\n  - {{ name: 'bad name!', match: {{ path: /d }}, upstream: u }}\n"
+        );
+        let found = errors(&text).join("\n");
+        for expected in [
+            "routes[0]: the route needs somewhere to go",
+            "routes[1]: a route has either `upstream` or `respond`, not both",
+            "routes[2].preserve_host: applies only to routes with an `upstream`",
+            "routes[2].respond.status: 99 is not a final status",
+            "routes[2].respond: give either `body` or `json`, not both",
+            "routes[3].name: route names use letters",
+        ] {
+            assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        }
+    }
+
+    #[test]
+    fn listeners_are_checked_and_env_references_resolved() {
+        std::env::set_var("PORTICO_TEST_PORT_ADDR", "127.0.0.1:0");
+        assert!(errors("listeners: [{ name: a, addr: '${env:PORTICO_TEST_PORT_ADDR}' }]\n").is_empty());
+        let found = errors(
+            "listeners:\n  - { name: a, addr: '127.0.0.1:8080', limits: { max_headers: 0, max_header_bytes: 10 } }\n  - { name: a, addr: '127.0.0.1:8080', timeouts: { idle: 0s } }\n",
+        )
+        .join("\n");
+        for expected in [
+            "listeners[0].limits.max_headers: must be at least 1",
+            "listeners[0].limits.max_header_bytes: must be at least 1KiB",
+            "listeners[1].name: duplicate listener name \"a\"",
+            "listeners[1].addr: 127.0.0.1:8080 is used by another listener",
+            "listeners[1].timeouts.idle: must be longer than zero",
+        ] {
+            assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        }
+    }
+}
