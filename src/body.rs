@@ -29,11 +29,14 @@ pub enum BodyError {
     UpstreamIdle(Duration),
 }
 
-/// The client's request body, streamed upstream with a size limit and a byte count.
+/// The client's request body on its way upstream: streamed with a size limit
+/// and a byte count, or, when it may have to be sent again, buffered.
 pub struct RequestBody {
     inner: Option<Incoming>,
     limit: Option<u64>,
     received: Option<Arc<AtomicU64>>,
+    /// A buffered body, sent in one frame.
+    buffered: Option<Bytes>,
 }
 
 impl RequestBody {
@@ -42,6 +45,7 @@ impl RequestBody {
             inner: Some(inner),
             limit,
             received: Some(received),
+            buffered: None,
         }
     }
 
@@ -50,6 +54,14 @@ impl RequestBody {
             inner: None,
             limit: None,
             received: None,
+            buffered: None,
+        }
+    }
+
+    pub fn buffered(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            buffered: (!bytes.is_empty()).then_some(bytes),
+            ..RequestBody::empty()
         }
     }
 }
@@ -60,7 +72,7 @@ impl Body for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(None);
+            return Poll::Ready(self.buffered.take().map(|bytes| Ok(Frame::data(bytes))));
         };
         let frame = ready!(Pin::new(inner).poll_frame(cx));
         let frame = match frame {

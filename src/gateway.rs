@@ -4,7 +4,7 @@
 use crate::plugins::PluginChain;
 use crate::proxy::rewrite::Rewrite;
 use crate::router::RouteTable;
-use crate::upstream::{Timeouts, UpstreamPool};
+use crate::upstream::{RetryPolicy, Timeouts, UpstreamPool};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use indexmap::IndexMap;
@@ -38,6 +38,10 @@ pub struct Forward {
     pub pool: Arc<UpstreamPool>,
     /// The pool's timeouts with the route's overrides applied.
     pub timeouts: Timeouts,
+    /// The whole exchange up to the response head, retries included.
+    pub request_timeout: Option<Duration>,
+    /// The route's retry policy, or else the pool's.
+    pub retry: Option<RetryPolicy>,
     pub rewrite: Rewrite,
     pub preserve_host: bool,
 }

@@ -11,7 +11,9 @@ use crate::gateway::{Action, Compiled, FixedResponse, Forward, Gateway, Listener
 use crate::plugins::{PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
-use crate::upstream::{Balancer, HashOn, Target, Timeouts, UpstreamPool};
+use crate::upstream::health::Thresholds;
+use crate::upstream::health_check::{self, ActiveCheck};
+use crate::upstream::{Balancer, HashOn, PassivePolicy, Resilience, RetryPolicy, Target, Timeouts, UpstreamPool};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use indexmap::IndexMap;
@@ -159,6 +161,7 @@ fn compile_upstreams(
         };
         check_positive(&format!("{path}.timeouts.connect"), upstream.timeouts.connect, errors);
         check_positive(&format!("{path}.timeouts.response"), upstream.timeouts.response, errors);
+        let resilience = compile_resilience(&path, upstream, errors);
         if errors.len() > before {
             continue;
         }
@@ -169,10 +172,121 @@ fn compile_upstreams(
         };
         out.insert(
             name.clone(),
-            Arc::new(UpstreamPool::new(name, primaries, backups, balancer, timeouts)),
+            Arc::new(UpstreamPool::new(
+                name,
+                (primaries, backups),
+                balancer,
+                timeouts,
+                resilience,
+            )),
         );
     }
     out
+}
+
+fn compile_resilience(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Resilience {
+    let mut resilience = Resilience::default();
+    if let Some(health) = &upstream.health_check {
+        if health.active.is_none() && health.passive.is_none() {
+            errors.push(format!("{path}.health_check"), "configure `active`, `passive`, or both");
+        }
+        if let Some(passive) = &health.passive {
+            let at = format!("{path}.health_check.passive");
+            at_least_one(
+                &format!("{at}.consecutive_failures"),
+                passive.consecutive_failures,
+                errors,
+            );
+            check_positive(&format!("{at}.eject_for"), passive.eject_for, errors);
+            if passive.max_eject_for < passive.eject_for {
+                errors.push(format!("{at}.max_eject_for"), "must be at least `eject_for`");
+            }
+            resilience.passive = Some(PassivePolicy {
+                consecutive_failures: passive.consecutive_failures,
+                eject_for: passive.eject_for.get(),
+                max_eject_for: passive.max_eject_for.get(),
+            });
+        }
+        if let Some(active) = &health.active {
+            resilience.active_check = compile_active_check(&format!("{path}.health_check.active"), active, errors);
+        }
+    }
+    if let Some(retries) = &upstream.retries {
+        resilience.retry = compile_retries(&format!("{path}.retries"), retries, errors);
+    }
+    resilience
+}
+
+fn compile_active_check(at: &str, active: &ActiveCheckConfig, errors: &mut ConfigErrors) -> Option<ActiveCheck> {
+    let before = errors.len();
+    let path = match http::uri::PathAndQuery::try_from(active.path.as_str()) {
+        Ok(path) if active.path.starts_with('/') => Some(path),
+        _ => {
+            errors.push(
+                format!("{at}.path"),
+                format!("{:?} is not a path: write it like /health", active.path),
+            );
+            None
+        }
+    };
+    check_positive(&format!("{at}.interval"), active.interval, errors);
+    check_positive(&format!("{at}.timeout"), active.timeout, errors);
+    if active.timeout > active.interval {
+        errors.push(format!("{at}.timeout"), "must not be longer than `interval`");
+    }
+    at_least_one(&format!("{at}.healthy"), active.healthy, errors);
+    at_least_one(&format!("{at}.unhealthy"), active.unhealthy, errors);
+    let expect = health_check::parse_expect(&active.expect).map_err(|e| errors.push(format!("{at}.expect"), e));
+    if errors.len() > before {
+        return None;
+    }
+    Some(ActiveCheck {
+        path: path?,
+        interval: active.interval.get(),
+        timeout: active.timeout.get(),
+        thresholds: Thresholds {
+            healthy: active.healthy,
+            unhealthy: active.unhealthy,
+        },
+        expect: expect.ok()?,
+    })
+}
+
+/// More retries than this is a typo or a retry storm waiting to happen.
+const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// Bodies buffered for replay are held in memory per request.
+const MAX_RETRY_BUFFER: u64 = 16 * 1024 * 1024;
+
+fn compile_retries(at: &str, retries: &RetriesConfig, errors: &mut ConfigErrors) -> Option<RetryPolicy> {
+    let before = errors.len();
+    if retries.attempts > MAX_RETRY_ATTEMPTS {
+        errors.push(
+            format!("{at}.attempts"),
+            format!(
+                "{} retries is too many: use at most {MAX_RETRY_ATTEMPTS}",
+                retries.attempts
+            ),
+        );
+    }
+    if retries.on.is_empty() {
+        errors.push(
+            format!("{at}.on"),
+            "list what to retry on, like [connect_failure, 502, 503, 504]",
+        );
+    }
+    if retries.buffer_body.get() > MAX_RETRY_BUFFER {
+        errors.push(
+            format!("{at}.buffer_body"),
+            "must be at most 16MiB: buffered bodies are held in memory",
+        );
+    }
+    (errors.len() == before).then(|| RetryPolicy::new(retries))
+}
+
+fn at_least_one(path: &str, value: u32, errors: &mut ConfigErrors) {
+    if value == 0 {
+        errors.push(path, "must be at least 1");
+    }
 }
 
 /// What routes may refer to.
@@ -204,6 +318,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
             }
             (None, Some(respond)) => {
                 for (field, set) in [
+                    ("retries", route.retries.is_some()),
                     ("rewrite", route.rewrite.is_some()),
                     ("preserve_host", route.preserve_host),
                     ("timeouts", route.timeouts.is_some()),
@@ -256,8 +371,16 @@ fn compile_forward(
             .ok(),
         None => Some(Rewrite::default()),
     };
+    let retry = match &route.retries {
+        Some(retries) => compile_retries(&format!("{path}.retries"), retries, errors),
+        None => pool.and_then(|pool| pool.retry.clone()),
+    };
     let overrides = route.timeouts.unwrap_or_default();
-    for (field, value) in [("connect", overrides.connect), ("response", overrides.response)] {
+    for (field, value) in [
+        ("connect", overrides.connect),
+        ("response", overrides.response),
+        ("request", overrides.request),
+    ] {
         if let Some(value) = value {
             check_positive(&format!("{path}.timeouts.{field}"), value, errors);
         }
@@ -270,6 +393,8 @@ fn compile_forward(
     Some(Forward {
         pool: pool.clone(),
         timeouts,
+        request_timeout: overrides.request.map(|d| d.get()),
+        retry,
         rewrite,
         preserve_host: route.preserve_host,
     })

@@ -13,7 +13,7 @@ mod units;
 pub use error::{did_you_mean, suggestion, ConfigError, ConfigErrors};
 pub use model::ConfigFile;
 pub use source_map::Location;
-pub use units::{ByteSize, Duration};
+pub use units::{ByteSize, Duration, Percent};
 
 use crate::gateway::Compiled;
 use source_map::SourceMap;

@@ -87,6 +87,152 @@ pub struct UpstreamConfig {
     pub hash_on: Option<String>,
     #[serde(default)]
     pub timeouts: UpstreamTimeouts,
+    pub health_check: Option<HealthCheckConfig>,
+    pub retries: Option<RetriesConfig>,
+}
+
+/// `health_check:`: active probes, passive ejection, or both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub active: Option<ActiveCheckConfig>,
+    pub passive: Option<PassiveCheckConfig>,
+}
+
+/// A GET of `path` on every target at each `interval`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveCheckConfig {
+    pub path: String,
+    #[serde(default = "default_check_interval")]
+    pub interval: Duration,
+    #[serde(default = "default_check_timeout")]
+    pub timeout: Duration,
+    /// Consecutive passes that make an unhealthy target healthy.
+    #[serde(default = "default_healthy")]
+    pub healthy: u32,
+    /// Consecutive failures that make a healthy target unhealthy.
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy: u32,
+    /// Statuses that pass: `200`, `200-399`.
+    #[serde(default = "default_expect")]
+    pub expect: String,
+}
+
+fn default_check_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_check_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_healthy() -> u32 {
+    2
+}
+fn default_unhealthy() -> u32 {
+    3
+}
+fn default_expect() -> String {
+    "200-399".into()
+}
+
+/// Ejection of targets that fail real traffic.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveCheckConfig {
+    /// Consecutive connect failures, broken exchanges or 5xx that eject a target.
+    pub consecutive_failures: u32,
+    /// First ejection; each repeat doubles it.
+    pub eject_for: Duration,
+    pub max_eject_for: Duration,
+}
+
+impl Default for PassiveCheckConfig {
+    fn default() -> Self {
+        PassiveCheckConfig {
+            consecutive_failures: 5,
+            eject_for: Duration::from_secs(30),
+            max_eject_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// When a failed attempt is tried again on another target.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetriesConfig {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// `connect_failure` and/or statuses (500-599).
+    pub on: Vec<RetryOn>,
+    /// Retry only GET, HEAD, OPTIONS, PUT, DELETE and TRACE (RFC 9110 9.2.2).
+    pub idempotent_only: bool,
+    /// Retries allowed as a share of recent requests, like `20%`.
+    pub budget: super::Percent,
+    /// First backoff between attempts; doubles each retry, with full jitter.
+    pub backoff: Duration,
+    /// Request bodies up to this size are buffered so they can be sent again;
+    /// larger or unknown-length bodies stream and are never retried.
+    pub buffer_body: ByteSize,
+}
+
+impl Default for RetriesConfig {
+    fn default() -> Self {
+        RetriesConfig {
+            attempts: 2,
+            on: vec![
+                RetryOn::ConnectFailure,
+                RetryOn::Status(502),
+                RetryOn::Status(503),
+                RetryOn::Status(504),
+            ],
+            idempotent_only: true,
+            budget: super::Percent(20.0),
+            backoff: Duration(std::time::Duration::from_millis(25)),
+            buffer_body: ByteSize(64 * 1024),
+        }
+    }
+}
+
+/// One retry condition: `connect_failure`, or a status such as `503`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    ConnectFailure,
+    Status(u16),
+}
+
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RetryOnVisitor;
+        impl serde::de::Visitor<'_> for RetryOnVisitor {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`connect_failure` or a status from 500 to 599")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RetryOn, E> {
+                match text {
+                    "connect_failure" => Ok(RetryOn::ConnectFailure),
+                    other => match other.parse::<u64>() {
+                        Ok(status) => self.visit_u64(status),
+                        Err(_) => Err(E::custom(format!(
+                            "unknown retry condition {other:?}: use `connect_failure` or a status like 503"
+                        ))),
+                    },
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, status: u64) -> Result<RetryOn, E> {
+                match u16::try_from(status) {
+                    Ok(status @ 500..=599) => Ok(RetryOn::Status(status)),
+                    _ => Err(E::custom(format!(
+                        "{status} cannot be retried on: only server errors (500-599) are"
+                    ))),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, status: i64) -> Result<RetryOn, E> {
+                self.visit_u64(status.unsigned_abs())
+            }
+        }
+        deserializer.deserialize_any(RetryOnVisitor)
+    }
 }
 
 /// A target: `host:port`, or `{ addr, weight, backup }`.
@@ -191,6 +337,8 @@ impl Default for UpstreamTimeouts {
 pub struct RouteTimeouts {
     pub connect: Option<Duration>,
     pub response: Option<Duration>,
+    /// The whole exchange until the response head, every attempt and backoff included.
+    pub request: Option<Duration>,
 }
 
 /// A route: what it matches, and where the request goes.
@@ -210,6 +358,8 @@ pub struct RouteConfig {
     #[serde(default)]
     pub preserve_host: bool,
     pub timeouts: Option<RouteTimeouts>,
+    /// Replaces the upstream's retry policy for this route.
+    pub retries: Option<RetriesConfig>,
     #[serde(default)]
     pub plugins: IndexMap<String, Value>,
 }

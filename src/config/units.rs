@@ -91,6 +91,29 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
+/// A share written as a percentage: `20%`.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+pub struct Percent(pub f64);
+
+impl Percent {
+    pub fn fraction(self) -> f64 {
+        self.0 / 100.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let parsed = text.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok());
+        match parsed {
+            Some(n) if (0.0..=100.0).contains(&n) => Ok(Percent(n)),
+            _ => Err(de::Error::custom(format!(
+                "invalid percentage {text:?}: write a share from 0% to 100%, like 20%"
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +137,16 @@ mod tests {
         assert!(err.contains("30s"), "{err}");
         let err = duration("ten seconds").unwrap_err();
         assert!(err.contains("like 250ms"), "{err}");
+    }
+
+    #[test]
+    fn percentages_need_their_sign_and_a_sane_range() {
+        let percent = |t: &str| serde_yaml_ng::from_str::<Percent>(t).map(|p| p.0);
+        assert_eq!(percent("20%").unwrap(), 20.0);
+        assert_eq!(percent("'2.5 %'").unwrap(), 2.5);
+        assert!(percent("20").is_err());
+        assert!(percent("150%").is_err());
+        assert!(percent("-1%").is_err());
     }
 
     #[test]

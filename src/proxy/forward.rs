@@ -83,8 +83,9 @@ pub struct ClientSide<'a> {
     /// The Host the client asked for (Host header or HTTP/2 authority).
     pub host: Option<HeaderValue>,
     pub request_id: &'a HeaderValue,
-    /// The Host to send upstream: the target's, or the client's when preserved.
-    pub upstream_host: HeaderValue,
+    /// Keep the client's Host; otherwise it is removed here and each attempt
+    /// sets its target's.
+    pub preserve_host: bool,
 }
 
 /// Rewrites the headers of a request about to go upstream.
@@ -111,7 +112,14 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     };
     headers.append(VIA, via(client.version));
     headers.insert(&X_REQUEST_ID, client.request_id.clone());
-    headers.insert(HOST, client.upstream_host);
+    match (client.preserve_host, client.host) {
+        (true, Some(host)) => {
+            headers.insert(HOST, host);
+        }
+        _ => {
+            headers.remove(HOST);
+        }
+    }
 }
 
 /// Rewrites the headers of a response about to go to the client.
@@ -152,7 +160,7 @@ mod tests {
             version: Version::HTTP_11,
             host: Some(HeaderValue::from_static("api.example.com")),
             request_id: &id,
-            upstream_host: HeaderValue::from_static("10.0.0.5:80"),
+            preserve_host: false,
         };
         upstream_request(&mut headers, client);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");
@@ -160,6 +168,6 @@ mod tests {
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["via"], "1.1 portico");
         assert_eq!(headers["x-request-id"], "rid");
-        assert_eq!(headers[HOST], "10.0.0.5:80");
+        assert!(!headers.contains_key(HOST), "each attempt sets its target's Host");
     }
 }

@@ -10,8 +10,9 @@ use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, 
 use crate::plugins::{Flow, RequestContext};
 use crate::router::{normalize, request_host, Lookup, Params, RequestHead};
 use crate::telemetry::access_log::Entry;
-use crate::upstream::{connections, PickContext, SendError};
+use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
@@ -256,23 +257,9 @@ async fn proxy(
     } = request;
     let pool = &forward.pool;
     exchange.upstream = Some(pool.name.clone());
-    let pick = PickContext {
-        headers: &parts.headers,
-        client_ip: conn.peer.ip(),
-    };
-    let target = pool
-        .pick(&pick)
-        .ok_or_else(|| {
-            ProxyError::new(
-                ErrorKind::NoTarget,
-                format!("upstream {:?} has no target available", &*pool.name),
-            )
-        })?
-        .clone();
-    exchange.target = Some(target.addr.clone());
-
     let limit = conn.listener.max_request_body;
-    if let (Some(limit), Some(length)) = (limit, content_length(&parts.headers)) {
+    let declared_length = content_length(&parts.headers);
+    if let (Some(limit), Some(length)) = (limit, declared_length) {
         if length > limit {
             return Err(body_too_large(limit));
         }
@@ -284,10 +271,7 @@ async fn proxy(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let upstream_host = match (&client_host, forward.preserve_host) {
-        (Some(host), true) => host.clone(),
-        _ => target.host_header.clone(),
-    };
+    let preserved_host = forward.preserve_host && client_host.is_some();
     let client_version = parts.version;
     forward::upstream_request(
         &mut parts.headers,
@@ -296,7 +280,7 @@ async fn proxy(
             version: client_version,
             host: client_host,
             request_id,
-            upstream_host,
+            preserve_host: forward.preserve_host,
         },
     );
     // Origin-form: the connection already goes to the target.
@@ -306,38 +290,173 @@ async fn proxy(
             .unwrap_or_else(|| PathAndQuery::from_static("/")),
     );
     parts.version = Version::HTTP_11;
-    let body = if body.is_end_stream() {
-        RequestBody::empty()
-    } else {
-        RequestBody::new(body, limit, exchange.bytes_in.get_or_insert_with(Arc::default).clone())
-    };
 
-    let in_flight = target.begin();
-    let sent = Instant::now();
-    let attempt = tokio::time::timeout(
-        forward.timeouts.response,
-        connections::send(&target, Request::from_parts(parts, body), forward.timeouts.connect),
-    )
-    .await;
-    exchange.upstream_latency = Some(sent.elapsed());
-    let (response, lease) = match attempt {
-        Ok(Ok(exchanged)) => exchanged,
-        Ok(Err(error)) => return Err(upstream_error(error, &pool.name, limit)),
-        Err(_) => {
-            return Err(ProxyError::new(
-                ErrorKind::UpstreamTimeout,
-                format!(
-                    "upstream {:?} did not answer within {:?}",
-                    &*pool.name, forward.timeouts.response
-                ),
-            ))
-        }
+    let retry = forward.retry.as_ref();
+    if retry.is_some() {
+        pool.retry_budget.deposit(retry.map_or(0.0, |r| r.budget));
+    }
+    // A request that may be retried whatever the failure keeps a copy of its
+    // head and a buffered body. Any other request streams, and is sent again
+    // only if it never left (the connection could not be made).
+    let bodyless = body.is_end_stream();
+    let mut stream = (!bodyless).then_some(body);
+    let replay = match retry.filter(|r| r.allows(&parts.method)) {
+        Some(_) if bodyless => Some(Bytes::new()),
+        Some(policy) if declared_length.is_some_and(|n| n <= policy.buffer_body) => match stream.take() {
+            Some(body) => {
+                let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
+                Some(buffer_body(RequestBody::new(body, limit, counter), limit).await?)
+            }
+            None => Some(Bytes::new()),
+        },
+        _ => None,
     };
-    let (mut parts, body) = response.into_parts();
-    forward::downstream_response(&mut parts.headers, parts.version, request_id);
-    parts.version = client_version;
-    let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
-    Ok(Response::from_parts(parts, body))
+    let first_body = match (&replay, stream) {
+        (Some(bytes), _) => RequestBody::buffered(bytes.clone()),
+        (None, Some(body)) => RequestBody::new(body, limit, exchange.bytes_in.get_or_insert_with(Arc::default).clone()),
+        (None, None) => RequestBody::empty(),
+    };
+    let replay = replay.map(|bytes| (clone_head(&parts), bytes));
+    let mut next_request = Some(Request::from_parts(parts, first_body));
+
+    let deadline = forward.request_timeout.map(|timeout| Instant::now() + timeout);
+    let mut tried: Vec<Arc<crate::upstream::Target>> = Vec::new();
+    let mut last_error: Option<ProxyError> = None;
+    let mut retries = 0;
+    loop {
+        let Some(mut request) = next_request.take() else {
+            return Err(last_error.unwrap_or_else(|| no_target(pool)));
+        };
+        let pick = PickContext {
+            headers: request.headers(),
+            client_ip: conn.peer.ip(),
+        };
+        let Some(target) = pool.pick(&pick, &tried).cloned() else {
+            return Err(last_error.unwrap_or_else(|| no_target(pool)));
+        };
+        exchange.target = Some(target.addr.clone());
+        if !preserved_host {
+            request
+                .headers_mut()
+                .insert(http::header::HOST, target.host_header.clone());
+        }
+        let wait = match deadline {
+            Some(deadline) => forward
+                .timeouts
+                .response
+                .min(deadline.saturating_duration_since(Instant::now())),
+            None => forward.timeouts.response,
+        };
+        let in_flight = target.begin();
+        let sent = Instant::now();
+        let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
+        exchange.upstream_latency = Some(sent.elapsed());
+
+        // What went wrong, and the request to send again if it may be.
+        let (error, again) = match attempt {
+            Ok(Ok((response, lease))) => {
+                let status = response.status();
+                pool.record(&target, outcome_of(status));
+                let retryable = replay.is_some() && retry.is_some_and(|r| r.retries_status(status));
+                if !retryable || !may_retry(retry, retries, deadline, pool) {
+                    let (mut parts, body) = response.into_parts();
+                    forward::downstream_response(&mut parts.headers, parts.version, request_id);
+                    parts.version = client_version;
+                    let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
+                    return Ok(Response::from_parts(parts, body));
+                }
+                let error = ProxyError::new(
+                    ErrorKind::UpstreamBroken,
+                    format!("upstream {:?} answered {status}", &*pool.name),
+                );
+                (error, replayed(&replay))
+            }
+            Ok(Err(failed)) => {
+                let kind_of_failure = connect_failure(&failed.error);
+                let error = upstream_error(failed.error, &pool.name, limit);
+                if error.kind.side() != Side::Client {
+                    pool.record(&target, Outcome::Failure);
+                }
+                let again = match failed.unsent {
+                    // Never reached the target: safe to send elsewhere, whatever the method.
+                    Some(unsent) if kind_of_failure && retry.is_some_and(|r| r.on_connect_failure) => Some(unsent),
+                    _ => None,
+                };
+                (error, again)
+            }
+            Err(_) => {
+                pool.record(&target, Outcome::Failure);
+                let error = ProxyError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("upstream {:?} did not answer within {wait:?}", &*pool.name),
+                );
+                return Err(error);
+            }
+        };
+        if again.is_none() || !may_retry(retry, retries, deadline, pool) {
+            return Err(error);
+        }
+        retries += 1;
+        tried.push(target);
+        last_error = Some(error);
+        next_request = again;
+        if let Some(policy) = retry {
+            tokio::time::sleep(policy.backoff(retries)).await;
+        }
+    }
+}
+
+/// Whether one more retry is allowed: policy attempts, time and budget.
+fn may_retry(retry: Option<&RetryPolicy>, done: u32, deadline: Option<Instant>, pool: &UpstreamPool) -> bool {
+    let Some(policy) = retry else { return false };
+    done < policy.attempts && deadline.is_none_or(|d| Instant::now() < d) && pool.retry_budget.withdraw()
+}
+
+fn outcome_of(status: http::StatusCode) -> Outcome {
+    if status.is_server_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    }
+}
+
+fn connect_failure(error: &SendError) -> bool {
+    matches!(error, SendError::Connect(_) | SendError::ConnectTimeout(_))
+}
+
+fn no_target(pool: &UpstreamPool) -> ProxyError {
+    ProxyError::new(
+        ErrorKind::NoTarget,
+        format!("upstream {:?} has no healthy target", &*pool.name),
+    )
+}
+
+/// The request head again, for another attempt (extensions are not carried).
+fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+fn replayed(replay: &Option<(http::request::Parts, Bytes)>) -> Option<Request<RequestBody>> {
+    replay
+        .as_ref()
+        .map(|(head, bytes)| Request::from_parts(clone_head(head), RequestBody::buffered(bytes.clone())))
+}
+
+/// Reads a (small, declared-length) request body whole so it can be replayed.
+async fn buffer_body(body: RequestBody, limit: Option<u64>) -> Result<Bytes, ProxyError> {
+    match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(BodyError::TooLarge { .. }) => Err(body_too_large(limit.unwrap_or_default())),
+        Err(_) => Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "the request body could not be read from the client",
+        )),
+    }
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -38,6 +38,19 @@ pub enum SendError {
     Http(#[source] hyper::Error),
 }
 
+/// A failed [`send`]; `unsent` holds the request when it never left Portico
+/// (the connection could not be made), so it may go to another target.
+pub struct Failed {
+    pub error: SendError,
+    pub unsent: Option<Request<RequestBody>>,
+}
+
+impl From<SendError> for Failed {
+    fn from(error: SendError) -> Failed {
+        Failed { error, unsent: None }
+    }
+}
+
 struct Idle {
     sender: SendRequest<RequestBody>,
     since: Instant,
@@ -109,7 +122,7 @@ pub async fn send(
     target: &Arc<super::Target>,
     mut request: Request<RequestBody>,
     connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), SendError> {
+) -> Result<(Response<Incoming>, Lease), Failed> {
     while let Some(mut sender) = target.connections.take() {
         // Right after the previous response, hyper may still be finishing
         // with the connection; `ready` waits for that, or fails if it closed.
@@ -130,11 +143,19 @@ pub async fn send(
                 // The connection closed before the request was written: the
                 // request is untouched and safe to send on another connection.
                 Some(unsent) => request = unsent,
-                None => return Err(SendError::Http(error.into_error())),
+                None => return Err(SendError::Http(error.into_error()).into()),
             },
         }
     }
-    let mut sender = connect(target, connect_timeout).await?;
+    let mut sender = match connect_fresh(target, connect_timeout).await {
+        Ok(sender) => sender,
+        Err(error) => {
+            return Err(Failed {
+                error,
+                unsent: Some(request),
+            })
+        }
+    };
     let response = sender.send_request(request).await.map_err(SendError::Http)?;
     Ok((
         response,
@@ -145,7 +166,11 @@ pub async fn send(
     ))
 }
 
-async fn connect(target: &super::Target, timeout: Duration) -> Result<SendRequest<RequestBody>, SendError> {
+/// A new connection to `target`, outside the pool (requests use [`send`]).
+pub(crate) async fn connect_fresh(
+    target: &super::Target,
+    timeout: Duration,
+) -> Result<SendRequest<RequestBody>, SendError> {
     let connecting = async {
         match target.socket_addr {
             Some(addr) => TcpStream::connect(addr).await,

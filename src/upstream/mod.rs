@@ -3,9 +3,15 @@
 
 pub mod balance;
 pub mod connections;
+pub mod health;
+pub mod health_check;
+pub mod retry;
 
 pub use balance::{Balancer, HashOn, PickContext};
 pub use connections::{Lease, SendError};
+pub use health::{Health, Outcome, PassivePolicy};
+pub use health_check::ActiveCheck;
+pub use retry::{RetryBudget, RetryPolicy};
 
 use connections::Connections;
 use http::uri::Authority;
@@ -28,6 +34,7 @@ pub struct Target {
     pub weight: u32,
     in_flight: AtomicUsize,
     connections: Connections,
+    pub health: Health,
 }
 
 impl Target {
@@ -43,6 +50,7 @@ impl Target {
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
             connections: Connections::default(),
+            health: Health::default(),
         })
     }
 
@@ -89,26 +97,39 @@ pub struct Timeouts {
     pub response: Duration,
 }
 
-/// A named pool: targets and the balancer that picks among them.
+/// What a pool does when targets fail: health checks and retries.
+#[derive(Debug, Default)]
+pub struct Resilience {
+    pub passive: Option<PassivePolicy>,
+    pub active_check: Option<ActiveCheck>,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A named pool: targets, the balancer that picks among them, and what it
+/// does when they fail.
 #[derive(Debug)]
 pub struct UpstreamPool {
     pub name: Arc<str>,
-    /// Targets that take traffic.
+    /// Targets that take traffic while healthy.
     primaries: Vec<Arc<Target>>,
-    /// `backup: true` targets: kept apart until health checking can tell
-    /// that every primary is down (see README).
-    pub backups: Vec<Arc<Target>>,
+    /// `backup: true` targets: used only when no primary is available.
+    backups: Vec<Arc<Target>>,
     balancer: Balancer,
     pub timeouts: Timeouts,
+    pub passive: Option<PassivePolicy>,
+    pub active_check: Option<ActiveCheck>,
+    /// The pool's retry policy; a route may replace it.
+    pub retry: Option<RetryPolicy>,
+    pub retry_budget: RetryBudget,
 }
 
 impl UpstreamPool {
     pub fn new(
         name: &str,
-        primaries: Vec<Arc<Target>>,
-        backups: Vec<Arc<Target>>,
+        (primaries, backups): (Vec<Arc<Target>>, Vec<Arc<Target>>),
         balancer: Balancer,
         timeouts: Timeouts,
+        resilience: Resilience,
     ) -> UpstreamPool {
         UpstreamPool {
             name: name.into(),
@@ -116,15 +137,42 @@ impl UpstreamPool {
             backups,
             balancer,
             timeouts,
+            passive: resilience.passive,
+            active_check: resilience.active_check,
+            retry: resilience.retry,
+            retry_budget: RetryBudget::default(),
         }
     }
 
-    /// The target for this request, or `None` when the pool has none to offer.
-    pub fn pick(&self, ctx: &PickContext<'_>) -> Option<&Arc<Target>> {
-        if self.primaries.is_empty() {
-            return None;
+    /// Primaries, then backups.
+    pub fn all_targets(&self) -> impl Iterator<Item = &Arc<Target>> {
+        self.primaries.iter().chain(&self.backups)
+    }
+
+    /// The target for this request: the balancer's choice if it is available
+    /// and not in `tried`, else the next primary that is, else a backup.
+    /// `None` when nothing can take the request.
+    pub fn pick(&self, ctx: &PickContext<'_>, tried: &[Arc<Target>]) -> Option<&Arc<Target>> {
+        let usable = |t: &&Arc<Target>| t.health.available() && !tried.iter().any(|x| Arc::ptr_eq(x, t));
+        if !self.primaries.is_empty() {
+            let first = self.balancer.pick(&self.primaries, ctx);
+            // Walking on from the balancer's choice keeps the spread even
+            // when some targets are out.
+            let mut walk = (0..self.primaries.len()).map(|k| &self.primaries[(first + k) % self.primaries.len()]);
+            if let Some(target) = walk.find(usable) {
+                return Some(target);
+            }
         }
-        let index = self.balancer.pick(&self.primaries, ctx);
-        self.primaries.get(index)
+        let start = fastrand::usize(..self.backups.len().max(1));
+        (0..self.backups.len())
+            .map(|k| &self.backups[(start + k) % self.backups.len()])
+            .find(usable)
+    }
+
+    /// Records what a request said of a target (passive health).
+    pub fn record(&self, target: &Target, outcome: Outcome) {
+        if let Some(length) = target.health.record(outcome, self.passive.as_ref()) {
+            tracing::warn!(upstream = &*self.name, target = &*target.addr, ejected_for = ?length, "target ejected after consecutive failures");
+        }
     }
 }
