@@ -91,13 +91,15 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        match (&self.inner, &self.buffered) {
+            (Some(inner), _) => inner.size_hint(),
+            (None, Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            (None, None) => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -273,5 +275,20 @@ impl Body for ResponseBody {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.inner.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_buffered_body_yields_its_bytes_once_and_ends() {
+        let body = RequestBody::buffered(Bytes::from_static(b"abc"));
+        assert!(!body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(3));
+        let collected = body.collect().await.unwrap().to_bytes();
+        assert_eq!(collected, "abc");
     }
 }

@@ -352,54 +352,62 @@ async fn proxy(
         let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
         exchange.upstream_latency = Some(sent.elapsed());
 
-        // What went wrong, and the request to send again if it may be.
+        // Either the answer, or the error and the request to send again.
         let (error, again) = match attempt {
             Ok(Ok((response, lease))) => {
                 let status = response.status();
                 pool.record(&target, outcome_of(status));
-                let retryable = replay.is_some() && retry.is_some_and(|r| r.retries_status(status));
-                if !retryable || !may_retry(retry, retries, deadline, pool) {
-                    let (mut parts, body) = response.into_parts();
-                    forward::downstream_response(&mut parts.headers, parts.version, request_id);
-                    parts.version = client_version;
-                    let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
-                    return Ok(Response::from_parts(parts, body));
+                let retryable = retry.is_some_and(|r| r.retries_status(status));
+                match replayed(&replay).filter(|_| retryable && may_retry(retry, retries, deadline, pool)) {
+                    Some(again) => {
+                        let error = ProxyError::new(
+                            ErrorKind::UpstreamBroken,
+                            format!("upstream {:?} answered {status}", &*pool.name),
+                        );
+                        (error, again)
+                    }
+                    // Not retried: the upstream's own answer goes to the client.
+                    None => {
+                        let (mut parts, body) = response.into_parts();
+                        forward::downstream_response(&mut parts.headers, parts.version, request_id);
+                        parts.version = client_version;
+                        let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
+                        return Ok(Response::from_parts(parts, body));
+                    }
                 }
-                let error = ProxyError::new(
-                    ErrorKind::UpstreamBroken,
-                    format!("upstream {:?} answered {status}", &*pool.name),
-                );
-                (error, replayed(&replay))
             }
             Ok(Err(failed)) => {
-                let kind_of_failure = connect_failure(&failed.error);
+                let never_connected = connect_failure(&failed.error);
                 let error = upstream_error(failed.error, &pool.name, limit);
                 if error.kind.side() != Side::Client {
                     pool.record(&target, Outcome::Failure);
                 }
                 let again = match failed.unsent {
-                    // Never reached the target: safe to send elsewhere, whatever the method.
-                    Some(unsent) if kind_of_failure && retry.is_some_and(|r| r.on_connect_failure) => Some(unsent),
+                    // It never reached the target: it may go elsewhere, whatever its method.
+                    Some(unsent) if never_connected => retry.filter(|r| r.on_connect_failure).map(|_| unsent),
+                    // The exchange broke before a response head (a target that died,
+                    // a keep-alive connection it closed): a replayable request is
+                    // sent again, as nginx's `proxy_next_upstream error` does.
+                    _ if error.kind == ErrorKind::UpstreamBroken => replayed(&replay),
                     _ => None,
                 };
-                (error, again)
+                match again.filter(|_| may_retry(retry, retries, deadline, pool)) {
+                    Some(again) => (error, again),
+                    None => return Err(error),
+                }
             }
             Err(_) => {
                 pool.record(&target, Outcome::Failure);
-                let error = ProxyError::new(
+                return Err(ProxyError::new(
                     ErrorKind::UpstreamTimeout,
                     format!("upstream {:?} did not answer within {wait:?}", &*pool.name),
-                );
-                return Err(error);
+                ));
             }
         };
-        if again.is_none() || !may_retry(retry, retries, deadline, pool) {
-            return Err(error);
-        }
         retries += 1;
         tried.push(target);
         last_error = Some(error);
-        next_request = again;
+        next_request = Some(again);
         if let Some(policy) = retry {
             tokio::time::sleep(policy.backoff(retries)).await;
         }

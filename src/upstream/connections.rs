@@ -126,6 +126,7 @@ pub async fn send(
     while let Some(mut sender) = target.connections.take() {
         // Right after the previous response, hyper may still be finishing
         // with the connection; `ready` waits for that, or fails if it closed.
+        tracing::trace!(target = &*target.addr, "reusing an idle connection");
         if sender.ready().await.is_err() {
             continue;
         }
@@ -147,6 +148,7 @@ pub async fn send(
             },
         }
     }
+    tracing::trace!(target = &*target.addr, "opening a connection");
     let mut sender = match connect_fresh(target, connect_timeout).await {
         Ok(sender) => sender,
         Err(error) => {

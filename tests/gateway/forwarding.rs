@@ -270,3 +270,28 @@ async fn http2_clients_are_served_by_prior_knowledge() {
     assert_eq!(seen.headers["via"], "2 portico");
     assert_eq!(seen.headers["x-forwarded-host"], gw.addr.to_string().as_str());
 }
+
+#[tokio::test]
+async fn bodies_buffered_for_retry_pass_on_fresh_and_pooled_connections() {
+    let upstream = Upstream::start(|r| http::Response::new(Full::new(r.body.clone()))).await;
+    let yaml = crate::config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { u: { targets: ["$U"] } }
+routes:
+  - { name: retrying, match: { path: /retrying }, upstream: u, retries: { attempts: 1, on: [503], idempotent_only: false } }
+  - { name: plain, match: { path: /plain }, upstream: u }
+"#,
+        &[("U", upstream.addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    for path in ["/retrying", "/retrying", "/plain", "/retrying"] {
+        let reply = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            send(Request::post(gw.url(path)).body(Full::new(Bytes::from("abc"))).unwrap()),
+        )
+        .await
+        .expect("answers");
+        assert_eq!(reply.text(), "abc");
+    }
+}

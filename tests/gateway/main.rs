@@ -7,6 +7,7 @@ mod binary;
 mod failures;
 mod forwarding;
 mod limits;
+mod resilience;
 mod routing;
 mod streaming;
 

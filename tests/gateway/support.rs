@@ -33,7 +33,12 @@ pub struct Recorded {
 pub struct Upstream {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    tasks: Tasks,
 }
+
+/// The accept loop and connection tasks of a server, so it can be stopped
+/// as a killed process would be: listener and connections closed.
+pub type Tasks = Arc<Mutex<Vec<tokio::task::AbortHandle>>>;
 
 impl Upstream {
     /// Answers every request with `respond(request)`, after recording it.
@@ -41,10 +46,19 @@ impl Upstream {
     where
         F: Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync + 'static,
     {
+        Upstream::start_with("127.0.0.1:0".parse().unwrap(), Duration::ZERO, respond).await
+    }
+
+    /// Records each request, waits `delay` (without blocking other requests),
+    /// then answers `respond(request)`. `addr` may name a port to restart on.
+    pub async fn start_with<F>(addr: SocketAddr, delay: Duration, respond: F) -> Upstream
+    where
+        F: Fn(&Recorded) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
         let respond = Arc::new(respond);
-        let addr = serve(move |request: Request<Incoming>| {
+        let handler = move |request: Request<Incoming>| {
             let log = log.clone();
             let respond = respond.clone();
             async move {
@@ -57,47 +71,33 @@ impl Upstream {
                     headers: parts.headers,
                     body,
                 };
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let response = respond(&recorded);
                 log.lock().unwrap().push(recorded);
                 Ok::<_, Infallible>(response)
             }
-        })
-        .await;
-        Upstream { addr, requests }
+        };
+        let (addr, tasks) = serve_at(addr, handler).await;
+        Upstream { addr, requests, tasks }
     }
 
     /// Answers 200 with its name in the body and in `x-upstream`.
     pub async fn named(name: &'static str) -> Upstream {
-        Upstream::start(move |_| {
-            Response::builder()
-                .header("x-upstream", name)
-                .body(Full::new(Bytes::from(name)))
-                .unwrap()
-        })
-        .await
+        Upstream::start(move |_| named_response(name)).await
     }
 
-    /// Answers 200 with its name after `delay`, without blocking other requests.
+    /// Answers 200 with its name after `delay`.
     pub async fn slow(name: &'static str, delay: Duration) -> Upstream {
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let log = requests.clone();
-        let addr = serve(move |request: Request<Incoming>| {
-            let log = log.clone();
-            async move {
-                let (parts, _) = request.into_parts();
-                tokio::time::sleep(delay).await;
-                log.lock().unwrap().push(Recorded {
-                    method: parts.method,
-                    uri: parts.uri,
-                    version: parts.version,
-                    headers: parts.headers,
-                    body: Bytes::new(),
-                });
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(name))))
-            }
-        })
-        .await;
-        Upstream { addr, requests }
+        Upstream::start_with("127.0.0.1:0".parse().unwrap(), delay, move |_| named_response(name)).await
+    }
+
+    /// Closes the listener and every connection, as a killed process would.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -118,6 +118,19 @@ impl Upstream {
     }
 }
 
+/// A 200 answer carrying `name` in its body and `x-upstream` header.
+pub fn named_response(name: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("x-upstream", name)
+        .body(Full::new(Bytes::from(name)))
+        .unwrap()
+}
+
+/// A bodyless answer with `status`.
+pub fn status_response(status: u16) -> Response<Full<Bytes>> {
+    Response::builder().status(status).body(Full::default()).unwrap()
+}
+
 /// Serves `handler` over HTTP/1.1 on a free loopback port; returns the address.
 pub async fn serve<H, Fut, B>(handler: H) -> SocketAddr
 where
@@ -126,22 +139,37 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_at("127.0.0.1:0".parse().unwrap(), handler).await.0
+}
+
+/// Serves `handler` on `addr`; returns the bound address and the tasks that stop it.
+pub async fn serve_at<H, Fut, B>(addr: SocketAddr, handler: H) -> (SocketAddr, Tasks)
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    let tasks: Tasks = Arc::default();
+    let registry = tasks.clone();
+    let accept = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let handler = handler.clone();
-            tokio::spawn(async move {
+            let connection = tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service_fn(handler))
                     .await;
             });
+            registry.lock().unwrap().push(connection.abort_handle());
         }
     });
-    addr
+    tasks.lock().unwrap().push(accept.abort_handle());
+    (addr, tasks)
 }
 
 /// A loopback address where nothing listens: connections are refused.
@@ -195,6 +223,12 @@ impl Gateway {
     /// Starts a gateway; the first listener's address is `addr`. Panics with
     /// the config errors if the config does not compile.
     pub async fn start(yaml: &str) -> Gateway {
+        if let Ok(filter) = std::env::var("PORTICO_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let compiled = match portico::config::build(yaml) {
             Ok(compiled) => compiled,
             Err(errors) => panic!("config does not compile:\n{errors}\n---\n{yaml}"),
