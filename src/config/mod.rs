@@ -113,6 +113,32 @@ mod tests {
     }
 
     #[test]
+    fn health_checks_and_retries_refuse_zero_and_absurd_values() {
+        let text = format!(
+            "{LISTENER}upstreams:\n  u:\n    targets: ['127.0.0.1:1']\n    health_check:\n      active: {{ path: health, interval: 0s, timeout: 1s, healthy: 0, unhealthy: 0, expect: 2xx }}\n      passive: {{ consecutive_failures: 0, eject_for: 1m, max_eject_for: 10s }}\n    retries: {{ attempts: 50, on: [], buffer_body: 1GiB }}\n  v:\n    targets: ['127.0.0.1:2']\n    health_check: {{}}\n  x:\n    targets: ['127.0.0.1:4']\n    retries: {{ on: [404] }}\n  w:\n    targets: ['127.0.0.1:3']\n    retries: {{ budget: 200% }}\n"
+        );
+        let found = errors(&text).join("\n");
+        for expected in [
+            "upstreams.u.health_check.active.path: \"health\" is not a path",
+            "upstreams.u.health_check.active.interval: must be longer than zero",
+            "upstreams.u.health_check.active.timeout: must not be longer than `interval`",
+            "upstreams.u.health_check.active.healthy: must be at least 1",
+            "upstreams.u.health_check.active.unhealthy: must be at least 1",
+            "upstreams.u.health_check.active.expect: invalid status range \"2xx\"",
+            "upstreams.u.health_check.passive.consecutive_failures: must be at least 1",
+            "upstreams.u.health_check.passive.max_eject_for: must be at least `eject_for`",
+            "upstreams.u.retries.attempts: 50 retries is too many",
+            "upstreams.u.retries.on: list what to retry on",
+            "upstreams.u.retries.buffer_body: must be at most 16MiB",
+            "upstreams.v.health_check: configure `active`, `passive`, or both",
+            "upstreams.x.retries.on[0]: 404 cannot be retried on",
+            "upstreams.w.retries.budget: invalid percentage \"200%\"",
+        ] {
+            assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        }
+    }
+
+    #[test]
     fn listeners_are_checked_and_env_references_resolved() {
         std::env::set_var("PORTICO_TEST_PORT_ADDR", "127.0.0.1:0");
         assert!(errors("listeners: [{ name: a, addr: '${env:PORTICO_TEST_PORT_ADDR}' }]\n").is_empty());

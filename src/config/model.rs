@@ -306,6 +306,8 @@ pub enum Balance {
     RoundRobin,
     /// Power of two random choices, fewer in-flight requests wins.
     LeastRequest,
+    /// Power of two random choices on peak-EWMA latency times in-flight requests.
+    Ewma,
     /// Weighted random.
     Random,
     /// Maglev consistent hashing on `hash_on`.

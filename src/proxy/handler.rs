@@ -350,12 +350,14 @@ async fn proxy(
         let in_flight = target.begin();
         let sent = Instant::now();
         let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
-        exchange.upstream_latency = Some(sent.elapsed());
+        let latency = sent.elapsed();
+        exchange.upstream_latency = Some(latency);
 
         // Either the answer, or the error and the request to send again.
         let (error, again) = match attempt {
             Ok(Ok((response, lease))) => {
                 let status = response.status();
+                pool.observe_latency(&target, latency);
                 pool.record(&target, outcome_of(status));
                 let retryable = retry.is_some_and(|r| r.retries_status(status));
                 match replayed(&replay).filter(|_| retryable && may_retry(retry, retries, deadline, pool)) {

@@ -35,6 +35,8 @@ pub struct Target {
     in_flight: AtomicUsize,
     connections: Connections,
     pub health: Health,
+    /// Response-time estimate for `balance: ewma`.
+    pub latency: balance::PeakEwma,
 }
 
 impl Target {
@@ -51,6 +53,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             connections: Connections::default(),
             health: Health::default(),
+            latency: balance::PeakEwma::default(),
         })
     }
 
@@ -167,6 +170,13 @@ impl UpstreamPool {
         (0..self.backups.len())
             .map(|k| &self.backups[(start + k) % self.backups.len()])
             .find(usable)
+    }
+
+    /// Records a response head's time to arrive (for `balance: ewma`).
+    pub fn observe_latency(&self, target: &Target, latency: std::time::Duration) {
+        if matches!(self.balancer, Balancer::Ewma) {
+            target.latency.observe(latency);
+        }
     }
 
     /// Records what a request said of a target (passive health).

@@ -127,3 +127,30 @@ async fn consistent_hash_on_a_cookie_and_random_both_reach_every_target() {
     }
     assert!(ups[0].count() > before.0 && ups[1].count() > before.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ewma_sends_a_slow_target_clearly_less_than_two_fast_ones() {
+    let slow = Upstream::slow("slow", Duration::from_millis(100)).await;
+    let fast1 = Upstream::slow("fast1", Duration::from_millis(2)).await;
+    let fast2 = Upstream::slow("fast2", Duration::from_millis(2)).await;
+    let targets = format!(r#"["{}", "{}", "{}"]"#, slow.addr, fast1.addr, fast2.addr);
+    let gw = gateway(&targets, "balance: ewma", vec![]).await;
+    let url = gw.url("/");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    get(&url).await;
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    let (s, f) = (slow.count(), fast1.count() + fast2.count());
+    assert_eq!(s + f, 160);
+    // An even spread would give the slow target a third (53).
+    assert!(s * 8 < f, "slow {s}, fast {f}");
+}

@@ -1,9 +1,11 @@
 //! Load-balancing algorithms. Each picks an index into a pool's targets;
 //! everything they need is computed when the config is compiled.
 
+mod ewma;
 mod maglev;
 mod round_robin;
 
+pub use ewma::PeakEwma;
 pub use maglev::Maglev;
 pub use round_robin::RoundRobin;
 
@@ -71,6 +73,7 @@ impl HashOn {
 pub enum Balancer {
     RoundRobin(RoundRobin),
     LeastRequest,
+    Ewma,
     Random { cumulative: Vec<u64> },
     ConsistentHash { table: Maglev, on: HashOn },
 }
@@ -81,6 +84,7 @@ impl Balancer {
         match (kind, hash_on) {
             (Balance::RoundRobin, _) => Balancer::RoundRobin(RoundRobin::new(&weights)),
             (Balance::LeastRequest, _) => Balancer::LeastRequest,
+            (Balance::Ewma, _) => Balancer::Ewma,
             (Balance::ConsistentHash, Some(on)) => {
                 let names: Vec<&str> = targets.iter().map(|t| &*t.addr).collect();
                 Balancer::ConsistentHash {
@@ -108,6 +112,15 @@ impl Balancer {
         match self {
             Balancer::RoundRobin(rr) => rr.next(),
             Balancer::LeastRequest => least_request(targets),
+            Balancer::Ewma => {
+                let (a, b) = two_distinct(targets.len());
+                let load = |i: usize| targets[i].latency.load(targets[i].in_flight());
+                if load(a) <= load(b) {
+                    a
+                } else {
+                    b
+                }
+            }
             Balancer::Random { cumulative } => weighted_random(cumulative),
             Balancer::ConsistentHash { table, on } => {
                 let mut ip_buf = [0u8; 16];
@@ -125,11 +138,7 @@ impl Balancer {
 /// Power of two choices: of two random targets, the one with fewer requests
 /// in flight relative to its weight.
 fn least_request(targets: &[Arc<Target>]) -> usize {
-    let a = fastrand::usize(..targets.len());
-    let mut b = fastrand::usize(..targets.len() - 1);
-    if b >= a {
-        b += 1;
-    }
+    let (a, b) = two_distinct(targets.len());
     let (ta, tb) = (&targets[a], &targets[b]);
     // in_flight(a) / weight(a) <= in_flight(b) / weight(b), without division.
     let load_a = ta.in_flight() as u64 * u64::from(tb.weight);
@@ -139,6 +148,16 @@ fn least_request(targets: &[Arc<Target>]) -> usize {
     } else {
         b
     }
+}
+
+/// Two different random indexes below `n` (at least 2).
+fn two_distinct(n: usize) -> (usize, usize) {
+    let a = fastrand::usize(..n);
+    let mut b = fastrand::usize(..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    (a, b)
 }
 
 fn weighted_random(cumulative: &[u64]) -> usize {
