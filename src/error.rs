@@ -2,7 +2,7 @@
 //! HTTP answer: RFC 9457 `application/problem+json`.
 
 use crate::body::ResponseBody;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::{Response, StatusCode};
 use std::borrow::Cow;
 
@@ -29,6 +29,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The pool has no target to offer.
     NoTarget,
+    /// The upstream's circuit breaker is open.
+    CircuitOpen,
     Internal,
 }
 
@@ -42,7 +44,7 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::NoTarget => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoTarget | ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -57,7 +59,8 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamBroken
             | ErrorKind::UpstreamTimeout
-            | ErrorKind::NoTarget => Side::Upstream,
+            | ErrorKind::NoTarget
+            | ErrorKind::CircuitOpen => Side::Upstream,
             ErrorKind::Internal => Side::Internal,
         }
     }
@@ -81,6 +84,7 @@ impl ErrorKind {
             ErrorKind::UpstreamBroken => "upstream_failed",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NoTarget => "no_target",
+            ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::Internal => "internal",
         }
     }
@@ -94,6 +98,8 @@ pub struct ProxyError {
     pub detail: Cow<'static, str>,
     /// For 405: the methods the resource accepts.
     pub allow: Option<HeaderValue>,
+    /// For 503: seconds until trying again makes sense.
+    pub retry_after: Option<u64>,
     /// The underlying cause, for the log only.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -104,6 +110,7 @@ impl ProxyError {
             kind,
             detail: detail.into(),
             allow: None,
+            retry_after: None,
             source: None,
         }
     }
@@ -131,6 +138,9 @@ impl ProxyError {
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(allow) = &self.allow {
             headers.insert(ALLOW, allow.clone());
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -13,7 +13,9 @@ use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
 use crate::upstream::health::Thresholds;
 use crate::upstream::health_check::{self, ActiveCheck};
-use crate::upstream::{Balancer, HashOn, PassivePolicy, Resilience, RetryPolicy, Target, Timeouts, UpstreamPool};
+use crate::upstream::{
+    Balancer, BreakerPolicy, HashOn, PassivePolicy, Resilience, RetryPolicy, Target, Timeouts, UpstreamPool,
+};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use indexmap::IndexMap;
@@ -108,6 +110,7 @@ fn compile_upstreams(
         if upstream.targets.is_empty() {
             errors.push(format!("{path}.targets"), "no targets: list at least one `host:port`");
         }
+        let resilience = compile_resilience(&path, upstream, errors);
         let mut primaries = Vec::new();
         let mut backups = Vec::new();
         let mut seen = HashSet::new();
@@ -127,7 +130,7 @@ fn compile_upstreams(
                 );
                 continue;
             }
-            match Target::new(target.addr(), target.weight()) {
+            match Target::new(target.addr(), target.weight()).map(|t| t.with_breaker(resilience.breaker)) {
                 Ok(t) if target.backup() => backups.push(Arc::new(t)),
                 Ok(t) => primaries.push(Arc::new(t)),
                 Err(e) => errors.push(target_path, e),
@@ -161,7 +164,6 @@ fn compile_upstreams(
         };
         check_positive(&format!("{path}.timeouts.connect"), upstream.timeouts.connect, errors);
         check_positive(&format!("{path}.timeouts.response"), upstream.timeouts.response, errors);
-        let resilience = compile_resilience(&path, upstream, errors);
         if errors.len() > before {
             continue;
         }
@@ -213,6 +215,23 @@ fn compile_resilience(path: &str, upstream: &UpstreamConfig, errors: &mut Config
     }
     if let Some(retries) = &upstream.retries {
         resilience.retry = compile_retries(&format!("{path}.retries"), retries, errors);
+    }
+    if let Some(breaker) = &upstream.circuit_breaker {
+        let at = format!("{path}.circuit_breaker");
+        if breaker.failure_rate.0 <= 0.0 {
+            errors.push(format!("{at}.failure_rate"), "must be above 0%");
+        }
+        at_least_one(&format!("{at}.min_requests"), breaker.min_requests, errors);
+        at_least_one(&format!("{at}.half_open_requests"), breaker.half_open_requests, errors);
+        check_positive(&format!("{at}.window"), breaker.window, errors);
+        check_positive(&format!("{at}.open_for"), breaker.open_for, errors);
+        resilience.breaker = Some(BreakerPolicy {
+            failure_rate: breaker.failure_rate.fraction(),
+            min_requests: breaker.min_requests,
+            window: breaker.window.get(),
+            open_for: breaker.open_for.get(),
+            half_open_requests: breaker.half_open_requests,
+        });
     }
     resilience
 }

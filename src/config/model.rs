@@ -89,6 +89,34 @@ pub struct UpstreamConfig {
     pub timeouts: UpstreamTimeouts,
     pub health_check: Option<HealthCheckConfig>,
     pub retries: Option<RetriesConfig>,
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// `circuit_breaker:`, applied to the upstream as a whole and to each target.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerConfig {
+    /// Share of failed requests (connect failures, broken exchanges, 5xx) that opens it.
+    pub failure_rate: super::Percent,
+    /// Requests the window must hold before the rate is judged.
+    pub min_requests: u32,
+    pub window: Duration,
+    /// How long it stays open before letting probes through.
+    pub open_for: Duration,
+    /// Probe requests let through half-open; all must succeed to close it.
+    pub half_open_requests: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_rate: super::Percent(50.0),
+            min_requests: 20,
+            window: Duration::from_secs(10),
+            open_for: Duration::from_secs(15),
+            half_open_requests: 3,
+        }
+    }
 }
 
 /// `health_check:`: active probes, passive ejection, or both.

@@ -257,6 +257,14 @@ async fn proxy(
     } = request;
     let pool = &forward.pool;
     exchange.upstream = Some(pool.name.clone());
+    if let Err(wait) = pool.admit() {
+        let mut error = ProxyError::new(
+            ErrorKind::CircuitOpen,
+            format!("upstream {:?} is failing; its circuit breaker is open", &*pool.name),
+        );
+        error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        return Err(error);
+    }
     let limit = conn.listener.max_request_body;
     let declared_length = content_length(&parts.headers);
     if let (Some(limit), Some(length)) = (limit, declared_length) {

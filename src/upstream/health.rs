@@ -27,7 +27,7 @@ pub struct Thresholds {
 }
 
 /// Milliseconds on a process-wide monotonic clock (tokio's, so tests can pause it).
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
     Instant::now().saturating_duration_since(start).as_millis() as u64 + 1

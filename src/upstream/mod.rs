@@ -2,12 +2,14 @@
 //! keep-alive connections that reach each target.
 
 pub mod balance;
+pub mod breaker;
 pub mod connections;
 pub mod health;
 pub mod health_check;
 pub mod retry;
 
 pub use balance::{Balancer, HashOn, PickContext};
+pub use breaker::{BreakerPolicy, CircuitBreaker};
 pub use connections::{Lease, SendError};
 pub use health::{Health, Outcome, PassivePolicy};
 pub use health_check::ActiveCheck;
@@ -35,6 +37,8 @@ pub struct Target {
     in_flight: AtomicUsize,
     connections: Connections,
     pub health: Health,
+    /// The target's own breaker, when the upstream has `circuit_breaker`.
+    pub breaker: Option<CircuitBreaker>,
     /// Response-time estimate for `balance: ewma`.
     pub latency: balance::PeakEwma,
 }
@@ -53,8 +57,30 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             connections: Connections::default(),
             health: Health::default(),
+            breaker: None,
             latency: balance::PeakEwma::default(),
         })
+    }
+
+    /// Gives the target a breaker of its own.
+    pub fn with_breaker(mut self, policy: Option<BreakerPolicy>) -> Target {
+        self.breaker = policy.map(CircuitBreaker::new);
+        self
+    }
+
+    /// May the target take this request? In half-open, this uses up a probe.
+    fn admits(&self, upstream: &str) -> bool {
+        if !self.health.available() {
+            return false;
+        }
+        match self.breaker.as_ref().map(CircuitBreaker::allow) {
+            None | Some(Ok(None)) => true,
+            Some(Ok(Some(change))) => {
+                breaker_log(upstream, Some(&self.addr), change);
+                true
+            }
+            Some(Err(_)) => false,
+        }
     }
 
     pub fn in_flight(&self) -> usize {
@@ -106,6 +132,7 @@ pub struct Resilience {
     pub passive: Option<PassivePolicy>,
     pub active_check: Option<ActiveCheck>,
     pub retry: Option<RetryPolicy>,
+    pub breaker: Option<BreakerPolicy>,
 }
 
 /// A named pool: targets, the balancer that picks among them, and what it
@@ -124,6 +151,8 @@ pub struct UpstreamPool {
     /// The pool's retry policy; a route may replace it.
     pub retry: Option<RetryPolicy>,
     pub retry_budget: RetryBudget,
+    /// The upstream-wide breaker; each target may have its own too.
+    pub breaker: Option<CircuitBreaker>,
 }
 
 impl UpstreamPool {
@@ -144,6 +173,7 @@ impl UpstreamPool {
             active_check: resilience.active_check,
             retry: resilience.retry,
             retry_budget: RetryBudget::default(),
+            breaker: resilience.breaker.map(CircuitBreaker::new),
         }
     }
 
@@ -156,7 +186,7 @@ impl UpstreamPool {
     /// and not in `tried`, else the next primary that is, else a backup.
     /// `None` when nothing can take the request.
     pub fn pick(&self, ctx: &PickContext<'_>, tried: &[Arc<Target>]) -> Option<&Arc<Target>> {
-        let usable = |t: &&Arc<Target>| t.health.available() && !tried.iter().any(|x| Arc::ptr_eq(x, t));
+        let usable = |t: &&Arc<Target>| !tried.iter().any(|x| Arc::ptr_eq(x, t)) && t.admits(&self.name);
         if !self.primaries.is_empty() {
             let first = self.balancer.pick(&self.primaries, ctx);
             // Walking on from the balancer's choice keeps the spread even
@@ -179,10 +209,37 @@ impl UpstreamPool {
         }
     }
 
-    /// Records what a request said of a target (passive health).
+    /// May a request go to this upstream at all? `Err` is the wait before
+    /// it may, while the upstream's breaker is open.
+    pub fn admit(&self) -> Result<(), std::time::Duration> {
+        match self.breaker.as_ref().map(CircuitBreaker::allow) {
+            None | Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(change))) => {
+                breaker_log(&self.name, None, change);
+                Ok(())
+            }
+            Some(Err(wait)) => Err(wait),
+        }
+    }
+
+    /// Records what a request said of a target: passive health and breakers.
     pub fn record(&self, target: &Target, outcome: Outcome) {
+        for (breaker, which) in [(&self.breaker, None), (&target.breaker, Some(&target.addr))] {
+            if let Some(change) = breaker.as_ref().and_then(|b| b.record(outcome)) {
+                breaker_log(&self.name, which, change);
+            }
+        }
         if let Some(length) = target.health.record(outcome, self.passive.as_ref()) {
             tracing::warn!(upstream = &*self.name, target = &*target.addr, ejected_for = ?length, "target ejected after consecutive failures");
         }
+    }
+}
+
+fn breaker_log(upstream: &str, target: Option<&Arc<str>>, change: breaker::Change) {
+    let target = target.map(|t| &**t);
+    match change {
+        breaker::Change::Opened => tracing::warn!(upstream, target, "circuit breaker opened"),
+        breaker::Change::HalfOpened => tracing::info!(upstream, target, "circuit breaker half-open: probing"),
+        breaker::Change::Closed => tracing::info!(upstream, target, "circuit breaker closed"),
     }
 }

@@ -293,3 +293,34 @@ async fn an_exchange_that_breaks_before_an_answer_is_retried_for_idempotent_requ
         "a POST that may have been processed is not sent twice: {statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn the_breaker_opens_rejects_quickly_half_opens_and_closes() {
+    let status = Arc::new(AtomicU16::new(500));
+    let code = status.clone();
+    let service = Upstream::start(move |_| status_response(code.load(Ordering::SeqCst))).await;
+    let targets = format!(r#"["{}"]"#, service.addr);
+    let extra = "    circuit_breaker: { failure_rate: 50%, min_requests: 5, window: 10s, open_for: 500ms, half_open_requests: 2 }";
+    let gw = Gateway::start(&gateway_config(&targets, extra)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&gw.url("/")).await.status,
+            500,
+            "the service's own answers pass until it opens"
+        );
+    }
+    let started = Instant::now();
+    let open = get(&gw.url("/")).await;
+    open.problem(503);
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(open.header("retry-after"), "1");
+    assert_eq!(service.count(), 5, "an open breaker keeps requests off the service");
+
+    status.store(200, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Half-open: probes go through; their success closes the breaker.
+    for _ in 0..6 {
+        assert_eq!(get(&gw.url("/")).await.status, 200);
+    }
+    assert_eq!(service.count(), 11);
+}
