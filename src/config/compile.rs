@@ -11,10 +11,11 @@ use crate::gateway::{Action, Compiled, FixedResponse, Forward, Gateway, Listener
 use crate::plugins::{PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
+use crate::upstream::discovery::{self, Discovery};
 use crate::upstream::health::Thresholds;
 use crate::upstream::health_check::{self, ActiveCheck};
 use crate::upstream::{
-    Balancer, BreakerPolicy, HashOn, PassivePolicy, Resilience, RetryPolicy, Target, Timeouts, UpstreamPool,
+    parse_target, BreakerPolicy, HashOn, PassivePolicy, Resilience, RetryPolicy, TargetSpec, Timeouts, UpstreamPool,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -107,12 +108,15 @@ fn compile_upstreams(
         if !valid_name(name) {
             errors.push(&path, "upstream names use letters, digits, `-` and `_`");
         }
-        if upstream.targets.is_empty() {
-            errors.push(format!("{path}.targets"), "no targets: list at least one `host:port`");
+        let discovery = compile_discovery(&path, upstream, errors);
+        if upstream.targets.is_empty() && discovery.is_none() {
+            errors.push(
+                format!("{path}.targets"),
+                "no targets: list at least one `host:port`, or use `discovery`",
+            );
         }
         let resilience = compile_resilience(&path, upstream, errors);
-        let mut primaries = Vec::new();
-        let mut backups = Vec::new();
+        let mut specs = Vec::new();
         let mut seen = HashSet::new();
         for (i, target) in upstream.targets.iter().enumerate() {
             let target_path = format!("{path}.targets[{i}]");
@@ -130,13 +134,16 @@ fn compile_upstreams(
                 );
                 continue;
             }
-            match Target::new(target.addr(), target.weight()).map(|t| t.with_breaker(resilience.breaker)) {
-                Ok(t) if target.backup() => backups.push(Arc::new(t)),
-                Ok(t) => primaries.push(Arc::new(t)),
+            match parse_target(target.addr()) {
+                Ok(_) => specs.push(TargetSpec {
+                    addr: target.addr().to_string(),
+                    weight: target.weight(),
+                    backup: target.backup(),
+                }),
                 Err(e) => errors.push(target_path, e),
             }
         }
-        if primaries.is_empty() && !backups.is_empty() {
+        if !specs.is_empty() && specs.iter().all(|t| t.backup) {
             errors.push(
                 format!("{path}.targets"),
                 "every target is a backup: at least one must take traffic",
@@ -167,23 +174,44 @@ fn compile_upstreams(
         if errors.len() > before {
             continue;
         }
-        let balancer = Balancer::new(upstream.balance, &primaries, hash_on);
         let timeouts = Timeouts {
             connect: upstream.timeouts.connect.get(),
             response: upstream.timeouts.response.get(),
         };
-        out.insert(
-            name.clone(),
-            Arc::new(UpstreamPool::new(
-                name,
-                (primaries, backups),
-                balancer,
-                timeouts,
-                resilience,
-            )),
-        );
+        let pool = UpstreamPool::new(name, (upstream.balance, hash_on), timeouts, resilience, discovery);
+        match pool.set_targets(&specs) {
+            Ok(()) => discovery::load_now(&pool),
+            Err(e) => errors.push(format!("{path}.targets"), e),
+        }
+        out.insert(name.clone(), Arc::new(pool));
     }
     out
+}
+
+fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Option<Discovery> {
+    let config = upstream.discovery.as_ref()?;
+    let at = format!("{path}.discovery");
+    if !upstream.targets.is_empty() {
+        errors.push(&at, "use either `targets` or `discovery`, not both");
+    }
+    check_positive(&format!("{at}.refresh"), config.refresh, errors);
+    match (&config.file, &config.dns) {
+        (Some(file), None) => Some(Discovery::File {
+            path: file.into(),
+            refresh: config.refresh.get(),
+        }),
+        (None, Some(_)) => {
+            errors.push(
+                format!("{at}.dns"),
+                "DNS discovery is not available in this build yet: list the targets, or use `discovery: { file: ... }`",
+            );
+            None
+        }
+        _ => {
+            errors.push(&at, "name one source: `file: PATH`");
+            None
+        }
+    }
 }
 
 fn compile_resilience(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Resilience {

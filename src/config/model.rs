@@ -80,7 +80,10 @@ impl Default for ListenerLimits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// Targets from outside the config, instead of `targets`.
+    pub discovery: Option<DiscoveryConfig>,
     #[serde(default)]
     pub balance: Balance,
     /// `consistent_hash` only: `header:NAME`, `cookie:NAME` or `client_ip`.
@@ -117,6 +120,23 @@ impl Default for CircuitBreakerConfig {
             half_open_requests: 3,
         }
     }
+}
+
+/// `discovery:`: where targets come from when the config does not list them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// A file holding a list of targets, polled for changes.
+    pub file: Option<String>,
+    /// `name:port`, resolved at an interval (not available yet).
+    pub dns: Option<String>,
+    /// How often the source is read again.
+    #[serde(default = "default_refresh")]
+    pub refresh: Duration,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `health_check:`: active probes, passive ejection, or both.

@@ -339,7 +339,7 @@ async fn proxy(
             headers: request.headers(),
             client_ip: conn.peer.ip(),
         };
-        let Some(target) = pool.pick(&pick, &tried).cloned() else {
+        let Some(target) = pool.pick(&pick, &tried) else {
             return Err(last_error.unwrap_or_else(|| no_target(pool)));
         };
         exchange.target = Some(target.addr.clone());

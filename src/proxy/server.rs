@@ -4,7 +4,7 @@
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::handler::{handle, Connection};
 use crate::gateway::{Compiled, Gateway, ListenerSettings};
-use crate::upstream::health_check;
+use crate::upstream::{discovery, health_check};
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -43,6 +43,7 @@ impl Server {
     /// Binds every listener and starts serving. Fails if an address cannot be bound.
     pub async fn start(compiled: Compiled) -> io::Result<Server> {
         health_check::start(compiled.gateway.upstreams.values());
+        discovery::start(compiled.gateway.upstreams.values());
         let gateway = Arc::new(ArcSwap::from_pointee(compiled.gateway));
         let (stop_accepting, stopped) = watch::channel(false);
         let connections = Arc::new(GracefulShutdown::new());
@@ -99,6 +100,7 @@ impl Server {
     pub fn swap(&self, gateway: Gateway) {
         // The old pools' probes end on their own once the old config is dropped.
         health_check::start(gateway.upstreams.values());
+        discovery::start(gateway.upstreams.values());
         self.gateway.store(Arc::new(gateway));
     }
 

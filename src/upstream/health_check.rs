@@ -30,38 +30,42 @@ pub fn parse_expect(text: &str) -> Result<RangeInclusive<u16>, String> {
     }
 }
 
-/// Starts probing every target of every pool that has active checks.
+/// Starts probing, for every pool that has active checks.
 pub fn start<'a>(pools: impl IntoIterator<Item = &'a Arc<UpstreamPool>>) {
     for pool in pools {
-        let Some(check) = pool.active_check.clone() else {
-            continue;
-        };
-        for (index, _) in pool.all_targets().enumerate() {
-            tokio::spawn(probe_forever(Arc::downgrade(pool), index, check.clone()));
+        if let Some(check) = pool.active_check.clone() {
+            tokio::spawn(probe_forever(Arc::downgrade(pool), check));
         }
     }
 }
 
-async fn probe_forever(pool: Weak<UpstreamPool>, index: usize, check: ActiveCheck) {
+/// Each interval, probes the pool's current targets at once.
+async fn probe_forever(pool: Weak<UpstreamPool>, check: ActiveCheck) {
     let mut ticker = tokio::time::interval(check.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let Some(pool) = pool.upgrade() else { return };
-        let Some(target) = pool.all_targets().nth(index).cloned() else {
+        let Some(targets) = pool.upgrade().map(|pool| pool.all_targets()) else {
             return;
         };
-        let passed = probe(&target, &check).await;
-        if let Some(healthy) = target.health.record_probe(passed, check.thresholds) {
+        let mut probes = tokio::task::JoinSet::new();
+        for target in targets {
+            let check = check.clone();
+            probes.spawn(async move {
+                let passed = probe(&target, &check).await;
+                (target, passed)
+            });
+        }
+        while let Some(Ok((target, passed))) = probes.join_next().await {
+            let Some(healthy) = target.health.record_probe(passed, check.thresholds) else {
+                continue;
+            };
+            let upstream = pool.upgrade().map(|p| p.name.clone()).unwrap_or_default();
             if healthy {
-                tracing::info!(
-                    upstream = &*pool.name,
-                    target = &*target.addr,
-                    "target is healthy again"
-                );
+                tracing::info!(upstream = &*upstream, target = &*target.addr, "target is healthy again");
             } else {
                 tracing::warn!(
-                    upstream = &*pool.name,
+                    upstream = &*upstream,
                     target = &*target.addr,
                     "target failed its health checks"
                 );

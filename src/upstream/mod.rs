@@ -4,6 +4,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod connections;
+pub mod discovery;
 pub mod health;
 pub mod health_check;
 pub mod retry;
@@ -15,6 +16,8 @@ pub use health::{Health, Outcome, PassivePolicy};
 pub use health_check::ActiveCheck;
 pub use retry::{RetryBudget, RetryPolicy};
 
+use crate::config::model::Balance;
+use arc_swap::ArcSwap;
 use connections::Connections;
 use http::uri::Authority;
 use http::HeaderValue;
@@ -135,16 +138,33 @@ pub struct Resilience {
     pub breaker: Option<BreakerPolicy>,
 }
 
+/// A target as configured or discovered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetSpec {
+    pub addr: String,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+/// The targets a pool has now, and the balancer built for them. Replaced
+/// whole, off the hot path, when discovery changes the targets.
+#[derive(Debug)]
+struct TargetSet {
+    /// Targets that take traffic while available.
+    primaries: Vec<Arc<Target>>,
+    /// `backup: true` targets: used only when no primary is available.
+    backups: Vec<Arc<Target>>,
+    balancer: Balancer,
+}
+
 /// A named pool: targets, the balancer that picks among them, and what it
 /// does when they fail.
 #[derive(Debug)]
 pub struct UpstreamPool {
     pub name: Arc<str>,
-    /// Targets that take traffic while healthy.
-    primaries: Vec<Arc<Target>>,
-    /// `backup: true` targets: used only when no primary is available.
-    backups: Vec<Arc<Target>>,
-    balancer: Balancer,
+    set: ArcSwap<TargetSet>,
+    balance: Balance,
+    hash_on: Option<HashOn>,
     pub timeouts: Timeouts,
     pub passive: Option<PassivePolicy>,
     pub active_check: Option<ActiveCheck>,
@@ -153,58 +173,102 @@ pub struct UpstreamPool {
     pub retry_budget: RetryBudget,
     /// The upstream-wide breaker; each target may have its own too.
     pub breaker: Option<CircuitBreaker>,
+    breaker_policy: Option<BreakerPolicy>,
+    /// Where targets come from when they are not listed in the config.
+    pub discovery: Option<discovery::Discovery>,
 }
 
 impl UpstreamPool {
     pub fn new(
         name: &str,
-        (primaries, backups): (Vec<Arc<Target>>, Vec<Arc<Target>>),
-        balancer: Balancer,
+        (balance, hash_on): (Balance, Option<HashOn>),
         timeouts: Timeouts,
         resilience: Resilience,
+        discovery: Option<discovery::Discovery>,
     ) -> UpstreamPool {
         UpstreamPool {
             name: name.into(),
-            primaries,
-            backups,
-            balancer,
+            set: ArcSwap::from_pointee(TargetSet {
+                primaries: Vec::new(),
+                backups: Vec::new(),
+                balancer: Balancer::new(balance, &[], hash_on.clone()),
+            }),
+            balance,
+            hash_on,
             timeouts,
             passive: resilience.passive,
             active_check: resilience.active_check,
             retry: resilience.retry,
             retry_budget: RetryBudget::default(),
             breaker: resilience.breaker.map(CircuitBreaker::new),
+            breaker_policy: resilience.breaker,
+            discovery,
         }
     }
 
-    /// Primaries, then backups.
-    pub fn all_targets(&self) -> impl Iterator<Item = &Arc<Target>> {
-        self.primaries.iter().chain(&self.backups)
+    /// Replaces the targets. A target that stays (same address) keeps its
+    /// health, breaker and connections; one that goes finishes the requests
+    /// it has in flight.
+    pub fn set_targets(&self, specs: &[TargetSpec]) -> Result<(), String> {
+        let current = self.all_targets();
+        let mut primaries = Vec::new();
+        let mut backups = Vec::new();
+        for spec in specs {
+            let target = match current
+                .iter()
+                .find(|t| *t.addr == *spec.addr && t.weight == spec.weight.max(1))
+            {
+                Some(kept) => kept.clone(),
+                None => Arc::new(Target::new(&spec.addr, spec.weight)?.with_breaker(self.breaker_policy)),
+            };
+            if spec.backup {
+                backups.push(target);
+            } else {
+                primaries.push(target);
+            }
+        }
+        let balancer = Balancer::new(self.balance, &primaries, self.hash_on.clone());
+        self.set.store(Arc::new(TargetSet {
+            primaries,
+            backups,
+            balancer,
+        }));
+        Ok(())
+    }
+
+    /// Primaries, then backups, as they are now.
+    pub fn all_targets(&self) -> Vec<Arc<Target>> {
+        let set = self.set.load();
+        set.primaries.iter().chain(&set.backups).cloned().collect()
     }
 
     /// The target for this request: the balancer's choice if it is available
     /// and not in `tried`, else the next primary that is, else a backup.
     /// `None` when nothing can take the request.
-    pub fn pick(&self, ctx: &PickContext<'_>, tried: &[Arc<Target>]) -> Option<&Arc<Target>> {
+    pub fn pick(&self, ctx: &PickContext<'_>, tried: &[Arc<Target>]) -> Option<Arc<Target>> {
+        let set = self.set.load();
         let usable = |t: &&Arc<Target>| !tried.iter().any(|x| Arc::ptr_eq(x, t)) && t.admits(&self.name);
-        if !self.primaries.is_empty() {
-            let first = self.balancer.pick(&self.primaries, ctx);
+        let primaries = &set.primaries;
+        if !primaries.is_empty() {
+            let first = set.balancer.pick(primaries, ctx);
             // Walking on from the balancer's choice keeps the spread even
             // when some targets are out.
-            let mut walk = (0..self.primaries.len()).map(|k| &self.primaries[(first + k) % self.primaries.len()]);
+            let mut walk = (0..primaries.len()).map(|k| &primaries[(first + k) % primaries.len()]);
             if let Some(target) = walk.find(usable) {
-                return Some(target);
+                return Some(target.clone());
             }
         }
-        let start = fastrand::usize(..self.backups.len().max(1));
-        (0..self.backups.len())
-            .map(|k| &self.backups[(start + k) % self.backups.len()])
+        let backups = &set.backups;
+        let start = fastrand::usize(..backups.len().max(1));
+        (0..backups.len())
+            .map(|k| &backups[(start + k) % backups.len()])
             .find(usable)
+            .cloned()
     }
 
     /// Records a response head's time to arrive (for `balance: ewma`).
     pub fn observe_latency(&self, target: &Target, latency: std::time::Duration) {
-        if matches!(self.balancer, Balancer::Ewma) {
+        if self.balance == Balance::Ewma {
             target.latency.observe(latency);
         }
     }

@@ -17,6 +17,11 @@ impl Maglev {
     /// slots when others come and go; `weights` repeat its turns.
     pub fn new(names: &[&str], weights: &[u32]) -> Maglev {
         let n = names.len();
+        if n == 0 {
+            // Nothing to fill the table with (a pool whose targets are all
+            // yet to be discovered); `pick` is never asked of an empty pool.
+            return Maglev { table: Vec::new() };
+        }
         let permutations: Vec<(usize, usize)> = names
             .iter()
             .map(|name| {
@@ -59,7 +64,7 @@ impl Maglev {
 
     pub fn pick(&self, key: &[u8]) -> usize {
         let slot = (xxh3_64_with_seed(key, 0) % TABLE_SIZE as u64) as usize;
-        usize::from(self.table[slot])
+        self.table.get(slot).map_or(0, |index| usize::from(*index))
     }
 }
 
@@ -93,6 +98,11 @@ mod tests {
         let share = moved as f64 / keys as f64;
         // Ideal is 1/5 = 0.20; Maglev is close to minimal disruption.
         assert!(share > 0.15 && share < 0.27, "moved {share}");
+    }
+
+    #[test]
+    fn an_empty_pool_builds_an_empty_table() {
+        assert!(Maglev::new(&[], &[]).table.is_empty());
     }
 
     #[test]
