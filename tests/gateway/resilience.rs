@@ -324,3 +324,62 @@ async fn the_breaker_opens_rejects_quickly_half_opens_and_closes() {
     }
     assert_eq!(service.count(), 11);
 }
+
+#[tokio::test]
+async fn file_discovery_follows_the_file_and_keeps_the_last_good_targets() {
+    let a = Upstream::named("a").await;
+    let b = Upstream::named("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("targets.yaml");
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  svc:
+    discovery: { file: "$FILE", refresh: 100ms }
+routes: [{ name: svc, match: { path: / }, upstream: svc }]
+"#,
+        &[("FILE", file.display().to_string())],
+    );
+    // Missing at start: the gateway starts, and answers 503 until targets appear.
+    let gw = Gateway::start(&yaml).await;
+    get(&gw.url("/")).await.problem(503);
+
+    std::fs::write(&file, format!("- {}\n", a.addr)).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&gw.url("/")).await.text(), "a");
+
+    std::fs::write(&file, format!("- {{ addr: \"{}\", weight: 2 }}\n", b.addr)).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    for _ in 0..4 {
+        assert_eq!(get(&gw.url("/")).await.text(), "b", "a removed target gets no new requests");
+    }
+
+    std::fs::write(&file, "- not-an-address\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(&gw.url("/")).await.text(), "b", "an invalid file keeps the last good targets");
+}
+
+#[test]
+fn discovery_config_errors_name_the_fix() {
+    let text = r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  both: { targets: ["127.0.0.1:1"], discovery: { file: t.yaml } }
+  dns: { discovery: { dns: "orders.internal:8080" } }
+  none: { discovery: {} }
+  fast: { discovery: { file: t.yaml, refresh: 0s } }
+"#;
+    let errors = match portico::config::build(text) {
+        Ok(_) => panic!("accepted"),
+        Err(errors) => errors.to_string(),
+    };
+    for expected in [
+        "upstreams.both.discovery: use either `targets` or `discovery`",
+        "upstreams.dns.discovery.dns: DNS discovery is not available in this build yet",
+        "upstreams.none.discovery: name one source",
+        "upstreams.fast.discovery.refresh: must be longer than zero",
+    ] {
+        assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
+    }
+}
