@@ -200,15 +200,37 @@ fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigE
             path: file.into(),
             refresh: config.refresh.get(),
         }),
-        (None, Some(_)) => {
-            errors.push(
-                format!("{at}.dns"),
-                "DNS discovery is not available in this build yet: list the targets, or use `discovery: { file: ... }`",
-            );
-            None
+        (None, Some(dns)) => {
+            let before = errors.len();
+            let (name, port) = match dns.rsplit_once(':').map(|(name, port)| (name, port.parse::<u16>())) {
+                Some((name, Ok(port))) if !name.is_empty() && port > 0 => (name.to_string(), port),
+                _ => {
+                    errors.push(
+                        format!("{at}.dns"),
+                        format!("{dns:?} needs a port: write it as name:port"),
+                    );
+                    (String::new(), 0)
+                }
+            };
+            let mut nameservers = Vec::new();
+            for (i, server) in config.nameservers.iter().enumerate() {
+                match server.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => nameservers.push(addr),
+                    Err(_) => errors.push(
+                        format!("{at}.nameservers[{i}]"),
+                        format!("{server:?} is not ip:port, like 10.0.0.2:53"),
+                    ),
+                }
+            }
+            (errors.len() == before).then(|| Discovery::Dns {
+                name,
+                port,
+                refresh: config.refresh.get(),
+                nameservers,
+            })
         }
         _ => {
-            errors.push(&at, "name one source: `file: PATH`");
+            errors.push(&at, "name one source: `file: PATH` or `dns: name:port`");
             None
         }
     }

@@ -128,8 +128,11 @@ impl Default for CircuitBreakerConfig {
 pub struct DiscoveryConfig {
     /// A file holding a list of targets, polled for changes.
     pub file: Option<String>,
-    /// `name:port`, resolved at an interval (not available yet).
+    /// `name:port`: the name's A and AAAA records, re-resolved every `refresh`.
     pub dns: Option<String>,
+    /// DNS servers (`ip:port`) to ask instead of the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
     /// How often the source is read again.
     #[serde(default = "default_refresh")]
     pub refresh: Duration,

@@ -352,12 +352,20 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
     std::fs::write(&file, format!("- {{ addr: \"{}\", weight: 2 }}\n", b.addr)).unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     for _ in 0..4 {
-        assert_eq!(get(&gw.url("/")).await.text(), "b", "a removed target gets no new requests");
+        assert_eq!(
+            get(&gw.url("/")).await.text(),
+            "b",
+            "a removed target gets no new requests"
+        );
     }
 
     std::fs::write(&file, "- not-an-address\n").unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(get(&gw.url("/")).await.text(), "b", "an invalid file keeps the last good targets");
+    assert_eq!(
+        get(&gw.url("/")).await.text(),
+        "b",
+        "an invalid file keeps the last good targets"
+    );
 }
 
 #[test]
@@ -366,7 +374,7 @@ fn discovery_config_errors_name_the_fix() {
 listeners: [{ name: public, addr: "127.0.0.1:0" }]
 upstreams:
   both: { targets: ["127.0.0.1:1"], discovery: { file: t.yaml } }
-  dns: { discovery: { dns: "orders.internal:8080" } }
+  dns: { discovery: { dns: "orders.internal" } }
   none: { discovery: {} }
   fast: { discovery: { file: t.yaml, refresh: 0s } }
 "#;
@@ -376,10 +384,62 @@ upstreams:
     };
     for expected in [
         "upstreams.both.discovery: use either `targets` or `discovery`",
-        "upstreams.dns.discovery.dns: DNS discovery is not available in this build yet",
+        "upstreams.dns.discovery.dns: \"orders.internal\" needs a port: write it as name:port",
         "upstreams.none.discovery: name one source",
         "upstreams.fast.discovery.refresh: must be longer than zero",
     ] {
         assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_discovery_follows_the_records_of_a_real_dns_server() {
+    // Two upstreams on one port, on different loopback addresses.
+    let a = Upstream::start_with("127.0.0.2:0".parse().unwrap(), Duration::ZERO, |_| named_response("a")).await;
+    let port = a.addr.port();
+    let b = Upstream::start_with(format!("127.0.0.3:{port}").parse().unwrap(), Duration::ZERO, |_| {
+        named_response("b")
+    })
+    .await;
+    let dns = DnsServer::start().await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  svc:
+    discovery: { dns: "svc.portico.test:$PORT", refresh: 100ms, nameservers: ["$DNS"] }
+routes: [{ name: svc, match: { path: / }, upstream: svc }]
+"#,
+        &[("PORT", port.to_string()), ("DNS", dns.addr.to_string())],
+    );
+    // Not resolvable at start: the gateway starts and answers 503.
+    let gw = Gateway::start(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    get(&gw.url("/")).await.problem(503);
+
+    dns.set("svc.portico.test", &["127.0.0.2".parse().unwrap()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(get(&gw.url("/")).await.text(), "a");
+
+    dns.set(
+        "svc.portico.test",
+        &["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..10 {
+        seen.insert(get(&gw.url("/")).await.text());
+    }
+    assert_eq!(seen.len(), 2, "both addresses are targets: {seen:?}");
+
+    dns.set("svc.portico.test", &["127.0.0.3".parse().unwrap()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&gw.url("/")).await.text(),
+            "b",
+            "a removed address gets no new requests"
+        );
+    }
+    assert!(b.count() > 0);
 }

@@ -427,3 +427,58 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// A DNS server on a loopback UDP port, answering A queries from a table the
+/// test changes as it goes; other names get NXDOMAIN. Messages are read and
+/// written with hickory-proto.
+pub struct DnsServer {
+    pub addr: SocketAddr,
+    records: Arc<Mutex<std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>>,
+}
+
+impl DnsServer {
+    pub async fn start() -> DnsServer {
+        use hickory_resolver::proto::op::{Message, ResponseCode};
+        use hickory_resolver::proto::rr::{rdata::A, RData, Record, RecordType};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let records: Arc<Mutex<std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>> = Arc::default();
+        let table = records.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                    continue;
+                };
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut response = Message::response(query.metadata.id, query.metadata.op_code);
+                response.metadata.authoritative = true;
+                response.metadata.recursion_desired = query.metadata.recursion_desired;
+                for question in &query.queries {
+                    response.add_query(question.clone());
+                    let name = question.name().to_string().trim_end_matches('.').to_ascii_lowercase();
+                    match table.lock().unwrap().get(&name) {
+                        Some(ips) if question.query_type() == RecordType::A => {
+                            for ip in ips {
+                                response.add_answer(Record::from_rdata(question.name().clone(), 0, RData::A(A(*ip))));
+                            }
+                        }
+                        Some(_) => {}
+                        None => response.metadata.response_code = ResponseCode::NXDomain,
+                    }
+                }
+                if let Ok(bytes) = response.to_vec() {
+                    let _ = socket.send_to(&bytes, peer).await;
+                }
+            }
+        });
+        DnsServer { addr, records }
+    }
+
+    /// Sets the A records of `name` (an empty list: the name exists, no addresses).
+    pub fn set(&self, name: &str, ips: &[std::net::Ipv4Addr]) {
+        self.records.lock().unwrap().insert(name.to_string(), ips.to_vec());
+    }
+}
