@@ -195,6 +195,31 @@ fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigE
         errors.push(&at, "use either `targets` or `discovery`, not both");
     }
     check_positive(&format!("{at}.refresh"), config.refresh, errors);
+    let sources = [config.file.is_some(), config.dns.is_some(), config.dns_srv.is_some()];
+    if sources.iter().filter(|set| **set).count() != 1 {
+        errors.push(
+            &at,
+            "name one source: `file: PATH`, `dns: name:port` or `dns_srv: _http._tcp.name`",
+        );
+        return None;
+    }
+    let mut nameservers = Vec::new();
+    for (i, server) in config.nameservers.iter().enumerate() {
+        match server.parse::<std::net::SocketAddr>() {
+            Ok(addr) => nameservers.push(addr),
+            Err(_) => errors.push(
+                format!("{at}.nameservers[{i}]"),
+                format!("{server:?} is not ip:port, like 10.0.0.2:53"),
+            ),
+        }
+    }
+    if let Some(srv) = &config.dns_srv {
+        return Some(Discovery::DnsSrv {
+            name: srv.clone(),
+            refresh: config.refresh.get(),
+            nameservers,
+        });
+    }
     match (&config.file, &config.dns) {
         (Some(file), None) => Some(Discovery::File {
             path: file.into(),
@@ -212,16 +237,6 @@ fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigE
                     (String::new(), 0)
                 }
             };
-            let mut nameservers = Vec::new();
-            for (i, server) in config.nameservers.iter().enumerate() {
-                match server.parse::<std::net::SocketAddr>() {
-                    Ok(addr) => nameservers.push(addr),
-                    Err(_) => errors.push(
-                        format!("{at}.nameservers[{i}]"),
-                        format!("{server:?} is not ip:port, like 10.0.0.2:53"),
-                    ),
-                }
-            }
             (errors.len() == before).then(|| Discovery::Dns {
                 name,
                 port,
@@ -229,10 +244,7 @@ fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigE
                 nameservers,
             })
         }
-        _ => {
-            errors.push(&at, "name one source: `file: PATH` or `dns: name:port`");
-            None
-        }
+        _ => None,
     }
 }
 

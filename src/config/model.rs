@@ -130,6 +130,9 @@ pub struct DiscoveryConfig {
     pub file: Option<String>,
     /// `name:port`: the name's A and AAAA records, re-resolved every `refresh`.
     pub dns: Option<String>,
+    /// `_http._tcp.name`: SRV records, each target resolved with its port and
+    /// weight; records of a worse priority become backups.
+    pub dns_srv: Option<String>,
     /// DNS servers (`ip:port`) to ask instead of the system's (`/etc/resolv.conf`).
     #[serde(default)]
     pub nameservers: Vec<String>,

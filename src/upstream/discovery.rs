@@ -6,13 +6,16 @@
 //! that goes missing or invalid keeps the last good targets.
 //!
 //! `discovery: { dns: name:port }` resolves the name's A and AAAA records every
-//! `refresh`; a name that does not resolve keeps the last good targets (none
-//! at start: the upstream answers 503 until it resolves).
+//! `refresh`; `dns_srv: _http._tcp.name` its SRV records, each target with its
+//! port and weight (records of a worse priority become backups). A name that
+//! does not resolve keeps the last good targets (none at start: the upstream
+//! answers 503 until it resolves).
 
 use super::{parse_target, TargetSpec, UpstreamPool};
 use crate::config::model::TargetConfig;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +36,20 @@ pub enum Discovery {
         /// Empty: the system's resolver configuration.
         nameservers: Vec<SocketAddr>,
     },
+    DnsSrv {
+        name: String,
+        refresh: Duration,
+        nameservers: Vec<SocketAddr>,
+    },
+}
+
+/// What a DNS watcher resolves.
+#[derive(Debug, Clone)]
+enum DnsQuery {
+    /// A and AAAA of a name, all on one port.
+    Addresses { name: String, port: u16 },
+    /// SRV records, each target's addresses on the record's port.
+    Service { name: String },
 }
 
 /// Reads a targets file; the error says what is wrong with it.
@@ -77,12 +94,18 @@ pub fn start<'a>(pools: impl IntoIterator<Item = &'a Arc<UpstreamPool>>) {
                 port,
                 refresh,
                 nameservers,
-            }) => match resolver(nameservers) {
-                Ok(resolver) => {
-                    tokio::spawn(watch_dns(Arc::downgrade(pool), resolver, name.clone(), *port, *refresh));
-                }
-                Err(error) => tracing::error!(upstream = &*pool.name, %error, "cannot set up DNS resolution"),
-            },
+            }) => {
+                let query = DnsQuery::Addresses {
+                    name: name.clone(),
+                    port: *port,
+                };
+                spawn_dns(pool, query, nameservers, *refresh);
+            }
+            Some(Discovery::DnsSrv {
+                name,
+                refresh,
+                nameservers,
+            }) => spawn_dns(pool, DnsQuery::Service { name: name.clone() }, nameservers, *refresh),
             None => {}
         }
     }
@@ -157,36 +180,82 @@ fn resolver(nameservers: &[SocketAddr]) -> Result<TokioResolver, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
-async fn watch_dns(pool: Weak<UpstreamPool>, resolver: TokioResolver, name: String, port: u16, refresh: Duration) {
+fn spawn_dns(pool: &Arc<UpstreamPool>, query: DnsQuery, nameservers: &[SocketAddr], refresh: Duration) {
+    match resolver(nameservers) {
+        Ok(resolver) => {
+            tokio::spawn(watch_dns(Arc::downgrade(pool), resolver, query, refresh));
+        }
+        Err(error) => tracing::error!(upstream = &*pool.name, %error, "cannot set up DNS resolution"),
+    }
+}
+
+/// The targets a DNS query yields now, sorted so that answers compare equal
+/// whatever order the server gave them in.
+async fn resolve(resolver: &TokioResolver, query: &DnsQuery) -> Result<Vec<TargetSpec>, String> {
+    let mut specs = Vec::new();
+    match query {
+        DnsQuery::Addresses { name, port } => {
+            let answer = resolver
+                .lookup_ip(name.as_str())
+                .await
+                .map_err(|e| format!("{name} does not resolve: {e}"))?;
+            specs.extend(answer.iter().map(|ip| TargetSpec {
+                addr: SocketAddr::new(ip, *port).to_string(),
+                weight: 1,
+                backup: false,
+            }));
+        }
+        DnsQuery::Service { name } => {
+            let answer = resolver
+                .lookup(name.as_str(), RecordType::SRV)
+                .await
+                .map_err(|e| format!("{name} has no SRV records: {e}"))?;
+            let records: Vec<_> = answer
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::SRV(srv) => Some(srv.clone()),
+                    _ => None,
+                })
+                .collect();
+            // The lowest priority value is preferred; the rest stand by.
+            let best = records.iter().map(|srv| srv.priority).min().unwrap_or_default();
+            for srv in records {
+                let host = srv.target.to_string();
+                let ips = resolver
+                    .lookup_ip(host.as_str())
+                    .await
+                    .map_err(|e| format!("{host} (from {name}) does not resolve: {e}"))?;
+                specs.extend(ips.iter().map(|ip| TargetSpec {
+                    addr: SocketAddr::new(ip, srv.port).to_string(),
+                    weight: u32::from(srv.weight.max(1)),
+                    backup: srv.priority > best,
+                }));
+            }
+        }
+    }
+    specs.sort_by(|a, b| a.addr.cmp(&b.addr));
+    specs.dedup_by(|a, b| a.addr == b.addr);
+    Ok(specs)
+}
+
+async fn watch_dns(pool: Weak<UpstreamPool>, resolver: TokioResolver, query: DnsQuery, refresh: Duration) {
     let mut applied: Option<Vec<TargetSpec>> = None;
     let mut last_error: Option<String> = None;
     loop {
-        let resolved = resolver.lookup_ip(name.as_str()).await;
+        let resolved = resolve(&resolver, &query).await;
         let Some(pool) = pool.upgrade() else { return };
         match resolved {
-            Ok(answer) => {
-                let mut specs: Vec<TargetSpec> = answer
-                    .iter()
-                    .map(|ip| TargetSpec {
-                        addr: SocketAddr::new(ip, port).to_string(),
-                        weight: 1,
-                        backup: false,
-                    })
-                    .collect();
-                specs.sort_by(|a, b| a.addr.cmp(&b.addr));
-                specs.dedup();
-                if applied.as_ref() != Some(&specs) {
-                    match pool.set_targets(&specs) {
-                        Ok(()) => {
-                            tracing::info!(upstream = &*pool.name, %name, targets = specs.len(), "DNS targets updated");
-                            applied = Some(specs);
-                        }
-                        Err(error) => report(&pool, error, &mut last_error),
-                    }
+            Ok(specs) if applied.as_ref() != Some(&specs) => match pool.set_targets(&specs) {
+                Ok(()) => {
+                    tracing::info!(upstream = &*pool.name, targets = specs.len(), "DNS targets updated");
+                    applied = Some(specs);
+                    last_error = None;
                 }
-                last_error = None;
-            }
-            Err(error) => report(&pool, format!("{name} does not resolve: {error}"), &mut last_error),
+                Err(error) => report(&pool, error, &mut last_error),
+            },
+            Ok(_) => last_error = None,
+            Err(error) => report(&pool, error, &mut last_error),
         }
         drop(pool);
         tokio::time::sleep(refresh).await;

@@ -376,6 +376,7 @@ upstreams:
   both: { targets: ["127.0.0.1:1"], discovery: { file: t.yaml } }
   dns: { discovery: { dns: "orders.internal" } }
   none: { discovery: {} }
+  two: { discovery: { file: t.yaml, dns_srv: _http._tcp.x } }
   fast: { discovery: { file: t.yaml, refresh: 0s } }
 "#;
     let errors = match portico::config::build(text) {
@@ -386,6 +387,7 @@ upstreams:
         "upstreams.both.discovery: use either `targets` or `discovery`",
         "upstreams.dns.discovery.dns: \"orders.internal\" needs a port: write it as name:port",
         "upstreams.none.discovery: name one source",
+        "upstreams.two.discovery: name one source",
         "upstreams.fast.discovery.refresh: must be longer than zero",
     ] {
         assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
@@ -442,4 +444,52 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
         );
     }
     assert!(b.count() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srv_discovery_uses_ports_and_weights_and_keeps_worse_priorities_as_backups() {
+    let a = Upstream::start_with("127.0.0.2:0".parse().unwrap(), Duration::ZERO, |_| named_response("a")).await;
+    let b = Upstream::start_with("127.0.0.3:0".parse().unwrap(), Duration::ZERO, |_| named_response("b")).await;
+    let dns = DnsServer::start().await;
+    dns.set("a.portico.test", &["127.0.0.2".parse().unwrap()]);
+    dns.set("b.portico.test", &["127.0.0.3".parse().unwrap()]);
+    let service = "_http._tcp.svc.portico.test";
+    dns.set_srv(
+        service,
+        &[
+            (10, 5, a.addr.port(), "a.portico.test"),
+            (20, 5, b.addr.port(), "b.portico.test"),
+        ],
+    );
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams:
+  svc:
+    discovery: { dns_srv: "_http._tcp.svc.portico.test", refresh: 100ms, nameservers: ["$DNS"] }
+routes: [{ name: svc, match: { path: / }, upstream: svc }]
+"#,
+        &[("DNS", dns.addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            get(&gw.url("/")).await.text(),
+            "a",
+            "the preferred priority takes the traffic"
+        );
+    }
+    assert_eq!(b.count(), 0, "a worse priority stands by as a backup");
+    dns.set_srv(
+        service,
+        &[
+            (30, 5, a.addr.port(), "a.portico.test"),
+            (20, 5, b.addr.port(), "b.portico.test"),
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        assert_eq!(get(&gw.url("/")).await.text(), "b");
+    }
 }

@@ -434,16 +434,20 @@ impl Drop for Process {
 pub struct DnsServer {
     pub addr: SocketAddr,
     records: Arc<Mutex<std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>>,
+    /// name → (priority, weight, port, target)
+    services: Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>>,
 }
 
 impl DnsServer {
     pub async fn start() -> DnsServer {
         use hickory_resolver::proto::op::{Message, ResponseCode};
-        use hickory_resolver::proto::rr::{rdata::A, RData, Record, RecordType};
+        use hickory_resolver::proto::rr::{rdata::A, rdata::SRV, Name, RData, Record, RecordType};
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
         let records: Arc<Mutex<std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>> = Arc::default();
         let table = records.clone();
+        let services: Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>> = Arc::default();
+        let srv_table = services.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             loop {
@@ -459,6 +463,25 @@ impl DnsServer {
                 for question in &query.queries {
                     response.add_query(question.clone());
                     let name = question.name().to_string().trim_end_matches('.').to_ascii_lowercase();
+                    if question.query_type() == RecordType::SRV {
+                        match srv_table.lock().unwrap().get(&name) {
+                            Some(records) => {
+                                for (priority, weight, port, target) in records {
+                                    let Ok(target) = Name::from_ascii(format!("{target}.")) else {
+                                        continue;
+                                    };
+                                    let srv = SRV::new(*priority, *weight, *port, target);
+                                    response.add_answer(Record::from_rdata(
+                                        question.name().clone(),
+                                        0,
+                                        RData::SRV(srv),
+                                    ));
+                                }
+                            }
+                            None => response.metadata.response_code = ResponseCode::NXDomain,
+                        }
+                        continue;
+                    }
                     match table.lock().unwrap().get(&name) {
                         Some(ips) if question.query_type() == RecordType::A => {
                             for ip in ips {
@@ -474,7 +497,20 @@ impl DnsServer {
                 }
             }
         });
-        DnsServer { addr, records }
+        DnsServer {
+            addr,
+            records,
+            services,
+        }
+    }
+
+    /// Sets the SRV records of `name`: (priority, weight, port, target).
+    pub fn set_srv(&self, name: &str, records: &[(u16, u16, u16, &str)]) {
+        let records = records
+            .iter()
+            .map(|(p, w, port, t)| (*p, *w, *port, t.to_string()))
+            .collect();
+        self.services.lock().unwrap().insert(name.to_string(), records);
     }
 
     /// Sets the A records of `name` (an empty list: the name exists, no addresses).
