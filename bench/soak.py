@@ -47,7 +47,7 @@ upstreams:
       passive: {{ consecutive_failures: 1, eject_for: 2s, max_eject_for: 10s }}
     retries: {{ attempts: 2, backoff: 5ms, budget: 20% }}
 routes: [{{ name: svc, match: {{ path: / }}, upstream: svc }}]
-access_log: {{ enabled: false }}
+access_log: {{ enabled: {access_log} }}
 """
 
 
@@ -64,15 +64,18 @@ def main():
     parser.add_argument("--kill-every", type=float, default=10)
     parser.add_argument("--down-for", type=float, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--errors-log", help="write Portico's access-log lines of failed requests here")
     args = parser.parse_args()
     tmp = tempfile.mkdtemp(prefix="portico-soak-")
     os.chmod(tmp, 0o755)
     backends = {port: start_backend(tmp, port) for port in BACKENDS}
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
-        f.write(PORTICO_CONF.format(gateway=GATEWAY, targets=", ".join(f'"127.0.0.1:{p}"' for p in BACKENDS)))
+        f.write(PORTICO_CONF.format(gateway=GATEWAY, targets=", ".join(f'"127.0.0.1:{p}"' for p in BACKENDS),
+                                    access_log="true" if args.errors_log else "false"))
     log = open(os.path.join(tmp, "portico.log"), "w")
-    portico = subprocess.Popen([PORTICO, "run", "--config", conf], stdout=subprocess.DEVNULL, stderr=log)
+    access = open(os.path.join(tmp, "access.log"), "w")
+    portico = subprocess.Popen([PORTICO, "run", "--config", conf], stdout=access, stderr=log)
     time.sleep(1.5)
     kills = []
     stop = threading.Event()
@@ -112,6 +115,10 @@ def main():
     print("|---:|---:|---:|---:|---:|---:|")
     print(f"| {requests:,} | {non2xx.group(1) if non2xx else 0} | {sockets.group(1) if sockets else 'none'} | "
           f"{pct.get('50')} | {pct.get('90')} | {pct.get('99')} |")
+    if args.errors_log:
+        access.close()
+        with open(os.path.join(tmp, "access.log")) as lines, open(args.errors_log, "w") as out:
+            out.writelines(line for line in lines if '"status":200' not in line)
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -301,7 +301,7 @@ async fn proxy(
 
     let retry = forward.retry.as_ref();
     if retry.is_some() {
-        pool.retry_budget.deposit(retry.map_or(0.0, |r| r.budget));
+        pool.retry_budget.deposit();
     }
     // A request that may be retried whatever the failure keeps a copy of its
     // head and a buffered body. Any other request streams, and is sent again
@@ -367,8 +367,14 @@ async fn proxy(
                 let status = response.status();
                 pool.observe_latency(&target, latency);
                 pool.record(&target, outcome_of(status));
-                let retryable = retry.is_some_and(|r| r.retries_status(status));
-                match replayed(&replay).filter(|_| retryable && may_retry(retry, retries, deadline, pool)) {
+                // The condition first: a replay copy is made only for a retry.
+                let retryable = replay.is_some() && retry.is_some_and(|r| r.retries_status(status));
+                let again = if retryable && may_retry(retry, retries, deadline, pool) {
+                    replayed(&replay)
+                } else {
+                    None
+                };
+                match again {
                     Some(again) => {
                         let error = ProxyError::new(
                             ErrorKind::UpstreamBroken,
@@ -427,7 +433,7 @@ async fn proxy(
 /// Whether one more retry is allowed: policy attempts, time and budget.
 fn may_retry(retry: Option<&RetryPolicy>, done: u32, deadline: Option<Instant>, pool: &UpstreamPool) -> bool {
     let Some(policy) = retry else { return false };
-    done < policy.attempts && deadline.is_none_or(|d| Instant::now() < d) && pool.retry_budget.withdraw()
+    done < policy.attempts && deadline.is_none_or(|d| Instant::now() < d) && pool.retry_budget.withdraw(policy.budget)
 }
 
 fn outcome_of(status: http::StatusCode) -> Outcome {

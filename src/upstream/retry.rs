@@ -3,7 +3,7 @@
 
 use crate::config::model::RetryOn;
 use http::{Method, StatusCode};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A compiled `retries:` block.
@@ -62,42 +62,65 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Retries as a share of requests, as Finagle's retry budget: each request
-/// deposits `budget` of a token, each retry takes a whole one. A small
-/// reserve lets a quiet upstream still retry its rare failures.
-#[derive(Debug)]
+/// Retries as a share of recent requests, as Finagle's retry budget: over
+/// the last `WINDOW`, retries may not pass `RESERVE` plus `share` of the
+/// requests. The reserve lets a quiet upstream still retry its rare
+/// failures; the window lets a busy one absorb a burst (every in-flight
+/// request of a target that just died) without refusing retries it has earned.
+///
+/// Counts live in one-second buckets of atomics, so the hot path takes no lock.
+#[derive(Debug, Default)]
 pub struct RetryBudget {
-    /// Thousandths of a token.
-    balance: AtomicI64,
+    buckets: [Bucket; BUCKETS],
 }
 
-/// Tokens a budget starts with and may hold at most.
-const RESERVE: i64 = 10 * 1000;
-
-impl Default for RetryBudget {
-    fn default() -> Self {
-        RetryBudget {
-            balance: AtomicI64::new(RESERVE),
-        }
-    }
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Which second the counts belong to.
+    second: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
 }
+
+const BUCKETS: usize = 10;
+/// Retries always allowed per window.
+const RESERVE: u64 = 10;
 
 impl RetryBudget {
-    /// Credits one first attempt.
-    pub fn deposit(&self, share: f64) {
-        let amount = (share * 1000.0) as i64;
-        let _ = self.balance.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-            Some((b + amount).min(RESERVE))
-        });
+    fn bucket(&self) -> (&Bucket, u64) {
+        let second = super::health::now_ms() / 1000;
+        let bucket = &self.buckets[(second % BUCKETS as u64) as usize];
+        if bucket.second.swap(second, Ordering::AcqRel) != second {
+            bucket.requests.store(0, Ordering::Relaxed);
+            bucket.retries.store(0, Ordering::Relaxed);
+        }
+        (bucket, second)
     }
 
-    /// Takes a token for one retry, if there is one.
-    pub fn withdraw(&self) -> bool {
-        self.balance
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                (b >= 1000).then_some(b - 1000)
-            })
-            .is_ok()
+    /// Counts one first attempt.
+    pub fn deposit(&self) {
+        self.bucket().0.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one retry, if the window allows it.
+    pub fn withdraw(&self, share: f64) -> bool {
+        let (current, second) = self.bucket();
+        let (requests, retries) = self
+            .buckets
+            .iter()
+            .filter(|b| second.saturating_sub(b.second.load(Ordering::Relaxed)) < BUCKETS as u64)
+            .fold((0, 0), |(q, r), b| {
+                (
+                    q + b.requests.load(Ordering::Relaxed),
+                    r + b.retries.load(Ordering::Relaxed),
+                )
+            });
+        if (retries as f64) < RESERVE as f64 + share * requests as f64 {
+            current.retries.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -105,18 +128,31 @@ impl RetryBudget {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_budget_caps_retries_at_their_share_after_the_reserve() {
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_caps_retries_at_their_share_of_the_window() {
         let budget = RetryBudget::default();
         let mut retries = 0;
         for _ in 0..1000 {
-            budget.deposit(0.2);
-            if budget.withdraw() {
+            budget.deposit();
+            if budget.withdraw(0.2) {
                 retries += 1;
             }
         }
         // 20% of 1000 requests, plus the reserve of 10.
         assert!((200..=211).contains(&retries), "{retries}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_retries_is_allowed_when_recent_traffic_earned_it() {
+        let budget = RetryBudget::default();
+        for _ in 0..500 {
+            budget.deposit();
+        }
+        // A target dies with 50 requests in flight: all may be retried at once.
+        assert!((0..50).all(|_| budget.withdraw(0.2)));
+        // Ten seconds on, the window has forgotten that traffic: only the reserve is left.
+        tokio::time::advance(std::time::Duration::from_secs(11)).await;
+        assert_eq!((0..20).filter(|_| budget.withdraw(0.2)).count(), 10);
     }
 
     #[test]
