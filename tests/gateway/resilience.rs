@@ -493,3 +493,22 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
         assert_eq!(get(&gw.url("/")).await.text(), "b");
     }
 }
+
+#[tokio::test]
+async fn a_failing_target_is_cut_off_by_its_own_breaker_while_the_upstream_stays_closed() {
+    let failing = Upstream::start(|_| status_response(500)).await;
+    let healthy = Upstream::named("healthy").await;
+    let targets = format!(r#"["{}", "{}"]"#, failing.addr, healthy.addr);
+    // The failing target alone is 100% failures; the upstream as a whole at most 60%.
+    let extra = "    circuit_breaker: { failure_rate: 75%, min_requests: 4, window: 10s, open_for: 1m }";
+    let gw = Gateway::start(&gateway_config(&targets, extra)).await;
+    for _ in 0..8 {
+        get(&gw.url("/")).await;
+    }
+    let cut_off_at = failing.count();
+    assert_eq!(cut_off_at, 4, "its breaker opened after its own 4 failures");
+    for _ in 0..10 {
+        assert_eq!(get(&gw.url("/")).await.text(), "healthy");
+    }
+    assert_eq!(failing.count(), cut_off_at, "no traffic while its breaker is open");
+}
