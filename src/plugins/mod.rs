@@ -41,8 +41,9 @@ pub enum Phase {
 pub enum Flow {
     /// Go on to the next plugin, then upstream.
     Continue,
-    /// Answer now; the upstream is not called.
-    Respond(Response<ResponseBody>),
+    /// Answer now; the upstream is not called. Boxed: `Continue` is the
+    /// common case and should stay small.
+    Respond(Box<Response<ResponseBody>>),
 }
 
 /// Per-request state shared by the phases.
@@ -202,7 +203,7 @@ mod tests {
             let flow = if self.deny {
                 let mut response = Response::new(ResponseBody::empty());
                 *response.status_mut() = http::StatusCode::FORBIDDEN;
-                Flow::Respond(response)
+                Flow::Respond(Box::new(response))
             } else {
                 Flow::Continue
             };

@@ -136,7 +136,7 @@ async fn serve(
             params: &params,
         };
         if let Flow::Respond(response) = route.plugins.on_request(&mut parts, &mut ctx).await? {
-            return Ok(response);
+            return Ok(*response);
         }
     }
 

@@ -83,7 +83,7 @@ impl Health {
     /// Records a real request's outcome; returns the ejection length when
     /// this failure ejected the target.
     pub fn record(&self, outcome: Outcome, policy: Option<&PassivePolicy>) -> Option<Duration> {
-        let Some(policy) = policy else { return None };
+        let policy = policy?;
         match outcome {
             Outcome::Success => {
                 self.consecutive_failures.store(0, Ordering::Relaxed);

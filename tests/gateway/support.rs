@@ -433,10 +433,13 @@ impl Drop for Process {
 /// written with hickory-proto.
 pub struct DnsServer {
     pub addr: SocketAddr,
-    records: Arc<Mutex<std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>>,
+    records: Table<Vec<std::net::Ipv4Addr>>,
     /// name → (priority, weight, port, target)
-    services: Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>>,
+    services: Table<Vec<(u16, u16, u16, String)>>,
 }
+
+/// DNS records by name, shared with the server task.
+type Table<T> = Arc<Mutex<std::collections::HashMap<String, T>>>;
 
 impl DnsServer {
     pub async fn start() -> DnsServer {
@@ -444,9 +447,9 @@ impl DnsServer {
         use hickory_resolver::proto::rr::{rdata::A, rdata::SRV, Name, RData, Record, RecordType};
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = socket.local_addr().unwrap();
-        let records: Arc<Mutex<std::collections::HashMap<String, Vec<std::net::Ipv4Addr>>>> = Arc::default();
+        let records: Table<Vec<std::net::Ipv4Addr>> = Arc::default();
         let table = records.clone();
-        let services: Arc<Mutex<std::collections::HashMap<String, Vec<(u16, u16, u16, String)>>>> = Arc::default();
+        let services: Table<Vec<(u16, u16, u16, String)>> = Arc::default();
         let srv_table = services.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
