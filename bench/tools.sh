@@ -1,0 +1,12 @@
+# Sourced by the bench scripts: installs nginx and wrk from Debian's packages
+# when missing, and builds Portico in release mode.
+need=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get install -y "${need[@]}" || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y "${need[@]}"; }
+  # Debian starts the packaged nginx on port 80; the benchmarks run their own.
+  $sudo_cmd systemctl stop nginx 2>/dev/null || $sudo_cmd pkill -x nginx || true
+fi
+cargo build --release --locked
