@@ -49,20 +49,7 @@ async fn least_request_sends_less_to_a_slow_target() {
     let fast = Upstream::named("fast").await;
     let targets = format!(r#"["{}", "{}"]"#, slow.addr, fast.addr);
     let gw = gateway(&targets, "balance: least_request", vec![]).await;
-    let url = gw.url("/");
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                for _ in 0..10 {
-                    get(&url).await;
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
+    get_many(&gw.url("/"), 8, 10).await;
     assert_eq!(slow.count() + fast.count(), 80);
     assert!(
         slow.count() * 3 < fast.count(),
@@ -135,20 +122,7 @@ async fn ewma_sends_a_slow_target_clearly_less_than_two_fast_ones() {
     let fast2 = Upstream::slow("fast2", Duration::from_millis(2)).await;
     let targets = format!(r#"["{}", "{}", "{}"]"#, slow.addr, fast1.addr, fast2.addr);
     let gw = gateway(&targets, "balance: ewma", vec![]).await;
-    let url = gw.url("/");
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move {
-                for _ in 0..40 {
-                    get(&url).await;
-                }
-            })
-        })
-        .collect();
-    for client in clients {
-        client.await.unwrap();
-    }
+    get_many(&gw.url("/"), 4, 40).await;
     let (s, f) = (slow.count(), fast1.count() + fast2.count());
     assert_eq!(s + f, 160);
     // An even spread would give the slow target a third (53).

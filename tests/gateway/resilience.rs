@@ -35,26 +35,6 @@ async fn switchable(name: &'static str, up: Arc<AtomicBool>) -> Upstream {
     .await
 }
 
-async fn get_many(url: &str, clients: usize, each: usize) -> Vec<Reply> {
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            let url = url.to_string();
-            tokio::spawn(async move {
-                let mut replies = Vec::new();
-                for _ in 0..each {
-                    replies.push(get(&url).await);
-                }
-                replies
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.unwrap());
-    }
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_three_targets_dying_under_load_is_invisible_to_get_clients() {
     let a = Upstream::named("a").await;

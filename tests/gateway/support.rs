@@ -309,6 +309,27 @@ pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
     send(request.body(Full::default()).unwrap()).await
 }
 
+/// `clients` concurrent clients, each sending `each` GETs in turn; every reply.
+pub async fn get_many(url: &str, clients: usize, each: usize) -> Vec<Reply> {
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.to_string();
+            tokio::spawn(async move {
+                let mut replies = Vec::new();
+                for _ in 0..each {
+                    replies.push(get(&url).await);
+                }
+                replies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all
+}
+
 /// Writes raw bytes to `addr` and reads until the server closes (or 10 s pass).
 pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
