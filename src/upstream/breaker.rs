@@ -168,7 +168,8 @@ impl CircuitBreaker {
     fn count(&self, outcome: Outcome) -> (u32, u32) {
         let epoch = now_ms() / self.bucket_ms();
         let bucket = &self.buckets[(epoch % BUCKETS) as usize];
-        if bucket.epoch.swap(epoch, Ordering::AcqRel) != epoch {
+        // Read first: within a bucket this stays a read of a shared line, not a write.
+        if bucket.epoch.load(Ordering::Acquire) != epoch && bucket.epoch.swap(epoch, Ordering::AcqRel) != epoch {
             bucket.requests.store(0, Ordering::Relaxed);
             bucket.failures.store(0, Ordering::Relaxed);
         }

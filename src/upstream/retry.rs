@@ -90,7 +90,8 @@ impl RetryBudget {
     fn bucket(&self) -> (&Bucket, u64) {
         let second = super::health::now_ms() / 1000;
         let bucket = &self.buckets[(second % BUCKETS as u64) as usize];
-        if bucket.second.swap(second, Ordering::AcqRel) != second {
+        // Read first: within a second this stays a read of a shared line, not a write.
+        if bucket.second.load(Ordering::Acquire) != second && bucket.second.swap(second, Ordering::AcqRel) != second {
             bucket.requests.store(0, Ordering::Relaxed);
             bucket.retries.store(0, Ordering::Relaxed);
         }
