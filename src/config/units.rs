@@ -12,6 +12,11 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Duration(pub std::time::Duration);
 
+/// Longest duration a config may hold. Timer deadlines far beyond it leave
+/// tokio's timer wheel (about 2.2 years), and arithmetic on them could
+/// overflow; nothing in a gateway needs to wait longer than a year.
+const MAX: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 impl Duration {
     pub const fn from_secs(secs: u64) -> Self {
         Duration(std::time::Duration::from_secs(secs))
@@ -31,11 +36,17 @@ impl<'de> Deserialize<'de> for Duration {
                 f.write_str("a duration with a unit, like 250ms, 10s, 1m, 1h or 1d")
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-                humantime::parse_duration(text.trim()).map(Duration).map_err(|_| {
+                let duration = humantime::parse_duration(text.trim()).map_err(|_| {
                     E::custom(format!(
                         "invalid duration {text:?}: write a number with a unit, like 250ms, 10s, 1m, 1h or 1d"
                     ))
-                })
+                })?;
+                if duration > MAX {
+                    return Err(E::custom(format!(
+                        "duration {text:?} is longer than a year: no timeout or interval needs that long"
+                    )));
+                }
+                Ok(Duration(duration))
             }
             fn visit_u64<E: de::Error>(self, n: u64) -> Result<Duration, E> {
                 Err(E::custom(format!(
@@ -129,6 +140,14 @@ mod tests {
         assert_eq!(duration("1m").unwrap().get().as_secs(), 60);
         assert_eq!(duration("1h").unwrap().get().as_secs(), 3600);
         assert_eq!(duration("1d").unwrap().get().as_secs(), 86400);
+    }
+
+    #[test]
+    fn absurd_durations_are_refused() {
+        assert!(duration("365d").is_ok());
+        let err = duration("500000000y").unwrap_err();
+        assert!(err.contains("longer than a year"), "{err}");
+        assert!(duration("-1s").is_err());
     }
 
     #[test]
