@@ -65,13 +65,6 @@ impl ErrorKind {
         }
     }
 
-    /// Whether another attempt (on another target) could succeed. A refused
-    /// connection never reached the upstream's application, so it is always
-    /// safe; the rest depends on the method, which the retry policy decides.
-    pub fn retryable(self) -> bool {
-        matches!(self, ErrorKind::UpstreamConnect | ErrorKind::NoTarget)
-    }
-
     /// Short name for logs and metrics.
     pub fn code(self) -> &'static str {
         match self {

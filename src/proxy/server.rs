@@ -89,13 +89,6 @@ impl Server {
         &self.configured
     }
 
-    pub fn addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.addrs
-            .iter()
-            .find(|(name, _)| &**name == listener)
-            .map(|(_, addr)| *addr)
-    }
-
     /// Serves new requests from `gateway`; requests already routed finish on the old one.
     pub fn swap(&self, gateway: Gateway) {
         // The old pools' probes end on their own once the old config is dropped.

@@ -3,14 +3,12 @@
 //! after `open_for`, half-open lets a few probe requests through and closes
 //! on their success or opens again on a failure.
 //!
-//! The window is a ring of time buckets in atomics, so recording an outcome
-//! takes no lock.
+//! The window is a [`Window`] of atomics, so recording an outcome takes no lock.
 
 use super::health::{now_ms, Outcome};
+use super::window::Window;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
-
-const BUCKETS: u64 = 10;
 
 /// A compiled `circuit_breaker:` block.
 #[derive(Debug, Clone, Copy)]
@@ -29,18 +27,11 @@ pub enum State {
     HalfOpen = 2,
 }
 
-#[derive(Debug, Default)]
-struct Bucket {
-    /// Which bucket number (time / bucket length) the counts belong to.
-    epoch: AtomicU64,
-    requests: AtomicU32,
-    failures: AtomicU32,
-}
-
 #[derive(Debug)]
 pub struct CircuitBreaker {
     policy: BreakerPolicy,
-    buckets: [Bucket; BUCKETS as usize],
+    /// Requests and failures over `policy.window`.
+    window: Window,
     state: AtomicU8,
     /// While open: when half-open may begin (`now_ms`).
     open_until: AtomicU64,
@@ -61,7 +52,7 @@ impl CircuitBreaker {
     pub fn new(policy: BreakerPolicy) -> CircuitBreaker {
         CircuitBreaker {
             policy,
-            buckets: Default::default(),
+            window: Window::new(policy.window),
             state: AtomicU8::new(State::Closed as u8),
             open_until: AtomicU64::new(0),
             probes_left: AtomicU32::new(0),
@@ -126,7 +117,7 @@ impl CircuitBreaker {
                     if successes < self.policy.half_open_requests {
                         return None;
                     }
-                    self.clear_window();
+                    self.window.clear();
                     self.state
                         .compare_exchange(
                             State::HalfOpen as u8,
@@ -139,9 +130,9 @@ impl CircuitBreaker {
                 }
             },
             State::Closed => {
-                let (requests, failures) = self.count(outcome);
-                let tripped = requests >= self.policy.min_requests
-                    && f64::from(failures) >= self.policy.failure_rate * f64::from(requests);
+                let (requests, failures) = self.window.add(1, u64::from(outcome == Outcome::Failure));
+                let tripped = requests >= u64::from(self.policy.min_requests)
+                    && failures as f64 >= self.policy.failure_rate * requests as f64;
                 if tripped {
                     self.open(State::Closed)
                 } else {
@@ -158,41 +149,6 @@ impl CircuitBreaker {
             .compare_exchange(from as u8, State::Open as u8, Ordering::AcqRel, Ordering::Relaxed)
             .ok()
             .map(|_| Change::Opened)
-    }
-
-    fn bucket_ms(&self) -> u64 {
-        (self.policy.window.as_millis() as u64 / BUCKETS).max(1)
-    }
-
-    /// Adds the outcome to the current bucket; returns the window's totals.
-    fn count(&self, outcome: Outcome) -> (u32, u32) {
-        let epoch = now_ms() / self.bucket_ms();
-        let bucket = &self.buckets[(epoch % BUCKETS) as usize];
-        // Read first: within a bucket this stays a read of a shared line, not a write.
-        if bucket.epoch.load(Ordering::Acquire) != epoch && bucket.epoch.swap(epoch, Ordering::AcqRel) != epoch {
-            bucket.requests.store(0, Ordering::Relaxed);
-            bucket.failures.store(0, Ordering::Relaxed);
-        }
-        bucket.requests.fetch_add(1, Ordering::Relaxed);
-        if outcome == Outcome::Failure {
-            bucket.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        self.buckets
-            .iter()
-            .filter(|b| epoch.saturating_sub(b.epoch.load(Ordering::Relaxed)) < BUCKETS)
-            .fold((0, 0), |(r, f), b| {
-                (
-                    r + b.requests.load(Ordering::Relaxed),
-                    f + b.failures.load(Ordering::Relaxed),
-                )
-            })
-    }
-
-    fn clear_window(&self) {
-        for bucket in &self.buckets {
-            bucket.requests.store(0, Ordering::Relaxed);
-            bucket.failures.store(0, Ordering::Relaxed);
-        }
     }
 }
 

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod health;
 pub mod health_check;
 pub mod retry;
+mod window;
 
 pub use balance::{Balancer, HashOn, PickContext};
 pub use breaker::{BreakerPolicy, CircuitBreaker};

@@ -1,9 +1,9 @@
 //! Retries: which failures are tried again, and the budget that keeps them
 //! from multiplying load on a failing service.
 
+use super::window::Window;
 use crate::config::model::RetryOn;
 use http::{Method, StatusCode};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A compiled `retries:` block.
@@ -68,60 +68,38 @@ fn is_idempotent(method: &Method) -> bool {
 /// failures; the window lets a busy one absorb a burst (every in-flight
 /// request of a target that just died) without refusing retries it has earned.
 ///
-/// Counts live in one-second buckets of atomics, so the hot path takes no lock.
-#[derive(Debug, Default)]
+/// Counts live in a [`Window`] of atomics, so the hot path takes no lock.
+#[derive(Debug)]
 pub struct RetryBudget {
-    buckets: [Bucket; BUCKETS],
+    /// Requests and retries over the last ten seconds.
+    window: Window,
 }
 
-#[derive(Debug, Default)]
-struct Bucket {
-    /// Which second the counts belong to.
-    second: AtomicU64,
-    requests: AtomicU64,
-    retries: AtomicU64,
-}
-
-const BUCKETS: usize = 10;
 /// Retries always allowed per window.
 const RESERVE: u64 = 10;
 
-impl RetryBudget {
-    fn bucket(&self) -> (&Bucket, u64) {
-        let second = super::health::now_ms() / 1000;
-        let bucket = &self.buckets[(second % BUCKETS as u64) as usize];
-        // Read first: within a second this stays a read of a shared line, not a write.
-        if bucket.second.load(Ordering::Acquire) != second && bucket.second.swap(second, Ordering::AcqRel) != second {
-            bucket.requests.store(0, Ordering::Relaxed);
-            bucket.retries.store(0, Ordering::Relaxed);
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            window: Window::new(Duration::from_secs(10)),
         }
-        (bucket, second)
     }
+}
 
+impl RetryBudget {
     /// Counts one first attempt.
     pub fn deposit(&self) {
-        self.bucket().0.requests.fetch_add(1, Ordering::Relaxed);
+        self.window.add(1, 0);
     }
 
     /// Takes one retry, if the window allows it.
     pub fn withdraw(&self, share: f64) -> bool {
-        let (current, second) = self.bucket();
-        let (requests, retries) = self
-            .buckets
-            .iter()
-            .filter(|b| second.saturating_sub(b.second.load(Ordering::Relaxed)) < BUCKETS as u64)
-            .fold((0, 0), |(q, r), b| {
-                (
-                    q + b.requests.load(Ordering::Relaxed),
-                    r + b.retries.load(Ordering::Relaxed),
-                )
-            });
-        if (retries as f64) < RESERVE as f64 + share * requests as f64 {
-            current.retries.fetch_add(1, Ordering::Relaxed);
-            true
-        } else {
-            false
+        let (requests, retries) = self.window.totals();
+        let allowed = (retries as f64) < RESERVE as f64 + share * requests as f64;
+        if allowed {
+            self.window.add(0, 1);
         }
+        allowed
     }
 }
 
