@@ -182,7 +182,7 @@ impl ResponseBody {
             if error.is_some() {
                 entry.error = error;
             }
-            entry.emit(self.sent);
+            entry.finish(self.sent);
         }
     }
 }

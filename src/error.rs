@@ -116,19 +116,12 @@ impl ProxyError {
     /// The problem+json answer, carrying the request id so a client's report
     /// can be found in the logs.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<ResponseBody> {
-        let status = self.kind.status();
-        let body = serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": self.detail,
-            "request_id": request_id.to_str().unwrap_or_default(),
-        });
-        let mut response = Response::new(ResponseBody::full(body.to_string()));
-        *response.status_mut() = status;
+        let mut response = problem(
+            self.kind.status(),
+            &self.detail,
+            serde_json::json!({ "request_id": request_id.to_str().unwrap_or_default() }),
+        );
         let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(allow) = &self.allow {
             headers.insert(ALLOW, allow.clone());
         }
@@ -137,6 +130,25 @@ impl ProxyError {
         }
         response
     }
+}
+
+/// An RFC 9457 problem document; `extra` (a JSON object) adds members.
+pub fn problem(status: StatusCode, detail: &str, extra: serde_json::Value) -> Response<ResponseBody> {
+    let mut body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+    });
+    if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    let mut response = Response::new(ResponseBody::full(body.to_string()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 impl std::fmt::Display for ProxyError {

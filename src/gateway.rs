@@ -1,9 +1,12 @@
 //! The compiled config: what the proxy serves from. Immutable once built; a
 //! reload builds a new one and swaps it in atomically.
 
+use crate::config::ConfigFile;
 use crate::plugins::PluginChain;
 use crate::proxy::rewrite::Rewrite;
 use crate::router::RouteTable;
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::upstream::{RetryPolicy, Timeouts, UpstreamPool};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -16,12 +19,22 @@ use std::time::Duration;
 pub struct Gateway {
     pub routes: RouteTable<Route>,
     pub upstreams: IndexMap<String, Arc<UpstreamPool>>,
-    pub access_log: bool,
+    /// `None` when the access log is off.
+    pub access_log: Option<Arc<AccessLog>>,
+    pub metrics: Arc<Metrics>,
+    /// Metrics of requests no route matched.
+    pub unmatched: Arc<RouteMetrics>,
+    /// The file model this was compiled from: shown (redacted) by the admin
+    /// API, and compared with the next config to carry unchanged parts over.
+    pub source: ConfigFile,
+    /// A hash of the config text, to tell which config a node runs.
+    pub hash: String,
 }
 
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    pub metrics: Arc<RouteMetrics>,
     pub action: Action,
     pub plugins: PluginChain,
 }
@@ -54,7 +67,7 @@ pub struct FixedResponse {
 }
 
 /// A listener's settings, fixed when it starts.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSettings {
     pub name: Arc<str>,
     pub addr: SocketAddr,
@@ -65,10 +78,18 @@ pub struct ListenerSettings {
     pub max_request_body: Option<u64>,
 }
 
+/// The admin API's listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminSettings {
+    pub addr: SocketAddr,
+    pub token: Arc<str>,
+}
+
 /// Everything a config file compiles to.
 #[derive(Debug)]
 pub struct Compiled {
     pub gateway: Gateway,
     pub listeners: Vec<ListenerSettings>,
+    pub admin: Option<AdminSettings>,
     pub drain_timeout: Duration,
 }

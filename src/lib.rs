@@ -3,12 +3,15 @@
 //! The request's way: `proxy::server` accepts, `proxy::handler` drives the
 //! phases, `router` matches, `plugins` run by phase, `upstream` picks and
 //! reaches a target. `config` turns the file into the immutable `gateway`
-//! model the proxy serves from.
+//! model the proxy serves from. `control` runs it: start, reload (signal,
+//! admin API, file change), shutdown; `admin` is the operators' HTTP API.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod gateway;
 pub mod plugins;

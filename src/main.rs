@@ -2,9 +2,11 @@
 
 use clap::{Parser, Subcommand};
 
-use portico::proxy::{Drained, Server};
+use portico::control::{Control, RunOptions, StartError};
+use portico::proxy::Drained;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "portico", version, about = "An API gateway: one binary, one YAML file.")]
@@ -16,8 +18,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gateway until SIGINT or SIGTERM, then drain in-flight requests.
-    /// SIGHUP reloads the config file; a config with errors is refused and the
-    /// running one kept.
+    /// SIGHUP, `POST /reload` on the admin API, or a change to the file reload
+    /// the config; a config with errors is refused and the running one kept.
     Run {
         /// The config file.
         #[arg(short, long, value_name = "FILE")]
@@ -25,6 +27,10 @@ enum Command {
         /// Worker threads serving requests (default: one per CPU core).
         #[arg(long, value_name = "N")]
         workers: Option<usize>,
+        /// Do not reload when the config file changes (SIGHUP and the admin
+        /// API still reload).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Check a config file and print every error with its place.
     Validate {
@@ -37,7 +43,11 @@ enum Command {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
-        Command::Run { config, workers } => run(&config, workers),
+        Command::Run {
+            config,
+            workers,
+            no_watch,
+        } => run(&config, workers, RunOptions { watch: !no_watch }),
     }
 }
 
@@ -68,14 +78,13 @@ fn report(path: &Path, errors: &portico::config::ConfigErrors) {
     }
 }
 
-fn run(path: &Path, workers: Option<usize>) -> ExitCode {
-    let compiled = match portico::config::build_file(path) {
-        Ok(compiled) => compiled,
-        Err(errors) => {
-            report(path, &errors);
-            return ExitCode::from(2);
-        }
-    };
+fn run(path: &Path, workers: Option<usize>, options: RunOptions) -> ExitCode {
+    // Checked before anything starts, so that a bad config exits 2 with
+    // every error, as `validate` does.
+    if let Err(errors) = portico::config::build_file(path) {
+        report(path, &errors);
+        return ExitCode::from(2);
+    }
     let _logs = portico::telemetry::init();
     // One worker means one thread, as one nginx worker is: the current-thread
     // scheduler skips work-stealing bookkeeping that a single worker never uses.
@@ -96,14 +105,18 @@ fn run(path: &Path, workers: Option<usize>) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let server = match Server::start(compiled).await {
-            Ok(server) => server,
+        let control = match Control::start(path, options).await {
+            Ok(control) => control,
+            Err(StartError::Config(errors)) => {
+                report(path, &errors);
+                return ExitCode::from(2);
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot start");
                 return ExitCode::FAILURE;
             }
         };
-        let signal = match serve_until_stopped(path, &server).await {
+        let signal = match serve_until_stopped(&control).await {
             Ok(signal) => signal,
             Err(error) => {
                 tracing::error!(%error, "cannot listen for signals");
@@ -111,7 +124,7 @@ fn run(path: &Path, workers: Option<usize>) -> ExitCode {
             }
         };
         tracing::info!(signal, "shutting down: no new connections, draining in-flight requests");
-        match server.shutdown().await {
+        match control.shutdown().await {
             Drained::Clean => tracing::info!("drained, bye"),
             Drained::TimedOut { open } => {
                 tracing::warn!(open, "drain deadline passed; remaining connections closed")
@@ -122,7 +135,7 @@ fn run(path: &Path, workers: Option<usize>) -> ExitCode {
 }
 
 /// Reloads on SIGHUP until SIGINT or SIGTERM arrives; returns which one.
-async fn serve_until_stopped(path: &Path, server: &Server) -> std::io::Result<&'static str> {
+async fn serve_until_stopped(control: &Arc<Control>) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -131,23 +144,9 @@ async fn serve_until_stopped(path: &Path, server: &Server) -> std::io::Result<&'
         tokio::select! {
             _ = terminate.recv() => return Ok("SIGTERM"),
             _ = interrupt.recv() => return Ok("SIGINT"),
-            _ = hangup.recv() => reload(path, server),
-        }
-    }
-}
-
-fn reload(path: &Path, server: &Server) {
-    match portico::config::build_file(path) {
-        Ok(compiled) => {
-            let listeners: Vec<_> = compiled.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect();
-            if listeners.as_slice() != server.configured_listeners() {
-                tracing::warn!("listener changes take effect at the next restart; routes and upstreams are reloaded");
+            _ = hangup.recv() => {
+                control.reload("signal").await;
             }
-            server.swap(compiled.gateway);
-            tracing::info!(config = %path.display(), "config reloaded");
-        }
-        Err(errors) => {
-            tracing::error!(config = %path.display(), "reload refused, the running config stays:\n{errors}");
         }
     }
 }

@@ -7,10 +7,12 @@
 
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
-use crate::gateway::{Action, Compiled, FixedResponse, Forward, Gateway, ListenerSettings, Route};
+use crate::gateway::{Action, AdminSettings, Compiled, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
+use crate::telemetry::access_log::{AccessLog, ALL_FIELDS};
+use crate::telemetry::metrics::Metrics;
 use crate::upstream::discovery::{self, Discovery};
 use crate::upstream::health::Thresholds;
 use crate::upstream::health_check::{self, ActiveCheck};
@@ -26,25 +28,116 @@ use std::sync::Arc;
 
 /// `unparsed_upstreams` names upstreams whose blocks had errors of their own:
 /// routes may name them without being reported again.
-pub fn compile(config: &ConfigFile, unparsed_upstreams: &[String]) -> Result<Compiled, ConfigErrors> {
+pub fn compile(
+    config: &ConfigFile,
+    unparsed_upstreams: &[String],
+    context: &BuildContext<'_>,
+) -> Result<Compiled, ConfigErrors> {
     let mut errors = ConfigErrors::default();
     let listeners = compile_listeners(&config.listeners, &mut errors);
-    let upstreams = compile_upstreams(&config.upstreams, &mut errors);
+    let admin = config
+        .admin
+        .as_ref()
+        .and_then(|admin| compile_admin(admin, &listeners, &mut errors));
+    let upstreams = compile_upstreams(&config.upstreams, context, &mut errors);
     let known = Known {
         config,
         pools: &upstreams,
         unparsed_upstreams,
+        metrics: context.metrics,
     };
     let routes = compile_routes(&known, &mut errors);
     check_positive("shutdown.drain_timeout", config.shutdown.drain_timeout, &mut errors);
+    let access_log = compile_access_log(&config.access_log, &mut errors);
     errors.into_result(Compiled {
         gateway: Gateway {
             routes: RouteTable::new(routes),
             upstreams,
-            access_log: config.access_log.enabled,
+            access_log,
+            metrics: context.metrics.clone(),
+            unmatched: context.metrics.unmatched(),
+            source: config.clone(),
+            hash: String::new(),
         },
         listeners,
+        admin,
         drain_timeout: config.shutdown.drain_timeout.get(),
+    })
+}
+
+/// What a build may take from outside the file: the process's metrics, and
+/// the config running now, whose unchanged upstreams carry over with their
+/// state (health, breakers, connections, discovered targets).
+pub struct BuildContext<'a> {
+    pub metrics: &'a Arc<Metrics>,
+    pub previous: Option<&'a Gateway>,
+}
+
+fn compile_admin(
+    admin: &AdminConfig,
+    listeners: &[ListenerSettings],
+    errors: &mut ConfigErrors,
+) -> Option<AdminSettings> {
+    let before = errors.len();
+    let addr = admin
+        .addr
+        .parse::<SocketAddr>()
+        .map_err(|_| {
+            errors.push(
+                "admin.addr",
+                format!("{:?} is not ip:port: write it like 127.0.0.1:9901", admin.addr),
+            )
+        })
+        .ok();
+    if let Some(addr) = addr.filter(|a| a.port() != 0) {
+        if let Some(listener) = listeners.iter().find(|l| l.addr == addr) {
+            errors.push(
+                "admin.addr",
+                format!(
+                    "{addr} is also listener {:?}'s address: give the admin API a port of its own",
+                    &*listener.name
+                ),
+            );
+        }
+    }
+    if admin.token.len() < 16 {
+        errors.push(
+            "admin.token",
+            "the token must be at least 16 characters; generate one (`openssl rand -hex 32`) and pass it as ${env:NAME}",
+        );
+    }
+    match addr {
+        Some(addr) if errors.len() == before => Some(AdminSettings {
+            addr,
+            token: admin.token.clone().into(),
+        }),
+        _ => None,
+    }
+}
+
+fn compile_access_log(config: &AccessLogConfig, errors: &mut ConfigErrors) -> Option<Arc<AccessLog>> {
+    if let Some(fields) = &config.fields {
+        if fields.is_empty() {
+            errors.push(
+                "access_log.fields",
+                "list at least one field, or leave `fields` out for all of them",
+            );
+        }
+        if config.format == LogFormat::Combined {
+            errors.push(
+                "access_log.fields",
+                "`fields` applies to `format: json`; the combined format is fixed",
+            );
+        }
+    }
+    if config.file.as_deref() == Some("") {
+        errors.push("access_log.file", "give a path, or leave `file` out to log to stdout");
+    }
+    config.enabled.then(|| {
+        Arc::new(AccessLog {
+            format: config.format,
+            fields: config.fields.clone().unwrap_or_else(|| ALL_FIELDS.to_vec()),
+        })
     })
 }
 
@@ -99,6 +192,7 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
 
 fn compile_upstreams(
     upstreams: &IndexMap<String, UpstreamConfig>,
+    context: &BuildContext<'_>,
     errors: &mut ConfigErrors,
 ) -> IndexMap<String, Arc<UpstreamPool>> {
     let mut out = IndexMap::new();
@@ -178,8 +272,31 @@ fn compile_upstreams(
             connect: upstream.timeouts.connect.get(),
             response: upstream.timeouts.response.get(),
         };
-        let pool = UpstreamPool::new(name, (upstream.balance, hash_on), timeouts, resilience, discovery);
-        match pool.set_targets(&specs) {
+        let previous = context
+            .previous
+            .and_then(|p| Some((p.upstreams.get(name)?, p.source.upstreams.get(name)?)));
+        // An upstream whose block did not change is the same pool: its health,
+        // breakers, connections and discovered targets carry over. Listed
+        // targets are set again when the config is swapped in
+        // (`UpstreamPool::reset_targets`), dropping any the admin API added.
+        if let Some((pool, _)) = previous.filter(|(_, config)| *config == upstream) {
+            out.insert(name.clone(), pool.clone());
+            continue;
+        }
+        let metrics = context.metrics.pool(name);
+        let mut pool = UpstreamPool::new(
+            name,
+            (upstream.balance, hash_on),
+            timeouts,
+            resilience,
+            discovery,
+            metrics,
+        );
+        // A changed upstream is a new pool, but targets it keeps keep their state.
+        if let Some((old, _)) = previous {
+            pool.inherit_targets(old);
+        }
+        match pool.configure_targets(specs) {
             Ok(()) => discovery::load_now(&pool),
             Err(e) => errors.push(format!("{path}.targets"), e),
         }
@@ -375,6 +492,7 @@ struct Known<'a> {
     config: &'a ConfigFile,
     pools: &'a IndexMap<String, Arc<UpstreamPool>>,
     unparsed_upstreams: &'a [String],
+    metrics: &'a Arc<Metrics>,
 }
 
 fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher, Route)> {
@@ -427,6 +545,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
                 matcher,
                 Route {
                     name: route.name.as_str().into(),
+                    metrics: Arc::new(known.metrics.route(&route.name, route.upstream.as_deref())),
                     action,
                     plugins,
                 },

@@ -83,6 +83,9 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     if let Some(value) = root.remove("access_log") {
         config.access_log = typed(value, "access_log", &mut errors).unwrap_or_default();
     }
+    if let Some(value) = root.remove("admin") {
+        config.admin = typed(value, "admin", &mut errors);
+    }
     Ok(Partial {
         file: config,
         errors,

@@ -10,6 +10,7 @@ pub mod model;
 mod source_map;
 mod units;
 
+pub use compile::BuildContext;
 pub use error::{did_you_mean, suggestion, ConfigError, ConfigErrors};
 pub use model::ConfigFile;
 pub use source_map::Location;
@@ -23,10 +24,26 @@ use std::path::Path;
 /// share. Blocks that do not parse are reported and the rest is still
 /// compiled, so one run reports every error.
 pub fn build(text: &str) -> Result<Compiled, ConfigErrors> {
+    let metrics = std::sync::Arc::new(crate::telemetry::metrics::Metrics::new());
+    build_with(
+        text,
+        &BuildContext {
+            metrics: &metrics,
+            previous: None,
+        },
+    )
+}
+
+/// [`build`] for a running gateway: its metrics, and its current config to
+/// carry unchanged upstreams over from.
+pub fn build_with(text: &str, context: &BuildContext<'_>) -> Result<Compiled, ConfigErrors> {
     let partial = load::parse(text).map_err(|errors| located(errors, text))?;
     let mut errors = partial.errors;
-    match compile::compile(&partial.file, &partial.unparsed_upstreams) {
-        Ok(compiled) if errors.is_empty() => Ok(compiled),
+    match compile::compile(&partial.file, &partial.unparsed_upstreams, context) {
+        Ok(mut compiled) if errors.is_empty() => {
+            compiled.gateway.hash = text_hash(text.as_bytes());
+            Ok(compiled)
+        }
         Ok(_) => Err(located(errors, text)),
         Err(more) => {
             errors.errors.extend(more.errors);
@@ -37,12 +54,21 @@ pub fn build(text: &str) -> Result<Compiled, ConfigErrors> {
 
 /// Reads and builds a config file.
 pub fn build_file(path: &Path) -> Result<Compiled, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    build(&read_file(path)?)
+}
+
+/// Names a config by its text: two nodes with the same hash run the same file.
+pub fn text_hash(text: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text))
+}
+
+/// The config file's text, or the error that names it.
+pub fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         let mut errors = ConfigErrors::default();
         errors.push("", format!("cannot read {}: {e}", path.display()));
         errors
-    })?;
-    build(&text)
+    })
 }
 
 fn located(mut errors: ConfigErrors, text: &str) -> ConfigErrors {

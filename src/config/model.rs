@@ -6,11 +6,11 @@
 
 use super::units::{ByteSize, Duration};
 use indexmap::IndexMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 /// The whole config document.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ConfigFile {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: IndexMap<String, UpstreamConfig>,
@@ -19,13 +19,32 @@ pub struct ConfigFile {
     pub plugins: IndexMap<String, Value>,
     pub shutdown: ShutdownConfig,
     pub access_log: AccessLogConfig,
+    pub admin: Option<AdminConfig>,
 }
 
 /// Top-level keys, in the order they are read.
-pub const TOP_LEVEL_KEYS: &[&str] = &["listeners", "upstreams", "routes", "plugins", "shutdown", "access_log"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listeners",
+    "upstreams",
+    "routes",
+    "plugins",
+    "shutdown",
+    "access_log",
+    "admin",
+];
+
+/// The admin API: status, metrics, reload, explain; on its own listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port`; keep it off the public network.
+    pub addr: String,
+    /// Bearer token every endpoint but `/health` and `/ready` requires.
+    pub token: String,
+}
 
 /// A socket Portico accepts client connections on.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
@@ -37,7 +56,7 @@ pub struct ListenerConfig {
     pub limits: ListenerLimits,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerTimeouts {
     /// Time a client has to send a complete request head (slowloris guard).
@@ -55,7 +74,7 @@ impl Default for ListenerTimeouts {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerLimits {
     /// Total size of the request headers (names, values and separators).
@@ -77,7 +96,7 @@ impl Default for ListenerLimits {
 }
 
 /// A named pool of targets that routes send requests to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default)]
@@ -96,7 +115,7 @@ pub struct UpstreamConfig {
 }
 
 /// `circuit_breaker:`, applied to the upstream as a whole and to each target.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerConfig {
     /// Share of failed requests (connect failures, broken exchanges, 5xx) that opens it.
@@ -123,7 +142,7 @@ impl Default for CircuitBreakerConfig {
 }
 
 /// `discovery:`: where targets come from when the config does not list them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// A file holding a list of targets, polled for changes.
@@ -146,7 +165,7 @@ fn default_refresh() -> Duration {
 }
 
 /// `health_check:`: active probes, passive ejection, or both.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     pub active: Option<ActiveCheckConfig>,
@@ -154,7 +173,7 @@ pub struct HealthCheckConfig {
 }
 
 /// A GET of `path` on every target at each `interval`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveCheckConfig {
     pub path: String,
@@ -190,7 +209,7 @@ fn default_expect() -> String {
 }
 
 /// Ejection of targets that fail real traffic.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassiveCheckConfig {
     /// Consecutive connect failures, broken exchanges or 5xx that eject a target.
@@ -211,7 +230,7 @@ impl Default for PassiveCheckConfig {
 }
 
 /// When a failed attempt is tried again on another target.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetriesConfig {
     /// Retries after the first attempt.
@@ -254,6 +273,15 @@ pub enum RetryOn {
     Status(u16),
 }
 
+impl Serialize for RetryOn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            RetryOn::ConnectFailure => serializer.serialize_str("connect_failure"),
+            RetryOn::Status(status) => serializer.serialize_u16(*status),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for RetryOn {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct RetryOnVisitor;
@@ -290,13 +318,14 @@ impl<'de> Deserialize<'de> for RetryOn {
 }
 
 /// A target: `host:port`, or `{ addr, weight, backup }`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum TargetConfig {
     Addr(String),
     Detailed(TargetDetail),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TargetDetail {
     pub addr: String,
@@ -352,7 +381,7 @@ impl TargetConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Smooth weighted round robin (nginx's algorithm).
@@ -368,7 +397,7 @@ pub enum Balance {
     ConsistentHash,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTimeouts {
     /// Time to open a TCP connection to a target.
@@ -388,7 +417,7 @@ impl Default for UpstreamTimeouts {
 }
 
 /// Per-route override of the upstream's timeouts.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTimeouts {
     pub connect: Option<Duration>,
@@ -398,7 +427,7 @@ pub struct RouteTimeouts {
 }
 
 /// A route: what it matches, and where the request goes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -420,7 +449,7 @@ pub struct RouteConfig {
     pub plugins: IndexMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// `/prefix`, `= /exact`, `/users/{id}`, `/files/{*rest}` or `~ regex`.
@@ -434,7 +463,7 @@ pub struct MatchConfig {
     pub query: IndexMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
     pub strip_prefix: Option<String>,
@@ -444,7 +473,7 @@ pub struct RewriteConfig {
 }
 
 /// A fixed answer, sent without any upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RespondConfig {
     #[serde(default = "default_status")]
@@ -459,7 +488,7 @@ fn default_status() -> u16 {
     200
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGTERM before they are cut.
@@ -474,15 +503,59 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogConfig {
-    /// One JSON line per request on stdout.
+    /// One line per request.
     pub enabled: bool,
+    pub format: LogFormat,
+    /// Append to this file instead of stdout; reopened on SIGUSR1 (log rotation).
+    pub file: Option<String>,
+    /// The JSON fields written, in this order; default all of them.
+    pub fields: Option<Vec<LogField>>,
 }
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        AccessLogConfig { enabled: true }
+        AccessLogConfig {
+            enabled: true,
+            format: LogFormat::Json,
+            file: None,
+            fields: None,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    #[default]
+    Json,
+    /// The Apache/nginx combined log format.
+    Combined,
+}
+
+/// An access-log field. Request headers that carry secrets (Authorization,
+/// Cookie, API keys) are not among them, and the query string is not logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogField {
+    Timestamp,
+    RequestId,
+    Client,
+    Method,
+    Path,
+    Route,
+    Upstream,
+    Target,
+    Status,
+    BytesIn,
+    BytesOut,
+    DurationMs,
+    UpstreamMs,
+    Error,
+    UserAgent,
+    Referer,
+    TraceId,
 }

@@ -2,7 +2,7 @@
 //! and byte sizes (`32KiB`, `1MiB`, or a plain number of bytes).
 
 use serde::de::{self, Deserializer, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 
 /// A duration written with a unit, as in `250ms`, `10s`, `1m`, `1h` or `1d`.
@@ -122,6 +122,25 @@ impl<'de> Deserialize<'de> for Percent {
                 "invalid percentage {text:?}: write a share from 0% to 100%, like 20%"
             ))),
         }
+    }
+}
+
+// Written back the way a user would write them (`GET /config` shows them).
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&bytesize::ByteSize(self.0).display().iec())
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{}%", self.0))
     }
 }
 

@@ -9,7 +9,8 @@ use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{Flow, RequestContext};
 use crate::router::{normalize, request_host, Lookup, Params, RequestHead};
-use crate::telemetry::access_log::Entry;
+use crate::telemetry::access_log::{AccessLog, Entry};
+use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -35,10 +36,19 @@ pub struct Connection {
     pub active: Arc<ActiveRequests>,
 }
 
-/// What the access log learns along the way.
+/// The request's details only the access log uses.
+struct Logged {
+    log: Arc<AccessLog>,
+    path: String,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+}
+
+/// What the access log and metrics learn along the way.
 #[derive(Default)]
 struct Exchange {
     route: Option<Arc<str>>,
+    metrics: Option<Arc<RouteMetrics>>,
     upstream: Option<Arc<str>>,
     target: Option<Arc<str>>,
     upstream_latency: Option<Duration>,
@@ -53,7 +63,17 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     let gateway = conn.gateway.load_full();
     let request_id = request_id::from_request(request.headers());
     let method = request.method().clone();
-    let log_path = gateway.access_log.then(|| request.uri().path().to_string());
+    let version = request.version();
+    // What only the log line needs is copied only when there is a log.
+    let logged = gateway.access_log.as_ref().map(|log| {
+        let headers = request.headers();
+        Logged {
+            log: log.clone(),
+            path: request.uri().path().to_string(),
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
+            referer: headers.get(http::header::REFERER).cloned(),
+        }
+    });
     let mut exchange = Exchange::default();
 
     let mut response = match serve(&gateway, &conn, request, &request_id, &mut exchange).await {
@@ -72,23 +92,31 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     response
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
-    if let Some(path) = log_path {
-        let status = response.status().as_u16();
-        response.body_mut().set_log(Box::new(Entry {
-            started,
-            request_id,
-            client: conn.peer,
-            method,
-            path,
-            route: exchange.route,
-            upstream: exchange.upstream,
-            target: exchange.target,
-            status,
-            bytes_in: exchange.bytes_in,
-            upstream_latency: exchange.upstream_latency,
-            error: exchange.error,
-        }));
-    }
+    let status = response.status().as_u16();
+    let (log, path, user_agent, referer) = match logged {
+        Some(l) => (Some(l.log), l.path, l.user_agent, l.referer),
+        None => (None, String::new(), None, None),
+    };
+    response.body_mut().set_log(Box::new(Entry {
+        started,
+        request_id,
+        client: conn.peer,
+        method,
+        version,
+        path,
+        metrics: exchange.metrics.unwrap_or_else(|| gateway.unmatched.clone()),
+        route: exchange.route,
+        upstream: exchange.upstream,
+        target: exchange.target,
+        status,
+        bytes_in: exchange.bytes_in,
+        upstream_latency: exchange.upstream_latency,
+        error: exchange.error,
+        user_agent,
+        referer,
+        trace_id: None,
+        log,
+    }));
     response.body_mut().hold(active);
     Ok(response)
 }
@@ -127,6 +155,7 @@ async fn serve(
         (route, params, upstream_path)
     };
     exchange.route = Some(route.name.clone());
+    exchange.metrics = Some(route.metrics.clone());
 
     if !route.plugins.is_empty() {
         let mut ctx = RequestContext {
@@ -360,6 +389,9 @@ async fn proxy(
         let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
         let latency = sent.elapsed();
         exchange.upstream_latency = Some(latency);
+        if let Some(metrics) = &exchange.metrics {
+            metrics.upstream_latency(latency.as_secs_f64());
+        }
 
         // Either the answer, or the error and the request to send again.
         let (error, again) = match attempt {
@@ -421,6 +453,7 @@ async fn proxy(
             }
         };
         retries += 1;
+        pool.metrics.retries.inc();
         tried.push(target);
         last_error = Some(error);
         next_request = Some(again);

@@ -4,7 +4,7 @@
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::handler::{handle, Connection};
 use crate::gateway::{Compiled, Gateway, ListenerSettings};
-use crate::upstream::{discovery, health_check};
+use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -12,7 +12,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -21,13 +21,26 @@ use tokio::task::JoinHandle;
 /// A running gateway: its listeners, and the config they serve from.
 pub struct Server {
     gateway: Arc<ArcSwap<Gateway>>,
-    /// Each listener's name and address as configured (port 0 unresolved).
-    configured: Vec<(Arc<str>, SocketAddr)>,
-    addrs: Vec<(Arc<str>, SocketAddr)>,
-    stop_accepting: watch::Sender<bool>,
-    acceptors: Vec<JoinHandle<()>>,
+    listeners: Mutex<Vec<RunningListener>>,
+    drain_timeout: Mutex<Duration>,
+}
+
+/// One bound listener.
+struct RunningListener {
+    /// As configured (port 0 unresolved): a reload that keeps the address
+    /// keeps the socket.
+    configured: SocketAddr,
+    local: SocketAddr,
+    state: Arc<ArcSwap<ListenerState>>,
+    stop: watch::Sender<bool>,
+    acceptor: JoinHandle<()>,
     connections: Arc<GracefulShutdown>,
-    drain_timeout: Duration,
+}
+
+/// What a listener's new connections are served with; replaced on reload.
+struct ListenerState {
+    settings: Arc<ListenerSettings>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
 }
 
 /// How a shutdown ended.
@@ -42,74 +55,161 @@ pub enum Drained {
 impl Server {
     /// Binds every listener and starts serving. Fails if an address cannot be bound.
     pub async fn start(compiled: Compiled) -> io::Result<Server> {
-        health_check::start(compiled.gateway.upstreams.values());
-        discovery::start(compiled.gateway.upstreams.values());
+        for pool in compiled.gateway.upstreams.values() {
+            pool.start_background();
+        }
+        let metrics = compiled.gateway.metrics.clone();
         let gateway = Arc::new(ArcSwap::from_pointee(compiled.gateway));
-        let (stop_accepting, stopped) = watch::channel(false);
-        let connections = Arc::new(GracefulShutdown::new());
-        let configured = compiled.listeners.iter().map(|l| (l.name.clone(), l.addr)).collect();
-        let mut addrs = Vec::new();
-        let mut acceptors = Vec::new();
+        let mut listeners = Vec::new();
         for settings in compiled.listeners {
-            let listener = bind(settings.addr).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("listener {:?} cannot bind {}: {e}", &*settings.name, settings.addr),
-                )
-            })?;
-            let local = listener.local_addr()?;
-            addrs.push((settings.name.clone(), local));
-            tracing::info!(listener = &*settings.name, addr = %local, "listening");
-            let acceptor = Acceptor {
-                builder: Arc::new(http_builder(&settings)),
-                settings: Arc::new(settings),
-                gateway: gateway.clone(),
-                connections: connections.clone(),
-            };
-            acceptors.push(tokio::spawn(acceptor.run(listener, stopped.clone())));
+            listeners.push(RunningListener::start(settings, &gateway, &metrics)?);
         }
         Ok(Server {
             gateway,
-            configured,
-            addrs,
-            stop_accepting,
-            acceptors,
-            connections,
-            drain_timeout: compiled.drain_timeout,
+            listeners: Mutex::new(listeners),
+            drain_timeout: Mutex::new(compiled.drain_timeout),
         })
     }
 
     /// The bound address of each listener, by name (port 0 resolved).
-    pub fn addrs(&self) -> &[(Arc<str>, SocketAddr)] {
-        &self.addrs
+    pub fn addrs(&self) -> Vec<(Arc<str>, SocketAddr)> {
+        self.lock_listeners()
+            .iter()
+            .map(|l| (l.state.load().settings.name.clone(), l.local))
+            .collect()
     }
 
-    /// The listeners as the config that started the server wrote them.
-    pub fn configured_listeners(&self) -> &[(Arc<str>, SocketAddr)] {
-        &self.configured
+    /// The config serving new requests now.
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.load_full()
     }
 
-    /// Serves new requests from `gateway`; requests already routed finish on the old one.
-    pub fn swap(&self, gateway: Gateway) {
-        // The old pools' probes end on their own once the old config is dropped.
-        health_check::start(gateway.upstreams.values());
-        discovery::start(gateway.upstreams.values());
-        self.gateway.store(Arc::new(gateway));
+    /// Serves new requests from `compiled`: listeners at a new address are
+    /// bound first (a failure changes nothing), then the config is swapped in,
+    /// then listeners no longer configured stop accepting and their
+    /// connections are drained. Requests already routed finish on the old
+    /// config; open connections serve their next request from the new one.
+    pub fn apply(&self, compiled: Compiled) -> io::Result<()> {
+        let metrics = compiled.gateway.metrics.clone();
+        let mut listeners = self.lock_listeners();
+        let mut added = Vec::new();
+        for settings in &compiled.listeners {
+            if !listeners.iter().any(|l| l.configured == settings.addr) {
+                added.push(RunningListener::start(settings.clone(), &self.gateway, &metrics)?);
+            }
+        }
+        for pool in compiled.gateway.upstreams.values() {
+            pool.reset_targets();
+            pool.start_background();
+        }
+        // Pools left out of the new config stop their probes on their own,
+        // once the old config is dropped.
+        self.gateway.store(Arc::new(compiled.gateway));
+        let drain_timeout = compiled.drain_timeout;
+        if let Ok(mut current) = self.drain_timeout.lock() {
+            *current = drain_timeout;
+        }
+        let mut kept = Vec::new();
+        for listener in listeners.drain(..) {
+            match compiled.listeners.iter().find(|s| s.addr == listener.configured) {
+                Some(settings) => {
+                    if *listener.state.load().settings != *settings {
+                        listener.state.store(Arc::new(ListenerState::new(settings.clone())));
+                    }
+                    kept.push(listener);
+                }
+                None => {
+                    tracing::info!(addr = %listener.local, "listener removed: draining its connections");
+                    tokio::spawn(listener.close(drain_timeout));
+                }
+            }
+        }
+        kept.extend(added);
+        *listeners = kept;
+        Ok(())
     }
 
     /// Stops accepting, lets in-flight requests finish within the drain
     /// deadline, then closes what is left.
-    pub async fn shutdown(self) -> Drained {
-        let _ = self.stop_accepting.send(true);
-        for acceptor in self.acceptors {
-            let _ = acceptor.await;
+    pub async fn shutdown(&self) -> Drained {
+        let listeners: Vec<_> = self.lock_listeners().drain(..).collect();
+        let drain_timeout = self.drain_timeout.lock().map(|d| *d).unwrap_or_default();
+        let mut open = 0;
+        let mut closing = tokio::task::JoinSet::new();
+        for listener in listeners {
+            closing.spawn(listener.close(drain_timeout));
         }
-        let connections = match Arc::try_unwrap(self.connections) {
-            Ok(connections) => connections,
-            Err(_) => return Drained::TimedOut { open: 0 },
+        while let Some(result) = closing.join_next().await {
+            if let Ok(Drained::TimedOut { open: left }) = result {
+                open += left;
+            }
+        }
+        if open == 0 {
+            Drained::Clean
+        } else {
+            Drained::TimedOut { open }
+        }
+    }
+
+    fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<RunningListener>> {
+        // A poisoned lock only means a panic elsewhere; the list is still whole.
+        self.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ListenerState {
+    fn new(settings: ListenerSettings) -> ListenerState {
+        ListenerState {
+            builder: Arc::new(http_builder(&settings)),
+            settings: Arc::new(settings),
+        }
+    }
+}
+
+impl RunningListener {
+    fn start(
+        settings: ListenerSettings,
+        gateway: &Arc<ArcSwap<Gateway>>,
+        metrics: &Arc<Metrics>,
+    ) -> io::Result<RunningListener> {
+        let configured = settings.addr;
+        let socket = bind(configured).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("listener {:?} cannot bind {configured}: {e}", &*settings.name),
+            )
+        })?;
+        let local = socket.local_addr()?;
+        tracing::info!(listener = &*settings.name, addr = %local, "listening");
+        let state = Arc::new(ArcSwap::from_pointee(ListenerState::new(settings)));
+        let connections = Arc::new(GracefulShutdown::new());
+        let (stop, stopped) = watch::channel(false);
+        let acceptor = Acceptor {
+            state: state.clone(),
+            gateway: gateway.clone(),
+            connections: connections.clone(),
+            metrics: metrics.clone(),
+        };
+        Ok(RunningListener {
+            configured,
+            local,
+            state,
+            stop,
+            acceptor: tokio::spawn(acceptor.run(socket, stopped)),
+            connections,
+        })
+    }
+
+    /// Stops accepting, then lets open connections finish what they are doing
+    /// (each closes after its current request) within `drain_timeout`.
+    async fn close(self, drain_timeout: Duration) -> Drained {
+        let _ = self.stop.send(true);
+        let _ = self.acceptor.await;
+        let Ok(connections) = Arc::try_unwrap(self.connections) else {
+            return Drained::TimedOut { open: 0 };
         };
         let open = connections.count();
-        match tokio::time::timeout(self.drain_timeout, connections.shutdown()).await {
+        match tokio::time::timeout(drain_timeout, connections.shutdown()).await {
             Ok(()) => Drained::Clean,
             Err(_) => Drained::TimedOut { open },
         }
@@ -148,10 +248,10 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 }
 
 struct Acceptor {
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    settings: Arc<ListenerSettings>,
+    state: Arc<ArcSwap<ListenerState>>,
     gateway: Arc<ArcSwap<Gateway>>,
     connections: Arc<GracefulShutdown>,
+    metrics: Arc<Metrics>,
 }
 
 impl Acceptor {
@@ -165,7 +265,7 @@ impl Acceptor {
                 Ok((stream, peer)) => self.serve(stream, peer),
                 Err(error) => {
                     // Out of file descriptors and the like: back off rather than spin.
-                    tracing::error!(listener = &*self.settings.name, %error, "accept failed");
+                    tracing::error!(listener = &*self.state.load().settings.name, %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -174,8 +274,9 @@ impl Acceptor {
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        let state = self.state.load();
         let active = Arc::new(ActiveRequests::default());
-        let settings = &self.settings;
+        let settings = &state.settings;
         let io = TokioIo::new(ClientTimeouts::new(
             stream,
             active.clone(),
@@ -184,19 +285,37 @@ impl Acceptor {
         ));
         let conn = Arc::new(Connection {
             gateway: self.gateway.clone(),
-            listener: self.settings.clone(),
+            listener: settings.clone(),
             peer,
             peer_ip: super::forward::client_ip_header(peer.ip()),
             active,
         });
-        let builder = self.builder.clone();
+        let builder = state.builder.clone();
         let watcher = self.connections.watcher();
+        let open = OpenConnection::new(&self.metrics);
         tokio::spawn(async move {
             let service = service_fn(move |request| handle(conn.clone(), request));
             let connection = builder.serve_connection(io, service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
             }
+            drop(open);
         });
+    }
+}
+
+/// Counts a client connection in the open-connections gauge while it lives.
+struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    fn new(metrics: &Metrics) -> OpenConnection {
+        metrics.client_connections.inc();
+        OpenConnection(metrics.client_connections.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -6,21 +6,54 @@
 //! (bench/RESULTS.md). Portico's diagnostics still go through `tracing`.
 
 use super::buffered_stdout::BufferedStdout;
-use http::{HeaderValue, Method};
-use serde::Serialize;
+use super::metrics::RouteMetrics;
+use crate::config::model::{LogField, LogFormat};
+use http::{HeaderValue, Method, Version};
+use serde::ser::{SerializeMap, Serializer};
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-/// What is known of a request by the time its response starts.
+/// Every field, in the default order.
+pub const ALL_FIELDS: &[LogField] = &[
+    LogField::Timestamp,
+    LogField::RequestId,
+    LogField::Client,
+    LogField::Method,
+    LogField::Path,
+    LogField::Route,
+    LogField::Upstream,
+    LogField::Target,
+    LogField::Status,
+    LogField::BytesIn,
+    LogField::BytesOut,
+    LogField::DurationMs,
+    LogField::UpstreamMs,
+    LogField::Error,
+    LogField::UserAgent,
+    LogField::Referer,
+    LogField::TraceId,
+];
+
+/// The compiled `access_log` block.
+#[derive(Debug, PartialEq)]
+pub struct AccessLog {
+    pub format: LogFormat,
+    pub fields: Vec<LogField>,
+}
+
+/// What is known of a request by the time its response starts. Finishing it
+/// counts the request in the route's metrics and writes its log line.
 #[derive(Debug)]
 pub struct Entry {
     pub started: Instant,
     pub request_id: HeaderValue,
     pub client: SocketAddr,
     pub method: Method,
+    pub version: Version,
     /// Path only: query strings often carry tokens and never reach the log.
     pub path: String,
     pub route: Option<Arc<str>>,
@@ -30,55 +63,144 @@ pub struct Entry {
     pub bytes_in: Option<Arc<AtomicU64>>,
     pub upstream_latency: Option<Duration>,
     pub error: Option<&'static str>,
-}
-
-/// The JSON line, field by field.
-#[derive(Serialize)]
-struct Line<'a> {
-    #[serde(serialize_with = "rfc3339")]
-    timestamp: SystemTime,
-    request_id: &'a str,
-    #[serde(serialize_with = "display")]
-    client: SocketAddr,
-    method: &'a str,
-    path: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    target: Option<&'a str>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-    duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
+    pub trace_id: Option<String>,
+    pub metrics: Arc<RouteMetrics>,
+    /// `None` when the access log is off.
+    pub log: Option<Arc<AccessLog>>,
 }
 
 impl Entry {
-    pub fn emit(&self, bytes_out: u64) {
-        let Some(stdout) = BufferedStdout::get() else { return };
-        let line = Line {
-            timestamp: SystemTime::now(),
-            request_id: self.request_id.to_str().unwrap_or_default(),
-            client: self.client,
-            method: self.method.as_str(),
-            path: &self.path,
-            route: self.route.as_deref(),
-            upstream: self.upstream.as_deref(),
-            target: self.target.as_deref(),
-            status: self.status,
-            bytes_in: self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed)),
-            bytes_out,
-            duration_ms: millis(self.started.elapsed()),
-            upstream_ms: self.upstream_latency.map(millis),
-            error: self.error,
+    pub fn finish(&self, bytes_out: u64) {
+        let elapsed = self.started.elapsed();
+        let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed));
+        self.metrics
+            .request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
+        let (Some(log), Some(sink)) = (&self.log, BufferedStdout::get()) else {
+            return;
         };
-        stdout.write_line(|buffer| serde_json::to_writer(buffer, &line).is_ok());
+        let line = Line {
+            entry: self,
+            fields: &log.fields,
+            timestamp: SystemTime::now(),
+            bytes_in,
+            bytes_out,
+            elapsed,
+        };
+        match log.format {
+            LogFormat::Json => sink.write_line(|buffer| {
+                let mut serializer = serde_json::Serializer::new(buffer);
+                serializer.serialize_map(None).and_then(|map| line.fields(map)).is_ok()
+            }),
+            LogFormat::Combined => sink.write_line(|buffer| line.combined(buffer)),
+        }
     }
+}
+
+/// One line being written.
+struct Line<'a> {
+    entry: &'a Entry,
+    fields: &'a [LogField],
+    timestamp: SystemTime,
+    bytes_in: u64,
+    bytes_out: u64,
+    elapsed: Duration,
+}
+
+impl Line<'_> {
+    fn fields<M: SerializeMap>(&self, mut map: M) -> Result<M::Ok, M::Error> {
+        let e = self.entry;
+        for field in self.fields {
+            let name = field_name(*field);
+            match field {
+                LogField::Timestamp => {
+                    map.serialize_entry(name, &humantime::format_rfc3339_micros(self.timestamp).to_string())?
+                }
+                LogField::RequestId => map.serialize_entry(name, e.request_id.to_str().unwrap_or_default())?,
+                LogField::Client => map.serialize_entry(name, &e.client.to_string())?,
+                LogField::Method => map.serialize_entry(name, e.method.as_str())?,
+                LogField::Path => map.serialize_entry(name, &e.path)?,
+                LogField::Route => optional(&mut map, name, e.route.as_deref())?,
+                LogField::Upstream => optional(&mut map, name, e.upstream.as_deref())?,
+                LogField::Target => optional(&mut map, name, e.target.as_deref())?,
+                LogField::Status => map.serialize_entry(name, &e.status)?,
+                LogField::BytesIn => map.serialize_entry(name, &self.bytes_in)?,
+                LogField::BytesOut => map.serialize_entry(name, &self.bytes_out)?,
+                LogField::DurationMs => map.serialize_entry(name, &millis(self.elapsed))?,
+                LogField::UpstreamMs => {
+                    if let Some(latency) = e.upstream_latency {
+                        map.serialize_entry(name, &millis(latency))?
+                    }
+                }
+                LogField::Error => optional(&mut map, name, e.error)?,
+                LogField::UserAgent => optional(&mut map, name, text(&e.user_agent))?,
+                LogField::Referer => optional(&mut map, name, text(&e.referer).map(without_query))?,
+                LogField::TraceId => optional(&mut map, name, e.trace_id.as_deref())?,
+            }
+        }
+        map.end()
+    }
+
+    /// `client - - [day/Mon/year:h:m:s +0000] "METHOD path HTTP/x" status bytes "referer" "agent"`
+    fn combined(&self, buffer: &mut Vec<u8>) -> bool {
+        let e = self.entry;
+        let mut line = String::with_capacity(160);
+        let quoted = |value: Option<&str>| value.map_or_else(|| "-".to_string(), |v| v.replace('"', "\\\""));
+        let _ = write!(
+            line,
+            "{} - - [{}] \"{} {} {:?}\" {} {} \"{}\" \"{}\"",
+            e.client.ip(),
+            clf_time(self.timestamp),
+            e.method,
+            quoted(Some(&e.path)),
+            e.version,
+            e.status,
+            self.bytes_out,
+            quoted(text(&e.referer).map(without_query)),
+            quoted(text(&e.user_agent)),
+        );
+        buffer.extend_from_slice(line.as_bytes());
+        true
+    }
+}
+
+fn field_name(field: LogField) -> &'static str {
+    match field {
+        LogField::Timestamp => "timestamp",
+        LogField::RequestId => "request_id",
+        LogField::Client => "client",
+        LogField::Method => "method",
+        LogField::Path => "path",
+        LogField::Route => "route",
+        LogField::Upstream => "upstream",
+        LogField::Target => "target",
+        LogField::Status => "status",
+        LogField::BytesIn => "bytes_in",
+        LogField::BytesOut => "bytes_out",
+        LogField::DurationMs => "duration_ms",
+        LogField::UpstreamMs => "upstream_ms",
+        LogField::Error => "error",
+        LogField::UserAgent => "user_agent",
+        LogField::Referer => "referer",
+        LogField::TraceId => "trace_id",
+    }
+}
+
+fn optional<M: SerializeMap>(map: &mut M, name: &str, value: Option<&str>) -> Result<(), M::Error> {
+    match value {
+        Some(value) => map.serialize_entry(name, value),
+        None => Ok(()),
+    }
+}
+
+fn text(value: &Option<HeaderValue>) -> Option<&str> {
+    value.as_ref().and_then(|v| v.to_str().ok())
+}
+
+/// A referring URL's query may hold tokens, as the request's own may.
+fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }
 
 /// Milliseconds with microsecond precision (`1.494`, not `1.4936839999999998`).
@@ -86,10 +208,30 @@ fn millis(duration: Duration) -> f64 {
     duration.as_micros() as f64 / 1000.0
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_micros(*time))
+/// `24/Nov/2026:13:55:36 +0000`, from the RFC 3339 form humantime writes.
+fn clf_time(time: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let rfc3339 = humantime::format_rfc3339_seconds(time).to_string(); // 2026-11-24T13:55:36Z
+    let month = rfc3339
+        .get(5..7)
+        .and_then(|m| m.parse::<usize>().ok())
+        .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
+        .unwrap_or(&"Jan");
+    match (rfc3339.get(0..4), rfc3339.get(8..10), rfc3339.get(11..19)) {
+        (Some(year), Some(day), Some(clock)) => format!("{day}/{month}/{year}:{clock} +0000"),
+        _ => rfc3339,
+    }
 }
 
-fn display<S: serde::Serializer, T: std::fmt::Display>(value: &T, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_log_time() {
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_960_536);
+        assert_eq!(clf_time(time), "29/Nov/2026:13:55:36 +0000");
+    }
 }

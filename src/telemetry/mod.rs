@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod buffered_stdout;
+pub mod metrics;
 
 use buffered_stdout::BufferedStdout;
 

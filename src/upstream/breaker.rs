@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::time::Duration;
 
 /// A compiled `circuit_breaker:` block.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BreakerPolicy {
     pub failure_rate: f64,
     pub min_requests: u32,
@@ -25,6 +25,16 @@ pub enum State {
     Closed = 0,
     Open = 1,
     HalfOpen = 2,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -82,32 +82,30 @@ pub fn read_file(path: &std::path::Path) -> Result<Vec<TargetSpec>, String> {
         .collect()
 }
 
-/// Starts watching for every pool that discovers its targets.
-pub fn start<'a>(pools: impl IntoIterator<Item = &'a Arc<UpstreamPool>>) {
-    for pool in pools {
-        match &pool.discovery {
-            Some(Discovery::File { path, refresh }) => {
-                tokio::spawn(watch_file(Arc::downgrade(pool), path.clone(), *refresh));
-            }
-            Some(Discovery::Dns {
-                name,
-                port,
-                refresh,
-                nameservers,
-            }) => {
-                let query = DnsQuery::Addresses {
-                    name: name.clone(),
-                    port: *port,
-                };
-                spawn_dns(pool, query, nameservers, *refresh);
-            }
-            Some(Discovery::DnsSrv {
-                name,
-                refresh,
-                nameservers,
-            }) => spawn_dns(pool, DnsQuery::Service { name: name.clone() }, nameservers, *refresh),
-            None => {}
+/// Starts watching, if the pool discovers its targets.
+pub(super) fn start(pool: &Arc<UpstreamPool>) {
+    match &pool.discovery {
+        Some(Discovery::File { path, refresh }) => {
+            tokio::spawn(watch_file(Arc::downgrade(pool), path.clone(), *refresh));
         }
+        Some(Discovery::Dns {
+            name,
+            port,
+            refresh,
+            nameservers,
+        }) => {
+            let query = DnsQuery::Addresses {
+                name: name.clone(),
+                port: *port,
+            };
+            spawn_dns(pool, query, nameservers, *refresh);
+        }
+        Some(Discovery::DnsSrv {
+            name,
+            refresh,
+            nameservers,
+        }) => spawn_dns(pool, DnsQuery::Service { name: name.clone() }, nameservers, *refresh),
+        None => {}
     }
 }
 

@@ -75,6 +75,16 @@ impl Health {
         }
     }
 
+    /// The active checks' verdict (true when there are none).
+    pub fn passes_checks(&self) -> bool {
+        self.active_ok.load(Ordering::Relaxed)
+    }
+
+    /// Passive ejections so far.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     pub fn is_ejected(&self) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         until != 0 && until > now_ms()

@@ -30,12 +30,10 @@ pub fn parse_expect(text: &str) -> Result<RangeInclusive<u16>, String> {
     }
 }
 
-/// Starts probing, for every pool that has active checks.
-pub fn start<'a>(pools: impl IntoIterator<Item = &'a Arc<UpstreamPool>>) {
-    for pool in pools {
-        if let Some(check) = pool.active_check.clone() {
-            tokio::spawn(probe_forever(Arc::downgrade(pool), check));
-        }
+/// Starts probing, if the pool has active checks.
+pub(super) fn start(pool: &Arc<UpstreamPool>) {
+    if let Some(check) = pool.active_check.clone() {
+        tokio::spawn(probe_forever(Arc::downgrade(pool), check));
     }
 }
 

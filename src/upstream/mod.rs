@@ -18,12 +18,13 @@ pub use health_check::ActiveCheck;
 pub use retry::{RetryBudget, RetryPolicy};
 
 use crate::config::model::Balance;
+use crate::telemetry::metrics::PoolMetrics;
 use arc_swap::ArcSwap;
 use connections::Connections;
 use http::uri::Authority;
 use http::HeaderValue;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -177,6 +178,12 @@ pub struct UpstreamPool {
     breaker_policy: Option<BreakerPolicy>,
     /// Where targets come from when they are not listed in the config.
     pub discovery: Option<discovery::Discovery>,
+    pub metrics: PoolMetrics,
+    /// The targets the config lists (none with discovery).
+    configured: Vec<TargetSpec>,
+    /// Set once the pool's probes and discovery run, so that a pool carried
+    /// over a reload is not given a second set.
+    background_started: AtomicBool,
 }
 
 impl UpstreamPool {
@@ -186,6 +193,7 @@ impl UpstreamPool {
         timeouts: Timeouts,
         resilience: Resilience,
         discovery: Option<discovery::Discovery>,
+        metrics: PoolMetrics,
     ) -> UpstreamPool {
         UpstreamPool {
             name: name.into(),
@@ -204,6 +212,49 @@ impl UpstreamPool {
             breaker: resilience.breaker.map(CircuitBreaker::new),
             breaker_policy: resilience.breaker,
             discovery,
+            metrics,
+            configured: Vec::new(),
+            background_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the pool's active health checks and discovery, once in its life.
+    pub fn start_background(self: &Arc<Self>) {
+        if self.background_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        health_check::start(self);
+        discovery::start(self);
+    }
+
+    /// Takes over the targets of the pool this one replaces on a reload, so
+    /// that [`UpstreamPool::set_targets`] keeps the state (health, latency,
+    /// connections) of those it lists again. Not when the breaker policy
+    /// changed: each target's breaker is built with it.
+    pub fn inherit_targets(&self, old: &UpstreamPool) {
+        if self.breaker_policy == old.breaker_policy {
+            let set = old.set.load();
+            self.set.store(Arc::new(TargetSet {
+                primaries: set.primaries.clone(),
+                backups: set.backups.clone(),
+                balancer: Balancer::new(self.balance, &set.primaries, self.hash_on.clone()),
+            }));
+        }
+    }
+
+    /// Sets the targets the config lists.
+    pub fn configure_targets(&mut self, specs: Vec<TargetSpec>) -> Result<(), String> {
+        self.set_targets(&specs)?;
+        self.configured = specs;
+        Ok(())
+    }
+
+    /// Goes back to the configured targets, dropping any the admin API set;
+    /// a pool whose targets are discovered keeps them.
+    pub fn reset_targets(&self) {
+        if self.discovery.is_none() {
+            // These were accepted when the config was compiled.
+            let _ = self.set_targets(&self.configured);
         }
     }
 
@@ -235,6 +286,16 @@ impl UpstreamPool {
             balancer,
         }));
         Ok(())
+    }
+
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// The primaries and the backups, as they are now.
+    pub fn targets(&self) -> (Vec<Arc<Target>>, Vec<Arc<Target>>) {
+        let set = self.set.load();
+        (set.primaries.clone(), set.backups.clone())
     }
 
     /// Primaries, then backups, as they are now.
@@ -295,6 +356,7 @@ impl UpstreamPool {
             }
         }
         if let Some(length) = target.health.record(outcome, self.passive.as_ref()) {
+            self.metrics.ejected(&target.addr);
             tracing::warn!(upstream = &*self.name, target = &*target.addr, ejected_for = ?length, "target ejected after consecutive failures");
         }
     }

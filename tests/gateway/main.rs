@@ -7,6 +7,7 @@ mod binary;
 mod failures;
 mod forwarding;
 mod limits;
+mod operations;
 mod resilience;
 mod routing;
 mod streaming;

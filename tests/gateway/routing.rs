@@ -146,6 +146,6 @@ routes: [{ name: v, match: { path: / }, respond: { body: after } }]
 "#;
     let gw = Gateway::start(before).await;
     assert_eq!(get(&gw.url("/")).await.text(), "before");
-    gw.server.swap(portico::config::build(after).unwrap().gateway);
+    assert!(gw.reload(after).await.ok);
     assert_eq!(get(&gw.url("/")).await.text(), "after");
 }

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use portico::proxy::Server;
+use portico::control::{Control, ReloadReport, RunOptions};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -213,33 +213,93 @@ pub async fn scripted_upstream(answer: &'static [u8], hold: Duration) -> SocketA
     .await
 }
 
-/// A gateway started in-process from a YAML config.
+/// The admin token test configs use.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// A gateway started in-process from a YAML config written to a temporary
+/// file, run as `portico run` runs it (without watching the file unless asked).
 pub struct Gateway {
-    pub server: Server,
+    pub control: Arc<Control>,
     pub addr: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
 impl Gateway {
     /// Starts a gateway; the first listener's address is `addr`. Panics with
     /// the config errors if the config does not compile.
     pub async fn start(yaml: &str) -> Gateway {
+        Gateway::start_with(yaml, RunOptions { watch: false }).await
+    }
+
+    /// Starts a gateway that reloads when its config file changes.
+    pub async fn start_watching(yaml: &str) -> Gateway {
+        Gateway::start_with(yaml, RunOptions { watch: true }).await
+    }
+
+    async fn start_with(yaml: &str, options: RunOptions) -> Gateway {
         if let Ok(filter) = std::env::var("PORTICO_TEST_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_test_writer()
                 .try_init();
         }
-        let compiled = match portico::config::build(yaml) {
-            Ok(compiled) => compiled,
-            Err(errors) => panic!("config does not compile:\n{errors}\n---\n{yaml}"),
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("portico.yaml");
+        std::fs::write(&path, yaml).expect("config written");
+        let control = match Control::start(&path, options).await {
+            Ok(control) => control,
+            Err(error) => panic!("gateway does not start:\n{error}\n---\n{yaml}"),
         };
-        let server = Server::start(compiled).await.expect("gateway starts");
-        let addr = server.addrs()[0].1;
-        Gateway { server, addr }
+        let addr = control.server().addrs()[0].1;
+        Gateway { control, addr, dir }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The address of the listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.control
+            .server()
+            .addrs()
+            .into_iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, addr)| addr)
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("portico.yaml")
+    }
+
+    /// Replaces the config file (atomically, as deploy tools do).
+    pub fn write_config(&self, yaml: &str) {
+        let staged = self.dir.path().join("portico.yaml.new");
+        std::fs::write(&staged, yaml).expect("config written");
+        std::fs::rename(&staged, self.config_path()).expect("config replaced");
+    }
+
+    /// Writes `yaml` and reloads it as SIGHUP would.
+    pub async fn reload(&self, yaml: &str) -> ReloadReport {
+        self.write_config(yaml);
+        self.control.reload("signal").await
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self.control.admin_addr().expect("the config has an admin block");
+        format!("http://{addr}{path}")
+    }
+
+    /// An admin API request with the token.
+    pub async fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(self.admin_url(path))
+            .header("authorization", format!("Bearer {ADMIN_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("valid request");
+        send(request).await
     }
 }
 

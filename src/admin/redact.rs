@@ -1,0 +1,74 @@
+//! Secrets out of what the admin API shows: any value under a key that names
+//! a secret is replaced, wherever it sits (admin token, plugin credentials,
+//! consumers' keys, passwords).
+
+use crate::config::ConfigFile;
+use serde_json::Value;
+
+pub const REDACTED: &str = "[redacted]";
+
+/// Parts of key names that mark their values as secret.
+const SECRET_WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "credential",
+    "api_key",
+    "apikey",
+    "private",
+    "authorization",
+    "cookie",
+];
+
+/// The config as JSON, with every secret replaced.
+pub fn config(config: &ConfigFile) -> Value {
+    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+    redact(&mut value);
+    value
+}
+
+/// Replaces, in place, the values of secret-named keys.
+pub fn redact(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                if is_secret(key) {
+                    *value = Value::String(REDACTED.into());
+                } else {
+                    redact(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+fn is_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "key" || key.ends_with("_key") || key.ends_with("_keys") || SECRET_WORDS.iter().any(|w| key.contains(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_replaced_at_any_depth() {
+        let mut value = serde_json::json!({
+            "admin": { "addr": "127.0.0.1:9901", "token": "s3cret-s3cret-s3cret" },
+            "consumers": [{ "name": "app", "credentials": { "api_keys": ["k1"] } }],
+            "plugins": { "jwt": { "issuer": "https://id", "client_secret": "x" }, "basic": { "password": "p" } },
+            "tls": { "cert": "a.pem", "key": "a.key" },
+        });
+        redact(&mut value);
+        let text = value.to_string();
+        for secret in ["s3cret", "k1", "\"x\"", "\"p\"", "a.key"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert_eq!(value["admin"]["addr"], "127.0.0.1:9901");
+        assert_eq!(value["plugins"]["jwt"]["issuer"], "https://id");
+        assert_eq!(value["tls"]["cert"], "a.pem");
+    }
+}

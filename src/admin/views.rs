@@ -1,0 +1,239 @@
+//! What each admin endpoint shows, as serializable views of the running state.
+
+use super::{error, json, redact, Answer};
+use crate::config::model::TargetConfig;
+use crate::control::{Control, ReloadReport};
+use crate::gateway::Gateway;
+use crate::upstream::{parse_target, Target, TargetSpec, UpstreamPool};
+use http::StatusCode;
+use indexmap::IndexMap;
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+#[derive(Serialize)]
+pub struct Health {
+    status: &'static str,
+}
+
+pub fn health() -> Health {
+    Health { status: "ok" }
+}
+
+#[derive(Serialize)]
+pub struct Ready {
+    pub ready: bool,
+    listeners: usize,
+}
+
+/// Ready once a config is loaded and every listener is bound: a gateway that
+/// runs has both, so this turns false only while it shuts down.
+pub fn ready(control: &Control) -> Ready {
+    let listeners = control.server().addrs().len();
+    Ready {
+        ready: listeners > 0,
+        listeners,
+    }
+}
+
+#[derive(Serialize)]
+pub struct Status {
+    version: &'static str,
+    uptime_seconds: u64,
+    #[serde(serialize_with = "rfc3339")]
+    started_at: SystemTime,
+    config: ConfigStatus,
+    last_reload: Option<ReloadReport>,
+    listeners: IndexMap<String, String>,
+}
+
+#[derive(Serialize)]
+struct ConfigStatus {
+    path: String,
+    hash: String,
+    #[serde(serialize_with = "rfc3339")]
+    loaded_at: SystemTime,
+}
+
+pub fn status(control: &Control) -> Status {
+    let (loaded_at, last_reload) = control.reload_status();
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: control.started().elapsed().map(|d| d.as_secs()).unwrap_or(0),
+        started_at: control.started(),
+        config: ConfigStatus {
+            path: control.config_path().display().to_string(),
+            hash: control.gateway().hash.clone(),
+            loaded_at,
+        },
+        last_reload,
+        listeners: control
+            .server()
+            .addrs()
+            .into_iter()
+            .map(|(name, addr)| (name.to_string(), addr.to_string()))
+            .collect(),
+    }
+}
+
+/// The routes as configured, plugin secrets redacted, in file order.
+pub fn routes(control: &Control) -> serde_json::Value {
+    let mut routes = serde_json::to_value(&control.gateway().source.routes).unwrap_or_default();
+    redact::redact(&mut routes);
+    routes
+}
+
+#[derive(Serialize)]
+pub struct UpstreamView {
+    balance: String,
+    /// `closed`, `open` or `half_open`; absent without `circuit_breaker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breaker: Option<&'static str>,
+    /// Where the targets come from: `config`, `discovery`.
+    source: &'static str,
+    targets: Vec<TargetView>,
+}
+
+#[derive(Serialize)]
+struct TargetView {
+    addr: String,
+    weight: u32,
+    backup: bool,
+    /// Takes traffic now: passes active checks and is not ejected.
+    healthy: bool,
+    passes_checks: bool,
+    ejected: bool,
+    ejections: u32,
+    in_flight: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breaker: Option<&'static str>,
+}
+
+pub fn upstreams(gateway: &Gateway) -> IndexMap<String, UpstreamView> {
+    gateway
+        .upstreams
+        .iter()
+        .map(|(name, pool)| (name.clone(), upstream(pool)))
+        .collect()
+}
+
+pub fn upstream(pool: &UpstreamPool) -> UpstreamView {
+    let (primaries, backups) = pool.targets();
+    let view = |target: &Arc<Target>, backup: bool| TargetView {
+        addr: target.addr.to_string(),
+        weight: target.weight,
+        backup,
+        healthy: target.health.available(),
+        passes_checks: target.health.passes_checks(),
+        ejected: target.health.is_ejected(),
+        ejections: target.health.ejections(),
+        in_flight: target.in_flight(),
+        circuit_breaker: target.breaker.as_ref().map(|b| b.state().as_str()),
+    };
+    UpstreamView {
+        balance: serde_json::to_value(pool.balance())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        circuit_breaker: pool.breaker.as_ref().map(|b| b.state().as_str()),
+        source: if pool.discovery.is_some() {
+            "discovery"
+        } else {
+            "config"
+        },
+        targets: primaries
+            .iter()
+            .map(|t| view(t, false))
+            .chain(backups.iter().map(|t| view(t, true)))
+            .collect(),
+    }
+}
+
+/// `PUT /upstreams/{name}/targets`: replaces the targets of an upstream
+/// until the next reload. The body is a list in the config's own shape:
+/// `["10.0.0.1:80", {"addr": "10.0.0.2:80", "weight": 2, "backup": true}]`.
+pub fn put_targets(gateway: &Gateway, name: &str, body: serde_json::Value) -> Answer {
+    let Some(pool) = gateway.upstreams.get(name) else {
+        return Err(error(StatusCode::NOT_FOUND, &format!("no upstream is named {name:?}")));
+    };
+    if pool.discovery.is_some() {
+        return Err(error(
+            StatusCode::CONFLICT,
+            &format!("upstream {name:?} takes its targets from discovery; they cannot also be set here"),
+        ));
+    }
+    let targets: Vec<TargetConfig> = serde_json::from_value(body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("expected a list of targets like [\"10.0.0.1:8080\", {{\"addr\": \"10.0.0.2:8080\", \"weight\": 2}}]: {e}"),
+        )
+    })?;
+    let mut specs = Vec::with_capacity(targets.len());
+    for (i, target) in targets.iter().enumerate() {
+        let bad = |why: String| error(StatusCode::BAD_REQUEST, &format!("targets[{i}]: {why}"));
+        parse_target(target.addr()).map_err(bad)?;
+        if target.weight() == 0 {
+            return Err(bad("weight must be at least 1".into()));
+        }
+        if specs.iter().any(|s: &TargetSpec| s.addr == target.addr()) {
+            return Err(bad(format!("{} is listed twice", target.addr())));
+        }
+        specs.push(TargetSpec {
+            addr: target.addr().to_string(),
+            weight: target.weight(),
+            backup: target.backup(),
+        });
+    }
+    if specs.iter().all(|s| s.backup) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "at least one target must take traffic (not `backup: true`)",
+        ));
+    }
+    pool.set_targets(&specs)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, &e))?;
+    tracing::info!(
+        upstream = name,
+        targets = specs.len(),
+        "targets set through the admin API"
+    );
+    json(StatusCode::OK, &upstream(pool))
+}
+
+/// Sets the gauges that describe state rather than count events, from the
+/// running config, just before a scrape.
+pub fn refresh_gauges(control: &Control) {
+    let metrics = control.metrics();
+    metrics.target_healthy.reset();
+    metrics.target_in_flight.reset();
+    metrics.breaker_state.reset();
+    for (name, pool) in &control.gateway().upstreams {
+        if let Some(breaker) = &pool.breaker {
+            metrics
+                .breaker_state
+                .with_label_values(&[name.as_str(), ""])
+                .set(breaker.state() as i64);
+        }
+        for target in pool.all_targets() {
+            let labels = [name.as_str(), &*target.addr];
+            metrics
+                .target_healthy
+                .with_label_values(&labels)
+                .set(i64::from(target.health.available()));
+            metrics
+                .target_in_flight
+                .with_label_values(&labels)
+                .set(target.in_flight() as i64);
+            if let Some(breaker) = &target.breaker {
+                metrics
+                    .breaker_state
+                    .with_label_values(&labels)
+                    .set(breaker.state() as i64);
+            }
+        }
+    }
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}

@@ -1,0 +1,243 @@
+//! A running Portico: the server, its config file, and the ways the config
+//! changes while it runs (SIGHUP, `POST /reload`, the file changing). Every
+//! trigger goes through [`Control::reload`]: the new config is read and
+//! compiled off the serving threads, checked whole, and only then swapped in;
+//! a config with errors is refused and the running one kept.
+
+mod watch;
+
+use crate::admin::AdminListener;
+use crate::config::{BuildContext, ConfigErrors};
+use crate::gateway::{AdminSettings, Gateway};
+use crate::proxy::{Drained, Server};
+use crate::telemetry::metrics::Metrics;
+use arc_swap::ArcSwapOption;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+/// How often the config file is looked at for changes.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Control {
+    config_path: PathBuf,
+    server: Server,
+    metrics: Arc<Metrics>,
+    started: SystemTime,
+    /// When the running config was loaded, and the last reload's result.
+    status: Mutex<Status>,
+    /// One reload at a time: each builds on the config the last one left.
+    reloading: tokio::sync::Mutex<()>,
+    admin_settings: ArcSwapOption<AdminSettings>,
+    admin: Mutex<Option<AdminListener>>,
+}
+
+#[derive(Debug, Clone)]
+struct Status {
+    loaded_at: SystemTime,
+    last_reload: Option<ReloadReport>,
+}
+
+/// What a reload did, as `/status` and `POST /reload` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// `signal`, `admin_api` or `file_changed`.
+    pub trigger: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub ok: bool,
+    /// The config hash serving now (the new one, or the kept one).
+    pub hash: String,
+    /// Every error, with its place in the file, when the config was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(ConfigErrors),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Options of `portico run` that are not in the config file.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Reload when the config file changes.
+    pub watch: bool,
+}
+
+impl Control {
+    /// Loads the config file and starts serving it.
+    pub async fn start(config_path: &Path, options: RunOptions) -> Result<Arc<Control>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let compiled = build(config_path.to_path_buf(), metrics.clone(), None)
+            .await
+            .map_err(StartError::Config)?;
+        let admin_settings = compiled.admin.clone();
+        metrics.set_config_hash(&compiled.gateway.hash);
+        let server = Server::start(compiled).await?;
+        let control = Arc::new(Control {
+            config_path: config_path.to_path_buf(),
+            server,
+            metrics,
+            started: SystemTime::now(),
+            status: Mutex::new(Status {
+                loaded_at: SystemTime::now(),
+                last_reload: None,
+            }),
+            reloading: tokio::sync::Mutex::new(()),
+            admin_settings: ArcSwapOption::from(admin_settings.clone().map(Arc::new)),
+            admin: Mutex::new(None),
+        });
+        if let Some(settings) = admin_settings {
+            let admin = AdminListener::start(settings.addr, Arc::downgrade(&control))?;
+            *control.lock_admin() = Some(admin);
+        }
+        if options.watch {
+            watch::start(Arc::downgrade(&control));
+        }
+        Ok(control)
+    }
+
+    /// Reads, checks and swaps in the config file. A config with errors, or
+    /// whose new listeners cannot bind, changes nothing.
+    pub async fn reload(self: &Arc<Self>, trigger: &'static str) -> ReloadReport {
+        let _one_at_a_time = self.reloading.lock().await;
+        let previous = self.server.gateway();
+        let outcome = match build(self.config_path.clone(), self.metrics.clone(), Some(previous.clone())).await {
+            Ok(compiled) => self.commit(compiled),
+            Err(errors) => Err(errors.iter().map(|e| e.to_string()).collect()),
+        };
+        let report = ReloadReport {
+            trigger,
+            at: SystemTime::now(),
+            ok: outcome.is_ok(),
+            hash: self.server.gateway().hash.clone(),
+            errors: outcome.err().unwrap_or_default(),
+        };
+        self.metrics.reloaded(report.ok);
+        if report.ok {
+            self.metrics.set_config_hash(&report.hash);
+            tracing::info!(trigger, config = %self.config_path.display(), hash = %report.hash, "config reloaded");
+        } else {
+            tracing::error!(
+                trigger,
+                config = %self.config_path.display(),
+                "reload refused, the running config stays:\n  {}",
+                report.errors.join("\n  ")
+            );
+        }
+        let mut status = self.lock_status();
+        if report.ok {
+            status.loaded_at = report.at;
+        }
+        status.last_reload = Some(report.clone());
+        report
+    }
+
+    fn commit(self: &Arc<Self>, compiled: crate::gateway::Compiled) -> Result<(), Vec<String>> {
+        let admin = compiled.admin.clone();
+        // A new admin address is bound before anything changes.
+        let moved = admin.as_ref().map(|a| a.addr) != self.admin_settings.load().as_ref().map(|a| a.addr);
+        let new_admin = match (&admin, moved) {
+            (Some(settings), true) => match AdminListener::start(settings.addr, Arc::downgrade(self)) {
+                Ok(listener) => Some(listener),
+                Err(e) => return Err(vec![format!("admin.addr: cannot bind {}: {e}", settings.addr)]),
+            },
+            _ => None,
+        };
+        self.server.apply(compiled).map_err(|e| vec![e.to_string()])?;
+        self.admin_settings.store(admin.map(Arc::new));
+        if moved {
+            let mut slot = self.lock_admin();
+            if let Some(old) = slot.take() {
+                old.stop();
+            }
+            *slot = new_admin;
+        }
+        Ok(())
+    }
+
+    /// Stops the admin API and drains the listeners.
+    pub async fn shutdown(&self) -> Drained {
+        if let Some(admin) = self.lock_admin().take() {
+            admin.stop();
+        }
+        self.server.shutdown().await
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.server.gateway()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// The token the admin API asks for now.
+    pub fn admin_settings(&self) -> Option<Arc<AdminSettings>> {
+        self.admin_settings.load_full()
+    }
+
+    /// The admin API's bound address (port 0 resolved).
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.lock_admin().as_ref().map(AdminListener::addr)
+    }
+
+    /// When the running config was loaded, and the last reload's report.
+    pub fn reload_status(&self) -> (SystemTime, Option<ReloadReport>) {
+        let status = self.lock_status();
+        (status.loaded_at, status.last_reload.clone())
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_admin(&self) -> std::sync::MutexGuard<'_, Option<AdminListener>> {
+        self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Reads and compiles the config on a blocking thread: parsing, regexes and
+/// discovery files stay off the threads that serve requests.
+async fn build(
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    previous: Option<Arc<Gateway>>,
+) -> Result<crate::gateway::Compiled, ConfigErrors> {
+    let built = tokio::task::spawn_blocking(move || {
+        let text = crate::config::read_file(&path)?;
+        let context = BuildContext {
+            metrics: &metrics,
+            previous: previous.as_deref(),
+        };
+        crate::config::build_with(&text, &context)
+    })
+    .await;
+    built.unwrap_or_else(|e| {
+        let mut errors = ConfigErrors::default();
+        errors.push("", format!("the config build failed: {e}"));
+        Err(errors)
+    })
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}

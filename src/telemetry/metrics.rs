@@ -1,0 +1,276 @@
+//! Prometheus metrics, served by the admin API at `GET /metrics`.
+//!
+//! One [`Metrics`] lives as long as the process's gateway and outlives
+//! reloads, so counters keep counting across them. Labels are config names
+//! (routes, upstreams, targets), never raw paths, so cardinality is bounded by
+//! the config. The request path holds per-route and per-upstream handles
+//! resolved when the config is compiled: counting a request is a few atomic
+//! adds, with no label lookup and no lock.
+
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
+};
+use std::sync::OnceLock;
+
+/// The route label of requests that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    bytes_received: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    pub client_connections: IntGauge,
+    pub target_healthy: IntGaugeVec,
+    pub target_in_flight: IntGaugeVec,
+    pub breaker_state: IntGaugeVec,
+    ejections: IntCounterVec,
+    retries: IntCounterVec,
+    rejections: IntCounterVec,
+    cache: IntCounterVec,
+    reloads: IntCounterVec,
+    config_info: IntGaugeVec,
+    unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Latency buckets from 0.5ms to about 33s.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 2.0, 17).unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("portico".into()), None).unwrap_or_default();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable(e));
+            let _ = registry.register(Box::new(vec.clone()));
+            vec
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable(e));
+            let _ = registry.register(Box::new(vec.clone()));
+            vec
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(latency_buckets());
+            let vec = HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable(e));
+            let _ = registry.register(Box::new(vec.clone()));
+            vec
+        };
+        let client_connections =
+            IntGauge::new("client_connections", "Client connections open now.").unwrap_or_else(|e| unreachable(e));
+        let _ = registry.register(Box::new(client_connections.clone()));
+        Metrics {
+            requests: counter(
+                "requests_total",
+                "Requests answered, by route, method and status class.",
+                &["route", "method", "status"],
+            ),
+            request_duration: histogram(
+                "request_duration_seconds",
+                "Time from the request head to the end of the response body.",
+                &["route"],
+            ),
+            upstream_duration: histogram(
+                "upstream_duration_seconds",
+                "Time from sending to an upstream to its response head, per attempt.",
+                &["route", "upstream"],
+            ),
+            bytes_received: counter(
+                "received_bytes_total",
+                "Request body bytes read from clients.",
+                &["route"],
+            ),
+            bytes_sent: counter("sent_bytes_total", "Response body bytes sent to clients.", &["route"]),
+            client_connections,
+            target_healthy: gauge(
+                "upstream_target_healthy",
+                "1 when the target takes traffic (not failing checks, not ejected), else 0.",
+                &["upstream", "target"],
+            ),
+            target_in_flight: gauge(
+                "upstream_target_in_flight",
+                "Requests in flight to the target.",
+                &["upstream", "target"],
+            ),
+            breaker_state: gauge(
+                "circuit_breaker_state",
+                "0 closed, 1 open, 2 half-open; target \"\" is the upstream-wide breaker.",
+                &["upstream", "target"],
+            ),
+            ejections: counter(
+                "upstream_ejections_total",
+                "Targets ejected by passive health checks.",
+                &["upstream", "target"],
+            ),
+            retries: counter(
+                "upstream_retries_total",
+                "Requests sent again after a failed attempt.",
+                &["upstream"],
+            ),
+            rejections: counter(
+                "rejections_total",
+                "Requests refused by a plugin (authentication, rate limits, ...), by reason.",
+                &["route", "plugin", "reason"],
+            ),
+            cache: counter("cache_requests_total", "Cache lookups by result.", &["route", "result"]),
+            reloads: counter("config_reloads_total", "Config reloads by result.", &["result"]),
+            config_info: gauge("config_info", "The running config's hash (always 1).", &["hash"]),
+            registry,
+            unmatched: OnceLock::new(),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let families = self.registry.gather();
+        if let Err(error) = prometheus::TextEncoder::new().encode_utf8(&families, &mut text) {
+            tracing::error!(%error, "metrics could not be encoded");
+        }
+        text
+    }
+
+    /// Handles for one route's metrics.
+    pub fn route(&self, name: &str, upstream: Option<&str>) -> RouteMetrics {
+        RouteMetrics {
+            name: name.to_string(),
+            requests: self.requests.clone(),
+            by_method_and_class: Default::default(),
+            duration: self.request_duration.with_label_values(&[name]),
+            upstream_duration: upstream.map(|u| self.upstream_duration.with_label_values(&[name, u])),
+            bytes_received: self.bytes_received.with_label_values(&[name]),
+            bytes_sent: self.bytes_sent.with_label_values(&[name]),
+        }
+    }
+
+    /// Requests that matched no route share these.
+    pub fn unmatched(&self) -> std::sync::Arc<RouteMetrics> {
+        self.unmatched
+            .get_or_init(|| std::sync::Arc::new(self.route(NO_ROUTE, None)))
+            .clone()
+    }
+
+    pub fn pool(&self, upstream: &str) -> PoolMetrics {
+        PoolMetrics {
+            upstream: upstream.to_string(),
+            retries: self.retries.with_label_values(&[upstream]),
+            ejections: self.ejections.clone(),
+        }
+    }
+
+    /// A plugin refused a request (`plugin` and `reason` are fixed strings).
+    pub fn rejected(&self, route: &str, plugin: &str, reason: &str) {
+        self.rejections.with_label_values(&[route, plugin, reason]).inc();
+    }
+
+    pub fn cache_lookup(&self, route: &str, result: &str) {
+        self.cache.with_label_values(&[route, result]).inc();
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    /// Shows `hash` as the running config's.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[hash]).set(1);
+    }
+}
+
+/// Metric definitions are constants; an error building one is a bug in this file.
+fn unreachable(error: prometheus::Error) -> ! {
+    panic!("invalid metric definition: {error}")
+}
+
+/// Method label values: the standard methods, and `other` for the rest, so
+/// that a client cannot grow the label set by inventing methods.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// One route's metric handles.
+pub struct RouteMetrics {
+    name: String,
+    requests: IntCounterVec,
+    /// Filled on first use, so that only the series a route sees are exported.
+    by_method_and_class: [[OnceLock<IntCounter>; 5]; 10],
+    duration: Histogram,
+    upstream_duration: Option<Histogram>,
+    bytes_received: IntCounter,
+    bytes_sent: IntCounter,
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics").field("name", &self.name).finish()
+    }
+}
+
+impl RouteMetrics {
+    /// Counts a finished request.
+    pub fn request(&self, method: &http::Method, status: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
+        let method = METHODS
+            .iter()
+            .position(|m| *m == method.as_str())
+            .unwrap_or(METHODS.len() - 1);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_method_and_class[method][class]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[&self.name, METHODS[method], CLASSES[class]])
+            })
+            .inc();
+        self.duration.observe(seconds);
+        if bytes_in > 0 {
+            self.bytes_received.inc_by(bytes_in);
+        }
+        self.bytes_sent.inc_by(bytes_out);
+    }
+
+    /// Time an upstream took to answer one attempt.
+    pub fn upstream_latency(&self, seconds: f64) {
+        if let Some(histogram) = &self.upstream_duration {
+            histogram.observe(seconds);
+        }
+    }
+}
+
+/// One upstream's metric handles.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    upstream: String,
+    pub retries: IntCounter,
+    ejections: IntCounterVec,
+}
+
+impl std::fmt::Debug for PoolMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolMetrics").field("upstream", &self.upstream).finish()
+    }
+}
+
+impl PoolMetrics {
+    pub fn ejected(&self, target: &str) {
+        self.ejections.with_label_values(&[&self.upstream, target]).inc();
+    }
+}
