@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 use portico::control::{Control, RunOptions, StartError};
 use portico::proxy::Drained;
+use portico::telemetry::log_sink::LogSink;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -134,18 +135,27 @@ fn run(path: &Path, workers: Option<usize>, options: RunOptions) -> ExitCode {
     })
 }
 
-/// Reloads on SIGHUP until SIGINT or SIGTERM arrives; returns which one.
+/// Reloads on SIGHUP and reopens the access log on SIGUSR1 until SIGINT or
+/// SIGTERM arrives; returns which one.
 async fn serve_until_stopped(control: &Arc<Control>) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
+    let mut reopen_logs = signal(SignalKind::user_defined1())?;
     loop {
         tokio::select! {
             _ = terminate.recv() => return Ok("SIGTERM"),
             _ = interrupt.recv() => return Ok("SIGINT"),
             _ = hangup.recv() => {
                 control.reload("signal").await;
+            }
+            _ = reopen_logs.recv() => {
+                if let Some(Err(error)) = LogSink::get().map(LogSink::reopen) {
+                    tracing::error!(%error, "the access log file could not be reopened; lines go to the old one");
+                } else {
+                    tracing::info!("access log reopened");
+                }
             }
         }
     }

@@ -10,6 +10,7 @@ use crate::admin::AdminListener;
 use crate::config::{BuildContext, ConfigErrors};
 use crate::gateway::{AdminSettings, Gateway};
 use crate::proxy::{Drained, Server};
+use crate::telemetry::log_sink::LogSink;
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
@@ -78,6 +79,7 @@ impl Control {
             .await
             .map_err(StartError::Config)?;
         let admin_settings = compiled.admin.clone();
+        set_log_destination(&compiled.gateway)?;
         metrics.set_config_hash(&compiled.gateway.hash);
         let server = Server::start(compiled).await?;
         let control = Arc::new(Control {
@@ -150,6 +152,7 @@ impl Control {
             },
             _ => None,
         };
+        set_log_destination(&compiled.gateway).map_err(|e| vec![e.to_string()])?;
         self.server.apply(compiled).map_err(|e| vec![e.to_string()])?;
         self.admin_settings.store(admin.map(Arc::new));
         if moved {
@@ -213,6 +216,17 @@ impl Control {
     fn lock_admin(&self) -> std::sync::MutexGuard<'_, Option<AdminListener>> {
         self.admin.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Points the access log at the config's file, or stdout. Only a process
+/// that installed the log sink (`portico run`) writes access logs at all.
+fn set_log_destination(gateway: &Gateway) -> std::io::Result<()> {
+    let Some(sink) = LogSink::get() else { return Ok(()) };
+    let file = gateway.source.access_log.file.as_deref().map(Path::new);
+    sink.set_destination(file).map_err(|e| {
+        let path = file.map(|f| f.display().to_string()).unwrap_or_default();
+        std::io::Error::new(e.kind(), format!("access_log.file: cannot open {path}: {e}"))
+    })
 }
 
 /// Reads and compiles the config on a blocking thread: parsing, regexes and

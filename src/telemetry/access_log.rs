@@ -5,7 +5,7 @@
 //! formatter cost more CPU per line than proxying a small request does
 //! (bench/RESULTS.md). Portico's diagnostics still go through `tracing`.
 
-use super::buffered_stdout::BufferedStdout;
+use super::log_sink::LogSink;
 use super::metrics::RouteMetrics;
 use crate::config::model::{LogField, LogFormat};
 use http::{HeaderValue, Method, Version};
@@ -77,7 +77,7 @@ impl Entry {
         let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed));
         self.metrics
             .request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
-        let (Some(log), Some(sink)) = (&self.log, BufferedStdout::get()) else {
+        let (Some(log), Some(sink)) = (&self.log, LogSink::get()) else {
             return;
         };
         let line = Line {

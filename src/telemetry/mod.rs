@@ -2,10 +2,10 @@
 //! diagnostics (stderr, through `tracing`).
 
 pub mod access_log;
-pub mod buffered_stdout;
+pub mod log_sink;
 pub mod metrics;
 
-use buffered_stdout::BufferedStdout;
+use log_sink::LogSink;
 
 use tracing_subscriber::filter::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -17,7 +17,7 @@ pub struct LogGuard(());
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        if let Some(stdout) = BufferedStdout::get() {
+        if let Some(stdout) = LogSink::get() {
             stdout.flush_all();
         }
     }
@@ -31,6 +31,6 @@ pub fn init() -> LogGuard {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")));
     let _ = tracing_subscriber::registry().with(diagnostics).try_init();
-    BufferedStdout::start();
+    LogSink::start();
     LogGuard(())
 }

@@ -248,3 +248,81 @@ async fn sighup_reloads_a_valid_config_and_keeps_the_running_one_when_invalid() 
     );
     assert!(gateway.child.try_wait().unwrap().is_none(), "still running");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_to_a_file_with_chosen_fields_reopened_on_sigusr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = |format: &str| {
+        config(
+            r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+access_log: { file: "$LOG", $FORMAT }
+routes: [{ name: hi, match: { path: / }, respond: { body: hi } }]
+"#,
+            &[("LOG", log.display().to_string()), ("FORMAT", format.to_string())],
+        )
+    };
+    let gateway = Process::start(&yaml("fields: [method, path, status, user_agent, referer]"));
+    let url = |path: &str| format!("http://{}{path}", gateway.addr);
+    let secrets = [
+        ("authorization", "Bearer t0k3n"),
+        ("cookie", "session=c00k1e"),
+        ("x-api-key", "k3y"),
+        ("user-agent", "curl/8"),
+        ("referer", "https://app.example/page?token=r3f"),
+    ];
+    assert_eq!(get_with(&url("/first?api_key=q5ecret"), &secrets).await.status, 200);
+    let lines = wait_for_lines(&log, 1).await;
+    let entry: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(
+        entry,
+        serde_json::json!({
+            "method": "GET", "path": "/first", "status": 200,
+            "user_agent": "curl/8", "referer": "https://app.example/page"
+        }),
+        "only the chosen fields, in order"
+    );
+    for secret in ["t0k3n", "c00k1e", "k3y", "r3f", "q5ecret"] {
+        assert!(!lines[0].contains(secret), "{secret} reached the log: {}", lines[0]);
+    }
+
+    // Rotation: the tool renames the file, then signals; new lines go to a new file.
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    gateway.signal("USR1");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    get(&url("/second")).await;
+    let fresh = wait_for_lines(&log, 1).await;
+    assert!(fresh[0].contains("/second"), "{fresh:?}");
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 1);
+
+    // The combined format, switched on by a reload.
+    gateway.rewrite_config(&yaml("format: combined"));
+    gateway.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    get_with(&url("/third?x=1"), &secrets).await;
+    let lines = wait_for_lines(&log, 2).await;
+    let combined = &lines[1];
+    let pattern = regex::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "GET /third HTTP/1\.1" 200 2 "https://app\.example/page" "curl/8"$"#,
+    )
+    .unwrap();
+    assert!(pattern.is_match(combined), "{combined}");
+}
+
+/// Waits (up to 5 s: lines are flushed every second) for `count` lines in `path`.
+async fn wait_for_lines(path: &Path, count: usize) -> Vec<String> {
+    for _ in 0..50 {
+        let lines: Vec<String> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} has fewer than {count} lines", path.display());
+}

@@ -1,0 +1,174 @@
+//! Access-log lines reach stdout or a file in batches, as nginx's
+//! `access_log ... buffer=64k flush=1s` does: each worker thread appends to
+//! its own buffer (no lock shared with other workers), a full buffer is
+//! written at once, and a flusher thread writes out what is left every second
+//! and at exit.
+//!
+//! Writing each line on its own, or waking a writer thread for each line,
+//! costs more CPU than proxying a small request.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// A thread's buffer is written out when it grows past this.
+const BUFFER_LIMIT: usize = 64 * 1024;
+/// Lines wait at most about this long before they reach stdout.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+type Shard = Arc<Mutex<Vec<u8>>>;
+
+/// The buffers of every thread that has logged, for the flusher, and where
+/// their lines go.
+#[derive(Default)]
+pub struct LogSink {
+    shards: Mutex<Vec<Shard>>,
+    destination: Mutex<Destination>,
+}
+
+#[derive(Default)]
+enum Destination {
+    #[default]
+    Stdout,
+    File {
+        path: PathBuf,
+        file: File,
+    },
+}
+
+static INSTANCE: OnceLock<LogSink> = OnceLock::new();
+
+thread_local! {
+    static SHARD: RefCell<Option<Shard>> = const { RefCell::new(None) };
+}
+
+impl LogSink {
+    /// Creates the process-wide instance and its flusher thread (once).
+    pub fn start() -> &'static LogSink {
+        INSTANCE.get_or_init(|| {
+            let _ = std::thread::Builder::new()
+                .name("access-log-flush".into())
+                .spawn(|| loop {
+                    std::thread::sleep(FLUSH_EVERY);
+                    if let Some(sink) = LogSink::get() {
+                        sink.flush_all();
+                    }
+                });
+            LogSink::default()
+        })
+    }
+
+    /// The instance, if [`LogSink::start`] has run. Before that (a
+    /// library user that installed no logging, a test) lines are not written,
+    /// as a `tracing` event with no subscriber is not.
+    pub fn get() -> Option<&'static LogSink> {
+        INSTANCE.get()
+    }
+
+    /// Writes out every thread's buffered lines.
+    pub fn flush_all(&self) {
+        let shards = match self.shards.lock() {
+            Ok(shards) => shards.clone(),
+            Err(_) => return,
+        };
+        for shard in shards {
+            let pending = match shard.lock() {
+                Ok(mut buffer) if !buffer.is_empty() => std::mem::take(&mut *buffer),
+                _ => continue,
+            };
+            self.write_out(&pending);
+        }
+    }
+
+    /// Sends lines to `file` (appending), or to stdout when `None`. A file
+    /// that cannot be opened is an error, and the destination stays.
+    pub fn set_destination(&self, file: Option<&Path>) -> io::Result<()> {
+        let next = match file {
+            None => Destination::Stdout,
+            Some(path) => {
+                let current = self.lock_destination();
+                if matches!(&*current, Destination::File { path: p, .. } if p == path) {
+                    return Ok(());
+                }
+                drop(current);
+                Destination::File {
+                    path: path.to_path_buf(),
+                    file: open_log(path)?,
+                }
+            }
+        };
+        self.flush_all();
+        *self.lock_destination() = next;
+        Ok(())
+    }
+
+    /// Opens the log file again by its name: after a rotation tool renamed
+    /// it, lines go to a new file at the old path (SIGUSR1, as nginx does).
+    pub fn reopen(&self) -> io::Result<()> {
+        self.flush_all();
+        let mut destination = self.lock_destination();
+        if let Destination::File { path, file } = &mut *destination {
+            *file = open_log(path)?;
+        }
+        Ok(())
+    }
+
+    fn lock_destination(&self) -> std::sync::MutexGuard<'_, Destination> {
+        self.destination.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn write_out(&self, bytes: &[u8]) {
+        // A closed or full output must not take the gateway down: lines are dropped.
+        match &mut *self.lock_destination() {
+            Destination::Stdout => {
+                let mut stdout = io::stdout().lock();
+                let _ = stdout.write_all(bytes).and_then(|()| stdout.flush());
+            }
+            Destination::File { file, .. } => {
+                let _ = file.write_all(bytes);
+            }
+        }
+    }
+
+    fn shard(&self) -> Shard {
+        SHARD.with(|slot| {
+            slot.borrow_mut()
+                .get_or_insert_with(|| {
+                    let shard = Shard::default();
+                    if let Ok(mut shards) = self.shards.lock() {
+                        shards.push(shard.clone());
+                    }
+                    shard
+                })
+                .clone()
+        })
+    }
+}
+
+fn open_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl LogSink {
+    /// Appends one line made by `write` (which returns false to drop it) to
+    /// the calling thread's buffer, writing the buffer out when it is full.
+    pub fn write_line(&self, write: impl FnOnce(&mut Vec<u8>) -> bool) {
+        let shard = self.shard();
+        let full = {
+            let Ok(mut buffer) = shard.lock() else { return };
+            let start = buffer.len();
+            if write(&mut buffer) {
+                buffer.push(b'\n');
+            } else {
+                buffer.truncate(start);
+            }
+            (buffer.len() >= BUFFER_LIMIT).then(|| std::mem::take(&mut *buffer))
+        };
+        if let Some(full) = full {
+            self.write_out(&full);
+        }
+    }
+}
