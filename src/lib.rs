@@ -13,6 +13,7 @@ pub mod body;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod explain;
 pub mod gateway;
 pub mod plugins;
 pub mod proxy;

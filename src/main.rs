@@ -1,4 +1,4 @@
-//! The `portico` command: `run`, `validate`.
+//! The `portico` command: `run`, `validate`, `explain`.
 
 use clap::{Parser, Subcommand};
 
@@ -39,11 +39,37 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Show what the gateway would do with a request, without sending it:
+    /// the route and the near misses, each plugin's decision, the target and
+    /// the rewritten path. Example:
+    /// portico explain -c portico.yaml GET http://api.example.com/users/7 -H 'X-Api-Key: k'
+    Explain {
+        /// The config file.
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Print JSON (the admin API's `POST /explain` answer) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The request method, like GET.
+        method: String,
+        /// A path (/users/7?x=1) or an absolute URL, whose host is matched.
+        url: String,
+        /// A request header, `Name: value`; repeat for more.
+        #[arg(short = 'H', long = "header", value_name = "HEADER")]
+        headers: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
+        Command::Explain {
+            config,
+            json,
+            method,
+            url,
+            headers,
+        } => explain(&config, json, method, url, &headers),
         Command::Run {
             config,
             workers,
@@ -66,6 +92,51 @@ fn validate(path: &Path) -> ExitCode {
         }
         Err(errors) => {
             report(path, &errors);
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn explain(path: &Path, json: bool, method: String, url: String, headers: &[String]) -> ExitCode {
+    let compiled = match portico::config::build_file(path) {
+        Ok(compiled) => compiled,
+        Err(errors) => {
+            report(path, &errors);
+            return ExitCode::from(2);
+        }
+    };
+    let mut question = portico::explain::Question {
+        method,
+        url,
+        headers: Default::default(),
+        client_ip: None,
+    };
+    for header in headers {
+        let Some((name, value)) = header.split_once(':') else {
+            eprintln!("portico: header {header:?} is not `Name: value`");
+            return ExitCode::from(2);
+        };
+        question
+            .headers
+            .insert(name.trim().to_string(), value.trim().to_string());
+    }
+    match portico::explain::explain(&compiled.gateway, &question) {
+        Ok(explanation) if json => match serde_json::to_string_pretty(&explanation) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("portico: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(explanation) => {
+            print!("{explanation}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portico: {error}");
             ExitCode::from(2)
         }
     }

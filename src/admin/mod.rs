@@ -203,6 +203,22 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
             );
             Ok(response)
         }),
+        ["explain"] => {
+            if method != Method::POST {
+                return Err(not_allowed(&[Method::POST]));
+            }
+            let body = read_json(request).await?;
+            let question: crate::explain::Question = serde_json::from_value(body).map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("expected {{\"method\": \"GET\", \"url\": \"/path\", \"headers\": {{...}}}}: {e}"),
+                )
+            })?;
+            match crate::explain::explain(&control.gateway(), &question) {
+                Ok(explanation) => json(StatusCode::OK, &explanation),
+                Err(why) => Err(error(StatusCode::BAD_REQUEST, &why)),
+            }
+        }
         ["openapi.json"] => only(&method, &[Method::GET], || {
             let mut response = Response::new(ResponseBody::full(Bytes::from_static(OPENAPI.as_bytes())));
             response

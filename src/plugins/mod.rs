@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 /// Where in the request's way a plugin runs. Phases run in this order;
 /// the order of plugins in the config does not matter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// IP rules, WAF, CORS preflight.
     Access,
@@ -75,6 +76,39 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Called with the response head before it goes to the client.
     fn on_response(&self, _response: &mut http::response::Parts, _ctx: &RequestContext<'_>) {}
+
+    /// What it would decide for this request, for `portico explain`: no
+    /// side effects (nothing counted, nothing fetched), and said the way an
+    /// operator debugging a config wants to read it ("signature ok, exp in
+    /// 13 min"; "100/1m by consumer, 37 left").
+    fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
+        Decision::pass("runs (this plugin gives no details)")
+    }
+}
+
+/// A plugin's answer to `explain`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decision {
+    pub detail: String,
+    /// The status it would answer with instead of letting the request on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denies: Option<u16>,
+}
+
+impl Decision {
+    pub fn pass(detail: impl Into<String>) -> Decision {
+        Decision {
+            detail: detail.into(),
+            denies: None,
+        }
+    }
+
+    pub fn deny(status: http::StatusCode, detail: impl Into<String>) -> Decision {
+        Decision {
+            detail: detail.into(),
+            denies: Some(status.as_u16()),
+        }
+    }
 }
 
 /// Builds a plugin from its config block; the error says what is wrong.
@@ -156,6 +190,25 @@ impl PluginChain {
         Ok(Flow::Continue)
     }
 
+    /// Each plugin's decision, in the order they run, up to the first that
+    /// would answer the request itself.
+    pub fn explain(
+        &self,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+    ) -> Vec<(&'static str, Phase, Decision)> {
+        let mut decisions = Vec::new();
+        for plugin in &self.plugins {
+            let decision = plugin.explain(request, ctx);
+            let denies = decision.denies.is_some();
+            decisions.push((plugin.name(), plugin.phase(), decision));
+            if denies {
+                break;
+            }
+        }
+        decisions
+    }
+
     pub fn on_response(&self, response: &mut http::response::Parts, ctx: &RequestContext<'_>) {
         for plugin in self.plugins.iter().rev() {
             plugin.on_response(response, ctx);
@@ -209,6 +262,13 @@ mod tests {
             };
             Box::pin(std::future::ready(Ok(flow)))
         }
+        fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
+            if self.deny {
+                Decision::deny(http::StatusCode::FORBIDDEN, "denied")
+            } else {
+                Decision::pass("passes")
+            }
+        }
     }
 
     #[tokio::test]
@@ -240,6 +300,13 @@ mod tests {
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
         assert_eq!(*log.lock().unwrap(), vec![Phase::Access, Phase::Limit]);
+
+        // `explain` says the same without running anything.
+        let decisions = chain.explain(&parts, &ctx);
+        let phases: Vec<Phase> = decisions.iter().map(|(_, phase, _)| *phase).collect();
+        assert_eq!(phases, vec![Phase::Access, Phase::Limit]);
+        assert_eq!(decisions[1].2.denies, Some(403));
+        assert_eq!(log.lock().unwrap().len(), 2, "explain ran no phase");
     }
 
     #[test]

@@ -155,6 +155,49 @@ impl Matcher {
     fn matches_method(&self, method: &Method) -> bool {
         self.methods.as_ref().is_none_or(|m| m.contains(method))
     }
+
+    /// Every condition the request fails (empty when it matches), and the
+    /// path parameters when the path matches. For `explain`, not the hot path.
+    pub fn misses(&self, req: &RequestHead<'_>) -> (Vec<Condition>, Option<Params>) {
+        let mut misses = Vec::new();
+        let mut params = Params::new();
+        let path_ok = self.path.matches(req.path, &mut params);
+        if !path_ok {
+            misses.push(Condition::Path);
+        }
+        if let Some(host) = &self.host {
+            if !req.host.is_some_and(|h| host.matches(h)) {
+                misses.push(Condition::Host);
+            }
+        }
+        for (name, value) in &self.headers {
+            if !req.headers.get_all(name).iter().any(|v| v == value) {
+                misses.push(Condition::Header(name.clone()));
+            }
+        }
+        for (key, value) in &self.query {
+            let found = req.query.is_some_and(|q| {
+                form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == key.as_str() && v == value.as_str())
+            });
+            if !found {
+                misses.push(Condition::Query(key.clone()));
+            }
+        }
+        if !self.matches_method(req.method) {
+            misses.push(Condition::Method);
+        }
+        (misses, path_ok.then_some(params))
+    }
+}
+
+/// A part of `match:` that a request can fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Path,
+    Host,
+    Header(HeaderName),
+    Query(String),
+    Method,
 }
 
 fn parse_method(name: &str) -> Result<Method, String> {

@@ -78,6 +78,11 @@ impl CircuitBreaker {
         }
     }
 
+    /// Would [`CircuitBreaker::allow`] refuse now? Asks without changing state.
+    pub fn is_refusing(&self) -> bool {
+        self.state() == State::Open && now_ms() < self.open_until.load(Ordering::Relaxed)
+    }
+
     /// May a request go through? `Err` carries how long until it may be tried.
     /// In half-open, an `Ok` uses up one probe.
     pub fn allow(&self) -> Result<Option<Change>, Duration> {

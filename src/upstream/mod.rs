@@ -308,8 +308,23 @@ impl UpstreamPool {
     /// and not in `tried`, else the next primary that is, else a backup.
     /// `None` when nothing can take the request.
     pub fn pick(&self, ctx: &PickContext<'_>, tried: &[Arc<Target>]) -> Option<Arc<Target>> {
+        self.choose(ctx, |t| {
+            !tried.iter().any(|x| Arc::ptr_eq(x, t)) && t.admits(&self.name)
+        })
+    }
+
+    /// The target [`UpstreamPool::pick`] would choose, without using up a
+    /// half-open breaker's probe: for `explain`. Round robin and the random
+    /// balancers answer differently per request; this is one of their answers.
+    pub fn preview(&self, ctx: &PickContext<'_>) -> Option<Arc<Target>> {
+        self.choose(ctx, |t| {
+            t.health.available() && t.breaker.as_ref().is_none_or(|b| b.state() != breaker::State::Open)
+        })
+    }
+
+    fn choose(&self, ctx: &PickContext<'_>, usable: impl Fn(&Arc<Target>) -> bool) -> Option<Arc<Target>> {
         let set = self.set.load();
-        let usable = |t: &&Arc<Target>| !tried.iter().any(|x| Arc::ptr_eq(x, t)) && t.admits(&self.name);
+        let usable = |t: &&Arc<Target>| usable(t);
         let primaries = &set.primaries;
         if !primaries.is_empty() {
             let first = set.balancer.pick(primaries, ctx);

@@ -326,3 +326,44 @@ async fn wait_for_lines(path: &Path, count: usize) -> Vec<String> {
     }
     panic!("{} has fewer than {count} lines", path.display());
 }
+
+#[test]
+fn explain_prints_the_route_plugins_and_destination() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        file.path(),
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:8080" }]
+upstreams: { users: { targets: ["10.0.0.1:9001"] } }
+routes:
+  - { name: users, match: { path: /api/v1/users, host: api.example.com }, upstream: users, rewrite: { strip_prefix: /api/v1 } }
+  - { name: admin, match: { path: /api/v1/users, headers: { x-admin: "1" } }, respond: { status: 403 } }
+"#,
+    )
+    .unwrap();
+    let path = file.path().to_str().unwrap();
+    let out = portico(&[
+        "explain",
+        "-c",
+        path,
+        "GET",
+        "http://api.example.com/api/v1/users/7?x=1",
+        "-H",
+        "X-Admin: 0",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("route     users"), "{text}");
+    assert!(text.contains("admin: header x-admin: \"0\", wants \"1\""), "{text}");
+    assert!(text.contains("to      10.0.0.1:9001"), "{text}");
+    assert!(text.contains("path    /users/7?x=1"), "{text}");
+    assert!(text.contains("answer    proxied"), "{text}");
+
+    let json = portico(&["explain", "-c", path, "--json", "GET", "/nowhere"]);
+    let answer: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(answer["outcome"], "not_found");
+
+    let bad = portico(&["explain", "-c", path, "GET", "/", "-H", "no-colon"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not `Name: value`"));
+}

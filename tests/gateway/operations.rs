@@ -584,3 +584,120 @@ async fn admin_config_errors_name_the_fix() {
         "{bad:?}"
     );
 }
+
+#[tokio::test]
+async fn explain_shows_the_route_near_misses_and_destination_without_sending() {
+    let upstream = Upstream::named("a").await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+upstreams:
+  users: { targets: [ "$U" ], retries: { attempts: 2 }, timeouts: { connect: 1s } }
+routes:
+  - name: user
+    match: { path: "/api/users/{id}", methods: [GET] }
+    upstream: users
+    rewrite: { path: "/v2/accounts/{id}" }
+  - name: beta
+    match: { path: "/api/users/{id}", headers: { x-beta: "1" } }
+    upstream: users
+  - name: catch-api
+    match: { path: /api }
+    respond: { status: 410, body: gone }
+"#,
+        &[("TOKEN", ADMIN_TOKEN.to_string()), ("U", upstream.addr.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    let ask = |body: serde_json::Value| {
+        let gw = &gw;
+        async move { gw.admin("POST", "/explain", &body.to_string()).await }
+    };
+
+    let found = ask(serde_json::json!({ "method": "GET", "url": "/api/users/7?full=1" })).await;
+    assert_eq!(found.status, 200, "{}", found.text());
+    let found = found.json();
+    assert_eq!(found["outcome"], "proxied");
+    assert_eq!(found["route"], "user");
+    assert_eq!(found["params"]["id"], "7");
+    assert_eq!(found["upstream"]["path"], "/v2/accounts/7?full=1");
+    assert_eq!(found["upstream"]["target"], upstream.addr.to_string());
+    assert_eq!(found["upstream"]["timeouts"]["connect"], "1s");
+    assert!(found["upstream"]["retries"].as_str().unwrap().starts_with("up to 2"));
+    let misses = found["near_misses"].as_array().unwrap();
+    let beta = misses.iter().find(|m| m["route"] == "beta").unwrap();
+    assert_eq!(beta["why"][0], "header x-beta: absent, wants \"1\"");
+    let catch = misses.iter().find(|m| m["route"] == "catch-api").unwrap();
+    assert!(catch["why"][0].as_str().unwrap().contains("matches too"), "{catch}");
+    assert_eq!(upstream.count(), 0, "explain sends nothing");
+
+    let not_allowed =
+        ask(serde_json::json!({ "method": "DELETE", "url": "/api/users/7", "headers": { "x-beta": "2" } }))
+            .await
+            .json();
+    // beta fails on its header; the `catch-api` prefix takes it.
+    assert_eq!(not_allowed["route"], "catch-api");
+    assert_eq!(not_allowed["outcome"], "responded");
+    assert_eq!(not_allowed["status"], 410);
+
+    let missing = ask(serde_json::json!({ "method": "GET", "url": "http://api.example/other" }))
+        .await
+        .json();
+    assert_eq!(missing["outcome"], "not_found");
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["request"]["host"], "api.example");
+    assert_eq!(missing["near_misses"].as_array().unwrap().len(), 3);
+
+    let climbing = ask(serde_json::json!({ "method": "GET", "url": "/../etc" }))
+        .await
+        .json();
+    assert_eq!(climbing["outcome"], "bad_request");
+
+    ask(serde_json::json!({ "method": "G E T", "url": "/" }))
+        .await
+        .problem(400);
+    ask(serde_json::json!({ "method": "GET" })).await.problem(400);
+    ask(serde_json::json!({ "method": "GET", "url": "/", "headers": { "bad header": "x" } }))
+        .await
+        .problem(400);
+}
+
+#[tokio::test]
+async fn explain_tells_when_the_method_is_wrong_or_no_target_can_take_it() {
+    let dead = refusing_addr().await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+upstreams:
+  down:
+    targets: [ "$D" ]
+    health_check: { passive: { consecutive_failures: 1, eject_for: 60s } }
+routes:
+  - { name: only-get, match: { path: /get, methods: [GET] }, respond: { body: x } }
+  - { name: down, match: { path: /down }, upstream: down }
+"#,
+        &[("TOKEN", ADMIN_TOKEN.to_string()), ("D", dead.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    let wrong = gw
+        .admin("POST", "/explain", r#"{"method": "POST", "url": "/get"}"#)
+        .await
+        .json();
+    assert_eq!(wrong["outcome"], "method_not_allowed");
+    assert_eq!(wrong["status"], 405);
+    assert!(
+        wrong["detail"].as_str().unwrap().contains("Allow: HEAD, GET"),
+        "{wrong}"
+    );
+
+    get(&gw.url("/down")).await.problem(502);
+    let down = gw
+        .admin("POST", "/explain", r#"{"method": "GET", "url": "/down"}"#)
+        .await
+        .json();
+    assert_eq!(down["outcome"], "unavailable");
+    assert_eq!(down["status"], 503);
+    assert_eq!(down["upstream"]["targets"][0]["available"], false);
+    assert!(down["upstream"]["target"].is_null());
+}
