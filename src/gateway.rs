@@ -7,6 +7,7 @@ use crate::proxy::rewrite::Rewrite;
 use crate::router::RouteTable;
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
+use crate::telemetry::traces::Traces;
 use crate::upstream::{RetryPolicy, Timeouts, UpstreamPool};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
@@ -29,6 +30,8 @@ pub struct Gateway {
     pub source: ConfigFile,
     /// A hash of the config text, to tell which config a node runs.
     pub hash: String,
+    /// `None` without a `tracing` block.
+    pub traces: Option<Arc<Traces>>,
 }
 
 #[derive(Debug)]

@@ -13,6 +13,7 @@ use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
 use crate::telemetry::access_log::{AccessLog, ALL_FIELDS};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::traces::{traces_url, Traces};
 use crate::upstream::discovery::{self, Discovery};
 use crate::upstream::health::Thresholds;
 use crate::upstream::health_check::{self, ActiveCheck};
@@ -49,6 +50,10 @@ pub fn compile(
     let routes = compile_routes(&known, &mut errors);
     check_positive("shutdown.drain_timeout", config.shutdown.drain_timeout, &mut errors);
     let access_log = compile_access_log(&config.access_log, &mut errors);
+    let traces = config
+        .tracing
+        .as_ref()
+        .and_then(|tracing| compile_tracing(tracing, context, &mut errors));
     errors.into_result(Compiled {
         gateway: Gateway {
             routes: RouteTable::new(routes),
@@ -58,6 +63,7 @@ pub fn compile(
             unmatched: context.metrics.unmatched(),
             source: config.clone(),
             hash: String::new(),
+            traces,
         },
         listeners,
         admin,
@@ -112,6 +118,41 @@ fn compile_admin(
             token: admin.token.clone().into(),
         }),
         _ => None,
+    }
+}
+
+/// The tracer: the running one when the block is unchanged, so that spans
+/// queued for export are not lost to a reload.
+fn compile_tracing(
+    config: &TracingConfig,
+    context: &BuildContext<'_>,
+    errors: &mut ConfigErrors,
+) -> Option<Arc<Traces>> {
+    let before = errors.len();
+    check_positive("tracing.otlp.export_interval", config.otlp.export_interval, errors);
+    check_positive("tracing.otlp.timeout", config.otlp.timeout, errors);
+    if let Err(e) = traces_url(&config.otlp.endpoint) {
+        errors.push("tracing.otlp.endpoint", e);
+    }
+    if config.service_name.is_empty() {
+        errors.push(
+            "tracing.service_name",
+            "give the service a name, or leave it out for `portico`",
+        );
+    }
+    if errors.len() > before {
+        return None;
+    }
+    let running = context.previous.and_then(|p| p.traces.as_ref());
+    if let Some(traces) = running.filter(|t| t.config == *config) {
+        return Some(traces.clone());
+    }
+    match Traces::new(config) {
+        Ok(traces) => Some(Arc::new(traces)),
+        Err(e) => {
+            errors.push("tracing.otlp", e);
+            None
+        }
     }
 }
 

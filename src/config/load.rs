@@ -86,6 +86,9 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     if let Some(value) = root.remove("admin") {
         config.admin = typed(value, "admin", &mut errors);
     }
+    if let Some(value) = root.remove("tracing") {
+        config.tracing = typed(value, "tracing", &mut errors);
+    }
     Ok(Partial {
         file: config,
         errors,

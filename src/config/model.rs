@@ -20,6 +20,7 @@ pub struct ConfigFile {
     pub shutdown: ShutdownConfig,
     pub access_log: AccessLogConfig,
     pub admin: Option<AdminConfig>,
+    pub tracing: Option<TracingConfig>,
 }
 
 /// Top-level keys, in the order they are read.
@@ -31,7 +32,49 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "shutdown",
     "access_log",
     "admin",
+    "tracing",
 ];
+
+/// `tracing:` W3C trace context and OpenTelemetry spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    pub otlp: OtlpConfig,
+    /// Share of new traces recorded; a client's sampled flag is followed.
+    #[serde(default = "full_sample")]
+    pub sample_ratio: super::Percent,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn full_sample() -> super::Percent {
+    super::Percent(100.0)
+}
+
+fn default_service_name() -> String {
+    "portico".into()
+}
+
+/// Where spans are sent: an OTLP/HTTP (protobuf) collector.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// `http://collector:4318` (`/v1/traces` is added when no path is given).
+    pub endpoint: String,
+    /// Spans are sent in batches at least this often.
+    #[serde(default = "default_export_interval")]
+    pub export_interval: Duration,
+    #[serde(default = "default_export_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_export_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_export_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 
 /// The admin API: status, metrics, reload, explain; on its own listener.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

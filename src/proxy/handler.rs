@@ -11,6 +11,7 @@ use crate::plugins::{Flow, RequestContext};
 use crate::router::{normalize, request_host, Lookup, Params, RequestHead};
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::traces::{RequestSpan, Traces};
 use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -55,6 +56,8 @@ struct Exchange {
     /// Counted by the request body as it streams; `None` for bodyless requests.
     bytes_in: Option<Arc<AtomicU64>>,
     error: Option<&'static str>,
+    /// The request's server span, when tracing is on.
+    trace: Option<(Arc<Traces>, RequestSpan)>,
 }
 
 pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
@@ -74,7 +77,13 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
             referer: headers.get(http::header::REFERER).cloned(),
         }
     });
-    let mut exchange = Exchange::default();
+    let mut exchange = Exchange {
+        trace: gateway.traces.as_ref().map(|traces| {
+            let span = traces.start_request(request.headers(), &method, request.uri().path());
+            (traces.clone(), span)
+        }),
+        ..Exchange::default()
+    };
 
     let mut response = match serve(&gateway, &conn, request, &request_id, &mut exchange).await {
         Ok(response) => response,
@@ -114,7 +123,8 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
         error: exchange.error,
         user_agent,
         referer,
-        trace_id: None,
+        trace_id: exchange.trace.as_ref().and_then(|(_, span)| span.trace_id()),
+        span: exchange.trace.map(|(_, span)| span),
         log,
     }));
     response.body_mut().hold(active);
@@ -156,6 +166,9 @@ async fn serve(
     };
     exchange.route = Some(route.name.clone());
     exchange.metrics = Some(route.metrics.clone());
+    if let Some((_, span)) = &exchange.trace {
+        span.set_route(&parts.method, &route.name);
+    }
 
     if !route.plugins.is_empty() {
         let mut ctx = RequestContext {
@@ -384,6 +397,10 @@ async fn proxy(
                 .min(deadline.saturating_duration_since(Instant::now())),
             None => forward.timeouts.response,
         };
+        let attempt_span = exchange.trace.as_ref().map(|(traces, span)| {
+            let method = request.method().clone();
+            traces.start_attempt(span, request.headers_mut(), &method, &pool.name, &target.addr)
+        });
         let in_flight = target.begin();
         let sent = Instant::now();
         let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
@@ -391,6 +408,14 @@ async fn proxy(
         exchange.upstream_latency = Some(latency);
         if let Some(metrics) = &exchange.metrics {
             metrics.upstream_latency(latency.as_secs_f64());
+        }
+        if let Some(span) = attempt_span {
+            span.finish(match &attempt {
+                Ok(Ok((response, _))) => Ok(response.status().as_u16()),
+                Ok(Err(failed)) if connect_failure(&failed.error) => Err("connect_failure"),
+                Ok(Err(_)) => Err("upstream_broken"),
+                Err(_) => Err("timeout"),
+            });
         }
 
         // Either the answer, or the error and the request to send again.

@@ -7,6 +7,7 @@
 
 use super::log_sink::LogSink;
 use super::metrics::RouteMetrics;
+use super::traces::RequestSpan;
 use crate::config::model::{LogField, LogFormat};
 use http::{HeaderValue, Method, Version};
 use serde::ser::{SerializeMap, Serializer};
@@ -66,6 +67,8 @@ pub struct Entry {
     pub user_agent: Option<HeaderValue>,
     pub referer: Option<HeaderValue>,
     pub trace_id: Option<String>,
+    /// The request's server span, ended with the response.
+    pub span: Option<RequestSpan>,
     pub metrics: Arc<RouteMetrics>,
     /// `None` when the access log is off.
     pub log: Option<Arc<AccessLog>>,
@@ -77,6 +80,9 @@ impl Entry {
         let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed));
         self.metrics
             .request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
+        if let Some(span) = &self.span {
+            span.finish(self.status, self.error);
+        }
         let (Some(log), Some(sink)) = (&self.log, LogSink::get()) else {
             return;
         };

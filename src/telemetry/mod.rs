@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod log_sink;
 pub mod metrics;
+pub mod traces;
 
 use log_sink::LogSink;
 

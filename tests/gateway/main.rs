@@ -11,6 +11,7 @@ mod operations;
 mod resilience;
 mod routing;
 mod streaming;
+mod tracing;
 
 /// Fills `$NAME` placeholders in a YAML config.
 pub fn config(template: &str, values: &[(&str, String)]) -> String {

@@ -602,3 +602,104 @@ impl DnsServer {
         self.records.lock().unwrap().insert(name.to_string(), ips.to_vec());
     }
 }
+
+/// A span as an OTLP collector received it.
+#[derive(Debug, Clone)]
+pub struct ExportedSpan {
+    pub service: String,
+    pub name: String,
+    pub kind: i32,
+    pub trace_id: String,
+    pub span_id: String,
+    pub parent_span_id: String,
+    pub attributes: std::collections::HashMap<String, String>,
+    pub error: bool,
+}
+
+/// An OTLP/HTTP collector on a free loopback port: decodes each protobuf
+/// export request and keeps its spans.
+pub struct OtlpReceiver {
+    pub addr: SocketAddr,
+    spans: Arc<Mutex<Vec<ExportedSpan>>>,
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> OtlpReceiver {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message;
+        let spans: Arc<Mutex<Vec<ExportedSpan>>> = Arc::default();
+        let sink = spans.clone();
+        let addr = serve(move |request: Request<Incoming>| {
+            let sink = sink.clone();
+            async move {
+                assert_eq!(request.uri().path(), "/v1/traces");
+                assert_eq!(request.headers()["content-type"], "application/x-protobuf");
+                let body = request.into_body().collect().await.unwrap().to_bytes();
+                let export = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export");
+                let mut received = sink.lock().unwrap();
+                for resource in export.resource_spans {
+                    let service = resource
+                        .resource
+                        .iter()
+                        .flat_map(|r| &r.attributes)
+                        .find(|a| a.key == "service.name")
+                        .map(|a| any_value(&a.value))
+                        .unwrap_or_default();
+                    for scope in resource.scope_spans {
+                        for span in scope.spans {
+                            received.push(ExportedSpan {
+                                service: service.clone(),
+                                name: span.name,
+                                kind: span.kind,
+                                trace_id: hex(&span.trace_id),
+                                span_id: hex(&span.span_id),
+                                parent_span_id: hex(&span.parent_span_id),
+                                attributes: span
+                                    .attributes
+                                    .iter()
+                                    .map(|a| (a.key.clone(), any_value(&a.value)))
+                                    .collect(),
+                                error: span.status.is_some_and(|s| s.code == 2),
+                            });
+                        }
+                    }
+                }
+                Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+            }
+        })
+        .await;
+        OtlpReceiver { addr, spans }
+    }
+
+    /// Waits (up to 10 s) until at least `count` spans have arrived.
+    pub async fn spans(&self, count: usize) -> Vec<ExportedSpan> {
+        for _ in 0..100 {
+            let spans = self.spans.lock().unwrap().clone();
+            if spans.len() >= count {
+                return spans;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let spans = self.spans.lock().unwrap().clone();
+        panic!("expected {count} spans, got {}: {spans:#?}", spans.len());
+    }
+
+    pub fn received(&self) -> Vec<ExportedSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn any_value(value: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    match value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        _ => String::new(),
+    }
+}
