@@ -61,6 +61,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: it reads the environment.
+    portico::control::upgrade::adopt_from_env();
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
         Command::Explain {
@@ -178,7 +180,10 @@ fn run(path: &Path, workers: Option<usize>, options: RunOptions) -> ExitCode {
     };
     runtime.block_on(async {
         let control = match Control::start(path, options).await {
-            Ok(control) => control,
+            Ok(control) => {
+                portico::control::upgrade::retire_predecessor();
+                control
+            }
             Err(StartError::Config(errors)) => {
                 report(path, &errors);
                 return ExitCode::from(2);
@@ -206,14 +211,15 @@ fn run(path: &Path, workers: Option<usize>, options: RunOptions) -> ExitCode {
     })
 }
 
-/// Reloads on SIGHUP and reopens the access log on SIGUSR1 until SIGINT or
-/// SIGTERM arrives; returns which one.
+/// Reloads on SIGHUP, reopens the access log on SIGUSR1 and starts a new
+/// binary on SIGUSR2, until SIGINT or SIGTERM arrives; returns which one.
 async fn serve_until_stopped(control: &Arc<Control>) -> std::io::Result<&'static str> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut reopen_logs = signal(SignalKind::user_defined1())?;
+    let mut upgrade = signal(SignalKind::user_defined2())?;
     loop {
         tokio::select! {
             _ = terminate.recv() => return Ok("SIGTERM"),
@@ -221,6 +227,10 @@ async fn serve_until_stopped(control: &Arc<Control>) -> std::io::Result<&'static
             _ = hangup.recv() => {
                 control.reload("signal").await;
             }
+            _ = upgrade.recv() => match control.upgrade() {
+                Ok(pid) => tracing::info!(new_pid = pid, "upgrade: new process started with the listening sockets"),
+                Err(error) => tracing::error!(%error, "upgrade: the new process could not be started"),
+            },
             _ = reopen_logs.recv() => {
                 if let Some(Err(error)) = LogSink::get().map(LogSink::reopen) {
                     tracing::error!(%error, "the access log file could not be reopened; lines go to the old one");

@@ -7,7 +7,7 @@ mod redact;
 mod views;
 
 use crate::body::ResponseBody;
-use crate::control::Control;
+use crate::control::{upgrade, Control};
 use crate::error::problem;
 use crate::proxy::request_id;
 use bytes::Bytes;
@@ -34,14 +34,20 @@ const MAX_BODY: usize = 1024 * 1024;
 pub struct AdminListener {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// The listening socket's descriptor, to hand to a new binary on upgrade.
+    fd: std::os::fd::OwnedFd,
 }
 
 impl AdminListener {
     /// Binds `addr` and serves the admin API for `control` (held weakly: the
     /// listener must not keep a stopped gateway alive).
     pub fn start(addr: SocketAddr, control: Weak<Control>) -> std::io::Result<AdminListener> {
-        let std_listener = std::net::TcpListener::bind(addr)?;
+        let std_listener = match upgrade::take("admin", addr) {
+            Some(inherited) => inherited,
+            None => std::net::TcpListener::bind(addr)?,
+        };
         std_listener.set_nonblocking(true)?;
+        let fd = upgrade::duplicate(&std_listener)?;
         let listener = TcpListener::from_std(std_listener)?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "admin API listening");
@@ -71,11 +77,16 @@ impl AdminListener {
                 });
             }
         });
-        Ok(AdminListener { addr, stop })
+        Ok(AdminListener { addr, stop, fd })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A duplicate of the socket, for a binary upgrade.
+    pub fn socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.fd.try_clone()
     }
 
     /// Stops accepting and closes the admin connections.

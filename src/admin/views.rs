@@ -39,6 +39,8 @@ pub fn ready(control: &Control) -> Ready {
 #[derive(Serialize)]
 pub struct Status {
     version: &'static str,
+    /// Changes when a binary upgrade hands over to a new process.
+    pid: u32,
     uptime_seconds: u64,
     #[serde(serialize_with = "rfc3339")]
     started_at: SystemTime,
@@ -59,6 +61,7 @@ pub fn status(control: &Control) -> Status {
     let (loaded_at, last_reload) = control.reload_status();
     Status {
         version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
         uptime_seconds: control.started().elapsed().map(|d| d.as_secs()).unwrap_or(0),
         started_at: control.started(),
         config: ConfigStatus {

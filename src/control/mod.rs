@@ -4,6 +4,7 @@
 //! compiled off the serving threads, checked whole, and only then swapped in;
 //! a config with errors is refused and the running one kept.
 
+pub mod upgrade;
 mod watch;
 
 use crate::admin::AdminListener;
@@ -163,6 +164,28 @@ impl Control {
             *slot = new_admin;
         }
         Ok(())
+    }
+
+    /// Starts the binary again (the new one, if it was replaced) with this
+    /// process's listening sockets; once it serves, it tells this process to
+    /// drain and exit. Returns the new process's pid.
+    pub fn upgrade(&self) -> std::io::Result<u32> {
+        let mut sockets = self.server.sockets()?;
+        if let Some(admin) = self.lock_admin().as_ref() {
+            sockets.push(("admin".to_string(), admin.socket()?));
+        }
+        let mut child = upgrade::spawn_successor(sockets)?;
+        let pid = child.id();
+        // Reaped here, so that a successor that fails to start is reported
+        // (and does not linger as a zombie); this process keeps serving.
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                if !status.success() {
+                    tracing::error!(pid, %status, "upgrade: the new process exited; this one keeps serving");
+                }
+            }
+        });
+        Ok(pid)
     }
 
     /// Stops the admin API and drains the listeners.

@@ -3,6 +3,7 @@
 
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::handler::{handle, Connection};
+use crate::control::upgrade;
 use crate::gateway::{Compiled, Gateway, ListenerSettings};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
@@ -12,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -35,6 +37,8 @@ struct RunningListener {
     stop: watch::Sender<bool>,
     acceptor: JoinHandle<()>,
     connections: Arc<GracefulShutdown>,
+    /// The listening socket's descriptor, to hand to a new binary on upgrade.
+    fd: OwnedFd,
 }
 
 /// What a listener's new connections are served with; replaced on reload.
@@ -151,6 +155,15 @@ impl Server {
         }
     }
 
+    /// Each listener's configured address and a duplicate of its socket,
+    /// for a binary upgrade.
+    pub fn sockets(&self) -> io::Result<Vec<(String, OwnedFd)>> {
+        self.lock_listeners()
+            .iter()
+            .map(|l| Ok((l.configured.to_string(), l.fd.try_clone()?)))
+            .collect()
+    }
+
     fn lock_listeners(&self) -> std::sync::MutexGuard<'_, Vec<RunningListener>> {
         // A poisoned lock only means a panic elsewhere; the list is still whole.
         self.listeners.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -180,6 +193,7 @@ impl RunningListener {
             )
         })?;
         let local = socket.local_addr()?;
+        let fd = upgrade::duplicate(&socket)?;
         tracing::info!(listener = &*settings.name, addr = %local, "listening");
         let state = Arc::new(ArcSwap::from_pointee(ListenerState::new(settings)));
         let connections = Arc::new(GracefulShutdown::new());
@@ -197,6 +211,7 @@ impl RunningListener {
             stop,
             acceptor: tokio::spawn(acceptor.run(socket, stopped)),
             connections,
+            fd,
         })
     }
 
@@ -216,7 +231,12 @@ impl RunningListener {
     }
 }
 
+/// The socket a predecessor passed for this address, or a new one.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    if let Some(inherited) = upgrade::take(&addr.to_string(), addr) {
+        inherited.set_nonblocking(true)?;
+        return TcpListener::from_std(inherited);
+    }
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     // Lets a restarted gateway bind while old connections sit in TIME_WAIT.
     socket.set_reuse_address(true)?;

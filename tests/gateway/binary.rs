@@ -367,3 +367,76 @@ routes:
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not `Name: value`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_hands_the_sockets_to_a_new_process_without_refusing_a_connection() {
+    let admin = refusing_addr().await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "$ADMIN", token: "$TOKEN" }
+access_log: { enabled: false }
+routes: [{ name: hi, match: { path: / }, respond: { body: hi } }]
+"#,
+        &[("ADMIN", admin.to_string()), ("TOKEN", ADMIN_TOKEN.to_string())],
+    );
+    let mut gateway = Process::start(&yaml);
+    let status_url = format!("http://{admin}/status");
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let pid = |status: serde_json::Value| status["pid"].as_u64().unwrap();
+    let old_pid = pid(get_with(&status_url, &[("authorization", &auth)]).await.json());
+    assert_eq!(old_pid, u64::from(gateway.child.id()));
+
+    // Clients keep opening new connections through the handover.
+    let url = format!("http://{}/", gateway.addr);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+                    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+                sent += 1;
+                match client.get(url.parse().unwrap()).await {
+                    Ok(response) if response.status() == 200 => {}
+                    other => failed.push(format!("{other:?}")),
+                }
+            }
+            (sent, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gateway.signal("USR2");
+    let mut new_pid = old_pid;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        new_pid = pid(get_with(&status_url, &[("authorization", &auth)]).await.json());
+        if new_pid != old_pid {
+            break;
+        }
+    }
+    assert_ne!(new_pid, old_pid, "a new process took over the admin socket");
+    let _successor = KillOnDrop(new_pid);
+    let exited = gateway.wait(Duration::from_secs(10)).expect("the old process exits");
+    assert!(exited.success(), "{exited:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, failed) = load.await.unwrap();
+    assert!(sent > 50, "{sent} requests");
+    assert!(
+        failed.is_empty(),
+        "{} of {sent} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+}
+
+/// Stops a process the test did not start itself (an upgrade's successor).
+struct KillOnDrop(u64);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.0.to_string()).status();
+    }
+}
