@@ -218,6 +218,8 @@ impl RunningListener {
     /// Stops accepting, then lets open connections finish what they are doing
     /// (each closes after its current request) within `drain_timeout`.
     async fn close(self, drain_timeout: Duration) -> Drained {
+        // The socket closes with its last descriptor: this one, then the acceptor's.
+        drop(self.fd);
         let _ = self.stop.send(true);
         let _ = self.acceptor.await;
         let Ok(connections) = Arc::try_unwrap(self.connections) else {
