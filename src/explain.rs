@@ -129,13 +129,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         return Ok(explanation);
     };
     explanation.request.normalized_path = Some(path.to_string());
-    let head = RequestHead {
-        method: &parts.method,
-        path: &path,
-        host: host.as_deref(),
-        headers: &parts.headers,
-        query: parts.uri.query(),
-    };
+    let head = RequestHead::of(&parts, &path, host.as_deref());
     let lookup = gateway.routes.find(&head);
     let winner = match &lookup {
         Lookup::Found { route, .. } => Some(&*route.name),

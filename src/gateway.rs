@@ -94,5 +94,15 @@ pub struct Compiled {
     pub gateway: Gateway,
     pub listeners: Vec<ListenerSettings>,
     pub admin: Option<AdminSettings>,
-    pub drain_timeout: Duration,
+    pub drain: Drain,
+}
+
+/// How listeners close: on shutdown, and when a reload removes them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Drain {
+    /// In-flight requests may run this long; then connections are cut.
+    pub timeout: Duration,
+    /// Keep-alive connections are told to close for this long before idle
+    /// ones are closed.
+    pub close_idle_after: Duration,
 }

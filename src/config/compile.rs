@@ -7,7 +7,9 @@
 
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
-use crate::gateway::{Action, AdminSettings, Compiled, FixedResponse, Forward, Gateway, ListenerSettings, Route};
+use crate::gateway::{
+    Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
+};
 use crate::plugins::{PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
@@ -49,6 +51,9 @@ pub fn compile(
     };
     let routes = compile_routes(&known, &mut errors);
     check_positive("shutdown.drain_timeout", config.shutdown.drain_timeout, &mut errors);
+    if config.shutdown.close_idle_after > config.shutdown.drain_timeout {
+        errors.push("shutdown.close_idle_after", "must not be longer than `drain_timeout`");
+    }
     let access_log = compile_access_log(&config.access_log, &mut errors);
     let traces = config
         .tracing
@@ -67,7 +72,10 @@ pub fn compile(
         },
         listeners,
         admin,
-        drain_timeout: config.shutdown.drain_timeout.get(),
+        drain: Drain {
+            timeout: config.shutdown.drain_timeout.get(),
+            close_idle_after: config.shutdown.close_idle_after.get(),
+        },
     })
 }
 

@@ -536,12 +536,18 @@ fn default_status() -> u16 {
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGTERM before they are cut.
     pub drain_timeout: Duration,
+    /// While draining, keep-alive connections are first asked to close (each
+    /// response says `Connection: close`) for this long; then idle ones are
+    /// closed. A client never has its next request cut by a close it could
+    /// not see coming, unless it sends nothing for this long.
+    pub close_idle_after: Duration,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         ShutdownConfig {
             drain_timeout: Duration::from_secs(30),
+            close_idle_after: Duration::from_secs(1),
         }
     }
 }

@@ -11,7 +11,7 @@ use crate::admin::AdminListener;
 use crate::config::{BuildContext, ConfigErrors};
 use crate::gateway::{AdminSettings, Gateway};
 use crate::proxy::{Drained, Server};
-use crate::telemetry::log_sink::LogSink;
+use crate::telemetry::log_sink::{Destination, LogSink};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
 use serde::Serialize;
@@ -80,7 +80,7 @@ impl Control {
             .await
             .map_err(StartError::Config)?;
         let admin_settings = compiled.admin.clone();
-        set_log_destination(&compiled.gateway)?;
+        install_log(prepare_log(&compiled.gateway)?);
         metrics.set_config_hash(&compiled.gateway.hash);
         let server = Server::start(compiled).await?;
         let control = Arc::new(Control {
@@ -153,8 +153,9 @@ impl Control {
             },
             _ => None,
         };
-        set_log_destination(&compiled.gateway).map_err(|e| vec![e.to_string()])?;
+        let log = prepare_log(&compiled.gateway).map_err(|e| vec![e.to_string()])?;
         self.server.apply(compiled).map_err(|e| vec![e.to_string()])?;
+        install_log(log);
         self.admin_settings.store(admin.map(Arc::new));
         if moved {
             let mut slot = self.lock_admin();
@@ -241,15 +242,22 @@ impl Control {
     }
 }
 
-/// Points the access log at the config's file, or stdout. Only a process
-/// that installed the log sink (`portico run`) writes access logs at all.
-fn set_log_destination(gateway: &Gateway) -> std::io::Result<()> {
-    let Some(sink) = LogSink::get() else { return Ok(()) };
+/// Opens the config's access-log file (or picks stdout), when it is not
+/// where lines go already. Only a process that installed the log sink
+/// (`portico run`) writes access logs at all.
+fn prepare_log(gateway: &Gateway) -> std::io::Result<Option<Destination>> {
+    let Some(sink) = LogSink::get() else { return Ok(None) };
     let file = gateway.source.access_log.file.as_deref().map(Path::new);
-    sink.set_destination(file).map_err(|e| {
+    sink.prepare(file).map_err(|e| {
         let path = file.map(|f| f.display().to_string()).unwrap_or_default();
         std::io::Error::new(e.kind(), format!("access_log.file: cannot open {path}: {e}"))
     })
+}
+
+fn install_log(destination: Option<Destination>) {
+    if let (Some(sink), Some(destination)) = (LogSink::get(), destination) {
+        sink.install(destination);
+    }
 }
 
 /// Reads and compiles the config on a blocking thread: parsing, regexes and

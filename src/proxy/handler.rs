@@ -22,7 +22,7 @@ use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,6 +35,8 @@ pub struct Connection {
     /// `peer`'s IP, formatted once for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
     pub active: Arc<ActiveRequests>,
+    /// Set while the listener drains: HTTP/1 responses then close the connection.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The request's details only the access log uses.
@@ -101,6 +103,11 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     response
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
+    if version < Version::HTTP_2 && conn.draining.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     let (log, path, user_agent, referer) = match logged {
         Some(l) => (Some(l.log), l.path, l.user_agent, l.referer),
@@ -144,13 +151,7 @@ async fn serve(
         let path = normalize(parts.uri.path())
             .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request path is not a valid absolute path"))?;
         let host = request_host(&parts.uri, &parts.headers);
-        let head = RequestHead {
-            method: &parts.method,
-            path: &path,
-            host: host.as_deref(),
-            headers: &parts.headers,
-            query: parts.uri.query(),
-        };
+        let head = RequestHead::of(&parts, &path, host.as_deref());
         let (route, params) = match gateway.routes.find(&head) {
             Lookup::Found { route, params } => (route, params),
             Lookup::MethodNotAllowed { allow } => return Err(method_not_allowed(&parts.method, &allow)),

@@ -4,7 +4,7 @@
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::handler::{handle, Connection};
 use crate::control::upgrade;
-use crate::gateway::{Compiled, Gateway, ListenerSettings};
+use crate::gateway::{Compiled, Drain, Gateway, ListenerSettings};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
@@ -14,6 +14,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -24,7 +25,7 @@ use tokio::task::JoinHandle;
 pub struct Server {
     gateway: Arc<ArcSwap<Gateway>>,
     listeners: Mutex<Vec<RunningListener>>,
-    drain_timeout: Mutex<Duration>,
+    drain: Mutex<Drain>,
 }
 
 /// One bound listener.
@@ -39,6 +40,8 @@ struct RunningListener {
     connections: Arc<GracefulShutdown>,
     /// The listening socket's descriptor, to hand to a new binary on upgrade.
     fd: OwnedFd,
+    /// Set when the listener closes: responses then ask clients to close.
+    draining: Arc<AtomicBool>,
 }
 
 /// What a listener's new connections are served with; replaced on reload.
@@ -71,7 +74,7 @@ impl Server {
         Ok(Server {
             gateway,
             listeners: Mutex::new(listeners),
-            drain_timeout: Mutex::new(compiled.drain_timeout),
+            drain: Mutex::new(compiled.drain),
         })
     }
 
@@ -109,9 +112,9 @@ impl Server {
         // Pools left out of the new config stop their probes on their own,
         // once the old config is dropped.
         self.gateway.store(Arc::new(compiled.gateway));
-        let drain_timeout = compiled.drain_timeout;
-        if let Ok(mut current) = self.drain_timeout.lock() {
-            *current = drain_timeout;
+        let drain = compiled.drain;
+        if let Ok(mut current) = self.drain.lock() {
+            *current = drain;
         }
         let mut kept = Vec::new();
         for listener in listeners.drain(..) {
@@ -124,7 +127,7 @@ impl Server {
                 }
                 None => {
                     tracing::info!(addr = %listener.local, "listener removed: draining its connections");
-                    tokio::spawn(listener.close(drain_timeout));
+                    tokio::spawn(listener.close(drain));
                 }
             }
         }
@@ -137,11 +140,11 @@ impl Server {
     /// deadline, then closes what is left.
     pub async fn shutdown(&self) -> Drained {
         let listeners: Vec<_> = self.lock_listeners().drain(..).collect();
-        let drain_timeout = self.drain_timeout.lock().map(|d| *d).unwrap_or_default();
+        let drain = self.drain.lock().map(|d| *d).unwrap_or_default();
         let mut open = 0;
         let mut closing = tokio::task::JoinSet::new();
         for listener in listeners {
-            closing.spawn(listener.close(drain_timeout));
+            closing.spawn(listener.close(drain));
         }
         while let Some(result) = closing.join_next().await {
             if let Ok(Drained::TimedOut { open: left }) = result {
@@ -198,7 +201,9 @@ impl RunningListener {
         let state = Arc::new(ArcSwap::from_pointee(ListenerState::new(settings)));
         let connections = Arc::new(GracefulShutdown::new());
         let (stop, stopped) = watch::channel(false);
+        let draining = Arc::new(AtomicBool::new(false));
         let acceptor = Acceptor {
+            draining: draining.clone(),
             state: state.clone(),
             gateway: gateway.clone(),
             connections: connections.clone(),
@@ -212,21 +217,35 @@ impl RunningListener {
             acceptor: tokio::spawn(acceptor.run(socket, stopped)),
             connections,
             fd,
+            draining,
         })
     }
 
     /// Stops accepting, then lets open connections finish what they are doing
-    /// (each closes after its current request) within `drain_timeout`.
-    async fn close(self, drain_timeout: Duration) -> Drained {
+    /// within the drain timeout.
+    ///
+    /// HTTP/1.1 has no way to tell a client "this connection closes now"
+    /// before its next request is already on the way, so connections are
+    /// first asked to close (each response carries `Connection: close`, as
+    /// Envoy does while draining) and only those still idle after
+    /// `close_idle_after` are closed outright. HTTP/2 connections get GOAWAY,
+    /// which says which streams were taken.
+    async fn close(self, drain: Drain) -> Drained {
         // The socket closes with its last descriptor: this one, then the acceptor's.
         drop(self.fd);
         let _ = self.stop.send(true);
         let _ = self.acceptor.await;
+        self.draining.store(true, Ordering::Relaxed);
         let Ok(connections) = Arc::try_unwrap(self.connections) else {
             return Drained::TimedOut { open: 0 };
         };
+        let deadline = tokio::time::Instant::now() + drain.timeout;
+        let asked_until = tokio::time::Instant::now() + drain.close_idle_after;
+        while connections.count() > 0 && tokio::time::Instant::now() < asked_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let open = connections.count();
-        match tokio::time::timeout(drain_timeout, connections.shutdown()).await {
+        match tokio::time::timeout_at(deadline, connections.shutdown()).await {
             Ok(()) => Drained::Clean,
             Err(_) => Drained::TimedOut { open },
         }
@@ -270,6 +289,7 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 }
 
 struct Acceptor {
+    draining: Arc<AtomicBool>,
     state: Arc<ArcSwap<ListenerState>>,
     gateway: Arc<ArcSwap<Gateway>>,
     connections: Arc<GracefulShutdown>,
@@ -311,6 +331,7 @@ impl Acceptor {
             peer,
             peer_ip: super::forward::client_ip_header(peer.ip()),
             active,
+            draining: self.draining.clone(),
         });
         let builder = state.builder.clone();
         let watcher = self.connections.watcher();

@@ -41,6 +41,19 @@ pub struct RequestHead<'a> {
     pub query: Option<&'a str>,
 }
 
+impl<'a> RequestHead<'a> {
+    /// The head of `parts`, with its path already normalised and its host found.
+    pub fn of(parts: &'a http::request::Parts, path: &'a str, host: Option<&'a str>) -> RequestHead<'a> {
+        RequestHead {
+            method: &parts.method,
+            path,
+            host,
+            headers: &parts.headers,
+            query: parts.uri.query(),
+        }
+    }
+}
+
 /// The answer of [`RouteTable::find`].
 #[derive(Debug)]
 pub enum Lookup<'a, T> {

@@ -29,8 +29,9 @@ pub struct LogSink {
     destination: Mutex<Destination>,
 }
 
+/// Where lines go.
 #[derive(Default)]
-enum Destination {
+pub enum Destination {
     #[default]
     Stdout,
     File {
@@ -83,26 +84,28 @@ impl LogSink {
         }
     }
 
-    /// Sends lines to `file` (appending), or to stdout when `None`. A file
-    /// that cannot be opened is an error, and the destination stays.
-    pub fn set_destination(&self, file: Option<&Path>) -> io::Result<()> {
-        let next = match file {
-            None => Destination::Stdout,
-            Some(path) => {
-                let current = self.lock_destination();
-                if matches!(&*current, Destination::File { path: p, .. } if p == path) {
-                    return Ok(());
-                }
-                drop(current);
-                Destination::File {
-                    path: path.to_path_buf(),
-                    file: open_log(path)?,
-                }
-            }
+    /// Opens where lines should go: `file` (appending), or stdout when
+    /// `None`. `Ok(None)` when that is where they go already. Opening comes
+    /// apart from [`LogSink::install`] so that a reload can open the file
+    /// before it commits to anything.
+    pub fn prepare(&self, file: Option<&Path>) -> io::Result<Option<Destination>> {
+        let current = self.lock_destination();
+        let next = match (file, &*current) {
+            (None, Destination::Stdout) => return Ok(None),
+            (Some(path), Destination::File { path: open, .. }) if open == path => return Ok(None),
+            (None, _) => Destination::Stdout,
+            (Some(path), _) => Destination::File {
+                path: path.to_path_buf(),
+                file: open_log(path)?,
+            },
         };
+        Ok(Some(next))
+    }
+
+    /// Sends lines to `destination` from now on.
+    pub fn install(&self, destination: Destination) {
         self.flush_all();
-        *self.lock_destination() = next;
-        Ok(())
+        *self.lock_destination() = destination;
     }
 
     /// Opens the log file again by its name: after a rotation tool renamed

@@ -416,23 +416,19 @@ async fn metrics_count_requests_latency_bytes_and_connections() {
     let metrics = gw.admin("GET", "/metrics", "").await;
     assert!(metrics.header("content-type").starts_with("text/plain; version=0.0.4"));
     let m = metrics.text();
-    let count = |labels: &[(&str, &str)]| sample(&m, "portico_requests_total", labels);
-    assert_eq!(
-        count(&[("route", "api"), ("method", "GET"), ("status", "2xx")]),
-        Some(3.0)
-    );
-    assert_eq!(
-        count(&[("route", "api"), ("method", "POST"), ("status", "2xx")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        count(&[("route", "teapot"), ("method", "GET"), ("status", "4xx")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        count(&[("route", "(none)"), ("method", "GET"), ("status", "4xx")]),
-        Some(2.0)
-    );
+    for (route, method, class, expected) in [
+        ("api", "GET", "2xx", 3.0),
+        ("api", "POST", "2xx", 1.0),
+        ("teapot", "GET", "4xx", 1.0),
+        ("(none)", "GET", "4xx", 2.0),
+    ] {
+        let labels = [("route", route), ("method", method), ("status", class)];
+        assert_eq!(
+            sample(&m, "portico_requests_total", &labels),
+            Some(expected),
+            "{labels:?}"
+        );
+    }
     assert_eq!(
         sample(&m, "portico_request_duration_seconds_count", &[("route", "api")]),
         Some(4.0)
@@ -700,4 +696,26 @@ routes:
     assert_eq!(down["status"], 503);
     assert_eq!(down["upstream"]["targets"][0]["available"], false);
     assert!(down["upstream"]["target"].is_null());
+}
+
+#[tokio::test]
+async fn a_draining_listener_asks_keep_alive_clients_to_close_before_closing_idle_ones() {
+    let gw = Gateway::start(
+        "listeners: [{ name: public, addr: \"127.0.0.1:0\" }]\n\
+         shutdown: { drain_timeout: 5s, close_idle_after: 2s }\n\
+         routes: [{ name: r, match: { path: / }, respond: { body: hi } }]\n",
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let ask = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert!(!exchange(&mut stream, ask).await.contains("connection: close"));
+    let control = gw.control.clone();
+    let shutdown = tokio::spawn(async move { control.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The idle connection was not cut: its next request is answered, with
+    // the notice to close.
+    let answer = exchange(&mut stream, ask).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert_eq!(shutdown.await.unwrap(), portico::proxy::Drained::Clean);
 }
