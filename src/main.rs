@@ -153,12 +153,6 @@ fn report(path: &Path, errors: &portico::config::ConfigErrors) {
 }
 
 fn run(path: &Path, workers: Option<usize>, options: RunOptions) -> ExitCode {
-    // Checked before anything starts, so that a bad config exits 2 with
-    // every error, as `validate` does.
-    if let Err(errors) = portico::config::build_file(path) {
-        report(path, &errors);
-        return ExitCode::from(2);
-    }
     let _logs = portico::telemetry::init();
     // One worker means one thread, as one nginx worker is: the current-thread
     // scheduler skips work-stealing bookkeeping that a single worker never uses.

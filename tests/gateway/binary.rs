@@ -445,3 +445,30 @@ impl Drop for KillOnDrop {
         let _ = Command::new("kill").arg(self.0.to_string()).status();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_carries_the_trace_id_of_traced_requests() {
+    let receiver = OtlpReceiver::start().await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+tracing: { otlp: { endpoint: "http://$R", export_interval: 100ms } }
+access_log: { fields: [path, status, trace_id] }
+routes: [{ name: hi, match: { path: / }, respond: { body: hi } }]
+"#,
+        &[("R", receiver.addr.to_string())],
+    );
+    let gateway = Process::start(&yaml);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    get_with(
+        &format!("http://{}/traced", gateway.addr),
+        &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+    )
+    .await;
+    let lines = gateway.stdout_lines(1);
+    let entry: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(entry["trace_id"], trace, "{entry}");
+    let spans = receiver.spans(1).await;
+    assert_eq!(spans[0].trace_id, trace);
+    assert_eq!(spans[0].name, "GET hi");
+}
