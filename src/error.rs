@@ -2,7 +2,7 @@
 //! HTTP answer: RFC 9457 `application/problem+json`.
 
 use crate::body::ResponseBody;
-use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use std::borrow::Cow;
 
@@ -31,6 +31,13 @@ pub enum ErrorKind {
     NoTarget,
     /// The upstream's circuit breaker is open.
     CircuitOpen,
+    /// No credentials, or credentials that do not check out: "who are you?"
+    Unauthorized,
+    /// Known, but not allowed here.
+    Forbidden,
+    /// Credentials cannot be checked now (no keys from the identity
+    /// provider, introspection unreachable): not the client's fault.
+    AuthUnavailable,
     Internal,
 }
 
@@ -44,7 +51,11 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::NoTarget | ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::NoTarget | ErrorKind::CircuitOpen | ErrorKind::AuthUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,13 +66,15 @@ impl ErrorKind {
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::PayloadTooLarge
-            | ErrorKind::HeadersTooLarge => Side::Client,
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::Unauthorized
+            | ErrorKind::Forbidden => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamBroken
             | ErrorKind::UpstreamTimeout
             | ErrorKind::NoTarget
             | ErrorKind::CircuitOpen => Side::Upstream,
-            ErrorKind::Internal => Side::Internal,
+            ErrorKind::AuthUnavailable | ErrorKind::Internal => Side::Internal,
         }
     }
 
@@ -78,6 +91,9 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::NoTarget => "no_target",
             ErrorKind::CircuitOpen => "circuit_open",
+            ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::Internal => "internal",
         }
     }
@@ -89,10 +105,15 @@ pub struct ProxyError {
     pub kind: ErrorKind,
     /// Safe to show the client: never contains secrets or internal addresses.
     pub detail: Cow<'static, str>,
-    /// For 405: the methods the resource accepts.
-    pub allow: Option<HeaderValue>,
+    /// For 405: the methods the resource accepts. Boxed, as `challenge`:
+    /// rare, and the error travels in every `Result` of the request path.
+    pub allow: Option<Box<HeaderValue>>,
     /// For 503: seconds until trying again makes sense.
     pub retry_after: Option<u64>,
+    /// For 401: the challenge(s) to send in `WWW-Authenticate`.
+    pub challenge: Option<Box<HeaderValue>>,
+    /// The plugin that refused the request and why, for the metrics.
+    pub rejected_by: Option<(&'static str, &'static str)>,
     /// The underlying cause, for the log only.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -104,8 +125,22 @@ impl ProxyError {
             detail: detail.into(),
             allow: None,
             retry_after: None,
+            challenge: None,
+            rejected_by: None,
             source: None,
         }
+    }
+
+    /// A refusal by a plugin: counted in `portico_rejections_total`.
+    pub fn rejected(
+        kind: ErrorKind,
+        plugin: &'static str,
+        reason: &'static str,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> ProxyError {
+        let mut error = ProxyError::new(kind, detail);
+        error.rejected_by = Some((plugin, reason));
+        error
     }
 
     pub fn with_source(mut self, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ProxyError {
@@ -123,10 +158,13 @@ impl ProxyError {
         );
         let headers = response.headers_mut();
         if let Some(allow) = &self.allow {
-            headers.insert(ALLOW, allow.clone());
+            headers.insert(ALLOW, (**allow).clone());
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = &self.challenge {
+            headers.insert(WWW_AUTHENTICATE, (**challenge).clone());
         }
         response
     }

@@ -166,6 +166,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         client,
         route: &route.name,
         params: &params,
+        identity: None,
     };
     for (plugin, phase, decision) in route.plugins.explain(&parts, &ctx) {
         if let Some(status) = decision.denies {

@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod consumers;
 pub mod control;
 pub mod error;
 pub mod explain;

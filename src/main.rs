@@ -1,4 +1,4 @@
-//! The `portico` command: `run`, `validate`, `explain`.
+//! The `portico` command: `run`, `validate`, `explain`, `hash-password`.
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +39,14 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print a password hash for `consumers[].credentials.basic.password`.
+    /// Reads the password from standard input (one line), so that it stays
+    /// out of the shell history and the process list.
+    HashPassword {
+        /// argon2id instead of bcrypt.
+        #[arg(long)]
+        argon2: bool,
+    },
     /// Show what the gateway would do with a request, without sending it:
     /// the route and the near misses, each plugin's decision, the target and
     /// the rewritten path. Example:
@@ -65,6 +73,7 @@ fn main() -> ExitCode {
     portico::control::upgrade::adopt_from_env();
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
+        Command::HashPassword { argon2 } => hash_password(argon2),
         Command::Explain {
             config,
             json,
@@ -95,6 +104,24 @@ fn validate(path: &Path) -> ExitCode {
         Err(errors) => {
             report(path, &errors);
             ExitCode::from(2)
+        }
+    }
+}
+
+fn hash_password(argon2: bool) -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() || line.trim_end_matches(['\r', '\n']).is_empty() {
+        eprintln!("portico: give the password on standard input, like: portico hash-password < file");
+        return ExitCode::from(2);
+    }
+    match portico::plugins::basic_auth::hash(line.trim_end_matches(['\r', '\n']), argon2) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portico: {error}");
+            ExitCode::FAILURE
         }
     }
 }

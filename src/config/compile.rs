@@ -7,10 +7,11 @@
 
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
+use crate::consumers::Consumers;
 use crate::gateway::{
     Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
 };
-use crate::plugins::{PluginChain, REGISTRY};
+use crate::plugins::{BuildContext as PluginContext, PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Matcher, RouteTable};
 use crate::telemetry::access_log::{AccessLog, ALL_FIELDS};
@@ -43,7 +44,14 @@ pub fn compile(
         .as_ref()
         .and_then(|admin| compile_admin(admin, &listeners, &mut errors));
     let upstreams = compile_upstreams(&config.upstreams, context, &mut errors);
+    let consumers = Arc::new(Consumers::compile(&config.consumers).unwrap_or_else(|consumer_errors| {
+        for (at, message) in consumer_errors {
+            errors.push(at, message);
+        }
+        Consumers::default()
+    }));
     let known = Known {
+        consumers: &consumers,
         config,
         pools: &upstreams,
         unparsed_upstreams,
@@ -542,6 +550,7 @@ struct Known<'a> {
     pools: &'a IndexMap<String, Arc<UpstreamPool>>,
     unparsed_upstreams: &'a [String],
     metrics: &'a Arc<Metrics>,
+    consumers: &'a Arc<Consumers>,
 }
 
 fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher, Route)> {
@@ -554,11 +563,15 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
         check_name(&format!("{path}.name"), &route.name, &mut names, "route", errors);
         let matcher = Matcher::compile(&route.matcher, route.priority)
             .map_err(|field_errors| errors.extend_at(&format!("{path}.match"), field_errors));
-        let plugins = PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path).map_err(|plugin_errors| {
-            for (at, message) in plugin_errors {
-                errors.push(at, message);
-            }
-        });
+        let context = PluginContext {
+            consumers: known.consumers,
+        };
+        let plugins =
+            PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path, &context).map_err(|plugin_errors| {
+                for (at, message) in plugin_errors {
+                    errors.push(at, message);
+                }
+            });
         let action = match (&route.upstream, &route.respond) {
             (Some(upstream), None) => {
                 let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();

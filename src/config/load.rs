@@ -86,6 +86,11 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     if let Some(value) = root.remove("admin") {
         config.admin = typed(value, "admin", &mut errors);
     }
+    match root.remove("consumers") {
+        Some(Value::Sequence(items)) => config.consumers = each_item(items, "consumers", &mut errors),
+        Some(Value::Null) | None => {}
+        Some(_) => errors.push("consumers", "`consumers` must be a list of consumers"),
+    }
     if let Some(value) = root.remove("tracing") {
         config.tracing = typed(value, "tracing", &mut errors);
     }
@@ -128,22 +133,30 @@ fn string_keys(map: Mapping, section: &str, errors: &mut ConfigErrors) -> Vec<(S
 
 /// Deserializes one block, recording its error (with the full path) if it does not fit.
 fn typed<T: DeserializeOwned>(value: Value, path: &str, errors: &mut ConfigErrors) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
+    match block(value, path) {
         Ok(typed) => Some(typed),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let mut full = path.to_string();
-            if inner != "." {
-                if !inner.starts_with('[') {
-                    full.push('.');
-                }
-                full.push_str(&inner);
-            }
-            let (full, message) = explain_serde_error(full, e.into_inner().to_string());
+        Err((full, message)) => {
             errors.push(full, message);
             None
         }
     }
+}
+
+/// Deserializes a block found at `path`; the error is the full path of the
+/// bad key and what is wrong with it (with a did-you-mean). Plugins read
+/// their blocks with it.
+pub fn block<T: DeserializeOwned>(value: Value, path: &str) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let mut full = path.to_string();
+        if inner != "." {
+            if !inner.starts_with('[') {
+                full.push('.');
+            }
+            full.push_str(&inner);
+        }
+        explain_serde_error(full, e.into_inner().to_string())
+    })
 }
 
 /// serde says "unknown field `pth`, expected one of `path`, ..."; Portico

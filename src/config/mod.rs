@@ -6,6 +6,7 @@ mod compile;
 mod env;
 mod error;
 mod load;
+pub use load::block;
 pub mod model;
 mod source_map;
 mod units;

@@ -21,6 +21,7 @@ pub struct ConfigFile {
     pub access_log: AccessLogConfig,
     pub admin: Option<AdminConfig>,
     pub tracing: Option<TracingConfig>,
+    pub consumers: Vec<ConsumerConfig>,
 }
 
 /// Top-level keys, in the order they are read.
@@ -33,7 +34,38 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "access_log",
     "admin",
     "tracing",
+    "consumers",
 ];
+
+/// A named identity that authenticated requests are tied to.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub credentials: CredentialsConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    /// Keys for `key_auth`: as issued (pass them as `${env:NAME}`), or their
+    /// SHA-256 as `sha256:<64 hex digits>`.
+    #[serde(default)]
+    pub api_keys: Vec<String>,
+    /// For `basic_auth`: a username and a bcrypt or argon2 hash of the
+    /// password (`portico hash-password` prints one).
+    pub basic: Option<BasicCredential>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicCredential {
+    pub username: String,
+    pub password: String,
+}
 
 /// `tracing:` W3C trace context and OpenTelemetry spans exported over OTLP/HTTP.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -9,7 +9,8 @@
 //! and a `build` function, then add one line to [`REGISTRY`].
 
 use crate::body::ResponseBody;
-use crate::error::ProxyError;
+use crate::consumers::{Consumers, Identity};
+use crate::error::{ErrorKind, ProxyError};
 use crate::router::Params;
 use http::{HeaderValue, Response};
 use indexmap::IndexMap;
@@ -53,9 +54,55 @@ pub struct RequestContext<'a> {
     pub client: SocketAddr,
     pub route: &'a str,
     pub params: &'a Params,
+    /// Who the request is, once the authenticate phase has found out.
+    pub identity: Option<Identity>,
 }
 
 pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Flow, ProxyError>> + Send + 'a>>;
+pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Auth> + Send + 'a>>;
+
+/// What an authentication method makes of a request.
+pub enum Auth {
+    Authenticated(Identity),
+    /// The request carries no credentials of this kind: another method may
+    /// have them, or the route may let it in as `anonymous`.
+    NoCredentials,
+    /// Credentials of this kind that do not check out (401), or that cannot
+    /// be checked now (503).
+    Failed(ProxyError),
+}
+
+/// What a plugin needs from the config beyond its own block.
+pub struct BuildContext<'a> {
+    pub consumers: &'a Arc<Consumers>,
+}
+
+/// Where a plugin's block is, and what else it may use.
+pub struct Setup<'a> {
+    /// The block's path in the config (`routes[2].plugins.key_auth`), for errors.
+    pub at: &'a str,
+    pub context: &'a BuildContext<'a>,
+}
+
+/// Errors of a plugin block: `(path, message)`, the path from the config root.
+pub type BuildErrors = Vec<(String, String)>;
+
+impl Setup<'_> {
+    /// Reads the block as `T` (unknown keys refused, with did-you-mean).
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, value: &Value) -> Result<T, BuildErrors> {
+        crate::config::block(value.clone(), self.at).map_err(|e| vec![e])
+    }
+
+    /// An error at `field` of the block (`""` for the block itself).
+    pub fn error(&self, field: &str, message: impl Into<String>) -> (String, String) {
+        let at = if field.is_empty() {
+            self.at.to_string()
+        } else {
+            format!("{}.{field}", self.at)
+        };
+        (at, message.into())
+    }
+}
 
 /// A plugin. Every hook has a no-op default: implement the one your phase needs.
 pub trait Plugin: Send + Sync + 'static {
@@ -64,6 +111,32 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The one place it takes in the chain.
     fn phase(&self) -> Phase;
+
+    /// For `Phase::Authenticate` plugins: who sent the request. Methods on
+    /// one route are tried in turn and the first that authenticates wins.
+    fn authenticate<'a>(
+        &'a self,
+        _request: &'a mut http::request::Parts,
+        _ctx: &'a RequestContext<'_>,
+    ) -> AuthFuture<'a> {
+        Box::pin(std::future::ready(Auth::NoCredentials))
+    }
+
+    /// An authentication method's `WWW-Authenticate` challenge.
+    fn challenge(&self) -> Option<HeaderValue> {
+        None
+    }
+
+    /// Whether requests without credentials go on as the `anonymous` consumer.
+    fn allows_anonymous(&self) -> bool {
+        false
+    }
+
+    /// Request headers this plugin sets for upstreams to trust; a client's
+    /// own are removed before any plugin runs.
+    fn trusted_headers(&self) -> &[http::HeaderName] {
+        &[]
+    }
 
     /// Called with the request head before it goes upstream.
     fn on_request<'a>(
@@ -111,16 +184,37 @@ impl Decision {
     }
 }
 
-/// Builds a plugin from its config block; the error says what is wrong.
-pub type BuildFn = fn(&Value) -> Result<Arc<dyn Plugin>, String>;
+/// Builds a plugin from its config block; each error names its place.
+pub type BuildFn = fn(&Value, &Setup<'_>) -> Result<Arc<dyn Plugin>, BuildErrors>;
 
 pub struct PluginFactory {
     pub name: &'static str,
     pub build: BuildFn,
 }
 
+pub mod acl;
+pub mod basic_auth;
+pub mod key_auth;
+
 /// Every plugin Portico knows, one line each.
-pub const REGISTRY: &[PluginFactory] = &[];
+pub const REGISTRY: &[PluginFactory] = &[
+    PluginFactory {
+        name: "key_auth",
+        build: key_auth::build,
+    },
+    PluginFactory {
+        name: "basic_auth",
+        build: basic_auth::build,
+    },
+    PluginFactory {
+        name: "acl",
+        build: acl::build_acl,
+    },
+    PluginFactory {
+        name: "scopes",
+        build: acl::build_scopes,
+    },
+];
 
 /// The plugins that apply to one route, in phase order.
 #[derive(Clone, Default)]
@@ -143,6 +237,7 @@ impl PluginChain {
         global: &IndexMap<String, Value>,
         route: &IndexMap<String, Value>,
         route_path: &str,
+        context: &BuildContext<'_>,
     ) -> Result<PluginChain, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let mut plugins = Vec::new();
@@ -156,15 +251,24 @@ impl PluginChain {
             );
         for (path, name, config) in entries {
             match registry.iter().find(|factory| factory.name == name) {
-                Some(factory) => match (factory.build)(config) {
+                Some(factory) => match (factory.build)(config, &Setup { at: &path, context }) {
                     Ok(plugin) => plugins.push(plugin),
-                    Err(message) => errors.push((path, message)),
+                    Err(more) => errors.extend(more),
                 },
                 None => errors.push((path, unknown_plugin(registry, name))),
             }
         }
         // Stable: plugins of one phase keep config order (global first).
         plugins.sort_by_key(|plugin| plugin.phase());
+        let authenticates = plugins.iter().any(|p| p.phase() == Phase::Authenticate);
+        for plugin in plugins.iter().filter(|p| p.phase() == Phase::Authorize) {
+            if !authenticates {
+                errors.push((
+                    format!("{route_path}.plugins.{}", plugin.name()),
+                    "authorizes who the request is, but no authentication plugin on this route says so: add key_auth, basic_auth or jwt".into(),
+                ));
+            }
+        }
         if errors.is_empty() {
             Ok(PluginChain { plugins })
         } else {
@@ -183,11 +287,75 @@ impl PluginChain {
         ctx: &mut RequestContext<'_>,
     ) -> Result<Flow, ProxyError> {
         for plugin in &self.plugins {
+            for name in plugin.trusted_headers() {
+                request.headers.remove(name);
+            }
+        }
+        let mut authenticated = false;
+        for plugin in &self.plugins {
+            if plugin.phase() == Phase::Authenticate {
+                if !authenticated {
+                    self.authenticate(request, ctx).await?;
+                    authenticated = true;
+                }
+                continue;
+            }
             if let Flow::Respond(response) = plugin.on_request(request, ctx).await? {
                 return Ok(Flow::Respond(response));
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// The authenticate phase: each method in turn until one authenticates.
+    /// Credentials that fail are a 401 (or 503 when they cannot be checked)
+    /// unless another method authenticates; no credentials at all are a 401
+    /// naming every method, or `anonymous` where a method allows it.
+    async fn authenticate(
+        &self,
+        request: &mut http::request::Parts,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<(), ProxyError> {
+        let methods = self.plugins.iter().filter(|p| p.phase() == Phase::Authenticate);
+        let mut failure: Option<ProxyError> = None;
+        for method in methods.clone() {
+            match method.authenticate(request, ctx).await {
+                Auth::Authenticated(identity) => {
+                    identity.write_headers(&mut request.headers);
+                    ctx.identity = Some(identity);
+                    return Ok(());
+                }
+                Auth::NoCredentials => {}
+                Auth::Failed(error) => {
+                    // A 401 says more than a 503 of another method.
+                    if failure.as_ref().is_none_or(|f| f.kind != ErrorKind::Unauthorized) {
+                        failure = Some(error);
+                    }
+                }
+            }
+        }
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
+        if methods.clone().any(|m| m.allows_anonymous()) {
+            let identity = Identity::anonymous();
+            identity.write_headers(&mut request.headers);
+            ctx.identity = Some(identity);
+            return Ok(());
+        }
+        let names: Vec<&str> = methods.clone().map(|m| m.name()).collect();
+        let mut error = ProxyError::rejected(
+            ErrorKind::Unauthorized,
+            names.first().copied().unwrap_or("auth"),
+            "missing",
+            format!("credentials are required: {}", names.join(" or ")),
+        );
+        let challenges: Vec<String> = methods
+            .filter_map(|m| m.challenge())
+            .filter_map(|c| c.to_str().ok().map(str::to_string))
+            .collect();
+        error.challenge = HeaderValue::from_str(&challenges.join(", ")).ok().map(Box::new);
+        Err(error)
     }
 
     /// Each plugin's decision, in the order they run, up to the first that
@@ -296,6 +464,7 @@ mod tests {
             client: ([127, 0, 0, 1], 1).into(),
             route: "r",
             params: &params,
+            identity: None,
         };
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
@@ -313,7 +482,9 @@ mod tests {
     fn unknown_plugins_are_named_with_their_place() {
         let mut route = IndexMap::new();
         route.insert("rate_limt".to_string(), Value::Null);
-        let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]").unwrap_err();
+        let consumers = Arc::new(Consumers::default());
+        let context = BuildContext { consumers: &consumers };
+        let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", &context).unwrap_err();
         assert_eq!(errors[0].0, "routes[3].plugins.rate_limt");
         assert!(errors[0].1.contains("unknown plugin"));
     }

@@ -55,6 +55,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Removes identity headers (`X-Consumer-Name`, ...) a client sent: only
+/// Portico's authentication sets them, and upstreams trust them.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    use crate::consumers::IDENTITY_HEADERS;
+    if !headers.keys().any(|name| IDENTITY_HEADERS.contains(&name)) {
+        return;
+    }
+    for name in IDENTITY_HEADERS {
+        headers.remove(name);
+    }
+}
+
 /// The `Via` entry for a message received with `version`.
 fn via(version: Version) -> HeaderValue {
     HeaderValue::from_static(match version {

@@ -8,7 +8,7 @@ use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{Flow, RequestContext};
-use crate::router::{normalize, request_host, Lookup, Params, RequestHead};
+use crate::router::{normalize, request_host, Lookup, RequestHead};
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
@@ -147,7 +147,7 @@ async fn serve(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     check_header_limits(request.headers(), &conn.listener)?;
     let (mut parts, body) = request.into_parts();
-    let (route, params, upstream_path) = {
+    let (route, params, rewritten) = {
         let path = normalize(parts.uri.path())
             .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request path is not a valid absolute path"))?;
         let host = request_host(&parts.uri, &parts.headers);
@@ -159,11 +159,12 @@ async fn serve(
                 return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
             }
         };
-        let upstream_path = match &route.action {
-            Action::Proxy(forward) => upstream_path_and_query(forward.rewrite.apply(&path, &params), &parts.uri)?,
+        // Only the path: the query is joined after the plugins, which may change it.
+        let rewritten = match &route.action {
+            Action::Proxy(forward) => rewritten_path(forward.rewrite.apply(&path, &params), &parts.uri),
             Action::Respond(_) => None,
         };
-        (route, params, upstream_path)
+        (route, params, rewritten)
     };
     exchange.route = Some(route.name.clone());
     exchange.metrics = Some(route.metrics.clone());
@@ -171,15 +172,25 @@ async fn serve(
         span.set_route(&parts.method, &route.name);
     }
 
+    // Identity headers are Portico's to set: a client's own never pass.
+    forward::strip_identity(&mut parts.headers);
+    let mut ctx = RequestContext {
+        request_id,
+        client: conn.peer,
+        route: &route.name,
+        params: &params,
+        identity: None,
+    };
     if !route.plugins.is_empty() {
-        let mut ctx = RequestContext {
-            request_id,
-            client: conn.peer,
-            route: &route.name,
-            params: &params,
-        };
-        if let Flow::Respond(response) = route.plugins.on_request(&mut parts, &mut ctx).await? {
-            return Ok(*response);
+        match route.plugins.on_request(&mut parts, &mut ctx).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Respond(response)) => return Ok(*response),
+            Err(error) => {
+                if let Some((plugin, reason)) = error.rejected_by {
+                    gateway.metrics.rejected(&route.name, plugin, reason);
+                }
+                return Err(error);
+            }
         }
     }
 
@@ -187,46 +198,41 @@ async fn serve(
         Action::Respond(fixed) => fixed_response(fixed),
         Action::Proxy(forward) => {
             let upstream_request = UpstreamRequest {
+                path_and_query: upstream_path_and_query(rewritten, &parts.uri)?,
                 parts,
                 body,
-                path_and_query: upstream_path,
                 request_id,
             };
             proxy(forward, conn, upstream_request, exchange).await?
         }
     };
-    Ok(run_response_plugins(route, response, conn, request_id, &params))
+    Ok(run_response_plugins(route, response, &ctx))
 }
 
 fn run_response_plugins(
     route: &Route,
     response: Response<ResponseBody>,
-    conn: &Connection,
-    request_id: &HeaderValue,
-    params: &Params,
+    ctx: &RequestContext<'_>,
 ) -> Response<ResponseBody> {
     if route.plugins.is_empty() {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    let ctx = RequestContext {
-        request_id,
-        client: conn.peer,
-        route: &route.name,
-        params,
-    };
-    route.plugins.on_response(&mut parts, &ctx);
+    route.plugins.on_response(&mut parts, ctx);
     Response::from_parts(parts, body)
 }
 
+/// The path after the route's rewrite; `None` when it is the client's.
+fn rewritten_path(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Option<String> {
+    (path != uri.path()).then(|| path.into_owned())
+}
+
 /// `None` when the client's path and query go upstream unchanged.
-fn upstream_path_and_query(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
-    if path == uri.path() {
-        return Ok(None);
-    }
+fn upstream_path_and_query(path: Option<String>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
+    let Some(path) = path else { return Ok(None) };
     let text = match uri.query() {
         Some(query) => format!("{path}?{query}"),
-        None => path.into_owned(),
+        None => path,
     };
     PathAndQuery::try_from(text)
         .map(Some)
@@ -239,7 +245,7 @@ fn method_not_allowed(method: &http::Method, allow: &[http::Method]) -> ProxyErr
         ErrorKind::MethodNotAllowed,
         format!("{method} is not allowed here; allowed: {list}"),
     );
-    error.allow = HeaderValue::from_str(&list).ok();
+    error.allow = HeaderValue::from_str(&list).ok().map(Box::new);
     error
 }
 

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod auth;
 mod balancing;
 mod binary;
 mod failures;

@@ -1,0 +1,270 @@
+//! Consumers: the named identities of the config, looked up by credential,
+//! and the [`Identity`] an authenticated request carries through the later
+//! phases (ACLs, rate limits by consumer, identity headers upstream).
+//!
+//! API keys are kept only as SHA-256 digests: a key from the config is
+//! hashed when the config is compiled, and a presented key is hashed and
+//! looked up by digest, then compared in constant time.
+
+use crate::config::model::ConsumerConfig;
+use http::HeaderName;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The consumer name of requests a route lets through unauthenticated.
+pub const ANONYMOUS: &str = "anonymous";
+
+pub static X_CONSUMER_NAME: HeaderName = HeaderName::from_static("x-consumer-name");
+pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-groups");
+pub static X_AUTHENTICATED_SCOPE: HeaderName = HeaderName::from_static("x-authenticated-scope");
+pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
+
+/// Headers Portico sets for upstreams to trust; a client's own are removed.
+pub static IDENTITY_HEADERS: [&HeaderName; 4] = [
+    &X_CONSUMER_NAME,
+    &X_CONSUMER_GROUPS,
+    &X_AUTHENTICATED_SCOPE,
+    &X_ANONYMOUS_CONSUMER,
+];
+
+/// One consumer, compiled.
+#[derive(Debug)]
+pub struct Consumer {
+    pub name: Arc<str>,
+    pub groups: Arc<[String]>,
+    /// `basic` credential: the username and the password's PHC hash.
+    pub basic: Option<(String, String)>,
+}
+
+/// Every consumer, indexed by credential.
+#[derive(Debug, Default)]
+pub struct Consumers {
+    all: Vec<Arc<Consumer>>,
+    by_key_digest: HashMap<[u8; 32], usize>,
+    by_username: HashMap<String, usize>,
+}
+
+impl Consumers {
+    /// Compiles the `consumers` list; errors are `(path, message)`.
+    pub fn compile(configs: &[ConsumerConfig]) -> Result<Consumers, Vec<(String, String)>> {
+        let mut errors = Vec::new();
+        let mut consumers = Consumers::default();
+        for (i, config) in configs.iter().enumerate() {
+            let at = format!("consumers[{i}]");
+            if config.name.is_empty() || config.name == ANONYMOUS {
+                errors.push((
+                    format!("{at}.name"),
+                    format!("{:?} cannot name a consumer: give it a name of its own", config.name),
+                ));
+            }
+            if consumers.find(&config.name).is_some() {
+                errors.push((
+                    format!("{at}.name"),
+                    format!("consumer {:?} is declared twice", config.name),
+                ));
+            }
+            let index = consumers.all.len();
+            for (k, key) in config.credentials.api_keys.iter().enumerate() {
+                let key_at = format!("{at}.credentials.api_keys[{k}]");
+                match key_digest(key) {
+                    Ok(digest) => {
+                        if consumers.by_key_digest.insert(digest, index).is_some() {
+                            // Never say which other consumer holds it: the message may be logged.
+                            errors.push((
+                                key_at,
+                                "this key is listed twice, or given to another consumer too".into(),
+                            ));
+                        }
+                    }
+                    Err(e) => errors.push((key_at, e)),
+                }
+            }
+            let basic = config
+                .credentials
+                .basic
+                .as_ref()
+                .map(|b| (b.username.clone(), b.password.clone()));
+            if let Some((username, hash)) = &basic {
+                let basic_at = format!("{at}.credentials.basic");
+                if username.is_empty() || username.contains(':') {
+                    errors.push((
+                        format!("{basic_at}.username"),
+                        "a username is not empty and has no `:` (RFC 7617)".into(),
+                    ));
+                }
+                if let Err(e) = crate::plugins::basic_auth::check_hash(hash) {
+                    errors.push((format!("{basic_at}.password"), e));
+                }
+                if consumers.by_username.insert(username.clone(), index).is_some() {
+                    errors.push((
+                        format!("{basic_at}.username"),
+                        format!("username {username:?} belongs to another consumer too"),
+                    ));
+                }
+            }
+            consumers.all.push(Arc::new(Consumer {
+                name: config.name.as_str().into(),
+                groups: config.groups.clone().into(),
+                basic,
+            }));
+        }
+        if errors.is_empty() {
+            Ok(consumers)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<&Arc<Consumer>> {
+        self.all.iter().find(|c| &*c.name == name)
+    }
+
+    /// The consumer holding this API key.
+    pub fn by_api_key(&self, key: &[u8]) -> Option<&Arc<Consumer>> {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        let (stored, index) = self.by_key_digest.get_key_value(&digest)?;
+        bool::from(stored.ct_eq(&digest)).then(|| &self.all[*index])
+    }
+
+    pub fn by_username(&self, username: &str) -> Option<&Arc<Consumer>> {
+        self.by_username.get(username).map(|i| &self.all[*i])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+}
+
+/// A key as written in the config: as issued, or `sha256:<hex>`.
+fn key_digest(key: &str) -> Result<[u8; 32], String> {
+    match key.strip_prefix("sha256:") {
+        Some(hex) => {
+            let bytes: Vec<u8> = (0..hex.len())
+                .step_by(2)
+                .filter_map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect();
+            <[u8; 32]>::try_from(bytes.as_slice())
+                .ok()
+                .filter(|_| hex.len() == 64)
+                .ok_or_else(|| "a hashed key is `sha256:` and 64 hex digits (`printf %s KEY | sha256sum`)".to_string())
+        }
+        None if key.len() < 16 => {
+            Err("API keys must be at least 16 characters; generate one with `openssl rand -hex 32`".into())
+        }
+        None => Ok(Sha256::digest(key.as_bytes()).into()),
+    }
+}
+
+/// Who a request is, once authenticated.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The consumer's name, or for a token with no consumer, its subject.
+    pub name: Arc<str>,
+    pub groups: Arc<[String]>,
+    /// Scopes granted by a token (JWT `scope`/`scp`, introspection).
+    pub scopes: Vec<String>,
+    /// The verified token's claims, when a token authenticated the request.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The plugin that authenticated it.
+    pub method: &'static str,
+    pub anonymous: bool,
+}
+
+impl Identity {
+    pub fn of(consumer: &Consumer, method: &'static str) -> Identity {
+        Identity {
+            name: consumer.name.clone(),
+            groups: consumer.groups.clone(),
+            scopes: Vec::new(),
+            claims: None,
+            method,
+            anonymous: false,
+        }
+    }
+
+    pub fn anonymous() -> Identity {
+        Identity {
+            name: ANONYMOUS.into(),
+            groups: Arc::from(Vec::new()),
+            scopes: Vec::new(),
+            claims: None,
+            method: "anonymous",
+            anonymous: true,
+        }
+    }
+
+    /// Sets the identity headers upstreams may trust.
+    pub fn write_headers(&self, headers: &mut http::HeaderMap) {
+        let value = |text: &str| http::HeaderValue::from_str(text).ok();
+        if let Some(name) = value(&self.name) {
+            headers.insert(&X_CONSUMER_NAME, name);
+        }
+        if !self.groups.is_empty() {
+            if let Some(groups) = value(&self.groups.join(",")) {
+                headers.insert(&X_CONSUMER_GROUPS, groups);
+            }
+        }
+        if !self.scopes.is_empty() {
+            if let Some(scopes) = value(&self.scopes.join(" ")) {
+                headers.insert(&X_AUTHENTICATED_SCOPE, scopes);
+            }
+        }
+        if self.anonymous {
+            headers.insert(&X_ANONYMOUS_CONSUMER, http::HeaderValue::from_static("true"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{ConsumerConfig, CredentialsConfig};
+
+    fn consumer(name: &str, keys: &[&str]) -> ConsumerConfig {
+        ConsumerConfig {
+            name: name.into(),
+            groups: vec!["partners".into()],
+            credentials: CredentialsConfig {
+                api_keys: keys.iter().map(|k| k.to_string()).collect(),
+                basic: None,
+            },
+        }
+    }
+
+    #[test]
+    fn keys_are_found_plain_or_by_their_sha256() {
+        let plain = "k-0123456789abcdef";
+        let hashed = "another-key-0123456789";
+        let digest: String = Sha256::digest(hashed.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let consumers =
+            Consumers::compile(&[consumer("a", &[plain]), consumer("b", &[&format!("sha256:{digest}")])]).unwrap();
+        assert_eq!(&*consumers.by_api_key(plain.as_bytes()).unwrap().name, "a");
+        assert_eq!(&*consumers.by_api_key(hashed.as_bytes()).unwrap().name, "b");
+        assert!(consumers.by_api_key(b"k-0123456789abcdeX").is_none());
+    }
+
+    #[test]
+    fn bad_consumers_are_named() {
+        let errors = Consumers::compile(&[
+            consumer("anonymous", &["short"]),
+            consumer("x", &["sha256:abc"]),
+            consumer("x", &["dup-0123456789abcdef", "dup-0123456789abcdef"]),
+        ])
+        .unwrap_err();
+        let text = format!("{errors:?}");
+        for expected in [
+            "consumers[0].name",
+            "at least 16",
+            "64 hex",
+            "declared twice",
+            "another consumer",
+        ] {
+            assert!(text.contains(expected), "{expected}: {text}");
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! `basic_auth`: RFC 7617 `Authorization: Basic`, checked against the
+//! consumers' bcrypt or argon2 password hashes.
+//!
+//! A hash check costs tens of milliseconds of CPU by design, so it runs on
+//! the blocking pool, never on a thread that serves requests, and a
+//! successful check is remembered (by a SHA-256 of the credentials, never the
+//! password itself) so that a client's next requests cost a lookup.
+
+use super::{Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
+use crate::consumers::{Consumer, Consumers, Identity};
+use crate::error::{ErrorKind, ProxyError};
+use base64::Engine;
+use http::HeaderValue;
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Verified credentials remembered; the cache is emptied when it is full.
+const CACHE_LIMIT: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default = "default_realm")]
+    realm: String,
+    /// Send the Authorization header upstream too.
+    #[serde(default)]
+    keep_credentials: bool,
+    #[serde(default)]
+    anonymous: bool,
+}
+
+fn default_realm() -> String {
+    "portico".into()
+}
+
+pub struct BasicAuth {
+    consumers: Arc<Consumers>,
+    keep_credentials: bool,
+    anonymous: bool,
+    challenge: HeaderValue,
+    verified: Mutex<HashMap<[u8; 32], Arc<Consumer>>>,
+}
+
+pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
+    let config: Config = setup.parse(value)?;
+    let challenge = HeaderValue::from_str(&format!("Basic realm=\"{}\", charset=\"UTF-8\"", config.realm))
+        .map_err(|_| vec![setup.error("realm", "the realm must be visible ASCII without quotes")])?;
+    if config.realm.contains('"') {
+        return Err(vec![
+            setup.error("realm", "the realm must be visible ASCII without quotes")
+        ]);
+    }
+    Ok(Arc::new(BasicAuth {
+        consumers: setup.context.consumers.clone(),
+        keep_credentials: config.keep_credentials,
+        anonymous: config.anonymous,
+        challenge,
+        verified: Mutex::new(HashMap::new()),
+    }))
+}
+
+/// Checks that a stored password hash is one Portico can verify.
+pub fn check_hash(hash: &str) -> Result<(), String> {
+    let fix = "store a bcrypt or argon2 hash, as `portico hash-password` prints, never the password";
+    if hash.starts_with("$2a$") || hash.starts_with("$2b$") || hash.starts_with("$2y$") {
+        return hash
+            .parse::<bcrypt::HashParts>()
+            .map(|_| ())
+            .map_err(|_| format!("not a valid bcrypt hash: {fix}"));
+    }
+    if hash.starts_with("$argon2") {
+        return argon2::PasswordHash::new(hash)
+            .map(|_| ())
+            .map_err(|_| format!("not a valid argon2 hash: {fix}"));
+    }
+    Err(format!("unknown hash format: {fix}"))
+}
+
+/// Verifies `password` against a bcrypt or argon2 hash. Slow on purpose.
+pub fn verify(password: &[u8], hash: &str) -> bool {
+    if hash.starts_with("$argon2") {
+        use argon2::PasswordVerifier;
+        return argon2::PasswordHash::new(hash)
+            .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password, &parsed).is_ok());
+    }
+    bcrypt::verify(password, hash).unwrap_or(false)
+}
+
+/// Hashes a password for the config: bcrypt (cost 12), or argon2id.
+pub fn hash(password: &str, argon: bool) -> Result<String, String> {
+    if argon {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        let salt = SaltString::generate(&mut OsRng);
+        argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| e.to_string())
+    } else {
+        bcrypt::hash(password, 12).map_err(|e| e.to_string())
+    }
+}
+
+/// `Basic <base64(user:password)>`, decoded.
+fn credentials(value: &HeaderValue) -> Option<(String, Vec<u8>)> {
+    let text = value.to_str().ok()?;
+    let (scheme, encoded) = text.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let colon = decoded.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+impl BasicAuth {
+    fn fail(&self, reason: &'static str, detail: &'static str) -> Auth {
+        let mut error = ProxyError::rejected(ErrorKind::Unauthorized, "basic_auth", reason, detail);
+        error.challenge = Some(Box::new(self.challenge.clone()));
+        Auth::Failed(error)
+    }
+
+    fn remember(&self, digest: [u8; 32], consumer: Arc<Consumer>) {
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= CACHE_LIMIT {
+                verified.clear();
+            }
+            verified.insert(digest, consumer);
+        }
+    }
+}
+
+/// Is this `Authorization` header a Basic one at all?
+fn is_basic(request: &http::request::Parts) -> Option<&HeaderValue> {
+    let value = request.headers.get(http::header::AUTHORIZATION)?;
+    let scheme = value.as_bytes().split(|b| *b == b' ').next()?;
+    scheme.eq_ignore_ascii_case(b"basic").then_some(value)
+}
+
+impl Plugin for BasicAuth {
+    fn name(&self) -> &'static str {
+        "basic_auth"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Authenticate
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a mut http::request::Parts,
+        _ctx: &'a RequestContext<'_>,
+    ) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let Some(value) = is_basic(request) else {
+                return Auth::NoCredentials;
+            };
+            let Some((user, password)) = credentials(value) else {
+                return self.fail("malformed", "the Basic credentials are not base64 of user:password");
+            };
+            let digest: [u8; 32] = Sha256::new()
+                .chain_update(user.as_bytes())
+                .chain_update([0])
+                .chain_update(&password)
+                .finalize()
+                .into();
+            let cached = self.verified.lock().ok().and_then(|v| v.get(&digest).cloned());
+            let consumer = match cached {
+                Some(consumer) => consumer,
+                None => {
+                    let Some(consumer) = self.consumers.by_username(&user).cloned() else {
+                        return self.fail("invalid_credentials", "the username or password is wrong");
+                    };
+                    let Some((_, hash)) = consumer.basic.clone() else {
+                        return self.fail("invalid_credentials", "the username or password is wrong");
+                    };
+                    let ok = tokio::task::spawn_blocking(move || verify(&password, &hash))
+                        .await
+                        .unwrap_or(false);
+                    if !ok {
+                        return self.fail("invalid_credentials", "the username or password is wrong");
+                    }
+                    self.remember(digest, consumer.clone());
+                    consumer
+                }
+            };
+            if !self.keep_credentials {
+                request.headers.remove(http::header::AUTHORIZATION);
+            }
+            Auth::Authenticated(Identity::of(&consumer, "basic_auth"))
+        })
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(self.challenge.clone())
+    }
+
+    fn allows_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    fn explain(&self, request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
+        let Some(value) = is_basic(request) else {
+            return Decision::pass("no Basic credentials");
+        };
+        match credentials(value) {
+            None => Decision::deny(http::StatusCode::UNAUTHORIZED, "malformed Basic credentials"),
+            Some((user, _)) => match self.consumers.by_username(&user) {
+                // The password is not checked here: explain runs no hash.
+                Some(consumer) => Decision::pass(format!(
+                    "user {user:?} of consumer {:?} (password checked when sent)",
+                    &*consumer.name
+                )),
+                None => Decision::deny(http::StatusCode::UNAUTHORIZED, format!("no consumer has user {user:?}")),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_bad_ones_are_refused() {
+        let argon = hash("s3cret", true).unwrap();
+        assert!(check_hash(&argon).is_ok());
+        assert!(verify(b"s3cret", &argon));
+        assert!(!verify(b"wrong", &argon));
+        // Cost 4 keeps the test fast; the command uses 12.
+        let bcrypt = bcrypt::hash("s3cret", 4).unwrap();
+        assert!(check_hash(&bcrypt).is_ok());
+        assert!(verify(b"s3cret", &bcrypt));
+        assert!(check_hash("s3cret").unwrap_err().contains("never the password"));
+        assert!(check_hash("$2b$12$short").is_err());
+    }
+
+    #[test]
+    fn basic_credentials_decode() {
+        let value = HeaderValue::from_static("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+        assert_eq!(credentials(&value), Some(("Aladdin".into(), b"open sesame".to_vec())));
+        assert_eq!(credentials(&HeaderValue::from_static("Basic !!!")), None);
+        assert_eq!(credentials(&HeaderValue::from_static("Basic bm9jb2xvbg==")), None);
+    }
+}

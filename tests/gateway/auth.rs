@@ -1,0 +1,291 @@
+//! Authentication and authorization: consumers, API keys, Basic, ACLs,
+//! scopes, anonymous access, identity headers. Failures never reach the
+//! upstream.
+
+use crate::config;
+use crate::support::*;
+
+const PARTNER_KEY: &str = "partner-key-0123456789abcdef";
+const INTERNAL_KEY: &str = "internal-key-0123456789abcdef";
+/// `printf %s hashed-key-0123456789abcdef | sha256sum`
+const HASHED_KEY: &str = "hashed-key-0123456789abcdef";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Consumers with keys and passwords, an upstream, and `$ROUTES`.
+fn gateway_config(upstream: &Upstream, routes: &str) -> String {
+    let bcrypt = bcrypt::hash("open sesame", 4).unwrap();
+    let argon = portico::plugins::basic_auth::hash("correct horse", true).unwrap();
+    config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+access_log: { enabled: false }
+consumers:
+  - name: partner-app
+    groups: [partners]
+    credentials:
+      api_keys: [ "$PARTNER" ]
+      basic: { username: aladdin, password: "$BCRYPT" }
+  - name: internal-tool
+    groups: [staff, internal]
+    credentials:
+      api_keys: [ "$INTERNAL", "sha256:$HASHED" ]
+      basic: { username: ops, password: "$ARGON" }
+upstreams: { api: { targets: [ "$U" ] } }
+routes:
+$ROUTES
+"#,
+        &[
+            ("TOKEN", ADMIN_TOKEN.to_string()),
+            ("PARTNER", PARTNER_KEY.to_string()),
+            ("INTERNAL", INTERNAL_KEY.to_string()),
+            ("HASHED", sha256_hex(HASHED_KEY)),
+            ("BCRYPT", bcrypt),
+            ("ARGON", argon),
+            ("U", upstream.addr.to_string()),
+            ("ROUTES", routes.to_string()),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn api_keys_identify_consumers_and_never_reach_the_upstream() {
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: keyed, match: { path: /keyed }, upstream: api, plugins: { key_auth: { query: api_key } } }",
+    ))
+    .await;
+
+    let missing = get(&gw.url("/keyed")).await;
+    missing.problem(401);
+    assert_eq!(missing.header("www-authenticate"), "ApiKey header=\"x-api-key\"");
+    let wrong = get_with(&gw.url("/keyed"), &[("x-api-key", "not-a-key-0123456789")]).await;
+    assert!(wrong.problem(401)["detail"].as_str().unwrap().contains("not valid"));
+    assert!(!wrong.text().contains("not-a-key"), "the key is not echoed");
+    assert_eq!(upstream.count(), 0, "failures never reach the upstream");
+
+    let ok = get_with(
+        &gw.url("/keyed"),
+        &[
+            ("x-api-key", PARTNER_KEY),
+            ("x-consumer-name", "admin"),
+            ("x-consumer-groups", "root"),
+        ],
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+    let seen = upstream.last();
+    assert_eq!(
+        seen.headers["x-consumer-name"], "partner-app",
+        "a spoofed identity is replaced"
+    );
+    assert_eq!(seen.headers["x-consumer-groups"], "partners");
+    assert!(seen.headers.get("x-api-key").is_none(), "the key is removed");
+
+    // A key in the query, and a key stored as its SHA-256.
+    let by_query = get(&gw.url(&format!("/keyed/x?a=1&api_key={HASHED_KEY}&b=2"))).await;
+    assert_eq!(by_query.status, 200);
+    let seen = upstream.last();
+    assert_eq!(seen.headers["x-consumer-name"], "internal-tool");
+    assert_eq!(seen.headers["x-consumer-groups"], "staff,internal");
+    assert_eq!(seen.uri.to_string(), "/keyed/x?a=1&b=2");
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_are_removed_on_every_route() {
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: open, match: { path: /open }, upstream: api }",
+    ))
+    .await;
+    let reply = get_with(
+        &gw.url("/open"),
+        &[
+            ("x-consumer-name", "admin"),
+            ("x-authenticated-scope", "everything"),
+            ("x-anonymous-consumer", "false"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    let seen = upstream.last();
+    for name in ["x-consumer-name", "x-authenticated-scope", "x-anonymous-consumer"] {
+        assert!(seen.headers.get(name).is_none(), "{name} passed through");
+    }
+}
+
+#[tokio::test]
+async fn basic_auth_checks_bcrypt_and_argon2_hashes() {
+    use base64::Engine;
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: basic, match: { path: /basic }, upstream: api, plugins: { basic_auth: { realm: api } } }",
+    ))
+    .await;
+    let basic = |user: &str, password: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
+    };
+    for (user, password, consumer) in [
+        ("aladdin", "open sesame", "partner-app"),
+        ("ops", "correct horse", "internal-tool"),
+        ("ops", "correct horse", "internal-tool"),
+    ] {
+        let ok = get_with(&gw.url("/basic"), &[("authorization", &basic(user, password))]).await;
+        assert_eq!(ok.status, 200, "{user}");
+        let seen = upstream.last();
+        assert_eq!(seen.headers["x-consumer-name"], consumer);
+        assert!(seen.headers.get("authorization").is_none(), "credentials are removed");
+    }
+    let before = upstream.count();
+    for authorization in [
+        basic("aladdin", "wrong"),
+        basic("nobody", "open sesame"),
+        "Basic !!!not-base64".to_string(),
+        "Basic bm9jb2xvbg==".to_string(),
+    ] {
+        let refused = get_with(&gw.url("/basic"), &[("authorization", &authorization)]).await;
+        refused.problem(401);
+        assert_eq!(
+            refused.header("www-authenticate"),
+            "Basic realm=\"api\", charset=\"UTF-8\""
+        );
+    }
+    get(&gw.url("/basic")).await.problem(401);
+    assert_eq!(upstream.count(), before);
+}
+
+#[tokio::test]
+async fn several_methods_on_a_route_and_anonymous_access() {
+    use base64::Engine;
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: either, match: { path: /either }, upstream: api, plugins: { key_auth: {}, basic_auth: {} } }\n  \
+         - { name: public, match: { path: /public }, upstream: api, plugins: { key_auth: { anonymous: true } } }",
+    ))
+    .await;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("aladdin:open sesame")
+    );
+    assert_eq!(
+        get_with(&gw.url("/either"), &[("x-api-key", INTERNAL_KEY)])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(upstream.last().headers["x-consumer-name"], "internal-tool");
+    assert_eq!(
+        get_with(&gw.url("/either"), &[("authorization", &basic)]).await.status,
+        200
+    );
+    assert_eq!(upstream.last().headers["x-consumer-name"], "partner-app");
+    let none = get(&gw.url("/either")).await;
+    let problem = none.problem(401);
+    assert!(problem["detail"].as_str().unwrap().contains("key_auth or basic_auth"));
+    assert_eq!(
+        none.header("www-authenticate"),
+        "ApiKey header=\"x-api-key\", Basic realm=\"portico\", charset=\"UTF-8\""
+    );
+
+    assert_eq!(get(&gw.url("/public")).await.status, 200);
+    let seen = upstream.last();
+    assert_eq!(seen.headers["x-consumer-name"], "anonymous");
+    assert_eq!(seen.headers["x-anonymous-consumer"], "true");
+    // Anonymous access is for requests without credentials, not with bad ones.
+    get_with(&gw.url("/public"), &[("x-api-key", "wrong-key-0123456789")])
+        .await
+        .problem(401);
+}
+
+#[tokio::test]
+async fn acls_and_scopes_answer_403_and_are_counted() {
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: partners, match: { path: /partners }, upstream: api, plugins: { key_auth: {}, acl: { allow: [partners] } } }\n  \
+         - { name: no-interns, match: { path: /staff }, upstream: api, plugins: { key_auth: {}, acl: { allow: [staff], deny: [internal] } } }\n  \
+         - { name: scoped, match: { path: /scoped }, upstream: api, plugins: { key_auth: {}, scopes: [orders:read] } }",
+    ))
+    .await;
+    assert_eq!(
+        get_with(&gw.url("/partners"), &[("x-api-key", PARTNER_KEY)])
+            .await
+            .status,
+        200
+    );
+    let before = upstream.count();
+    let denied = get_with(&gw.url("/partners"), &[("x-api-key", INTERNAL_KEY)]).await;
+    assert!(denied.problem(403)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("none of the allowed groups"));
+    let denied = get_with(&gw.url("/staff"), &[("x-api-key", INTERNAL_KEY)]).await;
+    assert!(denied.problem(403)["detail"]
+        .as_str()
+        .unwrap()
+        .contains("denied group \"internal\""));
+    let scoped = get_with(&gw.url("/scoped"), &[("x-api-key", PARTNER_KEY)]).await;
+    scoped.problem(403);
+    assert_eq!(
+        scoped.header("www-authenticate"),
+        "Bearer error=\"insufficient_scope\", scope=\"orders:read\""
+    );
+    assert_eq!(upstream.count(), before, "refused requests never reach the upstream");
+
+    get(&gw.url("/partners")).await.problem(401);
+    let metrics = gw.admin("GET", "/metrics", "").await.text();
+    for line in [
+        r#"portico_rejections_total{plugin="acl",reason="not_allowed",route="partners"} 1"#,
+        r#"portico_rejections_total{plugin="acl",reason="denied_group",route="no-interns"} 1"#,
+        r#"portico_rejections_total{plugin="scopes",reason="insufficient_scope",route="scoped"} 1"#,
+        r#"portico_rejections_total{plugin="key_auth",reason="missing",route="partners"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn auth_config_errors_name_the_fix() {
+    let errors = |yaml: &str| match portico::config::build(yaml) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    let found = errors(
+        r#"
+listeners: [{ name: p, addr: "127.0.0.1:0" }]
+consumers:
+  - { name: a, credentials: { api_keys: [short], basic: { username: "x:y", password: plain-text } } }
+routes:
+  - { name: r, match: { path: / }, respond: { body: x }, plugins: { acl: { allow: [g] }, key_auth: { heder: x } } }
+  - { name: s, match: { path: /s }, respond: { body: x }, plugins: { acl: { allow: [g] } } }
+"#,
+    );
+    let expect = [
+        "consumers[0].credentials.api_keys[0]: API keys must be at least 16 characters",
+        "consumers[0].credentials.basic.username",
+        "consumers[0].credentials.basic.password: unknown hash format",
+        "routes[0].plugins.key_auth.heder: unknown key `heder` (did you mean \"header\"?)",
+        "routes[1].plugins.acl: authorizes who the request is, but no authentication plugin",
+    ];
+    for expected in expect {
+        assert!(found.iter().any(|e| e.starts_with(expected)), "{expected}\n{found:#?}");
+    }
+    assert!(
+        !found.iter().any(|e| e.contains("plain-text")),
+        "a password in an error: {found:#?}"
+    );
+}
