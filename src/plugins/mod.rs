@@ -112,6 +112,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// The one place it takes in the chain.
     fn phase(&self) -> Phase;
 
+    /// Starts what the plugin does in the background (fetching keys), once
+    /// the config it belongs to serves. Called on every config swap; a
+    /// plugin starts once.
+    fn start(&self) {}
+
     /// For `Phase::Authenticate` plugins: who sent the request. Methods on
     /// one route are tried in turn and the first that authenticates wins.
     fn authenticate<'a>(
@@ -194,26 +199,18 @@ pub struct PluginFactory {
 
 pub mod acl;
 pub mod basic_auth;
+pub mod fetch;
+pub mod jwt;
 pub mod key_auth;
 
 /// Every plugin Portico knows, one line each.
+#[rustfmt::skip]
 pub const REGISTRY: &[PluginFactory] = &[
-    PluginFactory {
-        name: "key_auth",
-        build: key_auth::build,
-    },
-    PluginFactory {
-        name: "basic_auth",
-        build: basic_auth::build,
-    },
-    PluginFactory {
-        name: "acl",
-        build: acl::build_acl,
-    },
-    PluginFactory {
-        name: "scopes",
-        build: acl::build_scopes,
-    },
+    PluginFactory { name: "key_auth", build: key_auth::build },
+    PluginFactory { name: "basic_auth", build: basic_auth::build },
+    PluginFactory { name: "jwt", build: jwt::build },
+    PluginFactory { name: "acl", build: acl::build_acl },
+    PluginFactory { name: "scopes", build: acl::build_scopes },
 ];
 
 /// The plugins that apply to one route, in phase order.
@@ -278,6 +275,13 @@ impl PluginChain {
 
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
+    }
+
+    /// Starts the plugins' background work.
+    pub fn start(&self) {
+        for plugin in &self.plugins {
+            plugin.start();
+        }
     }
 
     /// Runs the request phases in order; the first `Respond` ends the chain.

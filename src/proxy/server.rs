@@ -62,9 +62,7 @@ pub enum Drained {
 impl Server {
     /// Binds every listener and starts serving. Fails if an address cannot be bound.
     pub async fn start(compiled: Compiled) -> io::Result<Server> {
-        for pool in compiled.gateway.upstreams.values() {
-            pool.start_background();
-        }
+        start_background(&compiled.gateway);
         let metrics = compiled.gateway.metrics.clone();
         let gateway = Arc::new(ArcSwap::from_pointee(compiled.gateway));
         let mut listeners = Vec::new();
@@ -107,8 +105,8 @@ impl Server {
         }
         for pool in compiled.gateway.upstreams.values() {
             pool.reset_targets();
-            pool.start_background();
         }
+        start_background(&compiled.gateway);
         // Pools left out of the new config stop their probes on their own,
         // once the old config is dropped.
         self.gateway.store(Arc::new(compiled.gateway));
@@ -249,6 +247,18 @@ impl RunningListener {
             Ok(()) => Drained::Clean,
             Err(_) => Drained::TimedOut { open },
         }
+    }
+}
+
+/// Starts the background work of a config about to serve: health checks,
+/// discovery, plugins' key fetching. Parts carried over from the running
+/// config are running already and are not started twice.
+fn start_background(gateway: &Gateway) {
+    for pool in gateway.upstreams.values() {
+        pool.start_background();
+    }
+    for (_, route) in gateway.routes.iter() {
+        route.plugins.start();
     }
 }
 

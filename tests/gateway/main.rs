@@ -7,6 +7,7 @@ mod balancing;
 mod binary;
 mod failures;
 mod forwarding;
+mod jwt;
 mod limits;
 mod operations;
 mod resilience;

@@ -1,0 +1,732 @@
+//! `jwt`: Bearer tokens (RFC 7519, RFC 7515), checked with the
+//! `jsonwebtoken` crate.
+//!
+//! Keys are inline (an HMAC secret, a PEM public key) or fetched from a
+//! JWKS URL: in the background every `refresh`, and at once for a token
+//! whose `kid` is unknown, at most once per `min_refresh` so that made-up
+//! `kid`s cannot make Portico hammer the identity provider. When the provider
+//! cannot be reached the last good keys keep serving for `max_stale`; with no
+//! usable keys the answer is 503, since the client's token was not the problem.
+//!
+//! Each key allows only the algorithms of its own family (and of `alg`, when
+//! a JWK names one): `alg: none` never parses, and an HS256 token cannot be
+//! checked against an RSA public key used as an HMAC secret.
+//!
+//! A verified token is remembered by its SHA-256 until it expires (at most
+//! `CACHE_TTL`), so a client's repeated token costs no signature check;
+//! `exp` and `nbf` are checked again on every use.
+
+use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
+use crate::config::Duration as ConfigDuration;
+use crate::consumers::{Consumers, Identity};
+use crate::error::{ErrorKind, ProxyError};
+use arc_swap::ArcSwapOption;
+use http::{HeaderName, HeaderValue};
+use indexmap::IndexMap;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value as Json};
+use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a verified token is trusted without checking its signature again.
+const CACHE_TTL: u64 = 300;
+/// Cache shards (a lock each) and entries per shard.
+const SHARDS: usize = 16;
+const SHARD_LIMIT: usize = 4096;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// HMAC secret (HS256/384/512).
+    secret: Option<String>,
+    /// A PEM public key (RSA, EC P-256/P-384, Ed25519).
+    public_key: Option<String>,
+    jwks_url: Option<String>,
+    /// Algorithms accepted; default: every algorithm of the key's family.
+    algorithms: Option<Vec<String>>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    #[serde(default = "default_leeway")]
+    leeway: ConfigDuration,
+    /// Claims a token must carry.
+    #[serde(default)]
+    required_claims: Vec<String>,
+    /// The claim naming the consumer (matched against consumer names);
+    /// without a match the identity is the claim's value.
+    #[serde(default = "default_consumer_claim")]
+    consumer_claim: String,
+    /// Claims sent upstream as headers: `{ sub: X-User-Id }`.
+    #[serde(default)]
+    claims_to_headers: IndexMap<String, String>,
+    #[serde(default)]
+    jwks: JwksTimings,
+    #[serde(default)]
+    anonymous: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct JwksTimings {
+    refresh: ConfigDuration,
+    min_refresh: ConfigDuration,
+    max_stale: ConfigDuration,
+}
+
+impl Default for JwksTimings {
+    fn default() -> Self {
+        JwksTimings {
+            refresh: ConfigDuration::from_secs(300),
+            min_refresh: ConfigDuration::from_secs(10),
+            max_stale: ConfigDuration::from_secs(24 * 3600),
+        }
+    }
+}
+
+fn default_leeway() -> ConfigDuration {
+    ConfigDuration::from_secs(30)
+}
+
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+
+/// One verification key and the algorithms it may verify.
+struct Key {
+    kid: Option<String>,
+    decoding: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+struct KeySet {
+    keys: Vec<Key>,
+    fetched_at: SystemTime,
+}
+
+/// Keys from a JWKS URL, kept fresh in the background.
+struct Jwks {
+    url: http::Uri,
+    allowed: Vec<Algorithm>,
+    keys: ArcSwapOption<KeySet>,
+    refresh: Duration,
+    min_refresh: Duration,
+    max_stale: Duration,
+    /// Milliseconds since the epoch of the last fetch attempt.
+    last_attempt: AtomicU64,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+    started: AtomicBool,
+}
+
+enum Keys {
+    Inline(Vec<Key>),
+    Jwks(Arc<Jwks>),
+}
+
+struct Verified {
+    claims: Arc<Map<String, Json>>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    cached_at: u64,
+}
+
+pub struct Jwt {
+    keys: Keys,
+    validation: Validation,
+    leeway: u64,
+    required_claims: Vec<String>,
+    consumer_claim: String,
+    claims_to_headers: Vec<(String, HeaderName)>,
+    header_names: Vec<HeaderName>,
+    consumers: Arc<Consumers>,
+    anonymous: bool,
+    cache: Vec<Mutex<HashMap<[u8; 32], Arc<Verified>>>>,
+}
+
+pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
+    let config: Config = setup.parse(value)?;
+    let mut errors = Vec::new();
+    let allowed = match &config.algorithms {
+        Some(names) => {
+            let mut algorithms = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                match name.parse::<Algorithm>() {
+                    Ok(alg) => algorithms.push(alg),
+                    Err(_) => errors.push(setup.error(
+                        &format!("algorithms[{i}]"),
+                        format!("{name:?} is not a JWS algorithm: use HS256/384/512, RS256/384/512, PS256/384/512, ES256/384 or EdDSA"),
+                    )),
+                }
+            }
+            algorithms
+        }
+        None => ALL_ALGORITHMS.to_vec(),
+    };
+    let sources = [
+        config.secret.is_some(),
+        config.public_key.is_some(),
+        config.jwks_url.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        errors.push(setup.error("", "give the keys one way: `secret`, `public_key` (PEM) or `jwks_url`"));
+    }
+    let keys = if let Some(secret) = &config.secret {
+        if secret.len() < 32 {
+            errors.push(setup.error("secret", "an HMAC secret must be at least 32 bytes (RFC 7518 3.2)"));
+        }
+        Some(Keys::Inline(vec![Key {
+            kid: None,
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            algorithms: of_family(&allowed, &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]),
+        }]))
+    } else if let Some(pem) = &config.public_key {
+        match pem_key(pem.as_bytes(), &allowed) {
+            Ok(key) => Some(Keys::Inline(vec![key])),
+            Err(e) => {
+                errors.push(setup.error("public_key", e));
+                None
+            }
+        }
+    } else if let Some(url) = &config.jwks_url {
+        match fetch::parse_url(url) {
+            Ok(url) => Some(Keys::Jwks(Jwks::shared(Jwks {
+                url,
+                allowed: allowed.clone(),
+                keys: ArcSwapOption::empty(),
+                refresh: config.jwks.refresh.get(),
+                min_refresh: config.jwks.min_refresh.get(),
+                max_stale: config.jwks.max_stale.get(),
+                last_attempt: AtomicU64::new(0),
+                fetching: tokio::sync::Mutex::new(()),
+                started: AtomicBool::new(false),
+            }))),
+            Err(e) => {
+                errors.push(setup.error("jwks_url", e));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(Keys::Inline(keys)) = &keys {
+        if keys.iter().any(|k| k.algorithms.is_empty()) {
+            errors.push(setup.error(
+                "algorithms",
+                "none of these algorithms can be verified with the key given",
+            ));
+        }
+    }
+    let mut claims_to_headers = Vec::new();
+    for (claim, header) in &config.claims_to_headers {
+        match HeaderName::from_bytes(header.as_bytes()) {
+            Ok(name) => claims_to_headers.push((claim.clone(), name)),
+            Err(_) => errors.push(setup.error(
+                &format!("claims_to_headers.{claim}"),
+                format!("{header:?} is not a header name"),
+            )),
+        }
+    }
+    if config.jwks.min_refresh.get().is_zero() || config.jwks.refresh.get().is_zero() {
+        errors.push(setup.error("jwks", "`refresh` and `min_refresh` must be above zero"));
+    }
+    let Some(keys) = keys.filter(|_| errors.is_empty()) else {
+        return Err(errors);
+    };
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.leeway = config.leeway.get().as_secs();
+    validation.validate_nbf = true;
+    validation.required_spec_claims = ["exp"].into_iter().map(str::to_string).collect();
+    if let Some(issuer) = &config.issuer {
+        validation.set_issuer(&[issuer]);
+    }
+    match &config.audience {
+        Some(audience) => validation.set_audience(&[audience]),
+        None => validation.validate_aud = false,
+    }
+    let header_names = claims_to_headers.iter().map(|(_, h)| h.clone()).collect();
+    Ok(Arc::new(Jwt {
+        keys,
+        validation,
+        leeway: config.leeway.get().as_secs(),
+        required_claims: config.required_claims,
+        consumer_claim: config.consumer_claim,
+        claims_to_headers,
+        header_names,
+        consumers: setup.context.consumers.clone(),
+        anonymous: config.anonymous,
+        cache: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+    }))
+}
+
+const ALL_ALGORITHMS: [Algorithm; 12] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+const RSA: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
+
+fn of_family(allowed: &[Algorithm], family: &[Algorithm]) -> Vec<Algorithm> {
+    allowed.iter().copied().filter(|a| family.contains(a)).collect()
+}
+
+/// A PEM public key: its type decides the algorithms it may verify.
+fn pem_key(pem: &[u8], allowed: &[Algorithm]) -> Result<Key, String> {
+    let (decoding, family): (DecodingKey, &[Algorithm]) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        (key, &RSA)
+    } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        // The curve decides the algorithm; both are allowed and the
+        // signature check refuses the wrong one.
+        (key, &[Algorithm::ES256, Algorithm::ES384])
+    } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        (key, &[Algorithm::EdDSA])
+    } else {
+        return Err("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".into());
+    };
+    Ok(Key {
+        kid: None,
+        decoding,
+        algorithms: of_family(allowed, family),
+    })
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Jwks {
+    /// The live key set of the same URL and settings, if there is one, so
+    /// that routes sharing an identity provider share its keys and a reload
+    /// keeps them (the running config holds them while the next one builds).
+    fn shared(new: Jwks) -> Arc<Jwks> {
+        static LIVE: Mutex<Vec<Weak<Jwks>>> = Mutex::new(Vec::new());
+        let mut live = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        live.retain(|weak| weak.strong_count() > 0);
+        let same = |old: &Jwks| {
+            old.url == new.url
+                && old.allowed == new.allowed
+                && (old.refresh, old.min_refresh, old.max_stale) == (new.refresh, new.min_refresh, new.max_stale)
+        };
+        if let Some(existing) = live.iter().filter_map(Weak::upgrade).find(|old| same(old)) {
+            return existing;
+        }
+        let jwks = Arc::new(new);
+        live.push(Arc::downgrade(&jwks));
+        jwks
+    }
+
+    fn usable(&self) -> Option<Arc<KeySet>> {
+        let set = self.keys.load_full()?;
+        let age = SystemTime::now().duration_since(set.fetched_at).unwrap_or_default();
+        (age <= self.max_stale).then_some(set)
+    }
+
+    /// Fetches the key set now, unless another fetch ran within `min_refresh`
+    /// (then waits for any fetch in progress). Keeps the last good keys on failure.
+    async fn refresh_now(&self, forced_by_kid: bool) {
+        let _one = self.fetching.lock().await;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let last = self.last_attempt.load(Ordering::Relaxed);
+        if forced_by_kid && now_ms.saturating_sub(last) < self.min_refresh.as_millis() as u64 {
+            return;
+        }
+        self.last_attempt.store(now_ms, Ordering::Relaxed);
+        match fetch::get_json::<JwkSet>(&self.url, FETCH_TIMEOUT).await {
+            Ok(set) => {
+                let keys: Vec<Key> = set.keys.iter().filter_map(|jwk| self.key(jwk)).collect();
+                tracing::info!(url = %self.url, keys = keys.len(), "JWKS fetched");
+                self.keys.store(Some(Arc::new(KeySet {
+                    keys,
+                    fetched_at: SystemTime::now(),
+                })));
+            }
+            Err(error) => {
+                tracing::warn!(url = %self.url, %error, "JWKS fetch failed; the last good keys stay");
+            }
+        }
+    }
+
+    fn key(&self, jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
+        use jsonwebtoken::jwk::AlgorithmParameters as P;
+        let decoding = DecodingKey::from_jwk(jwk).ok()?;
+        let family: &[Algorithm] = match &jwk.algorithm {
+            P::RSA(_) => &RSA,
+            P::EllipticCurve(_) => &[Algorithm::ES256, Algorithm::ES384],
+            P::OctetKeyPair(_) => &[Algorithm::EdDSA],
+            P::OctetKey(_) => &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+        };
+        let mut algorithms = of_family(&self.allowed, family);
+        if let Some(named) = jwk
+            .common
+            .key_algorithm
+            .and_then(|a| a.to_string().parse::<Algorithm>().ok())
+        {
+            algorithms.retain(|a| *a == named);
+        }
+        Some(Key {
+            kid: jwk.common.key_id.clone(),
+            decoding,
+            algorithms,
+        })
+    }
+
+    fn start(self: &Arc<Self>) {
+        if self.started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let jwks: Weak<Jwks> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(this) = jwks.upgrade() else { return };
+                this.refresh_now(false).await;
+                // Sooner after a failure, so that keys arrive once the provider is back.
+                let wait = if this.keys.load().is_some() {
+                    this.refresh
+                } else {
+                    this.min_refresh
+                };
+                drop(this);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+}
+
+/// Why a token was refused, for the client and the metrics.
+struct Refusal {
+    reason: &'static str,
+    detail: String,
+    unavailable: bool,
+}
+
+impl Refusal {
+    fn invalid(reason: &'static str, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            reason,
+            detail: detail.into(),
+            unavailable: false,
+        }
+    }
+}
+
+fn describe(error: &jsonwebtoken::errors::Error) -> Refusal {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match error.kind() {
+        K::ExpiredSignature => Refusal::invalid("expired", "the token has expired"),
+        K::ImmatureSignature => Refusal::invalid("not_yet_valid", "the token is not valid yet (nbf)"),
+        K::InvalidIssuer => Refusal::invalid("wrong_issuer", "the token's issuer is not accepted"),
+        K::InvalidAudience => Refusal::invalid("wrong_audience", "the token is not for this audience"),
+        K::InvalidSignature => Refusal::invalid("bad_signature", "the token's signature does not verify"),
+        K::InvalidAlgorithm | K::MissingAlgorithm => Refusal::invalid(
+            "algorithm_not_allowed",
+            "the token's algorithm is not allowed for this key",
+        ),
+        K::MissingRequiredClaim(claim) => {
+            Refusal::invalid("missing_claim", format!("the token lacks the required claim {claim:?}"))
+        }
+        _ => Refusal::invalid("malformed", "the token is not a well-formed JWT"),
+    }
+}
+
+impl Jwt {
+    fn bearer<'r>(&self, request: &'r http::request::Parts) -> Option<&'r str> {
+        let value = request.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+        let (scheme, token) = value.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    }
+
+    fn shard(&self, digest: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], Arc<Verified>>> {
+        &self.cache[usize::from(digest[0]) % SHARDS]
+    }
+
+    /// The token's claims, from the cache or by verifying it.
+    async fn verify(&self, token: &str) -> Result<Arc<Map<String, Json>>, Refusal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = now();
+        let cached = self
+            .shard(&digest)
+            .lock()
+            .ok()
+            .and_then(|shard| shard.get(&digest).cloned());
+        if let Some(hit) = cached.filter(|v| now < v.cached_at + CACHE_TTL) {
+            if hit.exp.is_some_and(|exp| now > exp + self.leeway) {
+                return Err(Refusal::invalid("expired", "the token has expired"));
+            }
+            if hit.nbf.is_some_and(|nbf| nbf > now + self.leeway) {
+                return Err(Refusal::invalid("not_yet_valid", "the token is not valid yet (nbf)"));
+            }
+            return Ok(hit.claims.clone());
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            // `alg: none` and unknown algorithms fail here, before any key is tried.
+            let mut refusal = describe(&e);
+            if matches!(
+                e.kind(),
+                jsonwebtoken::errors::ErrorKind::Json(_) | jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName
+            ) {
+                refusal = Refusal::invalid("algorithm_not_allowed", "the token's algorithm is not allowed");
+            }
+            refusal
+        })?;
+        let claims = match &self.keys {
+            Keys::Inline(keys) => self.check_with(token, &header, keys)?,
+            Keys::Jwks(jwks) => {
+                let mut set = jwks.usable();
+                let known = |set: &Option<Arc<KeySet>>| {
+                    set.as_ref()
+                        .is_some_and(|s| s.keys.iter().any(|k| header.kid.is_none() || k.kid == header.kid))
+                };
+                if !known(&set) {
+                    // A new key the provider has just rotated in, or a made-up kid.
+                    jwks.refresh_now(true).await;
+                    set = jwks.usable();
+                }
+                let Some(set) = set else {
+                    return Err(Refusal {
+                        reason: "keys_unavailable",
+                        detail: "the identity provider's keys are not available; try again later".into(),
+                        unavailable: true,
+                    });
+                };
+                self.check_with(token, &header, &set.keys)?
+            }
+        };
+        let verified = Arc::new(Verified {
+            exp: claims.get("exp").and_then(Json::as_u64),
+            nbf: claims.get("nbf").and_then(Json::as_u64),
+            claims: Arc::new(claims),
+            cached_at: now,
+        });
+        if let Ok(mut shard) = self.shard(&digest).lock() {
+            if shard.len() >= SHARD_LIMIT {
+                shard.clear();
+            }
+            shard.insert(digest, verified.clone());
+        }
+        Ok(verified.claims.clone())
+    }
+
+    fn check_with(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        keys: &[Key],
+    ) -> Result<Map<String, Json>, Refusal> {
+        let candidates = keys
+            .iter()
+            .filter(|k| header.kid.is_none() || k.kid.is_none() || k.kid == header.kid)
+            .filter(|k| k.algorithms.contains(&header.alg));
+        let mut last = None;
+        for key in candidates {
+            let mut validation = self.validation.clone();
+            validation.algorithms = key.algorithms.clone();
+            match jsonwebtoken::decode::<Map<String, Json>>(token, &key.decoding, &validation) {
+                Ok(data) => {
+                    // The library checks only registered claims for presence.
+                    if let Some(claim) = self.required_claims.iter().find(|c| !data.claims.contains_key(*c)) {
+                        return Err(Refusal::invalid(
+                            "missing_claim",
+                            format!("the token lacks the required claim {claim:?}"),
+                        ));
+                    }
+                    return Ok(data.claims);
+                }
+                Err(e) => last = Some(describe(&e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| match &header.kid {
+            Some(_) if keys.iter().all(|k| k.kid != header.kid) => {
+                Refusal::invalid("unknown_kid", "no key of the identity provider has the token's kid")
+            }
+            _ => Refusal::invalid(
+                "algorithm_not_allowed",
+                "the token's algorithm is not allowed for this key",
+            ),
+        }))
+    }
+
+    fn identity(&self, claims: Arc<Map<String, Json>>) -> Identity {
+        let subject = claims
+            .get(&self.consumer_claim)
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        let mut identity = match self.consumers.find(subject) {
+            Some(consumer) => Identity::of(consumer, "jwt"),
+            None => Identity {
+                name: subject.into(),
+                groups: Arc::from(Vec::new()),
+                scopes: Vec::new(),
+                claims: None,
+                method: "jwt",
+                anonymous: false,
+            },
+        };
+        identity.scopes = scopes(&claims);
+        identity.claims = Some(claims);
+        identity
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Auth {
+        let kind = if refusal.unavailable {
+            ErrorKind::AuthUnavailable
+        } else {
+            ErrorKind::Unauthorized
+        };
+        let mut error = ProxyError::rejected(kind, "jwt", refusal.reason, refusal.detail.clone());
+        if !refusal.unavailable {
+            // RFC 6750 3: the description is ours, never the token's content.
+            error.challenge = HeaderValue::from_str(&format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                refusal.detail
+            ))
+            .ok()
+            .map(Box::new);
+        }
+        Auth::Failed(error)
+    }
+}
+
+/// OAuth scopes: `scope` (space-separated) or `scp` (a list or a string).
+pub fn scopes(claims: &Map<String, Json>) -> Vec<String> {
+    let from = |value: &Json| -> Vec<String> {
+        match value {
+            Json::String(text) => text.split_whitespace().map(str::to_string).collect(),
+            Json::Array(items) => items.iter().filter_map(Json::as_str).map(str::to_string).collect(),
+            _ => Vec::new(),
+        }
+    };
+    claims
+        .get("scope")
+        .or_else(|| claims.get("scp"))
+        .map(from)
+        .unwrap_or_default()
+}
+
+impl Plugin for Jwt {
+    fn name(&self) -> &'static str {
+        "jwt"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Authenticate
+    }
+
+    fn start(&self) {
+        if let Keys::Jwks(jwks) = &self.keys {
+            jwks.start();
+        }
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        request: &'a mut http::request::Parts,
+        _ctx: &'a RequestContext<'_>,
+    ) -> AuthFuture<'a> {
+        Box::pin(async move {
+            let Some(token) = self.bearer(request) else {
+                return Auth::NoCredentials;
+            };
+            let claims = match self.verify(token).await {
+                Ok(claims) => claims,
+                Err(refusal) => return self.refuse(refusal),
+            };
+            for (claim, header) in &self.claims_to_headers {
+                let value = match claims.get(claim) {
+                    Some(Json::String(text)) => HeaderValue::from_str(text).ok(),
+                    Some(other) => HeaderValue::from_str(&other.to_string()).ok(),
+                    None => None,
+                };
+                if let Some(value) = value {
+                    request.headers.insert(header, value);
+                }
+            }
+            Auth::Authenticated(self.identity(claims))
+        })
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static("Bearer"))
+    }
+
+    fn allows_anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    fn trusted_headers(&self) -> &[HeaderName] {
+        &self.header_names
+    }
+
+    fn explain(&self, request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
+        let Some(token) = self.bearer(request) else {
+            return Decision::pass("no Bearer token");
+        };
+        let header = match jsonwebtoken::decode_header(token) {
+            Ok(header) => header,
+            Err(_) => {
+                return Decision::deny(
+                    http::StatusCode::UNAUTHORIZED,
+                    "not a JWT, or its algorithm is not allowed",
+                )
+            }
+        };
+        let keys: Vec<&Key> = match &self.keys {
+            Keys::Inline(keys) => keys.iter().collect(),
+            Keys::Jwks(_) => {
+                return Decision::pass(format!(
+                    "{:?} token; keys from the JWKS are checked when sent",
+                    header.alg
+                ))
+            }
+        };
+        let result = keys.iter().find_map(|key| {
+            let mut validation = self.validation.clone();
+            validation.algorithms = key.algorithms.clone();
+            key.algorithms
+                .contains(&header.alg)
+                .then(|| jsonwebtoken::decode::<Map<String, Json>>(token, &key.decoding, &validation))
+        });
+        match result {
+            Some(Ok(data)) => {
+                let exp = data.claims.get("exp").and_then(Json::as_u64);
+                let expiry = exp.map_or("no exp".to_string(), |exp| {
+                    let left = exp.saturating_sub(now());
+                    format!("exp in {} min", left / 60)
+                });
+                Decision::pass(format!("signature ok ({:?}), {expiry}", header.alg))
+            }
+            Some(Err(e)) => Decision::deny(http::StatusCode::UNAUTHORIZED, describe(&e).detail),
+            None => Decision::deny(
+                http::StatusCode::UNAUTHORIZED,
+                "the token's algorithm is not allowed for this key",
+            ),
+        }
+    }
+}
