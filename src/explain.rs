@@ -167,6 +167,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         route: &route.name,
         params: &params,
         identity: None,
+        response_headers: Vec::new(),
     };
     for (plugin, phase, decision) in route.plugins.explain(&parts, &ctx) {
         if let Some(status) = decision.denies {

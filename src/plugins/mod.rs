@@ -56,6 +56,8 @@ pub struct RequestContext<'a> {
     pub params: &'a Params,
     /// Who the request is, once the authenticate phase has found out.
     pub identity: Option<Identity>,
+    /// Headers to add to the response, whoever answers (upstream, plugin, error).
+    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Flow, ProxyError>> + Send + 'a>>;
@@ -111,6 +113,12 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The one place it takes in the chain.
     fn phase(&self) -> Phase;
+
+    /// Whether it answers CORS preflights: then an `OPTIONS` preflight is
+    /// routed as the method it asks about, so that it reaches this plugin.
+    fn answers_preflight(&self) -> bool {
+        false
+    }
 
     /// Starts what the plugin does in the background (fetching keys), once
     /// the config it belongs to serves. Called on every config swap; a
@@ -199,16 +207,22 @@ pub struct PluginFactory {
 
 pub mod acl;
 pub mod basic_auth;
+pub mod cors;
 pub mod fetch;
+pub mod introspection;
+pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]
 pub const REGISTRY: &[PluginFactory] = &[
+    PluginFactory { name: "ip_restriction", build: ip_restriction::build },
+    PluginFactory { name: "cors", build: cors::build },
     PluginFactory { name: "key_auth", build: key_auth::build },
     PluginFactory { name: "basic_auth", build: basic_auth::build },
     PluginFactory { name: "jwt", build: jwt::build },
+    PluginFactory { name: "oauth2_introspection", build: introspection::build },
     PluginFactory { name: "acl", build: acl::build_acl },
     PluginFactory { name: "scopes", build: acl::build_scopes },
 ];
@@ -275,6 +289,10 @@ impl PluginChain {
 
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
+    }
+
+    pub fn answers_preflight(&self) -> bool {
+        self.plugins.iter().any(|p| p.answers_preflight())
     }
 
     /// Starts the plugins' background work.
@@ -469,6 +487,7 @@ mod tests {
             route: "r",
             params: &params,
             identity: None,
+            response_headers: Vec::new(),
         };
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));

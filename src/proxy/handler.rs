@@ -60,6 +60,8 @@ struct Exchange {
     error: Option<&'static str>,
     /// The request's server span, when tracing is on.
     trace: Option<(Arc<Traces>, RequestSpan)>,
+    /// Headers plugins add to whatever response the request gets (CORS).
+    response_headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
@@ -100,6 +102,13 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
             error.to_response(&request_id)
         }
     };
+    for (name, value) in exchange.response_headers.drain(..) {
+        if name == http::header::VARY {
+            response.headers_mut().append(name, value);
+        } else {
+            response.headers_mut().insert(name, value);
+        }
+    }
     response
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
@@ -154,7 +163,10 @@ async fn serve(
         let head = RequestHead::of(&parts, &path, host.as_deref());
         let (route, params) = match gateway.routes.find(&head) {
             Lookup::Found { route, params } => (route, params),
-            Lookup::MethodNotAllowed { allow } => return Err(method_not_allowed(&parts.method, &allow)),
+            Lookup::MethodNotAllowed { allow } => match preflight_route(gateway, &head, &parts) {
+                Some(found) => found,
+                None => return Err(method_not_allowed(&parts.method, &allow)),
+            },
             Lookup::NotFound => {
                 return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
             }
@@ -180,33 +192,60 @@ async fn serve(
         route: &route.name,
         params: &params,
         identity: None,
+        response_headers: Vec::new(),
     };
-    if !route.plugins.is_empty() {
-        match route.plugins.on_request(&mut parts, &mut ctx).await {
-            Ok(Flow::Continue) => {}
-            Ok(Flow::Respond(response)) => return Ok(*response),
-            Err(error) => {
-                if let Some((plugin, reason)) = error.rejected_by {
-                    gateway.metrics.rejected(&route.name, plugin, reason);
+    let answer = async {
+        if !route.plugins.is_empty() {
+            match route.plugins.on_request(&mut parts, &mut ctx).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Respond(response)) => return Ok(*response),
+                Err(error) => {
+                    if let Some((plugin, reason)) = error.rejected_by {
+                        gateway.metrics.rejected(&route.name, plugin, reason);
+                    }
+                    return Err(error);
                 }
-                return Err(error);
             }
         }
+        let response = match &route.action {
+            Action::Respond(fixed) => fixed_response(fixed),
+            Action::Proxy(forward) => {
+                let upstream_request = UpstreamRequest {
+                    path_and_query: upstream_path_and_query(rewritten, &parts.uri)?,
+                    parts,
+                    body,
+                    request_id,
+                };
+                proxy(forward, conn, upstream_request, exchange).await?
+            }
+        };
+        Ok(run_response_plugins(route, response, &ctx))
     }
+    .await;
+    exchange.response_headers = std::mem::take(&mut ctx.response_headers);
+    answer
+}
 
-    let response = match &route.action {
-        Action::Respond(fixed) => fixed_response(fixed),
-        Action::Proxy(forward) => {
-            let upstream_request = UpstreamRequest {
-                path_and_query: upstream_path_and_query(rewritten, &parts.uri)?,
-                parts,
-                body,
-                request_id,
-            };
-            proxy(forward, conn, upstream_request, exchange).await?
-        }
+/// A CORS preflight (`OPTIONS` asking about another method) is routed as
+/// that method, when the route it reaches answers preflights itself.
+fn preflight_route<'g>(
+    gateway: &'g Gateway,
+    head: &RequestHead<'_>,
+    parts: &http::request::Parts,
+) -> Option<(&'g Route, crate::router::Params)> {
+    if !crate::plugins::cors::is_preflight(parts) {
+        return None;
+    }
+    let asked = parts.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let method = http::Method::from_bytes(asked.as_bytes()).ok()?;
+    let as_asked = RequestHead {
+        method: &method,
+        ..*head
     };
-    Ok(run_response_plugins(route, response, &ctx))
+    match gateway.routes.find(&as_asked) {
+        Lookup::Found { route, params } if route.plugins.answers_preflight() => Some((route, params)),
+        _ => None,
+    }
 }
 
 fn run_response_plugins(

@@ -289,3 +289,173 @@ routes:
         "a password in an error: {found:#?}"
     );
 }
+
+#[tokio::test]
+async fn ip_rules_use_the_peer_or_forwarded_for_behind_trusted_proxies() {
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: loopback, match: { path: /loopback }, upstream: api, plugins: { ip_restriction: { allow: [127.0.0.0/8] } } }\n  \
+         - { name: elsewhere, match: { path: /elsewhere }, upstream: api, plugins: { ip_restriction: { allow: [\"2001:db8::/32\", 10.0.0.0/8] } } }\n  \
+         - { name: proxied, match: { path: /proxied }, upstream: api, plugins: { ip_restriction: { deny: [\"2001:db8:bad::/48\"], trusted_proxies: [127.0.0.1] } } }",
+    ))
+    .await;
+    assert_eq!(get(&gw.url("/loopback")).await.status, 200);
+    // The client's own X-Forwarded-For is not believed: the peer is not a trusted proxy.
+    let refused = get_with(&gw.url("/elsewhere"), &[("x-forwarded-for", "10.1.1.1")]).await;
+    refused.problem(403);
+    // Behind a trusted proxy (the test client on 127.0.0.1), the chain is read.
+    let ok = get_with(&gw.url("/proxied"), &[("x-forwarded-for", "2001:db8:1::1")]).await;
+    assert_eq!(ok.status, 200);
+    let denied = get_with(
+        &gw.url("/proxied"),
+        &[("x-forwarded-for", "2001:db8:bad::7, 127.0.0.1")],
+    )
+    .await;
+    denied.problem(403);
+}
+
+#[tokio::test]
+async fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - name: app\n    match: { path: /app, methods: [GET, POST] }\n    upstream: api\n    plugins:\n      \
+         cors: { origins: [\"https://app.example.com\", \"https://*.example.org\"], methods: [GET, POST], credentials: true, expose_headers: [X-Total], max_age: 10m }\n      \
+         key_auth: {}",
+    ))
+    .await;
+    let preflight = |origin: &str, method: &str| {
+        http::Request::builder()
+            .method("OPTIONS")
+            .uri(gw.url("/app"))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", "x-api-key, content-type")
+            .body(http_body_util::Full::default())
+            .unwrap()
+    };
+    let ok = send(preflight("https://app.example.com", "POST")).await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(ok.header("access-control-allow-origin"), "https://app.example.com");
+    assert_eq!(ok.header("access-control-allow-methods"), "GET, POST");
+    assert_eq!(ok.header("access-control-allow-headers"), "x-api-key, content-type");
+    assert_eq!(ok.header("access-control-allow-credentials"), "true");
+    assert_eq!(ok.header("access-control-max-age"), "600");
+    let sub = send(preflight("https://shop.example.org", "GET")).await;
+    assert_eq!(sub.header("access-control-allow-origin"), "https://shop.example.org");
+    for (origin, method) in [
+        ("https://evil.example", "GET"),
+        ("https://example.org", "GET"),
+        ("https://app.example.com", "DELETE"),
+    ] {
+        let refused = send(preflight(origin, method)).await;
+        // A method the route does not serve cannot be routed at all: 405.
+        assert_eq!(refused.status, if method == "DELETE" { 405 } else { 204 });
+        assert!(
+            refused.headers.get("access-control-allow-origin").is_none(),
+            "{origin} {method}"
+        );
+    }
+    assert_eq!(upstream.count(), 0, "preflights are answered by the gateway");
+
+    let simple = get_with(
+        &gw.url("/app"),
+        &[("origin", "https://app.example.com"), ("x-api-key", PARTNER_KEY)],
+    )
+    .await;
+    assert_eq!(simple.status, 200);
+    assert_eq!(simple.header("access-control-allow-origin"), "https://app.example.com");
+    assert_eq!(simple.header("access-control-expose-headers"), "X-Total");
+    assert_eq!(simple.header("vary"), "Origin");
+    // Errors carry CORS headers too, so the page can read them.
+    let unauthorized = get_with(&gw.url("/app"), &[("origin", "https://app.example.com")]).await;
+    unauthorized.problem(401);
+    assert_eq!(
+        unauthorized.header("access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    let foreign = get_with(
+        &gw.url("/app"),
+        &[("origin", "https://evil.example"), ("x-api-key", PARTNER_KEY)],
+    )
+    .await;
+    assert_eq!(foreign.status, 200);
+    assert!(foreign.headers.get("access-control-allow-origin").is_none());
+}
+
+/// An RFC 7662 authorization server: `good-token` is active, anything else
+/// inactive; it checks the client's credentials and counts the calls.
+async fn authorization_server() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::BodyExt;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = calls.clone();
+    let addr = serve(move |request: http::Request<hyper::body::Incoming>| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            use base64::Engine;
+            let expected = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("portico:client-secret")
+            );
+            let authorized = request.headers().get("authorization").is_some_and(|v| v == expected.as_str());
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let form: std::collections::HashMap<String, String> =
+                form_urlencoded::parse(&body).into_owned().collect();
+            let answer = if !authorized {
+                return Ok::<_, std::convert::Infallible>(status_response(401));
+            } else if form.get("token").map(String::as_str) == Some("good-token") {
+                serde_json::json!({ "active": true, "sub": "partner-app", "scope": "orders:read", "exp": 4102444800u64 })
+            } else {
+                serde_json::json!({ "active": false })
+            };
+            Ok(http::Response::new(http_body_util::Full::new(bytes::Bytes::from(answer.to_string()))))
+        }
+    })
+    .await;
+    (addr, calls)
+}
+
+#[tokio::test]
+async fn introspection_checks_opaque_tokens_with_the_authorization_server_and_caches_the_answer() {
+    let upstream = Upstream::named("ok").await;
+    let (server, calls) = authorization_server().await;
+    let down = refusing_addr().await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        &format!(
+            "  - {{ name: opaque, match: {{ path: /opaque }}, upstream: api, plugins: {{ oauth2_introspection: {{ url: \"http://{server}/introspect\", client_id: portico, client_secret: client-secret }}, scopes: [orders:read] }} }}\n  \
+             - {{ name: down, match: {{ path: /down }}, upstream: api, plugins: {{ oauth2_introspection: {{ url: \"http://{down}/introspect\", client_id: portico, client_secret: client-secret, timeout: 1s }} }} }}"
+        ),
+    ))
+    .await;
+    let bearer = |token: &str| format!("Bearer {token}");
+    for _ in 0..3 {
+        let ok = get_with(&gw.url("/opaque"), &[("authorization", &bearer("good-token"))]).await;
+        assert_eq!(ok.status, 200, "{}", ok.text());
+    }
+    let seen = upstream.last();
+    assert_eq!(seen.headers["x-consumer-name"], "partner-app");
+    assert_eq!(seen.headers["x-consumer-groups"], "partners");
+    assert_eq!(seen.headers["x-authenticated-scope"], "orders:read");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the answer is cached"
+    );
+
+    let before = upstream.count();
+    for _ in 0..2 {
+        let inactive = get_with(&gw.url("/opaque"), &[("authorization", &bearer("revoked-token"))]).await;
+        assert!(inactive.problem(401)["detail"].as_str().unwrap().contains("not active"));
+    }
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "inactive answers are cached briefly too"
+    );
+    let unreachable = get_with(&gw.url("/down"), &[("authorization", &bearer("good-token"))]).await;
+    unreachable.problem(503);
+    assert_eq!(upstream.count(), before);
+}
