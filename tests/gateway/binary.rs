@@ -472,3 +472,93 @@ routes: [{ name: hi, match: { path: / }, respond: { body: hi } }]
     assert_eq!(spans[0].trace_id, trace);
     assert_eq!(spans[0].name, "GET hi");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_errors_or_the_admin_api() {
+    use base64::Engine;
+    let upstream = Upstream::named("ok").await;
+    let key = "sup3r-s3cret-api-key-0123456789";
+    let password = "pa55w0rd-never-logged";
+    let jwt_secret = "jwt-s3cret-of-at-least-32-bytes-long!!";
+    let client_secret = "introspection-cl1ent-s3cret";
+    let hash = portico::plugins::basic_auth::hash(password, true).unwrap();
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+consumers:
+  - name: app
+    credentials: { api_keys: [ "${env:APP_KEY}" ], basic: { username: app, password: "$HASH" } }
+upstreams: { api: { targets: [ "$U" ] } }
+routes:
+  - name: api
+    match: { path: / }
+    upstream: api
+    plugins:
+      key_auth: {}
+      basic_auth: {}
+      jwt: { secret: "${env:JWT_SECRET}" }
+      oauth2_introspection: { url: "http://127.0.0.1:9/introspect", client_id: portico, client_secret: "${env:CLIENT_SECRET}", timeout: 200ms }
+"#,
+        &[
+            ("TOKEN", ADMIN_TOKEN.to_string()),
+            ("HASH", hash.clone()),
+            ("U", upstream.addr.to_string()),
+        ],
+    );
+    let gateway = Process::start_with_env(
+        &yaml,
+        &[
+            ("RUST_LOG", "debug"),
+            ("APP_KEY", key),
+            ("JWT_SECRET", jwt_secret),
+            ("CLIENT_SECRET", client_secret),
+        ],
+    );
+    let url = format!("http://{}/", gateway.addr);
+    let basic = |user: &str, pass: &str| {
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+    };
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({ "sub": "app", "exp": 4102444800u64 }),
+        &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
+    )
+    .unwrap();
+    let mut bodies = String::new();
+    for headers in [
+        vec![("x-api-key", key.to_string())],
+        vec![("x-api-key", format!("{key}-wrong"))],
+        vec![("authorization", basic("app", password))],
+        vec![("authorization", basic("app", &format!("{password}-wrong")))],
+        vec![("authorization", format!("Bearer {token}"))],
+        vec![("authorization", format!("Bearer {token}x"))],
+        vec![("authorization", "Bearer opaque-t0ken-value".to_string())],
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = get_with(&url, &headers).await;
+        bodies.push_str(&reply.text());
+    }
+    let admin_addr = gateway
+        .output()
+        .lines()
+        .find(|l| l.contains("admin API listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .map(|a| a.trim().to_string())
+        .expect("the admin address is logged");
+    for path in ["/config", "/routes", "/status"] {
+        let reply = get_with(
+            &format!("http://{admin_addr}{path}"),
+            &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+        )
+        .await;
+        assert_eq!(reply.status, 200);
+        bodies.push_str(&reply.text());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let everything = format!("{}\n{bodies}", gateway.output());
+    assert!(everything.contains("request refused"), "debug logs were captured");
+    for secret in [key, password, jwt_secret, client_secret, &token, "opaque-t0ken-value", ADMIN_TOKEN, &hash] {
+        assert!(!everything.contains(secret), "{secret} leaked:\n{everything}");
+    }
+}

@@ -407,15 +407,23 @@ pub struct Process {
     pub addr: SocketAddr,
     /// Lines the process wrote to stdout (the access log).
     stdout: Arc<Mutex<Vec<String>>>,
+    /// Lines it wrote to stderr (its diagnostics).
+    stderr: Arc<Mutex<Vec<String>>>,
     _config: tempfile::NamedTempFile,
 }
 
 impl Process {
     pub fn start(yaml: &str) -> Process {
+        Process::start_with_env(yaml, &[])
+    }
+
+    /// Starts it with more environment variables (`RUST_LOG`, secrets).
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Process {
         use std::io::{BufRead, Write};
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(yaml.as_bytes()).unwrap();
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+            .envs(env.iter().copied())
             .args(["run", "--config"])
             .arg(file.path())
             .stdout(std::process::Stdio::piped())
@@ -431,10 +439,13 @@ impl Process {
             }
         });
         let stderr = child.stderr.take().unwrap();
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let diagnostics = stderr_lines.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                diagnostics.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Some(addr) = line.split("addr=").nth(1) {
                         let _ = tx.send(addr.trim().to_string());
@@ -452,8 +463,16 @@ impl Process {
             child,
             addr,
             stdout: stdout_lines,
+            stderr: stderr_lines,
             _config: file,
         }
+    }
+
+    /// Everything it has written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        let out = self.stdout.lock().unwrap().join("\n");
+        let err = self.stderr.lock().unwrap().join("\n");
+        format!("{out}\n{err}")
     }
 
     /// Waits up to 5 s for `count` stdout lines and returns them.
