@@ -161,7 +161,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
 
     let request_id = HeaderValue::from_static("explain");
     let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
-    let ctx = RequestContext {
+    let mut ctx = RequestContext {
         request_id: &request_id,
         client,
         route: &route.name,
@@ -169,7 +169,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         identity: None,
         response_headers: Vec::new(),
     };
-    for (plugin, phase, decision) in route.plugins.explain(&parts, &ctx) {
+    for (plugin, phase, decision) in route.plugins.explain(&parts, &mut ctx) {
         if let Some(status) = decision.denies {
             explanation.outcome = "denied";
             explanation.status = Some(status);

@@ -97,7 +97,10 @@ mod tests {
         );
         let found = errors(&text);
         assert_eq!(found.len(), 1, "{found:#?}");
-        assert!(found[0].starts_with("plugins.cors: missing field `origins`"), "{found:?}");
+        assert!(
+            found[0].starts_with("plugins.cors: missing field `origins`"),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -198,6 +198,12 @@ impl Plugin for BasicAuth {
         Some(self.challenge.clone())
     }
 
+    fn identify(&self, request: &http::request::Parts) -> Option<Identity> {
+        // The user's consumer; `explain` checks no password.
+        let (user, _) = credentials(is_basic(request)?)?;
+        self.consumers.by_username(&user).map(|c| Identity::of(c, "basic_auth"))
+    }
+
     fn allows_anonymous(&self) -> bool {
         self.anonymous
     }

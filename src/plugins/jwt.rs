@@ -684,6 +684,13 @@ impl Plugin for Jwt {
         &self.header_names
     }
 
+    fn identify(&self, request: &http::request::Parts) -> Option<Identity> {
+        match self.explain_token(request)? {
+            Ok(claims) => Some(self.identity(Arc::new(claims))),
+            Err(_) => None,
+        }
+    }
+
     fn explain(&self, request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
         let Some(token) = self.bearer(request) else {
             return Decision::pass("no Bearer token");
@@ -697,36 +704,47 @@ impl Plugin for Jwt {
                 )
             }
         };
-        let keys: Vec<&Key> = match &self.keys {
-            Keys::Inline(keys) => keys.iter().collect(),
-            Keys::Jwks(_) => {
-                return Decision::pass(format!(
-                    "{:?} token; keys from the JWKS are checked when sent",
-                    header.alg
-                ))
-            }
-        };
-        let result = keys.iter().find_map(|key| {
-            let mut validation = self.validation.clone();
-            validation.algorithms = key.algorithms.clone();
-            key.algorithms
-                .contains(&header.alg)
-                .then(|| jsonwebtoken::decode::<Map<String, Json>>(token, &key.decoding, &validation))
-        });
-        match result {
-            Some(Ok(data)) => {
-                let exp = data.claims.get("exp").and_then(Json::as_u64);
-                let expiry = exp.map_or("no exp".to_string(), |exp| {
-                    let left = exp.saturating_sub(now());
-                    format!("exp in {} min", left / 60)
-                });
+        if let Keys::Jwks(jwks) = &self.keys {
+            let known = jwks
+                .usable()
+                .is_some_and(|set| set.keys.iter().any(|k| header.kid.is_none() || k.kid == header.kid));
+            return Decision::pass(format!(
+                "{:?} token, kid {:?}: {}; checked with the JWKS when sent",
+                header.alg,
+                header.kid.as_deref().unwrap_or("none"),
+                if known {
+                    "a known key"
+                } else {
+                    "not among the keys held now"
+                }
+            ));
+        }
+        match self.explain_token(request) {
+            Some(Ok(claims)) => {
+                let expiry = claims
+                    .get("exp")
+                    .and_then(Json::as_u64)
+                    .map_or("no exp".to_string(), |exp| {
+                        format!("exp in {} min", exp.saturating_sub(now()) / 60)
+                    });
                 Decision::pass(format!("signature ok ({:?}), {expiry}", header.alg))
             }
-            Some(Err(e)) => Decision::deny(http::StatusCode::UNAUTHORIZED, describe(&e).detail),
-            None => Decision::deny(
-                http::StatusCode::UNAUTHORIZED,
-                "the token's algorithm is not allowed for this key",
-            ),
+            Some(Err(refusal)) => Decision::deny(http::StatusCode::UNAUTHORIZED, refusal.detail),
+            None => Decision::pass("no Bearer token"),
         }
+    }
+}
+
+impl Jwt {
+    /// Checks a token against inline keys without the cache: for `explain`.
+    /// `None` without a Bearer token, or with keys from a JWKS.
+    fn explain_token(&self, request: &http::request::Parts) -> Option<Result<Map<String, Json>, Refusal>> {
+        let token = self.bearer(request)?;
+        let Keys::Inline(keys) = &self.keys else { return None };
+        Some(
+            jsonwebtoken::decode_header(token)
+                .map_err(|e| describe(&e))
+                .and_then(|header| self.check_with(token, &header, keys)),
+        )
     }
 }

@@ -139,6 +139,11 @@ impl Plugin for KeyAuth {
         Some(self.challenge.clone())
     }
 
+    fn identify(&self, request: &http::request::Parts) -> Option<Identity> {
+        let key = self.presented(request)?;
+        self.consumers.by_api_key(&key).map(|c| Identity::of(c, "key_auth"))
+    }
+
     fn allows_anonymous(&self) -> bool {
         self.anonymous
     }

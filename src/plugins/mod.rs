@@ -135,6 +135,12 @@ pub trait Plugin: Send + Sync + 'static {
         Box::pin(std::future::ready(Auth::NoCredentials))
     }
 
+    /// For `explain`: who the request would authenticate as, without side
+    /// effects (no hash checked on the blocking pool, nothing fetched).
+    fn identify(&self, _request: &http::request::Parts) -> Option<Identity> {
+        None
+    }
+
     /// An authentication method's `WWW-Authenticate` challenge.
     fn challenge(&self) -> Option<HeaderValue> {
         None
@@ -382,13 +388,27 @@ impl PluginChain {
 
     /// Each plugin's decision, in the order they run, up to the first that
     /// would answer the request itself.
+    /// The authenticate phase is explained as it runs: every method is
+    /// asked, and the request goes on as the first identity found (or as
+    /// `anonymous`), whatever the other methods say.
     pub fn explain(
         &self,
         request: &http::request::Parts,
-        ctx: &RequestContext<'_>,
+        ctx: &mut RequestContext<'_>,
     ) -> Vec<(&'static str, Phase, Decision)> {
         let mut decisions = Vec::new();
+        let mut authenticated = false;
         for plugin in &self.plugins {
+            if plugin.phase() == Phase::Authenticate {
+                if authenticated {
+                    continue;
+                }
+                authenticated = true;
+                if !self.explain_authentication(request, ctx, &mut decisions) {
+                    break;
+                }
+                continue;
+            }
             let decision = plugin.explain(request, ctx);
             let denies = decision.denies.is_some();
             decisions.push((plugin.name(), plugin.phase(), decision));
@@ -397,6 +417,60 @@ impl PluginChain {
             }
         }
         decisions
+    }
+
+    /// Explains the authenticate phase; false when it would refuse the request.
+    fn explain_authentication(
+        &self,
+        request: &http::request::Parts,
+        ctx: &mut RequestContext<'_>,
+        decisions: &mut Vec<(&'static str, Phase, Decision)>,
+    ) -> bool {
+        let methods: Vec<&Arc<dyn Plugin>> = self
+            .plugins
+            .iter()
+            .filter(|p| p.phase() == Phase::Authenticate)
+            .collect();
+        let first = decisions.len();
+        let mut identity = None;
+        for method in &methods {
+            decisions.push((method.name(), Phase::Authenticate, method.explain(request, ctx)));
+            if identity.is_none() {
+                identity = method.identify(request);
+            }
+        }
+        if identity.is_none() && decisions[first..].iter().any(|(_, _, d)| d.denies.is_some()) {
+            return false;
+        }
+        let identity = match identity {
+            Some(identity) => identity,
+            None if methods.iter().any(|m| m.allows_anonymous()) => Identity::anonymous(),
+            None => {
+                let names: Vec<&str> = methods.iter().map(|m| m.name()).collect();
+                decisions.push((
+                    "authentication",
+                    Phase::Authenticate,
+                    Decision::deny(
+                        http::StatusCode::UNAUTHORIZED,
+                        format!("credentials are required: {}", names.join(" or ")),
+                    ),
+                ));
+                return false;
+            }
+        };
+        // Failed credentials of one method do not matter once another authenticates.
+        for (_, _, decision) in &mut decisions[first..] {
+            if decision.denies.take().is_some() {
+                decision.detail.push_str(" (another method authenticates)");
+            }
+        }
+        decisions.push((
+            "authentication",
+            Phase::Authenticate,
+            Decision::pass(format!("goes on as {:?}", &*identity.name)),
+        ));
+        ctx.identity = Some(identity);
+        true
     }
 
     pub fn on_response(&self, response: &mut http::response::Parts, ctx: &RequestContext<'_>) {

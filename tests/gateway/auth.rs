@@ -459,3 +459,42 @@ async fn introspection_checks_opaque_tokens_with_the_authorization_server_and_ca
     unreachable.problem(503);
     assert_eq!(upstream.count(), before);
 }
+
+#[tokio::test]
+async fn explain_tells_who_a_request_is_and_which_plugin_refuses_it() {
+    let upstream = Upstream::named("ok").await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: partners, match: { path: /partners }, upstream: api, plugins: { key_auth: {}, basic_auth: {}, acl: { allow: [partners] } } }",
+    ))
+    .await;
+    let explain = |key: &str| {
+        let body = serde_json::json!({ "method": "GET", "url": "/partners", "headers": { "x-api-key": key } });
+        let gw = &gw;
+        async move { gw.admin("POST", "/explain", &body.to_string()).await.json() }
+    };
+    let ok = explain(PARTNER_KEY).await;
+    assert_eq!(ok["outcome"], "proxied", "{ok}");
+    let steps = ok["plugins"].as_array().unwrap();
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["plugin"] == "authentication" && s["detail"] == "goes on as \"partner-app\""),
+        "{ok}"
+    );
+
+    let wrong_group = explain(INTERNAL_KEY).await;
+    assert_eq!(wrong_group["outcome"], "denied");
+    assert_eq!(wrong_group["status"], 403);
+    assert!(
+        wrong_group["detail"].as_str().unwrap().starts_with("acl answers 403"),
+        "{wrong_group}"
+    );
+
+    let bad_key = explain("not-a-key-0123456789").await;
+    assert_eq!(bad_key["outcome"], "denied");
+    assert_eq!(bad_key["status"], 401);
+    assert_eq!(upstream.count(), 0, "explain sends nothing");
+    // The key itself is not repeated in the answer.
+    assert!(!bad_key.to_string().contains("not-a-key-0123456789"), "{bad_key}");
+}

@@ -32,6 +32,7 @@ fn every_example_config_validates() {
             let out = Command::new(env!("CARGO_BIN_EXE_portico"))
                 .args(["validate", "--config", path.to_str().unwrap()])
                 .env("PORTICO_ADMIN_TOKEN", "example-admin-token-0123456789")
+                .env("INTROSPECTION_SECRET", "example-client-secret")
                 .output()
                 .expect("portico runs");
             assert!(
@@ -517,7 +518,10 @@ routes:
     );
     let url = format!("http://{}/", gateway.addr);
     let basic = |user: &str, pass: &str| {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
     };
     let token = jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
@@ -558,7 +562,16 @@ routes:
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let everything = format!("{}\n{bodies}", gateway.output());
     assert!(everything.contains("request refused"), "debug logs were captured");
-    for secret in [key, password, jwt_secret, client_secret, &token, "opaque-t0ken-value", ADMIN_TOKEN, &hash] {
+    for secret in [
+        key,
+        password,
+        jwt_secret,
+        client_secret,
+        &token,
+        "opaque-t0ken-value",
+        ADMIN_TOKEN,
+        &hash,
+    ] {
         assert!(!everything.contains(secret), "{secret} leaked:\n{everything}");
     }
 }
