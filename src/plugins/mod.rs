@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), vec![Phase::Access, Phase::Limit]);
 
         // `explain` says the same without running anything.
-        let decisions = chain.explain(&parts, &ctx);
+        let decisions = chain.explain(&parts, &mut ctx);
         let phases: Vec<Phase> = decisions.iter().map(|(_, phase, _)| *phase).collect();
         assert_eq!(phases, vec![Phase::Access, Phase::Limit]);
         assert_eq!(decisions[1].2.denies, Some(403));
