@@ -38,6 +38,11 @@ pub enum ErrorKind {
     /// Credentials cannot be checked now (no keys from the identity
     /// provider, introspection unreachable): not the client's fault.
     AuthUnavailable,
+    /// A rate limit or quota is used up.
+    RateLimited,
+    /// Limits cannot be checked (the store is down, with `on_store_error:
+    /// deny`), or too many requests are in flight.
+    LimitUnavailable,
     Internal,
 }
 
@@ -51,10 +56,11 @@ impl ErrorKind {
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::NoTarget | ErrorKind::CircuitOpen | ErrorKind::AuthUnavailable => {
+            ErrorKind::NoTarget | ErrorKind::CircuitOpen | ErrorKind::AuthUnavailable | ErrorKind::LimitUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -68,13 +74,14 @@ impl ErrorKind {
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
             | ErrorKind::Unauthorized
-            | ErrorKind::Forbidden => Side::Client,
+            | ErrorKind::Forbidden
+            | ErrorKind::RateLimited => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamBroken
             | ErrorKind::UpstreamTimeout
             | ErrorKind::NoTarget
             | ErrorKind::CircuitOpen => Side::Upstream,
-            ErrorKind::AuthUnavailable | ErrorKind::Internal => Side::Internal,
+            ErrorKind::AuthUnavailable | ErrorKind::LimitUnavailable | ErrorKind::Internal => Side::Internal,
         }
     }
 
@@ -94,6 +101,8 @@ impl ErrorKind {
             ErrorKind::Unauthorized => "unauthorized",
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::AuthUnavailable => "auth_unavailable",
+            ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::LimitUnavailable => "limit_unavailable",
             ErrorKind::Internal => "internal",
         }
     }

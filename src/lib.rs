@@ -18,6 +18,7 @@ pub mod explain;
 pub mod gateway;
 pub mod plugins;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod telemetry;
 pub mod upstream;

@@ -8,6 +8,8 @@
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
 use crate::consumers::Consumers;
+use crate::ratelimit::local::LocalStore;
+use crate::ratelimit::redis::RedisStore;
 use crate::gateway::{
     Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
 };
@@ -50,8 +52,15 @@ pub fn compile(
         }
         Consumers::default()
     }));
+    let redis = config
+        .cluster
+        .as_ref()
+        .and_then(|cluster| cluster.redis.as_deref())
+        .and_then(|url| RedisStore::shared(url).map_err(|e| errors.push("cluster.redis", e)).ok());
     let known = Known {
         consumers: &consumers,
+        local_limits: context.local_limits,
+        redis,
         config,
         pools: &upstreams,
         unparsed_upstreams,
@@ -92,6 +101,8 @@ pub fn compile(
 /// state (health, breakers, connections, discovered targets).
 pub struct BuildContext<'a> {
     pub metrics: &'a Arc<Metrics>,
+    /// Rate-limit counters kept in this process, across reloads.
+    pub local_limits: &'a Arc<LocalStore>,
     pub previous: Option<&'a Gateway>,
 }
 
@@ -551,6 +562,8 @@ struct Known<'a> {
     unparsed_upstreams: &'a [String],
     metrics: &'a Arc<Metrics>,
     consumers: &'a Arc<Consumers>,
+    local_limits: &'a Arc<LocalStore>,
+    redis: Option<Arc<RedisStore>>,
 }
 
 fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher, Route)> {
@@ -565,9 +578,12 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
             .map_err(|field_errors| errors.extend_at(&format!("{path}.match"), field_errors));
         let context = PluginContext {
             consumers: known.consumers,
+            metrics: known.metrics,
+            local_limits: known.local_limits,
+            redis: known.redis.as_ref(),
         };
-        let plugins =
-            PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path, &context).map_err(|plugin_errors| {
+        let plugins = PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path, &route.name, &context)
+            .map_err(|plugin_errors| {
                 for (at, message) in plugin_errors {
                     errors.push(at, message);
                 }

@@ -91,6 +91,9 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
         Some(Value::Null) | None => {}
         Some(_) => errors.push("consumers", "`consumers` must be a list of consumers"),
     }
+    if let Some(value) = root.remove("cluster") {
+        config.cluster = typed(value, "cluster", &mut errors);
+    }
     if let Some(value) = root.remove("tracing") {
         config.tracing = typed(value, "tracing", &mut errors);
     }

@@ -26,10 +26,12 @@ use std::path::Path;
 /// compiled, so one run reports every error.
 pub fn build(text: &str) -> Result<Compiled, ConfigErrors> {
     let metrics = std::sync::Arc::new(crate::telemetry::metrics::Metrics::new());
+    let local_limits = std::sync::Arc::new(crate::ratelimit::local::LocalStore::new(1024));
     build_with(
         text,
         &BuildContext {
             metrics: &metrics,
+            local_limits: &local_limits,
             previous: None,
         },
     )

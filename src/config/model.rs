@@ -22,6 +22,15 @@ pub struct ConfigFile {
     pub admin: Option<AdminConfig>,
     pub tracing: Option<TracingConfig>,
     pub consumers: Vec<ConsumerConfig>,
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `cluster:` state shared by every node.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` (or `rediss://` for TLS): rate-limit counters.
+    pub redis: Option<String>,
 }
 
 /// Top-level keys, in the order they are read.
@@ -35,6 +44,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "tracing",
     "consumers",
+    "cluster",
 ];
 
 /// A named identity that authenticated requests are tied to.

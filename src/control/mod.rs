@@ -11,6 +11,7 @@ use crate::admin::AdminListener;
 use crate::config::{BuildContext, ConfigErrors};
 use crate::gateway::{AdminSettings, Gateway};
 use crate::proxy::{Drained, Server};
+use crate::ratelimit::local::LocalStore;
 use crate::telemetry::log_sink::{Destination, LogSink};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
@@ -26,6 +27,8 @@ pub struct Control {
     config_path: PathBuf,
     server: Server,
     metrics: Arc<Metrics>,
+    /// Rate-limit counters of the local store: they outlive reloads.
+    local_limits: Arc<LocalStore>,
     started: SystemTime,
     /// When the running config was loaded, and the last reload's result.
     status: Mutex<Status>,
@@ -76,7 +79,8 @@ impl Control {
     /// Loads the config file and starts serving it.
     pub async fn start(config_path: &Path, options: RunOptions) -> Result<Arc<Control>, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let compiled = build(config_path.to_path_buf(), metrics.clone(), None)
+        let local_limits = Arc::new(LocalStore::default());
+        let compiled = build(config_path.to_path_buf(), metrics.clone(), local_limits.clone(), None)
             .await
             .map_err(StartError::Config)?;
         let admin_settings = compiled.admin.clone();
@@ -87,6 +91,7 @@ impl Control {
             config_path: config_path.to_path_buf(),
             server,
             metrics,
+            local_limits,
             started: SystemTime::now(),
             status: Mutex::new(Status {
                 loaded_at: SystemTime::now(),
@@ -111,7 +116,14 @@ impl Control {
     pub async fn reload(self: &Arc<Self>, trigger: &'static str) -> ReloadReport {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.server.gateway();
-        let outcome = match build(self.config_path.clone(), self.metrics.clone(), Some(previous.clone())).await {
+        let outcome = match build(
+            self.config_path.clone(),
+            self.metrics.clone(),
+            self.local_limits.clone(),
+            Some(previous.clone()),
+        )
+        .await
+        {
             Ok(compiled) => self.commit(compiled),
             Err(errors) => Err(errors.iter().map(|e| e.to_string()).collect()),
         };
@@ -265,12 +277,14 @@ fn install_log(destination: Option<Destination>) {
 async fn build(
     path: PathBuf,
     metrics: Arc<Metrics>,
+    local_limits: Arc<LocalStore>,
     previous: Option<Arc<Gateway>>,
 ) -> Result<crate::gateway::Compiled, ConfigErrors> {
     let built = tokio::task::spawn_blocking(move || {
         let text = crate::config::read_file(&path)?;
         let context = BuildContext {
             metrics: &metrics,
+            local_limits: &local_limits,
             previous: previous.as_deref(),
         };
         crate::config::build_with(&text, &context)

@@ -10,6 +10,9 @@
 
 use crate::body::ResponseBody;
 use crate::consumers::{Consumers, Identity};
+use crate::ratelimit::local::LocalStore;
+use crate::ratelimit::redis::RedisStore;
+use crate::telemetry::metrics::Metrics;
 use crate::error::{ErrorKind, ProxyError};
 use crate::router::Params;
 use http::{HeaderValue, Response};
@@ -77,12 +80,20 @@ pub enum Auth {
 /// What a plugin needs from the config beyond its own block.
 pub struct BuildContext<'a> {
     pub consumers: &'a Arc<Consumers>,
+    pub metrics: &'a Arc<Metrics>,
+    /// Rate-limit state kept in this process; lives as long as the gateway.
+    pub local_limits: &'a Arc<LocalStore>,
+    /// `cluster.redis`, when set.
+    pub redis: Option<&'a Arc<RedisStore>>,
 }
 
 /// Where a plugin's block is, and what else it may use.
 pub struct Setup<'a> {
     /// The block's path in the config (`routes[2].plugins.key_auth`), for errors.
     pub at: &'a str,
+    /// The route's name, or `global` for a block from the global `plugins`:
+    /// what keeps state (counters) apart.
+    pub scope: &'a str,
     pub context: &'a BuildContext<'a>,
 }
 
@@ -219,6 +230,7 @@ pub mod introspection;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod rate_limit;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]
@@ -231,6 +243,7 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "oauth2_introspection", build: introspection::build },
     PluginFactory { name: "acl", build: acl::build_acl },
     PluginFactory { name: "scopes", build: acl::build_scopes },
+    PluginFactory { name: "rate_limit", build: rate_limit::build },
 ];
 
 /// The plugins that apply to one route, in phase order.
@@ -254,21 +267,22 @@ impl PluginChain {
         global: &IndexMap<String, Value>,
         route: &IndexMap<String, Value>,
         route_path: &str,
+        route_name: &str,
         context: &BuildContext<'_>,
     ) -> Result<PluginChain, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let mut plugins = Vec::new();
         let global_only = global.iter().filter(|(name, _)| !route.contains_key(*name));
         let entries = global_only
-            .map(|(name, config)| (format!("plugins.{name}"), name, config))
+            .map(|(name, config)| (format!("plugins.{name}"), "global", name, config))
             .chain(
                 route
                     .iter()
-                    .map(|(name, config)| (format!("{route_path}.plugins.{name}"), name, config)),
+                    .map(|(name, config)| (format!("{route_path}.plugins.{name}"), route_name, name, config)),
             );
-        for (path, name, config) in entries {
+        for (path, scope, name, config) in entries {
             match registry.iter().find(|factory| factory.name == name) {
-                Some(factory) => match (factory.build)(config, &Setup { at: &path, context }) {
+                Some(factory) => match (factory.build)(config, &Setup { at: &path, scope, context }) {
                     Ok(plugin) => plugins.push(plugin),
                     Err(more) => errors.extend(more),
                 },
@@ -580,8 +594,15 @@ mod tests {
         let mut route = IndexMap::new();
         route.insert("rate_limt".to_string(), Value::Null);
         let consumers = Arc::new(Consumers::default());
-        let context = BuildContext { consumers: &consumers };
-        let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", &context).unwrap_err();
+        let metrics = Arc::new(Metrics::new());
+        let local_limits = Arc::new(LocalStore::new(16));
+        let context = BuildContext {
+            consumers: &consumers,
+            metrics: &metrics,
+            local_limits: &local_limits,
+            redis: None,
+        };
+        let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", "r", &context).unwrap_err();
         assert_eq!(errors[0].0, "routes[3].plugins.rate_limt");
         assert!(errors[0].1.contains("unknown plugin"));
     }

@@ -31,6 +31,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     rejections: IntCounterVec,
     cache: IntCounterVec,
+    limit_store_errors: IntCounterVec,
     reloads: IntCounterVec,
     config_info: IntGaugeVec,
     unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
@@ -129,6 +130,11 @@ impl Metrics {
                 &["route", "plugin", "reason"],
             ),
             cache: counter("cache_requests_total", "Cache lookups by result.", &["route", "result"]),
+            limit_store_errors: counter(
+                "rate_limit_store_errors_total",
+                "Rate-limit checks the store (Redis) could not answer.",
+                &["route"],
+            ),
             reloads: counter("config_reloads_total", "Config reloads by result.", &["result"]),
             config_info: gauge("config_info", "The running config's hash (always 1).", &["hash"]),
             registry,
@@ -177,6 +183,10 @@ impl Metrics {
     /// A plugin refused a request (`plugin` and `reason` are fixed strings).
     pub fn rejected(&self, route: &str, plugin: &str, reason: &str) {
         self.rejections.with_label_values(&[route, plugin, reason]).inc();
+    }
+
+    pub fn rate_limit_store_error(&self, route: &str) {
+        self.limit_store_errors.with_label_values(&[route]).inc();
     }
 
     pub fn cache_lookup(&self, route: &str, result: &str) {

@@ -1,0 +1,154 @@
+//! The in-process store: limit states in a hash map split into shards, each
+//! behind its own lock, so that requests for different keys rarely wait on
+//! each other. Memory is bounded: a key idle long enough to have recovered
+//! fully expires, and a shard at its capacity first drops expired keys, then
+//! an eighth of the rest (a flood of distinct keys costs those keys their
+//! history, not the gateway its memory).
+
+use super::{Limit, State, Verdict};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+
+const SHARDS: usize = 64;
+/// Keys kept at most, by default: about 50 MB.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: State,
+    expires_at: u64,
+}
+
+#[derive(Debug)]
+pub struct LocalStore {
+    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    per_shard: usize,
+}
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        LocalStore::new(DEFAULT_MAX_KEYS)
+    }
+}
+
+impl LocalStore {
+    pub fn new(max_keys: usize) -> LocalStore {
+        LocalStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (max_keys / SHARDS).max(1),
+        }
+    }
+
+    fn shard_of(key: u64) -> usize {
+        (key >> 58) as usize % SHARDS
+    }
+
+    /// Checks one request against every `(key, limit)`; charges them all only
+    /// if all allow. The shards involved are locked together (in index
+    /// order), so the check and the charge are one step.
+    pub fn check(&self, checks: &[(u64, &Limit)], now_ms: u64, zone: &jiff::tz::TimeZone) -> Vec<Verdict> {
+        let mut indexes: Vec<usize> = checks.iter().map(|(key, _)| Self::shard_of(*key)).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<u64, Entry>>)> = indexes
+            .iter()
+            .map(|i| (*i, self.shards[*i].lock().unwrap_or_else(|p| p.into_inner())))
+            .collect();
+        let mut verdicts = Vec::with_capacity(checks.len());
+        let mut next_states = Vec::with_capacity(checks.len());
+        for (key, limit) in checks {
+            let index = Self::shard_of(*key);
+            let map = guards.iter().find(|(i, _)| *i == index).map(|(_, g)| &**g);
+            let state = map
+                .and_then(|m| m.get(key))
+                .filter(|entry| entry.expires_at > now_ms)
+                .map_or(State::default(), |entry| entry.state);
+            let (verdict, next) = limit.check(state, now_ms, zone);
+            verdicts.push(verdict);
+            next_states.push(next);
+        }
+        if verdicts.iter().all(|v| v.allowed) {
+            for ((key, limit), next) in checks.iter().zip(next_states) {
+                let index = Self::shard_of(*key);
+                if let Some((_, map)) = guards.iter_mut().find(|(i, _)| *i == index) {
+                    if map.len() >= self.per_shard && !map.contains_key(key) {
+                        make_room(map, now_ms, self.per_shard);
+                    }
+                    map.insert(
+                        *key,
+                        Entry {
+                            state: next,
+                            expires_at: now_ms + limit.idle_ttl_ms(),
+                        },
+                    );
+                }
+            }
+        }
+        verdicts
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn make_room(map: &mut HashMap<u64, Entry>, now_ms: u64, capacity: usize) {
+    map.retain(|_, entry| entry.expires_at > now_ms);
+    if map.len() >= capacity {
+        let drop: Vec<u64> = map.keys().take((capacity / 8).max(1)).copied().collect();
+        for key in drop {
+            map.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::Algorithm;
+    use std::time::Duration;
+
+    fn limit(requests: u64) -> Limit {
+        Limit {
+            requests,
+            per: Duration::from_secs(60),
+            algorithm: Algorithm::SlidingWindow,
+            name: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_request_refused_by_one_limit_is_not_charged_to_the_others() {
+        let store = LocalStore::default();
+        let zone = jiff::tz::TimeZone::UTC;
+        let (small, large) = (limit(1), limit(100));
+        let checks = [(1u64 << 60, &small), (7u64, &large)];
+        assert!(store.check(&checks, 1000, &zone).iter().all(|v| v.allowed));
+        let refused = store.check(&checks, 1001, &zone);
+        assert!(!refused[0].allowed);
+        // One request charged before, this one now: the refused one did not count.
+        let alone = store.check(&[(7u64, &large)], 1002, &zone);
+        assert_eq!(alone[0].remaining, 98);
+    }
+
+    #[test]
+    fn a_million_distinct_keys_stay_within_the_bound() {
+        let store = LocalStore::new(100_000);
+        let zone = jiff::tz::TimeZone::UTC;
+        let l = limit(10);
+        for i in 0..1_000_000u64 {
+            let key = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
+            store.check(&[(key, &l)], 1000, &zone);
+        }
+        assert!(store.len() <= 100_000, "{}", store.len());
+        assert!(store.len() > 50_000, "{}", store.len());
+    }
+}
