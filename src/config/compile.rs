@@ -8,13 +8,13 @@
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
 use crate::consumers::Consumers;
-use crate::ratelimit::local::LocalStore;
-use crate::ratelimit::redis::RedisStore;
 use crate::gateway::{
     Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
 };
 use crate::plugins::{BuildContext as PluginContext, PluginChain, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
+use crate::ratelimit::local::LocalStore;
+use crate::ratelimit::redis::RedisStore;
 use crate::router::{Matcher, RouteTable};
 use crate::telemetry::access_log::{AccessLog, ALL_FIELDS};
 use crate::telemetry::metrics::Metrics;
@@ -56,7 +56,11 @@ pub fn compile(
         .cluster
         .as_ref()
         .and_then(|cluster| cluster.redis.as_deref())
-        .and_then(|url| RedisStore::shared(url).map_err(|e| errors.push("cluster.redis", e)).ok());
+        .and_then(|url| {
+            RedisStore::shared(url)
+                .map_err(|e| errors.push("cluster.redis", e))
+                .ok()
+        });
     let known = Known {
         consumers: &consumers,
         local_limits: context.local_limits,

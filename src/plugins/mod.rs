@@ -10,11 +10,11 @@
 
 use crate::body::ResponseBody;
 use crate::consumers::{Consumers, Identity};
+use crate::error::{ErrorKind, ProxyError};
 use crate::ratelimit::local::LocalStore;
 use crate::ratelimit::redis::RedisStore;
-use crate::telemetry::metrics::Metrics;
-use crate::error::{ErrorKind, ProxyError};
 use crate::router::Params;
+use crate::telemetry::metrics::Metrics;
 use http::{HeaderValue, Response};
 use indexmap::IndexMap;
 use serde_yaml_ng::Value;
@@ -282,7 +282,14 @@ impl PluginChain {
             );
         for (path, scope, name, config) in entries {
             match registry.iter().find(|factory| factory.name == name) {
-                Some(factory) => match (factory.build)(config, &Setup { at: &path, scope, context }) {
+                Some(factory) => match (factory.build)(
+                    config,
+                    &Setup {
+                        at: &path,
+                        scope,
+                        context,
+                    },
+                ) {
                     Ok(plugin) => plugins.push(plugin),
                     Err(more) => errors.extend(more),
                 },

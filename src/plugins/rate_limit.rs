@@ -130,9 +130,15 @@ impl KeyPart {
             KeyPart::Consumer => key.push_str(ctx.identity.as_ref().map_or(crate::consumers::ANONYMOUS, |i| &i.name)),
             KeyPart::ClientIp => key.push_str(&ctx.client.ip().to_string()),
             KeyPart::Route => key.push_str(ctx.route),
-            KeyPart::Header(name) => key.push_str(request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")),
+            KeyPart::Header(name) => {
+                key.push_str(request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or(""))
+            }
             KeyPart::Param(name) => {
-                let value = ctx.params.iter().find(|(n, _)| &**n == name.as_str()).map(|(_, v)| v.as_str());
+                let value = ctx
+                    .params
+                    .iter()
+                    .find(|(n, _)| &**n == name.as_str())
+                    .map(|(_, v)| v.as_str());
                 key.push_str(value.unwrap_or(""))
             }
         }
@@ -142,7 +148,11 @@ impl KeyPart {
 
 enum Store {
     Local(Arc<LocalStore>),
-    Redis { store: Arc<RedisStore>, timeout: Duration, on_error: OnError },
+    Redis {
+        store: Arc<RedisStore>,
+        timeout: Duration,
+        on_error: OnError,
+    },
 }
 
 pub struct RateLimit {
@@ -167,7 +177,10 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
     for (i, limit) in config.limits.iter().enumerate() {
         let at = format!("limits[{i}]");
         if limit.requests == 0 {
-            errors.push(setup.error(&format!("{at}.requests"), "must be at least 1 (to refuse everything, use a respond route)"));
+            errors.push(setup.error(
+                &format!("{at}.requests"),
+                "must be at least 1 (to refuse everything, use a respond route)",
+            ));
             continue;
         }
         if limit.per.get() < Duration::from_millis(1) {
@@ -213,7 +226,12 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         }
     }
     let zone = jiff::tz::TimeZone::get(&config.timezone)
-        .map_err(|_| errors.push(setup.error("timezone", format!("{:?} is not a time zone, like UTC or Europe/Berlin", config.timezone))))
+        .map_err(|_| {
+            errors.push(setup.error(
+                "timezone",
+                format!("{:?} is not a time zone, like UTC or Europe/Berlin", config.timezone),
+            ))
+        })
         .ok();
     let context = setup.context;
     let store = match (config.store, context.redis) {
@@ -250,7 +268,10 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl RateLimit {
@@ -357,7 +378,8 @@ impl Plugin for RateLimit {
                 Ok(verdicts) => verdicts,
                 Err(error) => return self.store_failed(ctx, &error),
             };
-            ctx.response_headers.push((RATELIMIT_POLICY.clone(), self.policy.clone()));
+            ctx.response_headers
+                .push((RATELIMIT_POLICY.clone(), self.policy.clone()));
             if let Some(state) = self.state_header(&verdicts) {
                 ctx.response_headers.push((RATELIMIT.clone(), state));
             }
@@ -368,7 +390,10 @@ impl Plugin for RateLimit {
                         ErrorKind::RateLimited,
                         "rate_limit",
                         "limit_exceeded",
-                        format!("the limit of {} is used up; retry in {} s", limit.name, verdict.reset_secs),
+                        format!(
+                            "the limit of {} is used up; retry in {} s",
+                            limit.name, verdict.reset_secs
+                        ),
                     );
                     error.retry_after = Some(verdict.reset_secs.max(1));
                     Err(error)
@@ -385,6 +410,10 @@ impl Plugin for RateLimit {
         };
         let key = self.key(request, ctx);
         let shown: Vec<&str> = key.split('\u{1f}').skip(1).filter(|p| !p.is_empty()).collect();
-        Decision::pass(format!("{store}, {} by key {:?} (not charged by explain)", limits.join(" and "), shown.join("/")))
+        Decision::pass(format!(
+            "{store}, {} by key {:?} (not charged by explain)",
+            limits.join(" and "),
+            shown.join("/")
+        ))
     }
 }

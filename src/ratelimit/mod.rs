@@ -80,14 +80,28 @@ impl Limit {
                         remaining: self.requests - count - 1,
                         reset_secs,
                     };
-                    (verdict, State { a: start, b: count + 1, c: 0 })
+                    (
+                        verdict,
+                        State {
+                            a: start,
+                            b: count + 1,
+                            c: 0,
+                        },
+                    )
                 } else {
                     let verdict = Verdict {
                         allowed: false,
                         remaining: 0,
                         reset_secs,
                     };
-                    (verdict, State { a: start, b: count, c: 0 })
+                    (
+                        verdict,
+                        State {
+                            a: start,
+                            b: count,
+                            c: 0,
+                        },
+                    )
                 }
             }
         }
@@ -140,14 +154,28 @@ impl Limit {
                 remaining: self.requests - used - 1,
                 reset_secs,
             };
-            (verdict, State { a: start, b: current + 1, c: previous })
+            (
+                verdict,
+                State {
+                    a: start,
+                    b: current + 1,
+                    c: previous,
+                },
+            )
         } else {
             let verdict = Verdict {
                 allowed: false,
                 remaining: 0,
                 reset_secs: reset_secs.max(1),
             };
-            (verdict, State { a: start, b: current, c: previous })
+            (
+                verdict,
+                State {
+                    a: start,
+                    b: current,
+                    c: previous,
+                },
+            )
         }
     }
 
@@ -205,7 +233,10 @@ mod tests {
     #[test]
     fn gcra_burst_one_spaces_every_request() {
         let l = limit(2, 1000, Algorithm::Gcra { burst: 1 });
-        assert_eq!(run(&l, &[0, 1, 499, 500, 999, 1000]), [true, false, false, true, false, true]);
+        assert_eq!(
+            run(&l, &[0, 1, 499, 500, 999, 1000]),
+            [true, false, false, true, false, true]
+        );
     }
 
     #[test]

@@ -98,8 +98,12 @@ impl RedisStore {
         if let Some(existing) = live.iter().filter_map(Weak::upgrade).find(|s| s.url == url) {
             return Ok(existing);
         }
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("not a Redis URL (redis://host:port/db, rediss:// or unix://): {}", e.category()))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            format!(
+                "not a Redis URL (redis://host:port/db, rediss:// or unix://): {}",
+                e.category()
+            )
+        })?;
         let store = Arc::new(RedisStore {
             url: url.to_string(),
             client,
@@ -126,7 +130,11 @@ impl RedisStore {
 
     /// Checks one request against every `(key, limit)` in one script run.
     /// `bounds` gives each calendar limit's window, in ms since the epoch.
-    pub async fn check(&self, checks: &[(String, &Limit, (u64, u64))], timeout: Duration) -> Result<Vec<Verdict>, String> {
+    pub async fn check(
+        &self,
+        checks: &[(String, &Limit, (u64, u64))],
+        timeout: Duration,
+    ) -> Result<Vec<Verdict>, String> {
         let run = async {
             let mut connection = self.connection().await?;
             let mut invocation = self.script.prepare_invoke();

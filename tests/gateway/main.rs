@@ -9,6 +9,7 @@ mod failures;
 mod forwarding;
 mod jwt;
 mod limits;
+mod limits_rate;
 mod operations;
 mod resilience;
 mod routing;
