@@ -112,6 +112,8 @@ pub struct ResponseBody {
     log: Option<Box<Entry>>,
     /// Keeps the client connection counted as busy until the body is done.
     _active: Option<RequestActive>,
+    /// What plugins keep until the body has been sent (concurrency permits).
+    _holds: Vec<Box<dyn Send + Sync>>,
 }
 
 enum Kind {
@@ -141,6 +143,7 @@ impl ResponseBody {
             sent: 0,
             log: None,
             _active: None,
+            _holds: Vec::new(),
         }
     }
 
@@ -164,6 +167,7 @@ impl ResponseBody {
             sent: 0,
             log: None,
             _active: None,
+            _holds: Vec::new(),
         }
     }
 
@@ -173,8 +177,9 @@ impl ResponseBody {
     }
 
     /// Keeps the connection's request count up until the body is done.
-    pub fn hold(&mut self, active: RequestActive) {
+    pub fn hold(&mut self, active: RequestActive, holds: Vec<Box<dyn Send + Sync>>) {
         self._active = Some(active);
+        self._holds = holds;
     }
 
     fn finish(&mut self, error: Option<&'static str>) {

@@ -168,6 +168,11 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         params: &params,
         identity: None,
         response_headers: Vec::new(),
+        upstream: match &route.action {
+            Action::Proxy(forward) => Some(&forward.pool.name),
+            Action::Respond(_) => None,
+        },
+        holds: Vec::new(),
     };
     for (plugin, phase, decision) in route.plugins.explain(&parts, &mut ctx) {
         if let Some(status) = decision.denies {

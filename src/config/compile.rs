@@ -11,7 +11,7 @@ use crate::consumers::Consumers;
 use crate::gateway::{
     Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
 };
-use crate::plugins::{BuildContext as PluginContext, PluginChain, REGISTRY};
+use crate::plugins::{BuildContext as PluginContext, PluginChain, PluginState, REGISTRY};
 use crate::proxy::rewrite::Rewrite;
 use crate::ratelimit::local::LocalStore;
 use crate::ratelimit::redis::RedisStore;
@@ -64,6 +64,7 @@ pub fn compile(
     let known = Known {
         consumers: &consumers,
         local_limits: context.local_limits,
+        shared: context.plugin_state,
         redis,
         config,
         pools: &upstreams,
@@ -107,6 +108,8 @@ pub struct BuildContext<'a> {
     pub metrics: &'a Arc<Metrics>,
     /// Rate-limit counters kept in this process, across reloads.
     pub local_limits: &'a Arc<LocalStore>,
+    /// What plugins keep across reloads (in-flight counts).
+    pub plugin_state: &'a Arc<PluginState>,
     pub previous: Option<&'a Gateway>,
 }
 
@@ -567,6 +570,7 @@ struct Known<'a> {
     metrics: &'a Arc<Metrics>,
     consumers: &'a Arc<Consumers>,
     local_limits: &'a Arc<LocalStore>,
+    shared: &'a Arc<PluginState>,
     redis: Option<Arc<RedisStore>>,
 }
 
@@ -584,6 +588,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
             consumers: known.consumers,
             metrics: known.metrics,
             local_limits: known.local_limits,
+            shared: known.shared,
             redis: known.redis.as_ref(),
         };
         let plugins = PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path, &route.name, &context)

@@ -27,11 +27,13 @@ use std::path::Path;
 pub fn build(text: &str) -> Result<Compiled, ConfigErrors> {
     let metrics = std::sync::Arc::new(crate::telemetry::metrics::Metrics::new());
     let local_limits = std::sync::Arc::new(crate::ratelimit::local::LocalStore::new(1024));
+    let plugin_state = std::sync::Arc::new(crate::plugins::PluginState::default());
     build_with(
         text,
         &BuildContext {
             metrics: &metrics,
             local_limits: &local_limits,
+            plugin_state: &plugin_state,
             previous: None,
         },
     )

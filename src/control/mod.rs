@@ -10,6 +10,7 @@ mod watch;
 use crate::admin::AdminListener;
 use crate::config::{BuildContext, ConfigErrors};
 use crate::gateway::{AdminSettings, Gateway};
+use crate::plugins::PluginState;
 use crate::proxy::{Drained, Server};
 use crate::ratelimit::local::LocalStore;
 use crate::telemetry::log_sink::{Destination, LogSink};
@@ -29,6 +30,7 @@ pub struct Control {
     metrics: Arc<Metrics>,
     /// Rate-limit counters of the local store: they outlive reloads.
     local_limits: Arc<LocalStore>,
+    plugin_state: Arc<PluginState>,
     started: SystemTime,
     /// When the running config was loaded, and the last reload's result.
     status: Mutex<Status>,
@@ -80,9 +82,15 @@ impl Control {
     pub async fn start(config_path: &Path, options: RunOptions) -> Result<Arc<Control>, StartError> {
         let metrics = Arc::new(Metrics::new());
         let local_limits = Arc::new(LocalStore::default());
-        let compiled = build(config_path.to_path_buf(), metrics.clone(), local_limits.clone(), None)
-            .await
-            .map_err(StartError::Config)?;
+        let plugin_state = Arc::new(PluginState::default());
+        let compiled = build(
+            config_path.to_path_buf(),
+            metrics.clone(),
+            (local_limits.clone(), plugin_state.clone()),
+            None,
+        )
+        .await
+        .map_err(StartError::Config)?;
         let admin_settings = compiled.admin.clone();
         install_log(prepare_log(&compiled.gateway)?);
         metrics.set_config_hash(&compiled.gateway.hash);
@@ -92,6 +100,7 @@ impl Control {
             server,
             metrics,
             local_limits,
+            plugin_state,
             started: SystemTime::now(),
             status: Mutex::new(Status {
                 loaded_at: SystemTime::now(),
@@ -119,7 +128,7 @@ impl Control {
         let outcome = match build(
             self.config_path.clone(),
             self.metrics.clone(),
-            self.local_limits.clone(),
+            (self.local_limits.clone(), self.plugin_state.clone()),
             Some(previous.clone()),
         )
         .await
@@ -277,7 +286,7 @@ fn install_log(destination: Option<Destination>) {
 async fn build(
     path: PathBuf,
     metrics: Arc<Metrics>,
-    local_limits: Arc<LocalStore>,
+    (local_limits, plugin_state): (Arc<LocalStore>, Arc<PluginState>),
     previous: Option<Arc<Gateway>>,
 ) -> Result<crate::gateway::Compiled, ConfigErrors> {
     let built = tokio::task::spawn_blocking(move || {
@@ -285,6 +294,7 @@ async fn build(
         let context = BuildContext {
             metrics: &metrics,
             local_limits: &local_limits,
+            plugin_state: &plugin_state,
             previous: previous.as_deref(),
         };
         crate::config::build_with(&text, &context)

@@ -61,6 +61,30 @@ pub struct RequestContext<'a> {
     pub identity: Option<Identity>,
     /// Headers to add to the response, whoever answers (upstream, plugin, error).
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The upstream the route sends to, if it proxies.
+    pub upstream: Option<&'a str>,
+    /// Kept until the response body has been sent (concurrency permits).
+    pub holds: Vec<Box<dyn Send + Sync>>,
+}
+
+/// State plugins keep for as long as the gateway runs, across reloads,
+/// by a key each plugin chooses (its scope, place and settings).
+#[derive(Default)]
+pub struct PluginState {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+impl PluginState {
+    /// The state under `key`, made by `make` the first time.
+    pub fn get_or_insert<T: Send + Sync + 'static>(&self, key: &str, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = entries.get(key).and_then(|e| e.clone().downcast::<T>().ok()) {
+            return found;
+        }
+        let made = Arc::new(make());
+        entries.insert(key.to_string(), made.clone());
+        made
+    }
 }
 
 pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Flow, ProxyError>> + Send + 'a>>;
@@ -85,6 +109,8 @@ pub struct BuildContext<'a> {
     pub local_limits: &'a Arc<LocalStore>,
     /// `cluster.redis`, when set.
     pub redis: Option<&'a Arc<RedisStore>>,
+    /// State kept across reloads.
+    pub shared: &'a Arc<PluginState>,
 }
 
 /// Where a plugin's block is, and what else it may use.
@@ -224,6 +250,7 @@ pub struct PluginFactory {
 
 pub mod acl;
 pub mod basic_auth;
+pub mod concurrency_limit;
 pub mod cors;
 pub mod fetch;
 pub mod introspection;
@@ -244,6 +271,7 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "acl", build: acl::build_acl },
     PluginFactory { name: "scopes", build: acl::build_scopes },
     PluginFactory { name: "rate_limit", build: rate_limit::build },
+    PluginFactory { name: "concurrency_limit", build: concurrency_limit::build },
 ];
 
 /// The plugins that apply to one route, in phase order.
@@ -583,6 +611,8 @@ mod tests {
             params: &params,
             identity: None,
             response_headers: Vec::new(),
+            upstream: None,
+            holds: Vec::new(),
         };
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
@@ -608,6 +638,7 @@ mod tests {
             metrics: &metrics,
             local_limits: &local_limits,
             redis: None,
+            shared: &Arc::new(PluginState::default()),
         };
         let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", "r", &context).unwrap_err();
         assert_eq!(errors[0].0, "routes[3].plugins.rate_limt");

@@ -62,6 +62,8 @@ struct Exchange {
     trace: Option<(Arc<Traces>, RequestSpan)>,
     /// Headers plugins add to whatever response the request gets (CORS).
     response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// What plugins keep until the response body has been sent.
+    holds: Vec<Box<dyn Send + Sync>>,
 }
 
 pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
@@ -117,6 +119,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
+    let mut exchange_holds = std::mem::take(&mut exchange.holds);
     let status = response.status().as_u16();
     let (log, path, user_agent, referer) = match logged {
         Some(l) => (Some(l.log), l.path, l.user_agent, l.referer),
@@ -143,7 +146,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
         span: exchange.trace.map(|(_, span)| span),
         log,
     }));
-    response.body_mut().hold(active);
+    response.body_mut().hold(active, std::mem::take(&mut exchange_holds));
     Ok(response)
 }
 
@@ -193,6 +196,11 @@ async fn serve(
         params: &params,
         identity: None,
         response_headers: Vec::new(),
+        upstream: match &route.action {
+            Action::Proxy(forward) => Some(&forward.pool.name),
+            Action::Respond(_) => None,
+        },
+        holds: Vec::new(),
     };
     let answer = async {
         if !route.plugins.is_empty() {
@@ -223,6 +231,7 @@ async fn serve(
     }
     .await;
     exchange.response_headers = std::mem::take(&mut ctx.response_headers);
+    exchange.holds = std::mem::take(&mut ctx.holds);
     answer
 }
 

@@ -237,3 +237,45 @@ async fn with_redis_down_limits_fail_open_or_closed_as_configured_and_recover() 
     assert_eq!(recovered, [200], "limits work again once Redis is back");
     assert_eq!(statuses(&gw.url("/closed"), 2, &[]).await, [200, 429]);
 }
+
+#[tokio::test]
+async fn concurrency_limits_queue_then_answer_503() {
+    let slow = Upstream::slow("slow", Duration::from_millis(500)).await;
+    let gw = Gateway::start(&limited(
+        &slow,
+        "  - { name: queued, match: { path: /queued }, upstream: api, plugins: { concurrency_limit: { max: 2, queue: 1, queue_timeout: 3s } } }\n  \
+         - { name: strict, match: { path: /strict }, upstream: api, plugins: { concurrency_limit: { max: 2, by: upstream } } }",
+        "",
+    ))
+    .await;
+    let burst = |path: &'static str| {
+        let url = gw.url(path);
+        async move {
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { get(&url).await })
+                })
+                .collect();
+            let mut replies = Vec::new();
+            for task in tasks {
+                replies.push(task.await.unwrap());
+            }
+            replies
+        }
+    };
+    // Two in flight, one waits for a slot, the fourth finds the queue full.
+    let queued = burst("/queued").await;
+    let codes: Vec<u16> = queued.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(count(&codes, 200), 3, "{codes:?}");
+    assert_eq!(count(&codes, 503), 1, "{codes:?}");
+    let refused = queued.iter().find(|r| r.status == 503).unwrap();
+    refused.problem(503);
+    assert_eq!(refused.header("retry-after"), "1");
+
+    let strict = burst("/strict").await;
+    let codes: Vec<u16> = strict.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!((count(&codes, 200), count(&codes, 503)), (2, 2), "{codes:?}");
+    // Slots are given back when responses end.
+    assert_eq!(get(&gw.url("/strict")).await.status, 200);
+}
