@@ -33,6 +33,7 @@ fn every_example_config_validates() {
                 .args(["validate", "--config", path.to_str().unwrap()])
                 .env("PORTICO_ADMIN_TOKEN", "example-admin-token-0123456789")
                 .env("INTROSPECTION_SECRET", "example-client-secret")
+                .env("PARTNER_KEY", "example-partner-key-0123456789")
                 .output()
                 .expect("portico runs");
             assert!(

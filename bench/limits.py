@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Rate-limit cost, and the local store's memory under a flood of keys.
+
+Part 1: one route without limits, with a local limit high enough never to
+trigger, and with the same limit in Redis (a redis-server the script starts on
+core 1), in one run: Portico pinned to core 0 with one worker, the backend,
+Redis and wrk on core 1, the routes alternating within each round; medians.
+
+Part 2: one million requests, each with a distinct key (`by: header:x-key`),
+against a local limit; Portico's RSS before and after.
+
+Usage: bench/limits.sh [--rounds 5] [--duration 5] [--keys 1000000]
+"""
+import argparse, os, re, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx, wait_port
+
+GATEWAY, REDIS = 18084, 18098
+
+CONFIG = """
+listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
+access_log: {{ enabled: false }}
+cluster: {{ redis: "redis://127.0.0.1:{redis}/0" }}
+upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
+routes:
+  - {{ name: none, match: {{ path: /none }}, upstream: backend, rewrite: {{ path: /small }} }}
+  - {{ name: local, match: {{ path: /local }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ rate_limit: {{ limits: [ {{ requests: 1000000000, per: 1s }} ], by: client_ip, store: local }} }} }}
+  - {{ name: redis, match: {{ path: /redis }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ rate_limit: {{ limits: [ {{ requests: 1000000000, per: 1s }} ], by: client_ip, store: redis }} }} }}
+  - {{ name: flood, match: {{ path: /flood }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ rate_limit: {{ limits: [ {{ requests: 100, per: 1m, algorithm: sliding_window }} ], by: "header:x-key", store: local }} }} }}
+"""
+
+DISTINCT_KEYS = """
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, nil, { ["X-Key"] = "client-" .. counter })
+end
+"""
+
+
+def run_wrk(url, connections, duration, script=None):
+    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+        sys.exit(f"errors in run against {url}:\n{out}")
+    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="portico-limits-bench-")
+    os.chmod(tmp, 0o755)
+    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
+        f.write(b"x" * 16384)
+    backend = start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+    redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    conf = os.path.join(tmp, "portico.yaml")
+    with open(conf, "w") as f:
+        f.write(CONFIG.format(port=GATEWAY, redis=REDIS, backend=BACKEND))
+    script = os.path.join(tmp, "keys.lua")
+    with open(script, "w") as f:
+        f.write(DISTINCT_KEYS)
+    portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1",
+                                "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(BACKEND)
+        wait_port(REDIS)
+        wait_port(GATEWAY)
+        cases = [("no limit", "/none"), ("local limit", "/local"), ("redis limit", "/redis")]
+        for _, path in cases:
+            run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", args.connections, 1)
+        runs = {name: [] for name, _ in cases}
+        for round_ in range(args.rounds):
+            for name, path in cases:
+                before = cpu_seconds(portico.pid)
+                requests, rps = run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", args.connections, args.duration)
+                runs[name].append({"rps": rps, "cpu_us": (cpu_seconds(portico.pid) - before) * 1e6 / requests})
+            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        base, base_cpu = median(runs["no limit"], "rps"), median(runs["no limit"], "cpu_us")
+        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, "
+              f"Portico pinned to one core with one worker, small responses.\n")
+        print("| route | req/s | vs no limit | CPU µs/req | vs no limit |")
+        print("|---|---:|---:|---:|---:|")
+        for name, _ in cases:
+            rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
+            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {cpu:.1f} | {cpu / base_cpu:.2f}x |")
+
+        before = rss_mib(portico.pid)
+        sent = 0
+        while sent < args.keys:
+            requests, _ = run_wrk(f"http://127.0.0.1:{GATEWAY}/flood", args.connections, 10, script)
+            sent += requests
+        after = rss_mib(portico.pid)
+        print(f"\nDistinct keys: {sent:,} requests, each with its own `x-key`, against a local limit "
+              f"(by: header:x-key). RSS before: {before:.1f} MiB, after: {after:.1f} MiB.")
+    finally:
+        portico.terminate()
+        portico.wait(timeout=40)
+        redis.terminate()
+        backend.terminate()
+
+
+if __name__ == "__main__":
+    main()
