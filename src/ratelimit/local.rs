@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 64;
-/// Keys kept at most, by default: about 50 MB.
+/// Keys kept at most, by default (each shard holds a little less, see `new`).
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 #[derive(Debug, Clone, Copy)]
@@ -35,7 +35,7 @@ impl LocalStore {
     pub fn new(max_keys: usize) -> LocalStore {
         LocalStore {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            per_shard: (max_keys / SHARDS).max(1),
+            per_shard: shard_capacity(max_keys / SHARDS),
         }
     }
 
@@ -98,6 +98,15 @@ impl LocalStore {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The most keys a shard holds: the table's size at its largest load for a
+/// power-of-two number of buckets (7/8 of them), so that reaching the cap
+/// never doubles the table. 1,000,000 keys become 64 × 14,336 = 917,504.
+fn shard_capacity(wanted: usize) -> usize {
+    let buckets = (wanted.max(1) * 8 / 7).max(8);
+    let below = if buckets.is_power_of_two() { buckets } else { buckets.next_power_of_two() / 2 };
+    (below * 7 / 8).max(1)
 }
 
 fn make_room(map: &mut HashMap<u64, Entry>, now_ms: u64, capacity: usize) {
