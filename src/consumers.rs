@@ -184,6 +184,32 @@ impl Identity {
         }
     }
 
+    /// The identity a verified token (JWT claims, an introspection answer)
+    /// names: the consumer called by its `consumer_claim`, or else the
+    /// claim's value with no groups; its scopes from `scope` or `scp`.
+    pub fn of_token(
+        consumers: &Consumers,
+        claims: Arc<serde_json::Map<String, serde_json::Value>>,
+        consumer_claim: &str,
+        method: &'static str,
+    ) -> Identity {
+        let subject = claims.get(consumer_claim).and_then(|v| v.as_str()).unwrap_or_default();
+        let mut identity = match consumers.find(subject) {
+            Some(consumer) => Identity::of(consumer, method),
+            None => Identity {
+                name: subject.into(),
+                groups: Arc::from(Vec::new()),
+                scopes: Vec::new(),
+                claims: None,
+                method,
+                anonymous: false,
+            },
+        };
+        identity.scopes = scopes(&claims);
+        identity.claims = Some(claims);
+        identity
+    }
+
     pub fn anonymous() -> Identity {
         Identity {
             name: ANONYMOUS.into(),
@@ -215,6 +241,30 @@ impl Identity {
             headers.insert(&X_ANONYMOUS_CONSUMER, http::HeaderValue::from_static("true"));
         }
     }
+}
+
+/// OAuth scopes: `scope` (space-separated) or `scp` (a list or a string).
+pub fn scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    use serde_json::Value;
+    let from = |value: &Value| -> Vec<String> {
+        match value {
+            Value::String(text) => text.split_whitespace().map(str::to_string).collect(),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            _ => Vec::new(),
+        }
+    };
+    claims
+        .get("scope")
+        .or_else(|| claims.get("scp"))
+        .map(from)
+        .unwrap_or_default()
+}
+
+/// The token of `Authorization: Bearer <token>` (RFC 6750), if there is one.
+pub fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 #[cfg(test)]

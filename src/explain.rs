@@ -161,19 +161,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
 
     let request_id = HeaderValue::from_static("explain");
     let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
-    let mut ctx = RequestContext {
-        request_id: &request_id,
-        client,
-        route: &route.name,
-        params: &params,
-        identity: None,
-        response_headers: Vec::new(),
-        upstream: match &route.action {
-            Action::Proxy(forward) => Some(&forward.pool.name),
-            Action::Respond(_) => None,
-        },
-        holds: Vec::new(),
-    };
+    let mut ctx = RequestContext::new(&request_id, client, &route.name, &params, route.upstream());
     for (plugin, phase, decision) in route.plugins.explain(&parts, &mut ctx) {
         if let Some(status) = decision.denies {
             explanation.outcome = "denied";

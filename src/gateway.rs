@@ -34,6 +34,16 @@ pub struct Gateway {
     pub traces: Option<Arc<Traces>>,
 }
 
+impl Route {
+    /// The upstream's name, when the route proxies.
+    pub fn upstream(&self) -> Option<&str> {
+        match &self.action {
+            Action::Proxy(forward) => Some(&forward.pool.name),
+            Action::Respond(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,

@@ -105,9 +105,7 @@ fn now() -> u64 {
 }
 
 fn bearer(request: &http::request::Parts) -> Option<&str> {
-    let value = request.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    crate::consumers::bearer(&request.headers)
 }
 
 impl Introspection {
@@ -183,26 +181,12 @@ impl Plugin for Introspection {
             };
             match self.answer(token).await {
                 Ok(answer) => match &answer.claims {
-                    Some(claims) => {
-                        let subject = claims
-                            .get(&self.consumer_claim)
-                            .and_then(Json::as_str)
-                            .unwrap_or_default();
-                        let mut identity = match self.consumers.find(subject) {
-                            Some(consumer) => Identity::of(consumer, "oauth2_introspection"),
-                            None => Identity {
-                                name: subject.into(),
-                                groups: Arc::from(Vec::new()),
-                                scopes: Vec::new(),
-                                claims: None,
-                                method: "oauth2_introspection",
-                                anonymous: false,
-                            },
-                        };
-                        identity.scopes = super::jwt::scopes(claims);
-                        identity.claims = Some(claims.clone());
-                        Auth::Authenticated(identity)
-                    }
+                    Some(claims) => Auth::Authenticated(Identity::of_token(
+                        &self.consumers,
+                        claims.clone(),
+                        &self.consumer_claim,
+                        "oauth2_introspection",
+                    )),
                     None => {
                         let mut error = ProxyError::rejected(
                             ErrorKind::Unauthorized,

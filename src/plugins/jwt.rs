@@ -458,9 +458,7 @@ fn describe(error: &jsonwebtoken::errors::Error) -> Refusal {
 
 impl Jwt {
     fn bearer<'r>(&self, request: &'r http::request::Parts) -> Option<&'r str> {
-        let value = request.headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-        let (scheme, token) = value.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        crate::consumers::bearer(&request.headers)
     }
 
     fn shard(&self, digest: &[u8; 32]) -> &Mutex<HashMap<[u8; 32], Arc<Verified>>> {
@@ -574,24 +572,7 @@ impl Jwt {
     }
 
     fn identity(&self, claims: Arc<Map<String, Json>>) -> Identity {
-        let subject = claims
-            .get(&self.consumer_claim)
-            .and_then(Json::as_str)
-            .unwrap_or_default();
-        let mut identity = match self.consumers.find(subject) {
-            Some(consumer) => Identity::of(consumer, "jwt"),
-            None => Identity {
-                name: subject.into(),
-                groups: Arc::from(Vec::new()),
-                scopes: Vec::new(),
-                claims: None,
-                method: "jwt",
-                anonymous: false,
-            },
-        };
-        identity.scopes = scopes(&claims);
-        identity.claims = Some(claims);
-        identity
+        Identity::of_token(&self.consumers, claims, &self.consumer_claim, "jwt")
     }
 
     fn refuse(&self, refusal: Refusal) -> Auth {
@@ -612,22 +593,6 @@ impl Jwt {
         }
         Auth::Failed(error)
     }
-}
-
-/// OAuth scopes: `scope` (space-separated) or `scp` (a list or a string).
-pub fn scopes(claims: &Map<String, Json>) -> Vec<String> {
-    let from = |value: &Json| -> Vec<String> {
-        match value {
-            Json::String(text) => text.split_whitespace().map(str::to_string).collect(),
-            Json::Array(items) => items.iter().filter_map(Json::as_str).map(str::to_string).collect(),
-            _ => Vec::new(),
-        }
-    };
-    claims
-        .get("scope")
-        .or_else(|| claims.get("scp"))
-        .map(from)
-        .unwrap_or_default()
 }
 
 impl Plugin for Jwt {

@@ -67,6 +67,28 @@ pub struct RequestContext<'a> {
     pub holds: Vec<Box<dyn Send + Sync>>,
 }
 
+impl<'a> RequestContext<'a> {
+    /// A request's context before any phase has run.
+    pub fn new(
+        request_id: &'a HeaderValue,
+        client: SocketAddr,
+        route: &'a str,
+        params: &'a Params,
+        upstream: Option<&'a str>,
+    ) -> RequestContext<'a> {
+        RequestContext {
+            request_id,
+            client,
+            route,
+            params,
+            identity: None,
+            response_headers: Vec::new(),
+            upstream,
+            holds: Vec::new(),
+        }
+    }
+}
+
 /// State plugins keep for as long as the gateway runs, across reloads,
 /// by a key each plugin chooses (its scope, place and settings).
 #[derive(Default)]
@@ -604,16 +626,7 @@ mod tests {
         let (mut parts, _) = http::Request::new(()).into_parts();
         let id = HeaderValue::from_static("r1");
         let params = Params::new();
-        let mut ctx = RequestContext {
-            request_id: &id,
-            client: ([127, 0, 0, 1], 1).into(),
-            route: "r",
-            params: &params,
-            identity: None,
-            response_headers: Vec::new(),
-            upstream: None,
-            holds: Vec::new(),
-        };
+        let mut ctx = RequestContext::new(&id, ([127, 0, 0, 1], 1).into(), "r", &params, None);
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
         assert_eq!(*log.lock().unwrap(), vec![Phase::Access, Phase::Limit]);

@@ -189,19 +189,7 @@ async fn serve(
 
     // Identity headers are Portico's to set: a client's own never pass.
     forward::strip_identity(&mut parts.headers);
-    let mut ctx = RequestContext {
-        request_id,
-        client: conn.peer,
-        route: &route.name,
-        params: &params,
-        identity: None,
-        response_headers: Vec::new(),
-        upstream: match &route.action {
-            Action::Proxy(forward) => Some(&forward.pool.name),
-            Action::Respond(_) => None,
-        },
-        holds: Vec::new(),
-    };
+    let mut ctx = RequestContext::new(request_id, conn.peer, &route.name, &params, route.upstream());
     let answer = async {
         if !route.plugins.is_empty() {
             match route.plugins.on_request(&mut parts, &mut ctx).await {

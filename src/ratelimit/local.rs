@@ -105,7 +105,11 @@ impl LocalStore {
 /// never doubles the table. 1,000,000 keys become 64 × 14,336 = 917,504.
 fn shard_capacity(wanted: usize) -> usize {
     let buckets = (wanted.max(1) * 8 / 7).max(8);
-    let below = if buckets.is_power_of_two() { buckets } else { buckets.next_power_of_two() / 2 };
+    let below = if buckets.is_power_of_two() {
+        buckets
+    } else {
+        buckets.next_power_of_two() / 2
+    };
     (below * 7 / 8).max(1)
 }
 

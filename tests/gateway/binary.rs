@@ -391,6 +391,8 @@ routes: [{ name: hi, match: { path: / }, respond: { body: hi } }]
     let status_url = format!("http://{admin}/status");
     let auth = format!("Bearer {ADMIN_TOKEN}");
     let pid = |status: serde_json::Value| status["pid"].as_u64().unwrap();
+    // The admin API starts just after the listener whose address the log gave.
+    wait_for_port(admin).await;
     let old_pid = pid(get_with(&status_url, &[("authorization", &auth)]).await.json());
     assert_eq!(old_pid, u64::from(gateway.child.id()));
 
@@ -544,13 +546,20 @@ routes:
         let reply = get_with(&url, &headers).await;
         bodies.push_str(&reply.text());
     }
-    let admin_addr = gateway
-        .output()
-        .lines()
-        .find(|l| l.contains("admin API listening"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.trim().to_string())
-        .expect("the admin address is logged");
+    let mut admin_addr = None;
+    for _ in 0..100 {
+        admin_addr = gateway
+            .output()
+            .lines()
+            .find(|l| l.contains("admin API listening"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .map(|a| a.trim().to_string());
+        if admin_addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin_addr = admin_addr.expect("the admin address is logged");
     for path in ["/config", "/routes", "/status"] {
         let reply = get_with(
             &format!("http://{admin_addr}{path}"),

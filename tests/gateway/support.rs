@@ -172,6 +172,17 @@ where
     (addr, tasks)
 }
 
+/// Waits (up to 10 s) until something accepts connections at `addr`.
+pub async fn wait_for_port(addr: SocketAddr) {
+    for _ in 0..200 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on {addr}");
+}
+
 /// A loopback address where nothing listens: connections are refused.
 pub async fn refusing_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
