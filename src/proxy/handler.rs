@@ -119,7 +119,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let mut exchange_holds = std::mem::take(&mut exchange.holds);
+    let holds = std::mem::take(&mut exchange.holds);
     let status = response.status().as_u16();
     let (log, path, user_agent, referer) = match logged {
         Some(l) => (Some(l.log), l.path, l.user_agent, l.referer),
@@ -146,7 +146,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
         span: exchange.trace.map(|(_, span)| span),
         log,
     }));
-    response.body_mut().hold(active, std::mem::take(&mut exchange_holds));
+    response.body_mut().hold(active, holds);
     Ok(response)
 }
 
