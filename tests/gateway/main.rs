@@ -16,12 +16,28 @@ mod routing;
 mod streaming;
 mod tracing;
 
-/// Fills `$NAME` placeholders in a YAML config.
+/// Fills `$NAME` placeholders in a YAML config, in one pass: a value that
+/// itself holds a `$` (a bcrypt or argon2 hash) is never scanned again.
 pub fn config(template: &str, values: &[(&str, String)]) -> String {
-    let mut text = template.to_string();
-    for (name, value) in values {
-        text = text.replace(&format!("${name}"), value);
+    let mut names: Vec<&(&str, String)> = values.iter().collect();
+    // The longest name first, so that `$U` does not take `$UPSTREAM`'s place.
+    names.sort_by_key(|(name, _)| std::cmp::Reverse(name.len()));
+    let mut text = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        text.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        match names.iter().find(|(name, _)| after.starts_with(name)) {
+            Some((name, value)) => {
+                text.push_str(value);
+                rest = &after[name.len()..];
+            }
+            None => {
+                text.push('$');
+                rest = after;
+            }
+        }
     }
-    assert!(!text.contains("$U"), "unfilled placeholder in:\n{text}");
+    text.push_str(rest);
     text
 }
