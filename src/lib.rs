@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod router;
 pub mod telemetry;
+pub mod transform;
 pub mod upstream;

@@ -591,12 +591,21 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
             shared: known.shared,
             redis: known.redis.as_ref(),
         };
-        let plugins = PluginChain::build(REGISTRY, &config.plugins, &route.plugins, &path, &route.name, &context)
-            .map_err(|plugin_errors| {
-                for (at, message) in plugin_errors {
-                    errors.push(at, message);
-                }
-            });
+        let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();
+        let plugins = PluginChain::build(
+            REGISTRY,
+            &config.plugins,
+            &route.plugins,
+            &path,
+            &route.name,
+            &params,
+            &context,
+        )
+        .map_err(|plugin_errors| {
+            for (at, message) in plugin_errors {
+                errors.push(at, message);
+            }
+        });
         let action = match (&route.upstream, &route.respond) {
             (Some(upstream), None) => {
                 let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();

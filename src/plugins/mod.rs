@@ -142,6 +142,8 @@ pub struct Setup<'a> {
     /// The route's name, or `global` for a block from the global `plugins`:
     /// what keeps state (counters) apart.
     pub scope: &'a str,
+    /// The route's path parameters (none for a global block).
+    pub params: &'a [String],
     pub context: &'a BuildContext<'a>,
 }
 
@@ -228,6 +230,27 @@ pub trait Plugin: Send + Sync + 'static {
     /// Called with the response head before it goes to the client.
     fn on_response(&self, _response: &mut http::response::Parts, _ctx: &RequestContext<'_>) {}
 
+    /// `Some(cap)` when it changes JSON request bodies: the body is then read
+    /// whole (up to `cap`, else 413) and given to `transform_request_body`.
+    fn request_body_limit(&self) -> Option<u64> {
+        None
+    }
+
+    fn transform_request_body(
+        &self,
+        _body: &mut serde_json::Value,
+        _request: &http::request::Parts,
+        _ctx: &RequestContext<'_>,
+    ) {
+    }
+
+    /// `Some(cap)` when it changes JSON response bodies (over `cap`: 502).
+    fn response_body_limit(&self) -> Option<u64> {
+        None
+    }
+
+    fn transform_response_body(&self, _body: &mut serde_json::Value, _ctx: &RequestContext<'_>) {}
+
     /// What it would decide for this request, for `portico explain`: no
     /// side effects (nothing counted, nothing fetched), and said the way an
     /// operator debugging a config wants to read it ("signature ok, exp in
@@ -280,6 +303,7 @@ pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
 pub mod rate_limit;
+pub mod transform;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]
@@ -294,6 +318,8 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "scopes", build: acl::build_scopes },
     PluginFactory { name: "rate_limit", build: rate_limit::build },
     PluginFactory { name: "concurrency_limit", build: concurrency_limit::build },
+    PluginFactory { name: "request_transform", build: transform::build_request },
+    PluginFactory { name: "response_transform", build: transform::build_response },
 ];
 
 /// The plugins that apply to one route, in phase order.
@@ -318,25 +344,31 @@ impl PluginChain {
         route: &IndexMap<String, Value>,
         route_path: &str,
         route_name: &str,
+        route_params: &[String],
         context: &BuildContext<'_>,
     ) -> Result<PluginChain, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let mut plugins = Vec::new();
         let global_only = global.iter().filter(|(name, _)| !route.contains_key(*name));
         let entries = global_only
-            .map(|(name, config)| (format!("plugins.{name}"), "global", name, config))
-            .chain(
-                route
-                    .iter()
-                    .map(|(name, config)| (format!("{route_path}.plugins.{name}"), route_name, name, config)),
-            );
-        for (path, scope, name, config) in entries {
+            .map(|(name, config)| (format!("plugins.{name}"), "global", &[][..], name, config))
+            .chain(route.iter().map(|(name, config)| {
+                (
+                    format!("{route_path}.plugins.{name}"),
+                    route_name,
+                    route_params,
+                    name,
+                    config,
+                )
+            }));
+        for (path, scope, params, name, config) in entries {
             match registry.iter().find(|factory| factory.name == name) {
                 Some(factory) => match (factory.build)(
                     config,
                     &Setup {
                         at: &path,
                         scope,
+                        params,
                         context,
                     },
                 ) {
@@ -370,6 +402,42 @@ impl PluginChain {
 
     pub fn answers_preflight(&self) -> bool {
         self.plugins.iter().any(|p| p.answers_preflight())
+    }
+
+    /// The smallest cap of the plugins that change request bodies, if any does.
+    pub fn request_body_limit(&self) -> Option<u64> {
+        self.plugins.iter().filter_map(|p| p.request_body_limit()).min()
+    }
+
+    pub fn response_body_limit(&self) -> Option<u64> {
+        self.plugins.iter().filter_map(|p| p.response_body_limit()).min()
+    }
+
+    /// Parses a JSON request body once, lets each plugin change it, and
+    /// writes it out again. Malformed JSON is a 400.
+    pub fn transform_request_body(
+        &self,
+        body: bytes::Bytes,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+    ) -> Result<bytes::Bytes, ProxyError> {
+        let mut json = parse_json(&body, ErrorKind::BadRequest, "the request body")?;
+        for plugin in &self.plugins {
+            plugin.transform_request_body(&mut json, request, ctx);
+        }
+        Ok(serde_json::to_vec(&json).unwrap_or_default().into())
+    }
+
+    pub fn transform_response_body(
+        &self,
+        body: bytes::Bytes,
+        ctx: &RequestContext<'_>,
+    ) -> Result<bytes::Bytes, ProxyError> {
+        let mut json = parse_json(&body, ErrorKind::UpstreamBroken, "the upstream's answer")?;
+        for plugin in self.plugins.iter().rev() {
+            plugin.transform_response_body(&mut json, ctx);
+        }
+        Ok(serde_json::to_vec(&json).unwrap_or_default().into())
     }
 
     /// Starts the plugins' background work.
@@ -551,6 +619,18 @@ impl PluginChain {
     }
 }
 
+fn parse_json(body: &[u8], kind: ErrorKind, what: &str) -> Result<serde_json::Value, ProxyError> {
+    if body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ProxyError::new(
+            kind,
+            format!("{what} is not valid JSON (line {}, column {})", e.line(), e.column()),
+        )
+    })
+}
+
 fn unknown_plugin(registry: &[PluginFactory], name: &str) -> String {
     if registry.is_empty() {
         return format!("unknown plugin {name:?}: this build of Portico has no plugins yet");
@@ -653,7 +733,8 @@ mod tests {
             redis: None,
             shared: &Arc::new(PluginState::default()),
         };
-        let errors = PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", "r", &context).unwrap_err();
+        let errors =
+            PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", "r", &[], &context).unwrap_err();
         assert_eq!(errors[0].0, "routes[3].plugins.rate_limt");
         assert!(errors[0].1.contains("unknown plugin"));
     }

@@ -12,6 +12,7 @@ use crate::router::{normalize, request_host, Lookup, RequestHead};
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
+use crate::transform;
 use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -206,6 +207,16 @@ async fn serve(
         let response = match &route.action {
             Action::Respond(fixed) => fixed_response(fixed),
             Action::Proxy(forward) => {
+                let body = match route.plugins.request_body_limit() {
+                    Some(cap) if transform::is_json(&parts.headers) => {
+                        let bytes = transform::read_whole(body, cap, conn.listener.max_request_body).await?;
+                        let changed = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
+                        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
+                        parts.headers.remove(http::header::TRANSFER_ENCODING);
+                        ClientBody::Transformed(changed)
+                    }
+                    _ => ClientBody::Stream(body),
+                };
                 let upstream_request = UpstreamRequest {
                     path_and_query: upstream_path_and_query(rewritten, &parts.uri)?,
                     parts,
@@ -215,7 +226,7 @@ async fn serve(
                 proxy(forward, conn, upstream_request, exchange).await?
             }
         };
-        Ok(run_response_plugins(route, response, &ctx))
+        run_response_plugins(route, response, &ctx).await
     }
     .await;
     exchange.response_headers = std::mem::take(&mut ctx.response_headers);
@@ -245,17 +256,27 @@ fn preflight_route<'g>(
     }
 }
 
-fn run_response_plugins(
+async fn run_response_plugins(
     route: &Route,
     response: Response<ResponseBody>,
     ctx: &RequestContext<'_>,
-) -> Response<ResponseBody> {
+) -> Result<Response<ResponseBody>, ProxyError> {
     if route.plugins.is_empty() {
-        return response;
+        return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
     route.plugins.on_response(&mut parts, ctx);
-    Response::from_parts(parts, body)
+    let body = match route.plugins.response_body_limit() {
+        Some(cap) if transform::is_json(&parts.headers) => {
+            let bytes = transform::read_response(body, cap).await?;
+            let changed = route.plugins.transform_response_body(bytes, ctx)?;
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            ResponseBody::full(changed)
+        }
+        _ => body,
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// The path after the route's rewrite; `None` when it is the client's.
@@ -320,9 +341,17 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
     response
 }
 
+/// The body a request goes upstream with.
+enum ClientBody {
+    /// The client's, streamed through.
+    Stream(Incoming),
+    /// Read whole and changed by a transform.
+    Transformed(Bytes),
+}
+
 struct UpstreamRequest<'a> {
     parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     /// Rewritten path and query; `None` keeps the client's.
     path_and_query: Option<PathAndQuery>,
     request_id: &'a HeaderValue,
@@ -391,23 +420,34 @@ async fn proxy(
     // A request that may be retried whatever the failure keeps a copy of its
     // head and a buffered body. Any other request streams, and is sent again
     // only if it never left (the connection could not be made).
-    let bodyless = body.is_end_stream();
-    let mut stream = (!bodyless).then_some(body);
-    let replay = match retry.filter(|r| r.allows(&parts.method)) {
-        Some(_) if bodyless => Some(Bytes::new()),
-        Some(policy) if declared_length.is_some_and(|n| n <= policy.buffer_body) => match stream.take() {
-            Some(body) => {
-                let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
-                Some(buffer_body(RequestBody::new(body, limit, counter), limit).await?)
-            }
-            None => Some(Bytes::new()),
-        },
-        _ => None,
-    };
-    let first_body = match (&replay, stream) {
-        (Some(bytes), _) => RequestBody::buffered(bytes.clone()),
-        (None, Some(body)) => RequestBody::new(body, limit, exchange.bytes_in.get_or_insert_with(Arc::default).clone()),
-        (None, None) => RequestBody::empty(),
+    let (replay, first_body) = match body {
+        ClientBody::Transformed(bytes) => {
+            let replay = retry.filter(|r| r.allows(&parts.method)).map(|_| bytes.clone());
+            (replay, RequestBody::buffered(bytes))
+        }
+        ClientBody::Stream(body) => {
+            let bodyless = body.is_end_stream();
+            let mut stream = (!bodyless).then_some(body);
+            let replay = match retry.filter(|r| r.allows(&parts.method)) {
+                Some(_) if bodyless => Some(Bytes::new()),
+                Some(policy) if declared_length.is_some_and(|n| n <= policy.buffer_body) => match stream.take() {
+                    Some(body) => {
+                        let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
+                        Some(buffer_body(RequestBody::new(body, limit, counter), limit).await?)
+                    }
+                    None => Some(Bytes::new()),
+                },
+                _ => None,
+            };
+            let first_body = match (&replay, stream) {
+                (Some(bytes), _) => RequestBody::buffered(bytes.clone()),
+                (None, Some(body)) => {
+                    RequestBody::new(body, limit, exchange.bytes_in.get_or_insert_with(Arc::default).clone())
+                }
+                (None, None) => RequestBody::empty(),
+            };
+            (replay, first_body)
+        }
     };
     let replay = replay.map(|bytes| (clone_head(&parts), bytes));
     let mut next_request = Some(Request::from_parts(parts, first_body));

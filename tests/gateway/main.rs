@@ -15,6 +15,7 @@ mod resilience;
 mod routing;
 mod streaming;
 mod tracing;
+mod transform;
 
 /// Fills `$NAME` placeholders in a YAML config, in one pass: a value that
 /// itself holds a `$` (a bcrypt or argon2 hash) is never scanned again.
