@@ -40,6 +40,8 @@ pub enum ErrorKind {
     AuthUnavailable,
     /// A rate limit or quota is used up.
     RateLimited,
+    /// The body is not of a type the route accepts.
+    UnsupportedMediaType,
     /// Limits cannot be checked (the store is down, with `on_store_error:
     /// deny`), or too many requests are in flight.
     LimitUnavailable,
@@ -61,6 +63,7 @@ impl ErrorKind {
             }
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,7 +78,8 @@ impl ErrorKind {
             | ErrorKind::HeadersTooLarge
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
-            | ErrorKind::RateLimited => Side::Client,
+            | ErrorKind::RateLimited
+            | ErrorKind::UnsupportedMediaType => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamBroken
             | ErrorKind::UpstreamTimeout
@@ -102,6 +106,7 @@ impl ErrorKind {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::AuthUnavailable => "auth_unavailable",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::LimitUnavailable => "limit_unavailable",
             ErrorKind::Internal => "internal",
         }
@@ -123,6 +128,8 @@ pub struct ProxyError {
     pub challenge: Option<Box<HeaderValue>>,
     /// The plugin that refused the request and why, for the metrics.
     pub rejected_by: Option<(&'static str, &'static str)>,
+    /// More members of the problem document (a validator's `errors`).
+    pub extra: Option<Box<serde_json::Value>>,
     /// The underlying cause, for the log only.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -136,6 +143,7 @@ impl ProxyError {
             retry_after: None,
             challenge: None,
             rejected_by: None,
+            extra: None,
             source: None,
         }
     }
@@ -160,11 +168,11 @@ impl ProxyError {
     /// The problem+json answer, carrying the request id so a client's report
     /// can be found in the logs.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<ResponseBody> {
-        let mut response = problem(
-            self.kind.status(),
-            &self.detail,
-            serde_json::json!({ "request_id": request_id.to_str().unwrap_or_default() }),
-        );
+        let mut members = self.extra.as_deref().cloned().unwrap_or_else(|| serde_json::json!({}));
+        if let Some(members) = members.as_object_mut() {
+            members.insert("request_id".into(), request_id.to_str().unwrap_or_default().into());
+        }
+        let mut response = problem(self.kind.status(), &self.detail, members);
         let headers = response.headers_mut();
         if let Some(allow) = &self.allow {
             headers.insert(ALLOW, (**allow).clone());

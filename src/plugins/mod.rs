@@ -236,12 +236,14 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
+    /// Checks or changes the body; `Ok(true)` when it changed it.
     fn transform_request_body(
         &self,
         _body: &mut serde_json::Value,
         _request: &http::request::Parts,
         _ctx: &RequestContext<'_>,
-    ) {
+    ) -> Result<bool, ProxyError> {
+        Ok(false)
     }
 
     /// `Some(cap)` when it changes JSON response bodies (over `cap`: 502).
@@ -304,6 +306,7 @@ pub mod jwt;
 pub mod key_auth;
 pub mod rate_limit;
 pub mod transform;
+pub mod validate;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]
@@ -318,6 +321,7 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "scopes", build: acl::build_scopes },
     PluginFactory { name: "rate_limit", build: rate_limit::build },
     PluginFactory { name: "concurrency_limit", build: concurrency_limit::build },
+    PluginFactory { name: "validate", build: validate::build },
     PluginFactory { name: "request_transform", build: transform::build_request },
     PluginFactory { name: "response_transform", build: transform::build_response },
 ];
@@ -422,10 +426,16 @@ impl PluginChain {
         ctx: &RequestContext<'_>,
     ) -> Result<bytes::Bytes, ProxyError> {
         let mut json = parse_json(&body, ErrorKind::BadRequest, "the request body")?;
+        let mut changed = false;
         for plugin in &self.plugins {
-            plugin.transform_request_body(&mut json, request, ctx);
+            changed |= plugin.transform_request_body(&mut json, request, ctx)?;
         }
-        Ok(serde_json::to_vec(&json).unwrap_or_default().into())
+        // A body only checked goes on as the client wrote it.
+        Ok(if changed {
+            serde_json::to_vec(&json).unwrap_or_default().into()
+        } else {
+            body
+        })
     }
 
     pub fn transform_response_body(

@@ -151,8 +151,9 @@ impl Plugin for RequestTransform {
         body: &mut serde_json::Value,
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
-    ) {
+    ) -> Result<bool, crate::error::ProxyError> {
         self.json.apply(body, Some(request), ctx);
+        Ok(true)
     }
 }
 

@@ -198,3 +198,102 @@ async fn transform_config_errors_name_the_fix() {
         assert!(errors.iter().any(|e| e.starts_with(expected)), "{expected}\n{errors:#?}");
     }
 }
+
+#[tokio::test]
+async fn requests_that_do_not_match_their_schemas_never_reach_the_service() {
+    let upstream = Upstream::named("ok").await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("order.yaml");
+    std::fs::write(
+        &schema_file,
+        "type: object\nrequired: [item, quantity]\nproperties:\n  item: { type: string, minLength: 1 }\n  quantity: { type: integer, minimum: 1 }\nadditionalProperties: false\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { api: { targets: [ "$U" ] } }
+routes:
+  - name: orders
+    match: { path: "/orders/{id}" }
+    upstream: api
+    plugins:
+      validate:
+        body_file: "$SCHEMA"
+        path: { type: object, properties: { id: { type: string, pattern: "^[0-9]+$" } } }
+        query: { type: object, properties: { limit: { type: string, pattern: "^[0-9]{1,3}$" } } }
+        headers: { type: object, required: [x-tenant] }
+"#,
+        &[
+            ("U", upstream.addr.to_string()),
+            ("SCHEMA", schema_file.display().to_string()),
+        ],
+    ))
+    .await;
+    let tenant = [("x-tenant", "acme")];
+    let good = json!({ "item": "book", "quantity": 2 });
+    let ok = send(post_json(&gw.url("/orders/7?limit=10"), good.clone(), &tenant)).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(upstream.last().body, good.to_string(), "a valid body goes on as sent");
+
+    // The head is checked first; a request whose head is valid has its body checked.
+    let pointers = |reply: &Reply| -> Vec<String> {
+        let problem = reply.problem(400);
+        problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["pointer"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let bad_head = send(post_json(&gw.url("/orders/x?limit=5000"), good.clone(), &[])).await;
+    assert_eq!(pointers(&bad_head), ["/query/limit", "/path/id", "/headers"]);
+    let bad_body = send(post_json(
+        &gw.url("/orders/7"),
+        json!({ "item": "", "quantity": 0, "extra": 1 }),
+        &tenant,
+    ))
+    .await;
+    let found = pointers(&bad_body);
+    for expected in ["/body/item", "/body/quantity", "/body"] {
+        assert!(found.iter().any(|p| p == expected), "{expected} in {found:?}");
+    }
+    let text = send(
+        http::Request::post(gw.url("/orders/7"))
+            .header("content-type", "text/plain")
+            .header("x-tenant", "acme")
+            .body(Full::new(Bytes::from_static(b"item=book")))
+            .unwrap(),
+    )
+    .await;
+    text.problem(415);
+    let malformed = send(
+        http::Request::post(gw.url("/orders/7"))
+            .header("content-type", "application/json")
+            .header("x-tenant", "acme")
+            .body(Full::new(Bytes::from_static(b"{")))
+            .unwrap(),
+    )
+    .await;
+    malformed.problem(400);
+    assert_eq!(upstream.count(), 1, "invalid requests never reach the service");
+
+    let errors = match portico::config::build(
+        "listeners: [{ name: p, addr: '127.0.0.1:0' }]\nroutes:\n  - { name: r, match: { path: / }, respond: { body: x }, plugins: { validate: { body: { type: 12 } } } }\n  - { name: s, match: { path: /s }, respond: { body: x }, plugins: { validate: { body_file: /nonexistent.json } } }\n",
+    ) {
+        Ok(_) => panic!("accepted"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[0].plugins.validate.body: not a valid JSON Schema")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("routes[1].plugins.validate.body_file: cannot read")),
+        "{errors:#?}"
+    );
+}

@@ -1,0 +1,238 @@
+//! `validate`: requests checked against JSON Schemas (draft 2020-12 unless
+//! the schema says otherwise) before they reach the service: the JSON body,
+//! and the query parameters, path parameters and headers as objects of
+//! strings. An invalid request gets 400 problem+json listing every violation
+//! with its JSON pointer (`/body/user/id`, `/query/limit`); a body that is
+//! not JSON gets 415, one over `max_body` 413.
+
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use crate::config::ByteSize;
+use crate::error::{ErrorKind, ProxyError};
+use serde::Deserialize;
+use serde_json::{json, Map, Value as Json};
+use serde_yaml_ng::Value;
+use std::sync::Arc;
+
+/// Violations listed in one answer, at most.
+const MAX_VIOLATIONS: usize = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// The body's schema, inline.
+    body: Option<Json>,
+    /// The body's schema, from a JSON or YAML file.
+    body_file: Option<String>,
+    query: Option<Json>,
+    path: Option<Json>,
+    headers: Option<Json>,
+    #[serde(default = "default_max_body")]
+    max_body: ByteSize,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(1024 * 1024)
+}
+
+pub struct Validate {
+    body: Option<jsonschema::Validator>,
+    query: Option<jsonschema::Validator>,
+    path: Option<jsonschema::Validator>,
+    headers: Option<jsonschema::Validator>,
+    max_body: u64,
+}
+
+pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
+    let config: Config = setup.parse(value)?;
+    let mut errors = Vec::new();
+    let mut compile = |field: &str, schema: Option<Json>| {
+        schema.and_then(|schema| {
+            jsonschema::validator_for(&schema)
+                .map_err(|e| errors.push(setup.error(field, format!("not a valid JSON Schema: {e}"))))
+                .ok()
+        })
+    };
+    let body_schema = match (&config.body, &config.body_file) {
+        (Some(_), Some(_)) => {
+            return Err(vec![setup.error(
+                "body_file",
+                "give the body's schema inline (`body`) or as a file, not both",
+            )])
+        }
+        (Some(schema), None) => Some(schema.clone()),
+        (None, Some(file)) => match read_schema(file) {
+            Ok(schema) => Some(schema),
+            Err(e) => return Err(vec![setup.error("body_file", e)]),
+        },
+        (None, None) => None,
+    };
+    let plugin = Validate {
+        body: compile("body", body_schema),
+        query: compile("query", config.query),
+        path: compile("path", config.path),
+        headers: compile("headers", config.headers),
+        max_body: config.max_body.get(),
+    };
+    if plugin.body.is_none()
+        && plugin.query.is_none()
+        && plugin.path.is_none()
+        && plugin.headers.is_none()
+        && errors.is_empty()
+    {
+        errors.push(setup.error("", "give at least one schema: body, body_file, query, path or headers"));
+    }
+    if errors.is_empty() {
+        Ok(Arc::new(plugin))
+    } else {
+        Err(errors)
+    }
+}
+
+/// A schema file, JSON or YAML (YAML is a superset of JSON).
+fn read_schema(path: &str) -> Result<Json, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    serde_yaml_ng::from_str(&text).map_err(|e| format!("{path} is not JSON or YAML: {e}"))
+}
+
+/// Every violation of `instance`, as `{ pointer, message }`, under `prefix`.
+fn violations(validator: &jsonschema::Validator, instance: &Json, prefix: &str, out: &mut Vec<Json>) {
+    for error in validator
+        .iter_errors(instance)
+        .take(MAX_VIOLATIONS.saturating_sub(out.len()))
+    {
+        out.push(json!({
+            "pointer": format!("{prefix}{}", error.instance_path()),
+            "message": error.to_string(),
+        }));
+    }
+}
+
+fn invalid(found: Vec<Json>) -> ProxyError {
+    let count = found.len();
+    let mut error = ProxyError::rejected(
+        ErrorKind::BadRequest,
+        "validate",
+        "invalid_request",
+        format!(
+            "the request does not match its schema ({count} violation{})",
+            if count == 1 { "" } else { "s" }
+        ),
+    );
+    error.extra = Some(Box::new(json!({ "errors": found })));
+    error
+}
+
+impl Validate {
+    fn check_head(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Vec<Json> {
+        let mut found = Vec::new();
+        if let Some(schema) = &self.query {
+            let query: Map<String, Json> = request
+                .uri
+                .query()
+                .map(|q| {
+                    form_urlencoded::parse(q.as_bytes())
+                        .into_owned()
+                        .map(|(k, v)| (k, Json::String(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            violations(schema, &Json::Object(query), "/query", &mut found);
+        }
+        if let Some(schema) = &self.path {
+            let params: Map<String, Json> = ctx
+                .params
+                .iter()
+                .map(|(k, v)| (k.to_string(), Json::String(v.clone())))
+                .collect();
+            violations(schema, &Json::Object(params), "/path", &mut found);
+        }
+        if let Some(schema) = &self.headers {
+            let headers: Map<String, Json> = request
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), Json::String(v.to_str().ok()?.to_string()))))
+                .collect();
+            violations(schema, &Json::Object(headers), "/headers", &mut found);
+        }
+        found
+    }
+}
+
+/// Does the request carry a body?
+fn has_body(request: &http::request::Parts) -> bool {
+    request.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+impl Plugin for Validate {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Validate
+    }
+
+    fn on_request<'a>(
+        &'a self,
+        request: &'a mut http::request::Parts,
+        ctx: &'a mut RequestContext<'_>,
+    ) -> PhaseFuture<'a> {
+        let result = if self.body.is_some() && has_body(request) && !crate::transform::is_json(&request.headers) {
+            Err(ProxyError::rejected(
+                ErrorKind::UnsupportedMediaType,
+                "validate",
+                "not_json",
+                "the request body must be JSON (Content-Type: application/json)",
+            ))
+        } else {
+            let found = self.check_head(request, ctx);
+            if found.is_empty() {
+                Ok(Flow::Continue)
+            } else {
+                Err(invalid(found))
+            }
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn request_body_limit(&self) -> Option<u64> {
+        self.body.as_ref().map(|_| self.max_body)
+    }
+
+    fn transform_request_body(
+        &self,
+        body: &mut Json,
+        _request: &http::request::Parts,
+        _ctx: &RequestContext<'_>,
+    ) -> Result<bool, ProxyError> {
+        let Some(schema) = &self.body else { return Ok(false) };
+        let mut found = Vec::new();
+        violations(schema, body, "/body", &mut found);
+        if found.is_empty() {
+            Ok(false)
+        } else {
+            Err(invalid(found))
+        }
+    }
+
+    fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
+        let found = self.check_head(request, ctx);
+        if found.is_empty() {
+            Decision::pass(if self.body.is_some() {
+                "query, path and headers valid; the body is checked when sent"
+            } else {
+                "valid"
+            })
+        } else {
+            Decision::deny(
+                http::StatusCode::BAD_REQUEST,
+                format!("{} violation(s), first: {}", found.len(), found[0]["message"]),
+            )
+        }
+    }
+}
