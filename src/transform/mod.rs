@@ -69,3 +69,76 @@ pub async fn read_response(body: ResponseBody, cap: u64) -> Result<Bytes, ProxyE
         }
     }
 }
+
+/// Property tests: the parsers never panic on any input, and the path
+/// operations never panic on any document.
+#[cfg(test)]
+mod fuzz {
+    use super::path::JsonPath;
+    use super::template::Template;
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c]{1,2}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::collection::vec(("[a-c]{1,2}", any::<bool>()), 1..4).prop_map(|parts| {
+            parts
+                .into_iter()
+                .map(|(key, each)| if each { format!("{key}[*]") } else { key })
+                .collect::<Vec<_>>()
+                .join(".")
+        })
+    }
+
+    /// 2,000 cases in the test suite; `PROPTEST_CASES=500000` for a long run.
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn parsers_never_panic(text in "\\PC{0,40}") {
+            let _ = JsonPath::parse(&text);
+            let _ = Template::parse(&text, &["id".to_string()]);
+        }
+
+        #[test]
+        fn path_operations_never_panic(doc in json(), a in path(), b in path()) {
+            let (Ok(from), Ok(to)) = (JsonPath::parse(&a), JsonPath::parse(&b)) else { return Ok(()) };
+            let mut work = doc.clone();
+            let mut values = from.take(&mut work).into_iter();
+            to.put(&mut work, &mut || values.next(), false);
+            let _ = JsonPath::keep_only(&doc, &[from, to]);
+        }
+
+        #[test]
+        fn keeping_every_top_level_field_keeps_an_object(doc in json()) {
+            if let Value::Object(map) = &doc {
+                let paths: Vec<JsonPath> = map.keys().filter_map(|k| JsonPath::parse(k).ok()).collect();
+                if !paths.is_empty() && map.keys().all(|k| !k.contains('.') && !k.contains('[')) {
+                    prop_assert_eq!(JsonPath::keep_only(&doc, &paths), doc.clone());
+                }
+            }
+        }
+    }
+}
