@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Transform and validation cost: POSTs of a 2 KiB JSON body through a plain
+route, a route with a JSON rename, and a route with a JSON Schema, in one run.
+
+Portico is pinned to core 0 with one worker; the backend and wrk share core 1;
+the routes alternate within each round; medians.
+
+Usage: bench/transform.sh [--rounds 5] [--duration 5]
+"""
+import argparse, json, os, re, subprocess, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx, wait_port
+
+GATEWAY = 18085
+
+CONFIG = """
+listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
+access_log: {{ enabled: false }}
+upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
+routes:
+  - {{ name: plain, match: {{ path: /plain }}, upstream: backend, rewrite: {{ path: /small }} }}
+  - {{ name: rename, match: {{ path: /rename }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ request_transform: {{ json: {{ rename: {{ userId: id, "items[*].sku": "items[*].article" }} }} }} }} }}
+  - {{ name: schema, match: {{ path: /schema }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ validate: {{ body: {schema} }} }} }}
+"""
+
+SCHEMA = {
+    "type": "object",
+    "required": ["userId", "items"],
+    "properties": {
+        "userId": {"type": "string"},
+        "items": {"type": "array", "items": {"type": "object", "required": ["sku", "qty"],
+                                             "properties": {"sku": {"type": "string"}, "qty": {"type": "integer"}}}},
+    },
+}
+
+
+def body_2k():
+    items = []
+    body = {"userId": "user-42", "items": items, "note": ""}
+    while len(json.dumps(body)) < 2000:
+        items.append({"sku": f"sku-{len(items):04d}", "qty": len(items) % 7 + 1})
+    body["note"] = "x" * (2048 - len(json.dumps(body)))
+    return json.dumps(body)
+
+
+def run_wrk(url, script, connections, duration):
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script, url],
+                         capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+        sys.exit(f"errors in run against {url}:\n{out}")
+    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    tmp = tempfile.mkdtemp(prefix="portico-transform-bench-")
+    os.chmod(tmp, 0o755)
+    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
+        f.write(b"x" * 16384)
+    body = body_2k()
+    script = os.path.join(tmp, "post.lua")
+    with open(script, "w") as f:
+        f.write(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}\n')
+    backend = start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+    conf = os.path.join(tmp, "portico.yaml")
+    with open(conf, "w") as f:
+        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND, schema=json.dumps(SCHEMA)))
+    portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1",
+                                "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(BACKEND)
+        wait_port(GATEWAY)
+        cases = [("plain proxying", "/plain"), ("JSON rename", "/rename"), ("JSON Schema", "/schema")]
+        for _, path in cases:
+            run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", script, args.connections, 1)
+        runs = {name: [] for name, _ in cases}
+        for round_ in range(args.rounds):
+            for name, path in cases:
+                before = cpu_seconds(portico.pid)
+                requests, rps = run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", script, args.connections, args.duration)
+                runs[name].append({"rps": rps, "cpu_us": (cpu_seconds(portico.pid) - before) * 1e6 / requests})
+            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        base, base_cpu = median(runs["plain proxying"], "rps"), median(runs["plain proxying"], "cpu_us")
+        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, POST of a "
+              f"{len(body)}-byte JSON body, Portico pinned to one core with one worker.\n")
+        print("| route | req/s | vs plain | CPU µs/req | vs plain |")
+        print("|---|---:|---:|---:|---:|")
+        for name, _ in cases:
+            rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
+            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {cpu:.1f} | {cpu / base_cpu:.2f}x |")
+    finally:
+        portico.terminate()
+        portico.wait(timeout=40)
+        backend.terminate()
+
+
+if __name__ == "__main__":
+    main()
