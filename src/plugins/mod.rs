@@ -40,6 +40,8 @@ pub enum Phase {
     Validate,
     /// Rewrite the request before it goes upstream.
     TransformRequest,
+    /// Rewrite the answer before it goes to the client (`on_response`).
+    TransformResponse,
 }
 
 /// What a request phase decides.

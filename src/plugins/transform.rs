@@ -2,7 +2,7 @@
 //! (requests), JSON bodies and statuses (responses), with value templates.
 //! The operations themselves live in `crate::transform`.
 
-use super::{Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::config::ByteSize;
 use crate::transform::ops::{FieldOpsConfig, HeaderOps, JsonOps, JsonOpsConfig, QueryOps};
 use http::StatusCode;
@@ -146,6 +146,18 @@ impl Plugin for RequestTransform {
         (!self.json.is_empty()).then_some(self.max_body)
     }
 
+    fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
+        let parts: Vec<String> = [self.headers.describe(), self.query.describe(), self.json.describe()]
+            .into_iter()
+            .flatten()
+            .collect();
+        Decision::pass(if parts.is_empty() {
+            "nothing to change".to_string()
+        } else {
+            parts.join("; ")
+        })
+    }
+
     fn transform_request_body(
         &self,
         body: &mut serde_json::Value,
@@ -163,7 +175,7 @@ impl Plugin for ResponseTransform {
     }
 
     fn phase(&self) -> Phase {
-        Phase::TransformRequest
+        Phase::TransformResponse
     }
 
     fn on_response(&self, response: &mut http::response::Parts, ctx: &RequestContext<'_>) {
@@ -175,6 +187,29 @@ impl Plugin for ResponseTransform {
 
     fn response_body_limit(&self) -> Option<u64> {
         (!self.json.is_empty()).then_some(self.max_body)
+    }
+
+    fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
+        let mapped = (!self.status.is_empty()).then(|| {
+            let pairs: Vec<String> = self
+                .status
+                .iter()
+                .map(|(a, b)| format!("{} → {}", a.as_u16(), b.as_u16()))
+                .collect();
+            format!("status: {}", pairs.join(", "))
+        });
+        let parts: Vec<String> = [self.headers.describe(), self.json.describe(), mapped]
+            .into_iter()
+            .flatten()
+            .collect();
+        Decision::pass(format!(
+            "on the answer: {}",
+            if parts.is_empty() {
+                "nothing".to_string()
+            } else {
+                parts.join("; ")
+            }
+        ))
     }
 
     fn transform_response_body(&self, body: &mut serde_json::Value, ctx: &RequestContext<'_>) {

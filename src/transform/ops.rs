@@ -169,7 +169,45 @@ impl HeaderOps {
     }
 }
 
+/// `what: 2 renamed, 1 removed` for the operations that are not empty.
+fn describe(what: &str, counts: [(&str, usize); 5]) -> Option<String> {
+    let parts: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(op, n)| format!("{n} {op}"))
+        .collect();
+    (!parts.is_empty()).then(|| format!("{what}: {}", parts.join(", ")))
+}
+
+impl HeaderOps {
+    pub fn describe(&self) -> Option<String> {
+        describe(
+            "headers",
+            [
+                ("renamed", self.rename.len()),
+                ("removed", self.remove.len()),
+                ("set", self.set.len()),
+                ("added", self.add.len()),
+                ("", 0),
+            ],
+        )
+    }
+}
+
 impl QueryOps {
+    pub fn describe(&self) -> Option<String> {
+        describe(
+            "query",
+            [
+                ("renamed", self.rename.len()),
+                ("removed", self.remove.len()),
+                ("set", self.set.len()),
+                ("added", self.add.len()),
+                ("", 0),
+            ],
+        )
+    }
+
     pub fn compile(config: &FieldOpsConfig, params: &[String], errors: &mut Errors) -> QueryOps {
         let pairs = |op: &str, map: &IndexMap<String, String>, errors: &mut Errors| -> Vec<(String, Template)> {
             map.iter()
@@ -290,6 +328,19 @@ impl JsonOps {
             && self.set.is_empty()
             && self.add.is_empty()
             && self.allow.is_none()
+    }
+
+    pub fn describe(&self) -> Option<String> {
+        describe(
+            "json",
+            [
+                ("renamed", self.rename.len()),
+                ("removed", self.remove.len()),
+                ("set", self.set.len()),
+                ("added", self.add.len()),
+                ("kept (allow)", self.allow.as_ref().map_or(0, Vec::len)),
+            ],
+        )
     }
 
     pub fn apply(&self, body: &mut Value, request: Option<&http::request::Parts>, ctx: &RequestContext<'_>) {
