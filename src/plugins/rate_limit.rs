@@ -122,6 +122,34 @@ impl KeyPart {
         }
     }
 
+    /// Feeds this part of the request's key to a hash, without building a
+    /// string (the request path's form of `append`).
+    pub fn feed(&self, hasher: &mut xxhash_rust::xxh3::Xxh3, request: &http::request::Parts, ctx: &RequestContext<'_>) {
+        match self {
+            KeyPart::Consumer => hasher.update(
+                ctx.identity
+                    .as_ref()
+                    .map_or(crate::consumers::ANONYMOUS, |i| &i.name)
+                    .as_bytes(),
+            ),
+            KeyPart::ClientIp => match ctx.client.ip() {
+                std::net::IpAddr::V4(ip) => hasher.update(&ip.octets()),
+                std::net::IpAddr::V6(ip) => hasher.update(&ip.octets()),
+            },
+            KeyPart::Route => hasher.update(ctx.route.as_bytes()),
+            KeyPart::Header(name) => hasher.update(request.headers.get(name).map_or(&b""[..], |v| v.as_bytes())),
+            KeyPart::Param(name) => {
+                let value = ctx
+                    .params
+                    .iter()
+                    .find(|(n, _)| &**n == name.as_str())
+                    .map(|(_, v)| v.as_str());
+                hasher.update(value.unwrap_or("").as_bytes())
+            }
+        }
+        hasher.update(&[0x1f]);
+    }
+
     /// Appends this part of the request's key. A missing consumer counts as
     /// `anonymous`; a missing header or parameter as the empty value, so all
     /// requests without it share one allowance.
@@ -285,7 +313,18 @@ impl RateLimit {
         key
     }
 
-    async fn verdicts(&self, key: &str) -> Result<Vec<Verdict>, String> {
+    /// The request's key, hashed: the scope and each `by` part.
+    fn key_hash(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> xxhash_rust::xxh3::Xxh3 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(self.scope.as_bytes());
+        hasher.update(&[0x1f]);
+        for part in &self.by {
+            part.feed(&mut hasher, request, ctx);
+        }
+        hasher
+    }
+
+    async fn verdicts(&self, key: xxhash_rust::xxh3::Xxh3) -> Result<Vec<Verdict>, String> {
         let now = now_ms();
         match &self.store {
             Store::Local(store) => {
@@ -293,8 +332,7 @@ impl RateLimit {
                     .limits
                     .iter()
                     .map(|limit| {
-                        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-                        hasher.update(key.as_bytes());
+                        let mut hasher = key.clone();
                         hasher.update(limit.name.as_bytes());
                         (hasher.digest(), limit)
                     })
@@ -303,7 +341,7 @@ impl RateLimit {
             }
             Store::Redis { store, timeout, .. } => {
                 // One hash tag for the request's keys: they share a Redis Cluster slot.
-                let tag = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                let tag = format!("{:016x}", key.digest());
                 let checks: Vec<(String, &Limit, (u64, u64))> = self
                     .limits
                     .iter()
@@ -373,8 +411,8 @@ impl Plugin for RateLimit {
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
         Box::pin(async move {
-            let key = self.key(request, ctx);
-            let verdicts = match self.verdicts(&key).await {
+            let key = self.key_hash(request, ctx);
+            let verdicts = match self.verdicts(key).await {
                 Ok(verdicts) => verdicts,
                 Err(error) => return self.store_failed(ctx, &error),
             };
