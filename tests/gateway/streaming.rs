@@ -124,3 +124,80 @@ access_log: { enabled: false }
         "memory grew with the body: {peak} bytes"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_a_transform_need_not_change_still_stream_with_flat_memory() {
+    const SIZE: u64 = 256 << 20;
+    let received = Arc::new(AtomicU64::new(0));
+    let sink = received.clone();
+    let upstream = serve(move |request: http::Request<hyper::body::Incoming>| {
+        let sink = sink.clone();
+        async move {
+            let mut body = request.into_body();
+            while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+                if let Ok(data) = frame.map(|f| f.into_data()) {
+                    sink.fetch_add(data.map_or(0, |d| d.len() as u64), Ordering::Relaxed);
+                }
+            }
+            let chunk = Bytes::from(vec![b'z'; CHUNK]);
+            // No Content-Type: not JSON, so the response transform leaves the body alone.
+            Ok::<_, Infallible>(Response::new(Generated { remaining: SIZE, chunk }))
+        }
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { files: { targets: ["$U"] } }
+routes:
+  - name: files
+    match: { path: / }
+    upstream: files
+    plugins:
+      request_transform: { json: { remove: [ secret ] }, headers: { set: { x-seen: "yes" } } }
+      response_transform: { json: { allow: [ id ] } }
+access_log: { enabled: false }
+"#,
+        &[("U", upstream.to_string())],
+    );
+    let gateway = Process::start(&yaml);
+    let baseline = gateway.peak_rss();
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /files HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'u'; CHUNK];
+    let exchange = async {
+        for _ in 0..(SIZE / CHUNK as u64) {
+            stream.write_all(&chunk).await.unwrap();
+        }
+        let mut total = 0u64;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match stream.read(&mut buf).await.unwrap() {
+                0 => return total,
+                n => total += n as u64,
+            }
+        }
+    };
+    let total = tokio::time::timeout(Duration::from_secs(240), exchange)
+        .await
+        .expect("the exchange finishes");
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        SIZE,
+        "every byte reached the upstream"
+    );
+    assert!(
+        total > SIZE && total < SIZE + 1024,
+        "head plus the whole body, got {total}"
+    );
+    let peak = gateway.peak_rss();
+    assert!(
+        peak < baseline + 48 * 1024 * 1024,
+        "memory grew with the body: {} MiB from {} MiB",
+        peak >> 20,
+        baseline >> 20
+    );
+}
