@@ -253,7 +253,14 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
-    fn transform_response_body(&self, _body: &mut serde_json::Value, _ctx: &RequestContext<'_>) {}
+    /// Checks or changes the answer's body; `Ok(true)` when it changed it.
+    fn transform_response_body(
+        &self,
+        _body: &mut serde_json::Value,
+        _ctx: &RequestContext<'_>,
+    ) -> Result<bool, ProxyError> {
+        Ok(false)
+    }
 
     /// What it would decide for this request, for `portico explain`: no
     /// side effects (nothing counted, nothing fetched), and said the way an
@@ -446,10 +453,15 @@ impl PluginChain {
         ctx: &RequestContext<'_>,
     ) -> Result<bytes::Bytes, ProxyError> {
         let mut json = parse_json(&body, ErrorKind::UpstreamBroken, "the upstream's answer")?;
+        let mut changed = false;
         for plugin in self.plugins.iter().rev() {
-            plugin.transform_response_body(&mut json, ctx);
+            changed |= plugin.transform_response_body(&mut json, ctx)?;
         }
-        Ok(serde_json::to_vec(&json).unwrap_or_default().into())
+        Ok(if changed {
+            serde_json::to_vec(&json).unwrap_or_default().into()
+        } else {
+            body
+        })
     }
 
     /// Starts the plugins' background work.

@@ -212,7 +212,12 @@ impl Plugin for ResponseTransform {
         ))
     }
 
-    fn transform_response_body(&self, body: &mut serde_json::Value, ctx: &RequestContext<'_>) {
+    fn transform_response_body(
+        &self,
+        body: &mut serde_json::Value,
+        ctx: &RequestContext<'_>,
+    ) -> Result<bool, crate::error::ProxyError> {
         self.json.apply(body, None, ctx);
+        Ok(true)
     }
 }

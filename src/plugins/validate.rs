@@ -28,6 +28,20 @@ struct Config {
     headers: Option<Json>,
     #[serde(default = "default_max_body")]
     max_body: ByteSize,
+    /// The answer's body schema: to catch a service breaking its contract.
+    response: Option<Json>,
+    /// What an answer that fails its schema gets: `log` (logged and counted,
+    /// passed on) or `reject` (replaced with a 502).
+    #[serde(default)]
+    on_invalid_response: OnInvalid,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum OnInvalid {
+    #[default]
+    Log,
+    Reject,
 }
 
 fn default_max_body() -> ByteSize {
@@ -40,6 +54,9 @@ pub struct Validate {
     path: Option<jsonschema::Validator>,
     headers: Option<jsonschema::Validator>,
     max_body: u64,
+    response: Option<jsonschema::Validator>,
+    on_invalid_response: OnInvalid,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
@@ -72,14 +89,21 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         path: compile("path", config.path),
         headers: compile("headers", config.headers),
         max_body: config.max_body.get(),
+        response: compile("response", config.response),
+        on_invalid_response: config.on_invalid_response,
+        metrics: setup.context.metrics.clone(),
     };
     if plugin.body.is_none()
         && plugin.query.is_none()
         && plugin.path.is_none()
         && plugin.headers.is_none()
+        && plugin.response.is_none()
         && errors.is_empty()
     {
-        errors.push(setup.error("", "give at least one schema: body, body_file, query, path or headers"));
+        errors.push(setup.error(
+            "",
+            "give at least one schema: body, body_file, query, path, headers or response",
+        ));
     }
     if errors.is_empty() {
         Ok(Arc::new(plugin))
@@ -217,6 +241,28 @@ impl Plugin for Validate {
             Ok(false)
         } else {
             Err(invalid(found))
+        }
+    }
+
+    fn response_body_limit(&self) -> Option<u64> {
+        self.response.as_ref().map(|_| self.max_body)
+    }
+
+    fn transform_response_body(&self, body: &mut Json, ctx: &RequestContext<'_>) -> Result<bool, ProxyError> {
+        let Some(schema) = &self.response else { return Ok(false) };
+        let mut found = Vec::new();
+        violations(schema, body, "/response", &mut found);
+        if found.is_empty() {
+            return Ok(false);
+        }
+        self.metrics.response_violation(ctx.route);
+        tracing::warn!(route = ctx.route, violations = %Json::Array(found), "the upstream's answer does not match its schema");
+        match self.on_invalid_response {
+            OnInvalid::Log => Ok(false),
+            OnInvalid::Reject => Err(ProxyError::new(
+                ErrorKind::UpstreamBroken,
+                "the service's answer does not match its schema",
+            )),
         }
     }
 

@@ -32,6 +32,7 @@ pub struct Metrics {
     rejections: IntCounterVec,
     cache: IntCounterVec,
     limit_store_errors: IntCounterVec,
+    response_violations: IntCounterVec,
     reloads: IntCounterVec,
     config_info: IntGaugeVec,
     unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
@@ -135,6 +136,11 @@ impl Metrics {
                 "Rate-limit checks the store (Redis) could not answer.",
                 &["route"],
             ),
+            response_violations: counter(
+                "response_schema_violations_total",
+                "Upstream answers that did not match their `validate.response` schema.",
+                &["route"],
+            ),
             reloads: counter("config_reloads_total", "Config reloads by result.", &["result"]),
             config_info: gauge("config_info", "The running config's hash (always 1).", &["hash"]),
             registry,
@@ -187,6 +193,10 @@ impl Metrics {
 
     pub fn rate_limit_store_error(&self, route: &str) {
         self.limit_store_errors.with_label_values(&[route]).inc();
+    }
+
+    pub fn response_violation(&self, route: &str) {
+        self.response_violations.with_label_values(&[route]).inc();
     }
 
     pub fn cache_lookup(&self, route: &str, result: &str) {

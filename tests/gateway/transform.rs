@@ -297,3 +297,44 @@ routes:
         "{errors:#?}"
     );
 }
+
+#[tokio::test]
+async fn answers_that_break_their_schema_are_logged_and_counted_or_replaced_with_502() {
+    let echo = echo().await;
+    // The echo upstream answers { path, query, headers, body, content_length }.
+    let schema = r#"{ type: object, required: [path, total], properties: { path: { type: string } } }"#;
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+access_log: { enabled: false }
+upstreams: { echo: { targets: [ "$U" ] } }
+routes:
+  - { name: logged, match: { path: /logged }, upstream: echo, plugins: { validate: { response: $SCHEMA } } }
+  - { name: strict, match: { path: /strict }, upstream: echo, plugins: { validate: { response: $SCHEMA, on_invalid_response: reject } } }
+  - { name: fine, match: { path: /fine }, upstream: echo, plugins: { validate: { response: { type: object, required: [path] } } } }
+"#,
+        &[("U", echo.to_string()), ("SCHEMA", schema.to_string()), ("TOKEN", ADMIN_TOKEN.to_string())],
+    ))
+    .await;
+    let logged = get(&gw.url("/logged")).await;
+    assert_eq!(logged.status, 200, "passed on");
+    assert_eq!(logged.json()["path"], "/logged");
+    get(&gw.url("/strict")).await.problem(502);
+    let fine = get(&gw.url("/fine")).await;
+    assert_eq!(fine.status, 200);
+    assert_eq!(fine.header("content-length"), fine.body.len().to_string());
+    let metrics = gw.admin("GET", "/metrics", "").await.text();
+    assert!(
+        metrics.contains(r#"portico_response_schema_violations_total{route="logged"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"portico_response_schema_violations_total{route="strict"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"portico_response_schema_violations_total{route="fine"}"#),
+        "{metrics}"
+    );
+}
