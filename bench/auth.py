@@ -15,7 +15,7 @@ import argparse, base64, hashlib, hmac, json, os, subprocess, sys, tempfile, tim
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import (BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx,
-                   wait_port, wrk)
+                   wait_port, wrk_run)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = os.path.join(ROOT, "tests", "fixtures", "jwt")
@@ -54,19 +54,8 @@ def token(alg):
 
 def measure(pid, path, header, connections, duration):
     before = cpu_seconds(pid)
-    cmd_header = ["-H", header] if header else []
-    out = wrk_with_header(f"http://127.0.0.1:{GATEWAY}{path}", cmd_header, connections, duration)
-    requests, rps = out
+    requests, rps = wrk_run(f"http://127.0.0.1:{GATEWAY}{path}", connections, duration, ["-H", header] if header else [])
     return {"rps": rps, "cpu_us": (cpu_seconds(pid) - before) * 1e6 / requests}
-
-
-def wrk_with_header(url, header, connections, duration):
-    import re
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", *header, url],
-                         capture_output=True, text=True, check=True).stdout
-    if re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors", out):
-        sys.exit(f"errors in run against {url}:\n{out}")
-    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
 def main():

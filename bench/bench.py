@@ -128,6 +128,18 @@ def wrk(url, connections, duration):
     return requests, rps, pct["50"], pct["99"]
 
 
+def wrk_run(url, connections, duration, extra=(), script_args=()):
+    """One wrk run with extra options (headers, a Lua script) and arguments
+    for the script: requests sent and requests/s. Any error response or
+    socket error ends the bench."""
+    after = ["--", *script_args] if script_args else []
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", *extra, url, *after],
+                         capture_output=True, text=True, check=True).stdout
+    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
+        sys.exit(f"errors in run against {url}:\n{out}")
+    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+
 def measure(target, path, connections, duration):
     name, port, pid = target
     before = cpu_seconds(pid) if pid else 0.0

@@ -14,7 +14,8 @@ Usage: bench/limits.sh [--rounds 5] [--duration 5] [--keys 1000000]
 import argparse, os, re, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx, wait_port
+from bench import (BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx,
+                   wait_port, wrk_run)
 
 GATEWAY, REDIS = 18084, 18098
 
@@ -46,16 +47,7 @@ end
 
 
 def run_wrk(url, connections, duration, script=None, script_args=()):
-    cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s"]
-    if script:
-        cmd += ["-s", script]
-    cmd.append(url)
-    if script_args:
-        cmd += ["--", *script_args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
-        sys.exit(f"errors in run against {url}:\n{out}")
-    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return wrk_run(url, connections, duration, ["-s", script] if script else [], script_args)
 
 
 def rss_mib(pid):

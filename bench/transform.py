@@ -10,7 +10,8 @@ Usage: bench/transform.sh [--rounds 5] [--duration 5]
 import argparse, json, os, re, subprocess, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx, wait_port
+from bench import (BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx,
+                   wait_port, wrk_run)
 
 GATEWAY = 18085
 
@@ -47,11 +48,7 @@ def body_2k():
 
 
 def run_wrk(url, script, connections, duration):
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", script, url],
-                         capture_output=True, text=True, check=True).stdout
-    if re.search(r"Non-2xx or 3xx responses|Socket errors", out):
-        sys.exit(f"errors in run against {url}:\n{out}")
-    return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return wrk_run(url, connections, duration, ["-s", script])
 
 
 def main():
