@@ -11,10 +11,10 @@ request, and the ratio to the unauthenticated route.
 
 Usage: bench/auth.sh [--rounds 5] [--duration 5]
 """
-import argparse, base64, hashlib, hmac, json, os, subprocess, sys, tempfile, time
+import argparse, base64, hashlib, hmac, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx,
+from bench import (BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
                    wait_port, wrk_run)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,11 +64,8 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="portico-auth-bench-")
-    os.chmod(tmp, 0o755)
-    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
-        f.write(b"x" * 16384)
-    backend = start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+    tmp = scratch_dir("portico-auth-bench-")
+    backend = start_backend(tmp)
     with open(os.path.join(KEYS, "rsa1.pub")) as f:
         pem = json.dumps(f.read())
     conf = os.path.join(tmp, "portico.yaml")

@@ -84,6 +84,20 @@ def start_nginx(tmp, name, body, core, access_log="off"):
     return master
 
 
+def scratch_dir(prefix):
+    """A temporary directory nginx workers can read, with the 16 KiB body the backend serves."""
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user when started as root
+    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
+        f.write(os.urandom(16 * 1024))
+    return tmp
+
+
+def start_backend(tmp):
+    """The nginx backend serving /small and /16k, on the load core."""
+    return start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+
+
 def nginx_worker(master):
     for _ in range(100):
         out = subprocess.run(["pgrep", "-P", str(master.pid)], capture_output=True, text=True).stdout.split()
@@ -164,13 +178,10 @@ def main():
     if not os.path.exists(PORTICO):
         sys.exit("build first: cargo build --release")
 
-    tmp = tempfile.mkdtemp(prefix="portico-bench-")
-    os.chmod(tmp, 0o755)  # nginx workers run as an unprivileged user when started as root
-    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
-        f.write(os.urandom(16 * 1024))
+    tmp = scratch_dir("portico-bench-")
     procs = []
     try:
-        procs.append(start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE))
+        procs.append(start_backend(tmp))
         nginx_log = f"{tmp}/nginx-access.log combined buffer=64k flush=1s" if args.access_log else "off"
         nginx_proxy = start_nginx(tmp, "proxy", PROXY_CONF.format(port=VIA_NGINX, backend=BACKEND), PROXY_CORE,
                                   access_log=nginx_log)

@@ -11,10 +11,10 @@ against a local limit; Portico's RSS before and after.
 
 Usage: bench/limits.sh [--rounds 5] [--duration 5] [--keys 1000000]
 """
-import argparse, os, re, subprocess, sys, tempfile, time
+import argparse, os, re, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx,
+from bench import (BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
                    wait_port, wrk_run)
 
 GATEWAY, REDIS = 18084, 18098
@@ -74,11 +74,8 @@ def main():
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--flood-only", action="store_true", help="only the distinct-keys memory run")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="portico-limits-bench-")
-    os.chmod(tmp, 0o755)
-    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
-        f.write(b"x" * 16384)
-    backend = start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+    tmp = scratch_dir("portico-limits-bench-")
+    backend = start_backend(tmp)
     redis = subprocess.Popen(["taskset", "-c", LOAD_CORE, "redis-server", "--port", str(REDIS), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     conf = os.path.join(tmp, "portico.yaml")

@@ -7,10 +7,10 @@ the routes alternate within each round; medians.
 
 Usage: bench/transform.sh [--rounds 5] [--duration 5]
 """
-import argparse, json, os, re, subprocess, sys, tempfile
+import argparse, json, os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (BACKEND, BACKEND_CONF, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, start_nginx,
+from bench import (BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
                    wait_port, wrk_run)
 
 GATEWAY = 18085
@@ -57,15 +57,12 @@ def main():
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="portico-transform-bench-")
-    os.chmod(tmp, 0o755)
-    with open(os.path.join(tmp, "16k.bin"), "wb") as f:
-        f.write(b"x" * 16384)
+    tmp = scratch_dir("portico-transform-bench-")
     body = body_2k()
     script = os.path.join(tmp, "post.lua")
     with open(script, "w") as f:
         f.write(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}\n')
-    backend = start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+    backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
         f.write(CONFIG.format(port=GATEWAY, backend=BACKEND, schema=json.dumps(SCHEMA)))

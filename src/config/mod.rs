@@ -190,4 +190,35 @@ mod tests {
             assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
         }
     }
+
+    #[test]
+    fn access_log_cluster_and_plugin_blocks_name_their_errors() {
+        let text = format!(
+            "{LISTENER}access_log: {{ format: combined, fields: [], file: '' }}\n\
+             cluster: {{ redis: 'http://nope' }}\n\
+             routes:\n  - name: a\n    match: {{ path: /a }}\n    respond: {{}}\n    plugins:\n      \
+             concurrency_limit: {{ max: 0 }}\n      \
+             ip_restriction: {{ allow: ['10.0.0.0/33'] }}\n      \
+             cors: {{ origins: ['*', 'app.example.com'], credentials: true }}\n      \
+             oauth2_introspection: {{ url: 'ftp://auth', client_id: a, client_secret: b }}\n      \
+             basic_auth: {{ realm: 'a\"b' }}\n      \
+             acl: {{}}\n"
+        );
+        let found = errors(&text).join("\n");
+        for expected in [
+            "access_log.fields: list at least one field",
+            "access_log.fields: `fields` applies to `format: json`",
+            "access_log.file: give a path",
+            "cluster.redis: not a Redis URL",
+            "routes[0].plugins.concurrency_limit.max: must be at least 1",
+            "routes[0].plugins.ip_restriction.allow[0]: \"10.0.0.0/33\" is not an address or CIDR block",
+            "routes[0].plugins.cors.origins[0]: `*` cannot be used with `credentials: true`",
+            "routes[0].plugins.cors.origins[1]: \"app.example.com\" is not an origin",
+            "routes[0].plugins.oauth2_introspection.url:",
+            "routes[0].plugins.basic_auth.realm:",
+            "routes[0].plugins.acl: list groups to `allow`, to `deny`, or both",
+        ] {
+            assert!(found.contains(expected), "missing {expected:?} in:\n{found}");
+        }
+    }
 }

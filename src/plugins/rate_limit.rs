@@ -15,6 +15,7 @@ use crate::telemetry::metrics::Metrics;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -122,54 +123,29 @@ impl KeyPart {
         }
     }
 
-    /// Feeds this part of the request's key to a hash, without building a
-    /// string (the request path's form of `append`).
-    pub fn feed(&self, hasher: &mut xxhash_rust::xxh3::Xxh3, request: &http::request::Parts, ctx: &RequestContext<'_>) {
-        match self {
-            KeyPart::Consumer => hasher.update(
-                ctx.identity
-                    .as_ref()
-                    .map_or(crate::consumers::ANONYMOUS, |i| &i.name)
-                    .as_bytes(),
-            ),
-            KeyPart::ClientIp => match ctx.client.ip() {
-                std::net::IpAddr::V4(ip) => hasher.update(&ip.octets()),
-                std::net::IpAddr::V6(ip) => hasher.update(&ip.octets()),
-            },
-            KeyPart::Route => hasher.update(ctx.route.as_bytes()),
-            KeyPart::Header(name) => hasher.update(request.headers.get(name).map_or(&b""[..], |v| v.as_bytes())),
-            KeyPart::Param(name) => {
-                let value = ctx
-                    .params
-                    .iter()
-                    .find(|(n, _)| &**n == name.as_str())
-                    .map(|(_, v)| v.as_str());
-                hasher.update(value.unwrap_or("").as_bytes())
-            }
-        }
-        hasher.update(&[0x1f]);
-    }
-
-    /// Appends this part of the request's key. A missing consumer counts as
+    /// This part's value for a request. A missing consumer counts as
     /// `anonymous`; a missing header or parameter as the empty value, so all
     /// requests without it share one allowance.
-    pub fn append(&self, key: &mut String, request: &http::request::Parts, ctx: &RequestContext<'_>) {
+    pub fn value<'r>(&self, request: &'r http::request::Parts, ctx: &'r RequestContext<'_>) -> Cow<'r, str> {
         match self {
-            KeyPart::Consumer => key.push_str(ctx.identity.as_ref().map_or(crate::consumers::ANONYMOUS, |i| &i.name)),
-            KeyPart::ClientIp => key.push_str(&ctx.client.ip().to_string()),
-            KeyPart::Route => key.push_str(ctx.route),
+            KeyPart::Consumer => Cow::Borrowed(ctx.identity.as_ref().map_or(crate::consumers::ANONYMOUS, |i| &i.name)),
+            KeyPart::ClientIp => Cow::Owned(ctx.client.ip().to_string()),
+            KeyPart::Route => Cow::Borrowed(ctx.route),
             KeyPart::Header(name) => {
-                key.push_str(request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or(""))
+                Cow::Borrowed(request.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or(""))
             }
-            KeyPart::Param(name) => {
-                let value = ctx
-                    .params
+            KeyPart::Param(name) => Cow::Borrowed(
+                ctx.params
                     .iter()
                     .find(|(n, _)| &**n == name.as_str())
-                    .map(|(_, v)| v.as_str());
-                key.push_str(value.unwrap_or(""))
-            }
+                    .map_or("", |(_, v)| v.as_str()),
+            ),
         }
+    }
+
+    /// Appends this part, and a separator, to a key.
+    pub fn append(&self, key: &mut String, request: &http::request::Parts, ctx: &RequestContext<'_>) {
+        key.push_str(&self.value(request, ctx));
         key.push('\u{1f}');
     }
 }
@@ -319,7 +295,8 @@ impl RateLimit {
         hasher.update(self.scope.as_bytes());
         hasher.update(&[0x1f]);
         for part in &self.by {
-            part.feed(&mut hasher, request, ctx);
+            hasher.update(part.value(request, ctx).as_bytes());
+            hasher.update(&[0x1f]);
         }
         hasher
     }

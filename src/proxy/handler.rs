@@ -209,7 +209,11 @@ async fn serve(
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_limit() {
                     Some(cap) if transform::is_json(&parts.headers) => {
-                        let bytes = transform::read_whole(body, cap, conn.listener.max_request_body).await?;
+                        // Read as any body is: the listener's limit (or the plugin's cap,
+                        // if smaller) answers 413, and its bytes are counted for the log.
+                        let cap = conn.listener.max_request_body.map_or(cap, |limit| limit.min(cap));
+                        let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
+                        let bytes = buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await?;
                         let changed = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
                         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
                         parts.headers.remove(http::header::TRANSFER_ENCODING);

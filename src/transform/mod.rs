@@ -3,7 +3,9 @@
 //! bodies (`ops`), and reading a body whole when one must change.
 //!
 //! A body is read only when a transform must change it and it is JSON;
-//! every other body streams through untouched.
+//! every other body streams through untouched. (A request body is read like
+//! any other one, by the proxy's `RequestBody`, so that limits and byte
+//! counts hold.)
 
 pub mod ops;
 pub mod path;
@@ -22,30 +24,6 @@ pub fn is_json(headers: &http::HeaderMap) -> bool {
         .and_then(|v| v.split(';').next())
         .map(|mime| mime.trim().to_ascii_lowercase())
         .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")))
-}
-
-/// Reads a client's body to transform it: over `cap` (or the listener's
-/// body limit) it is a 413.
-pub async fn read_whole(
-    body: hyper::body::Incoming,
-    cap: u64,
-    listener_limit: Option<u64>,
-) -> Result<Bytes, ProxyError> {
-    let cap = listener_limit.map_or(cap, |limit| limit.min(cap));
-    match Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ProxyError::new(
-            ErrorKind::PayloadTooLarge,
-            format!("the request body must be read to be transformed, and is over {cap} bytes"),
-        )),
-        Err(_) => Err(ProxyError::new(
-            ErrorKind::BadRequest,
-            "the request body could not be read from the client",
-        )),
-    }
 }
 
 /// Reads an upstream's body to transform it. Over `cap` it is a 502: a

@@ -95,16 +95,7 @@ access_log: { enabled: false }
         .write_all(b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let download = async {
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match stream.read(&mut buf).await.unwrap() {
-                0 => return total,
-                n => total += n as u64,
-            }
-        }
-    };
+    let download = bytes_until_closed(&mut stream);
     let total = tokio::time::timeout(Duration::from_secs(240), download)
         .await
         .expect("download finishes");
@@ -172,14 +163,7 @@ access_log: { enabled: false }
         for _ in 0..(SIZE / CHUNK as u64) {
             stream.write_all(&chunk).await.unwrap();
         }
-        let mut total = 0u64;
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            match stream.read(&mut buf).await.unwrap() {
-                0 => return total,
-                n => total += n as u64,
-            }
-        }
+        bytes_until_closed(&mut stream).await
     };
     let total = tokio::time::timeout(Duration::from_secs(240), exchange)
         .await
@@ -200,4 +184,16 @@ access_log: { enabled: false }
         peak >> 20,
         baseline >> 20
     );
+}
+
+/// Reads a connection until the peer closes it; returns how many bytes came.
+async fn bytes_until_closed(stream: &mut tokio::net::TcpStream) -> u64 {
+    let mut total = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match stream.read(&mut buf).await.unwrap() {
+            0 => return total,
+            n => total += n as u64,
+        }
+    }
 }
