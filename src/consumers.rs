@@ -36,6 +36,10 @@ pub struct Consumer {
     pub groups: Arc<[String]>,
     /// `basic` credential: the username and the password's PHC hash.
     pub basic: Option<(String, String)>,
+    /// `X-Consumer-Name` and `X-Consumer-Groups`, made once here rather
+    /// than for every request.
+    name_header: Option<http::HeaderValue>,
+    groups_header: Option<http::HeaderValue>,
 }
 
 /// Every consumer, indexed by credential.
@@ -108,6 +112,10 @@ impl Consumers {
                 name: config.name.as_str().into(),
                 groups: config.groups.clone().into(),
                 basic,
+                name_header: http::HeaderValue::from_str(&config.name).ok(),
+                groups_header: (!config.groups.is_empty())
+                    .then(|| http::HeaderValue::from_str(&config.groups.join(",")).ok())
+                    .flatten(),
             }));
         }
         if errors.is_empty() {
@@ -170,10 +178,12 @@ pub struct Identity {
     /// The plugin that authenticated it.
     pub method: &'static str,
     pub anonymous: bool,
+    /// The configured consumer, when there is one.
+    consumer: Option<Arc<Consumer>>,
 }
 
 impl Identity {
-    pub fn of(consumer: &Consumer, method: &'static str) -> Identity {
+    pub fn of(consumer: &Arc<Consumer>, method: &'static str) -> Identity {
         Identity {
             name: consumer.name.clone(),
             groups: consumer.groups.clone(),
@@ -181,6 +191,7 @@ impl Identity {
             claims: None,
             method,
             anonymous: false,
+            consumer: Some(consumer.clone()),
         }
     }
 
@@ -203,6 +214,7 @@ impl Identity {
                 claims: None,
                 method,
                 anonymous: false,
+                consumer: None,
             },
         };
         identity.scopes = scopes(&claims);
@@ -218,19 +230,23 @@ impl Identity {
             claims: None,
             method: "anonymous",
             anonymous: true,
+            consumer: None,
         }
     }
 
     /// Sets the identity headers upstreams may trust.
     pub fn write_headers(&self, headers: &mut http::HeaderMap) {
         let value = |text: &str| http::HeaderValue::from_str(text).ok();
-        if let Some(name) = value(&self.name) {
+        let (name, groups) = match &self.consumer {
+            Some(consumer) => (consumer.name_header.clone(), consumer.groups_header.clone()),
+            // A token's subject with no consumer has no groups.
+            None => (value(&self.name), None),
+        };
+        if let Some(name) = name {
             headers.insert(&X_CONSUMER_NAME, name);
         }
-        if !self.groups.is_empty() {
-            if let Some(groups) = value(&self.groups.join(",")) {
-                headers.insert(&X_CONSUMER_GROUPS, groups);
-            }
+        if let Some(groups) = groups {
+            headers.insert(&X_CONSUMER_GROUPS, groups);
         }
         if !self.scopes.is_empty() {
             if let Some(scopes) = value(&self.scopes.join(" ")) {
