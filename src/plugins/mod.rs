@@ -15,6 +15,7 @@ use crate::ratelimit::local::LocalStore;
 use crate::ratelimit::redis::RedisStore;
 use crate::router::Params;
 use crate::telemetry::metrics::Metrics;
+use crate::transform::{BodyFormat, Conversion};
 use http::{HeaderValue, Response};
 use indexmap::IndexMap;
 use serde_yaml_ng::Value;
@@ -238,6 +239,23 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
+    /// Whether a request body must be readable by it: one in another format
+    /// is then a 415, where otherwise it would stream past untouched.
+    fn requires_request_body(&self) -> bool {
+        false
+    }
+
+    /// The conversion it asks of request bodies (`format`): the plugins
+    /// that read them see JSON either way.
+    fn request_conversion(&self) -> Option<&Arc<Conversion>> {
+        None
+    }
+
+    /// The conversion it asks of response bodies.
+    fn response_conversion(&self) -> Option<&Arc<Conversion>> {
+        None
+    }
+
     /// Checks or changes the body; `Ok(true)` when it changed it.
     fn transform_request_body(
         &self,
@@ -309,6 +327,7 @@ pub mod basic_auth;
 pub mod concurrency_limit;
 pub mod cors;
 pub mod fetch;
+pub mod format;
 pub mod introspection;
 pub mod ip_restriction;
 pub mod jwt;
@@ -333,12 +352,15 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "validate", build: validate::build },
     PluginFactory { name: "request_transform", build: transform::build_request },
     PluginFactory { name: "response_transform", build: transform::build_response },
+    PluginFactory { name: "format", build: format::build },
 ];
 
 /// The plugins that apply to one route, in phase order.
 #[derive(Clone, Default)]
 pub struct PluginChain {
     plugins: Vec<Arc<dyn Plugin>>,
+    request_conversion: Option<Arc<Conversion>>,
+    response_conversion: Option<Arc<Conversion>>,
 }
 
 impl std::fmt::Debug for PluginChain {
@@ -402,8 +424,15 @@ impl PluginChain {
                 ));
             }
         }
+        // Only the `format` plugin converts, and a chain has one of each plugin.
+        let request_conversion = plugins.iter().find_map(|p| p.request_conversion().cloned());
+        let response_conversion = plugins.iter().find_map(|p| p.response_conversion().cloned());
         if errors.is_empty() {
-            Ok(PluginChain { plugins })
+            Ok(PluginChain {
+                plugins,
+                request_conversion,
+                response_conversion,
+            })
         } else {
             Err(errors)
         }
@@ -417,51 +446,113 @@ impl PluginChain {
         self.plugins.iter().any(|p| p.answers_preflight())
     }
 
-    /// The smallest cap of the plugins that change request bodies, if any does.
-    pub fn request_body_limit(&self) -> Option<u64> {
-        self.plugins.iter().filter_map(|p| p.request_body_limit()).min()
+    /// How to take the request body: `Some(cap)` to read it whole (up to the
+    /// smallest cap) for the plugins that check or change it, `None` to
+    /// stream it untouched. A body a plugin requires, in another format than
+    /// it reads, is a 415.
+    pub fn request_body_cap(&self, headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
+        let Some(cap) = self.plugins.iter().filter_map(|p| p.request_body_limit()).min() else {
+            return Ok(None);
+        };
+        let format = self.request_conversion.as_ref().map_or(BodyFormat::Json, |c| c.from);
+        if format.is_in(headers) {
+            return Ok(Some(cap));
+        }
+        match self.plugins.iter().find(|p| p.requires_request_body()) {
+            Some(plugin) if has_body(headers) => Err(ProxyError::rejected(
+                ErrorKind::UnsupportedMediaType,
+                plugin.name(),
+                "wrong_content_type",
+                format!(
+                    "the request body must be {} (Content-Type: {})",
+                    format.name(),
+                    if format == BodyFormat::Json {
+                        "application/json"
+                    } else {
+                        "application/xml"
+                    }
+                ),
+            )),
+            _ => Ok(None),
+        }
     }
 
-    pub fn response_body_limit(&self) -> Option<u64> {
-        self.plugins.iter().filter_map(|p| p.response_body_limit()).min()
+    /// `Some(cap)` when the answer is to be read whole for the plugins that
+    /// check or change it; answers in another format pass untouched.
+    pub fn response_body_cap(&self, headers: &http::HeaderMap) -> Option<u64> {
+        let cap = self.plugins.iter().filter_map(|p| p.response_body_limit()).min()?;
+        let format = self.response_conversion.as_ref().map_or(BodyFormat::Json, |c| c.from);
+        format.is_in(headers).then_some(cap)
     }
 
-    /// Parses a JSON request body once, lets each plugin change it, and
-    /// writes it out again. Malformed JSON is a 400.
+    /// Reads a request body once (JSON, or what `format` converts from),
+    /// lets each plugin check or change it, and writes it out again, with
+    /// its new `Content-Type` when converted. Malformed input is a 400.
     pub fn transform_request_body(
         &self,
         body: bytes::Bytes,
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
-    ) -> Result<bytes::Bytes, ProxyError> {
-        let mut json = parse_json(&body, ErrorKind::BadRequest, "the request body")?;
+    ) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
+        let conversion = self.request_conversion.as_deref();
+        let bad = |e: String| ProxyError::new(ErrorKind::BadRequest, format!("the request body is {e}"));
+        let mut json = match conversion {
+            Some(conversion) => conversion.decode(&body).map_err(|e| bad(format!("unreadable: {e}")))?,
+            None => crate::transform::parse_json(&body).map_err(bad)?,
+        };
         let mut changed = false;
         for plugin in &self.plugins {
             changed |= plugin.transform_request_body(&mut json, request, ctx)?;
         }
-        // A body only checked goes on as the client wrote it.
-        Ok(if changed {
-            serde_json::to_vec(&json).unwrap_or_default().into()
-        } else {
-            body
-        })
+        match conversion {
+            // No body, and none made: nothing to convert.
+            Some(_) if body.is_empty() && json.is_null() => Ok((body, None)),
+            Some(conversion) => {
+                let out = conversion.encode(&json).map_err(|e| {
+                    ProxyError::new(
+                        ErrorKind::BadRequest,
+                        format!("the request body has no {} form: {e}", conversion.to.name()),
+                    )
+                })?;
+                Ok((out, Some(conversion.content_type.clone())))
+            }
+            // A body only checked goes on as the client wrote it.
+            None if changed => Ok((serde_json::to_vec(&json).unwrap_or_default().into(), None)),
+            None => Ok((body, None)),
+        }
     }
 
+    /// As for requests, in reverse plugin order; what the service sent that
+    /// cannot be read or converted is a 502.
     pub fn transform_response_body(
         &self,
         body: bytes::Bytes,
         ctx: &RequestContext<'_>,
-    ) -> Result<bytes::Bytes, ProxyError> {
-        let mut json = parse_json(&body, ErrorKind::UpstreamBroken, "the upstream's answer")?;
+    ) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
+        let conversion = self.response_conversion.as_deref();
+        let broken = |e: String| ProxyError::new(ErrorKind::UpstreamBroken, format!("the upstream's answer is {e}"));
+        let mut json = match conversion {
+            Some(conversion) => conversion
+                .decode(&body)
+                .map_err(|e| broken(format!("unreadable: {e}")))?,
+            None => crate::transform::parse_json(&body).map_err(broken)?,
+        };
         let mut changed = false;
         for plugin in self.plugins.iter().rev() {
             changed |= plugin.transform_response_body(&mut json, ctx)?;
         }
-        Ok(if changed {
-            serde_json::to_vec(&json).unwrap_or_default().into()
-        } else {
-            body
-        })
+        match conversion {
+            // No body, and none made: nothing to convert.
+            Some(_) if body.is_empty() && json.is_null() => Ok((body, None)),
+            Some(conversion) => {
+                let out = conversion
+                    .encode(&json)
+                    .map_err(|e| broken(format!("without a {} form: {e}", conversion.to.name())))?;
+                Ok((out, Some(conversion.content_type.clone())))
+            }
+            None if changed => Ok((serde_json::to_vec(&json).unwrap_or_default().into(), None)),
+            None => Ok((body, None)),
+        }
     }
 
     /// Starts the plugins' background work.
@@ -643,16 +734,13 @@ impl PluginChain {
     }
 }
 
-fn parse_json(body: &[u8], kind: ErrorKind, what: &str) -> Result<serde_json::Value, ProxyError> {
-    if body.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    serde_json::from_slice(body).map_err(|e| {
-        ProxyError::new(
-            kind,
-            format!("{what} is not valid JSON (line {}, column {})", e.line(), e.column()),
-        )
-    })
+/// Does the request carry a body?
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
 }
 
 fn unknown_plugin(registry: &[PluginFactory], name: &str) -> String {
@@ -726,7 +814,10 @@ mod tests {
             probe(Phase::Access, false),
         ];
         plugins.sort_by_key(|p| p.phase());
-        let chain = PluginChain { plugins };
+        let chain = PluginChain {
+            plugins,
+            ..PluginChain::default()
+        };
         let (mut parts, _) = http::Request::new(()).into_parts();
         let id = HeaderValue::from_static("r1");
         let params = Params::new();

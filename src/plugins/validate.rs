@@ -3,7 +3,8 @@
 //! and the query parameters, path parameters and headers as objects of
 //! strings. An invalid request gets 400 problem+json listing every violation
 //! with its JSON pointer (`/body/user/id`, `/query/limit`); a body that is
-//! not JSON gets 415, one over `max_body` 413.
+//! not JSON gets 415, one over `max_body` 413. (With `format`, the body is
+//! checked in its JSON form.)
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::config::ByteSize;
@@ -182,16 +183,6 @@ impl Validate {
     }
 }
 
-/// Does the request carry a body?
-fn has_body(request: &http::request::Parts) -> bool {
-    request.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || request
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
-}
-
 impl Plugin for Validate {
     fn name(&self) -> &'static str {
         "validate"
@@ -206,26 +197,22 @@ impl Plugin for Validate {
         request: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        let result = if self.body.is_some() && has_body(request) && !crate::transform::is_json(&request.headers) {
-            Err(ProxyError::rejected(
-                ErrorKind::UnsupportedMediaType,
-                "validate",
-                "not_json",
-                "the request body must be JSON (Content-Type: application/json)",
-            ))
+        let found = self.check_head(request, ctx);
+        let result = if found.is_empty() {
+            Ok(Flow::Continue)
         } else {
-            let found = self.check_head(request, ctx);
-            if found.is_empty() {
-                Ok(Flow::Continue)
-            } else {
-                Err(invalid(found))
-            }
+            Err(invalid(found))
         };
         Box::pin(std::future::ready(result))
     }
 
     fn request_body_limit(&self) -> Option<u64> {
         self.body.as_ref().map(|_| self.max_body)
+    }
+
+    /// A body with a schema must be JSON (or what `format` converts from).
+    fn requires_request_body(&self) -> bool {
+        self.body.is_some()
     }
 
     fn transform_request_body(

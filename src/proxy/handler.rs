@@ -16,7 +16,7 @@ use crate::transform;
 use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::{Body, Incoming};
@@ -95,6 +95,9 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     let mut response = match serve(&gateway, &conn, request, &request_id, &mut exchange).await {
         Ok(response) => response,
         Err(error) => {
+            if let (Some((plugin, reason)), Some(route)) = (error.rejected_by, &exchange.route) {
+                gateway.metrics.rejected(route, plugin, reason);
+            }
             match error.kind.side() {
                 Side::Client => tracing::debug!(request_id = ?request_id, %error, "request refused"),
                 _ => {
@@ -196,30 +199,28 @@ async fn serve(
             match route.plugins.on_request(&mut parts, &mut ctx).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Respond(response)) => return Ok(*response),
-                Err(error) => {
-                    if let Some((plugin, reason)) = error.rejected_by {
-                        gateway.metrics.rejected(&route.name, plugin, reason);
-                    }
-                    return Err(error);
-                }
+                Err(error) => return Err(error),
             }
         }
         let response = match &route.action {
             Action::Respond(fixed) => fixed_response(fixed),
             Action::Proxy(forward) => {
-                let body = match route.plugins.request_body_limit() {
-                    Some(cap) if transform::is_json(&parts.headers) => {
+                let body = match route.plugins.request_body_cap(&parts.headers)? {
+                    Some(cap) => {
                         // Read as any body is: the listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
                         let cap = conn.listener.max_request_body.map_or(cap, |limit| limit.min(cap));
                         let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
                         let bytes = buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await?;
-                        let changed = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
+                        let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
+                        if let Some(content_type) = content_type {
+                            parts.headers.insert(CONTENT_TYPE, content_type);
+                        }
                         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
                         parts.headers.remove(http::header::TRANSFER_ENCODING);
                         ClientBody::Transformed(changed)
                     }
-                    _ => ClientBody::Stream(body),
+                    None => ClientBody::Stream(body),
                 };
                 let upstream_request = UpstreamRequest {
                     path_and_query: upstream_path_and_query(rewritten, &parts.uri)?,
@@ -270,15 +271,18 @@ async fn run_response_plugins(
     }
     let (mut parts, body) = response.into_parts();
     route.plugins.on_response(&mut parts, ctx);
-    let body = match route.plugins.response_body_limit() {
-        Some(cap) if transform::is_json(&parts.headers) => {
+    let body = match route.plugins.response_body_cap(&parts.headers) {
+        Some(cap) => {
             let bytes = transform::read_response(body, cap).await?;
-            let changed = route.plugins.transform_response_body(bytes, ctx)?;
+            let (changed, content_type) = route.plugins.transform_response_body(bytes, ctx)?;
+            if let Some(content_type) = content_type {
+                parts.headers.insert(CONTENT_TYPE, content_type);
+            }
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
             parts.headers.remove(http::header::TRANSFER_ENCODING);
             ResponseBody::full(changed)
         }
-        _ => body,
+        None => body,
     };
     Ok(Response::from_parts(parts, body))
 }

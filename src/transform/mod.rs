@@ -10,20 +10,109 @@
 pub mod ops;
 pub mod path;
 pub mod template;
+pub mod xml;
 
 use crate::body::{BodyError, ResponseBody};
 use crate::error::{ErrorKind, ProxyError};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-/// Is the message's body JSON (`application/json`, `application/*+json`)?
+/// The body formats transforms read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    Json,
+    Xml,
+}
+
+impl BodyFormat {
+    /// Is the message's body in this format, by its `Content-Type`
+    /// (`application/json`, `application/*+json`; `application/xml`,
+    /// `text/xml`, `application/*+xml`)?
+    pub fn is_in(self, headers: &http::HeaderMap) -> bool {
+        let Some(mime) = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| mime.trim().to_ascii_lowercase())
+        else {
+            return false;
+        };
+        let (exact, suffix, text) = match self {
+            BodyFormat::Json => ("application/json", "+json", None),
+            BodyFormat::Xml => ("application/xml", "+xml", Some("text/xml")),
+        };
+        mime == exact || Some(mime.as_str()) == text || (mime.starts_with("application/") && mime.ends_with(suffix))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "JSON",
+            BodyFormat::Xml => "XML",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            BodyFormat::Json => "application/json",
+            BodyFormat::Xml => "application/xml",
+        }
+    }
+}
+
+/// Is the message's body JSON?
 pub fn is_json(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|mime| mime.trim().to_ascii_lowercase())
-        .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")))
+    BodyFormat::Json.is_in(headers)
+}
+
+/// A body read in one format and written in another (the `format` plugin);
+/// the transforms between see JSON.
+#[derive(Debug)]
+pub struct Conversion {
+    pub from: BodyFormat,
+    pub to: BodyFormat,
+    pub xml: xml::XmlOptions,
+    /// What the converted body is sent as.
+    pub content_type: http::HeaderValue,
+}
+
+impl Conversion {
+    pub fn new(
+        from: BodyFormat,
+        to: BodyFormat,
+        xml: xml::XmlOptions,
+        content_type: Option<http::HeaderValue>,
+    ) -> Conversion {
+        Conversion {
+            from,
+            to,
+            xml,
+            content_type: content_type.unwrap_or(http::HeaderValue::from_static(to.content_type())),
+        }
+    }
+
+    /// An empty body is `null`, as for JSON.
+    pub fn decode(&self, body: &[u8]) -> Result<serde_json::Value, String> {
+        match self.from {
+            _ if body.is_empty() => Ok(serde_json::Value::Null),
+            BodyFormat::Json => parse_json(body),
+            BodyFormat::Xml => xml::to_json(body, &self.xml),
+        }
+    }
+
+    pub fn encode(&self, json: &serde_json::Value) -> Result<Bytes, String> {
+        match self.to {
+            BodyFormat::Json => Ok(serde_json::to_vec(json).map_err(|e| e.to_string())?.into()),
+            BodyFormat::Xml => Ok(xml::from_json(json, &self.xml)?.into()),
+        }
+    }
+}
+
+/// A JSON body; an empty one is `null`.
+pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, String> {
+    if body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| format!("not valid JSON (line {}, column {})", e.line(), e.column()))
 }
 
 /// Reads an upstream's body to transform it. Over `cap` it is a 502: a
@@ -51,13 +140,13 @@ pub async fn read_response(body: ResponseBody, cap: u64) -> Result<Bytes, ProxyE
 /// Property tests: the parsers never panic on any input, and the path
 /// operations never panic on any document.
 #[cfg(test)]
-mod fuzz {
+pub(crate) mod fuzz {
     use super::path::JsonPath;
     use super::template::Template;
     use proptest::prelude::*;
     use serde_json::Value;
 
-    fn json() -> impl Strategy<Value = Value> {
+    pub(crate) fn json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
             any::<bool>().prop_map(Value::Bool),

@@ -16,6 +16,7 @@ mod routing;
 mod streaming;
 mod tracing;
 mod transform;
+mod xml;
 
 /// Fills `$NAME` placeholders in a YAML config, in one pass: a value that
 /// itself holds a `$` (a bcrypt or argon2 hash) is never scanned again.
