@@ -161,7 +161,12 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
 
     let request_id = HeaderValue::from_static("explain");
     let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
+    let service_path = match &route.action {
+        Action::Proxy(forward) => Some(forward.rewrite.apply(&path, &params)),
+        Action::Respond(_) => None,
+    };
     let mut ctx = RequestContext::new(&request_id, client, &route.name, &params, route.upstream());
+    ctx.upstream_path = service_path.as_deref().filter(|p| *p != parts.uri.path());
     for (plugin, phase, decision) in route.plugins.explain(&parts, &mut ctx) {
         if let Some(status) = decision.denies {
             explanation.outcome = "denied";

@@ -16,6 +16,7 @@ pub mod control;
 pub mod error;
 pub mod explain;
 pub mod gateway;
+pub mod openapi;
 pub mod plugins;
 pub mod proxy;
 pub mod ratelimit;

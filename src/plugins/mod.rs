@@ -66,6 +66,8 @@ pub struct RequestContext<'a> {
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// The upstream the route sends to, if it proxies.
     pub upstream: Option<&'a str>,
+    /// The path the service receives, when the route's `rewrite` changed it.
+    pub upstream_path: Option<&'a str>,
     /// Kept until the response body has been sent (concurrency permits).
     pub holds: Vec<Box<dyn Send + Sync>>,
 }
@@ -87,6 +89,7 @@ impl<'a> RequestContext<'a> {
             identity: None,
             response_headers: Vec::new(),
             upstream,
+            upstream_path: None,
             holds: Vec::new(),
         }
     }
@@ -253,6 +256,11 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// The conversion it asks of response bodies.
     fn response_conversion(&self) -> Option<&Arc<Conversion>> {
+        None
+    }
+
+    /// The OpenAPI document it validates against, for the API docs.
+    fn api_spec(&self) -> Option<&Arc<crate::openapi::Spec>> {
         None
     }
 
@@ -440,6 +448,11 @@ impl PluginChain {
 
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
+    }
+
+    /// The OpenAPI documents of the route's plugins.
+    pub fn api_specs(&self) -> impl Iterator<Item = &Arc<crate::openapi::Spec>> {
+        self.plugins.iter().filter_map(|p| p.api_spec())
     }
 
     pub fn answers_preflight(&self) -> bool {
@@ -735,7 +748,7 @@ impl PluginChain {
 }
 
 /// Does the request carry a body?
-fn has_body(headers: &http::HeaderMap) -> bool {
+pub(crate) fn has_body(headers: &http::HeaderMap) -> bool {
     headers.contains_key(http::header::TRANSFER_ENCODING)
         || headers
             .get(http::header::CONTENT_LENGTH)

@@ -194,6 +194,7 @@ async fn serve(
     // Identity headers are Portico's to set: a client's own never pass.
     forward::strip_identity(&mut parts.headers);
     let mut ctx = RequestContext::new(request_id, conn.peer, &route.name, &params, route.upstream());
+    ctx.upstream_path = rewritten.as_deref();
     let answer = async {
         if !route.plugins.is_empty() {
             match route.plugins.on_request(&mut parts, &mut ctx).await {
@@ -223,7 +224,7 @@ async fn serve(
                     None => ClientBody::Stream(body),
                 };
                 let upstream_request = UpstreamRequest {
-                    path_and_query: upstream_path_and_query(rewritten, &parts.uri)?,
+                    path_and_query: upstream_path_and_query(rewritten.as_deref(), &parts.uri)?,
                     parts,
                     body,
                     request_id,
@@ -293,11 +294,11 @@ fn rewritten_path(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Option<String> 
 }
 
 /// `None` when the client's path and query go upstream unchanged.
-fn upstream_path_and_query(path: Option<String>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
+fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
     let Some(path) = path else { return Ok(None) };
     let text = match uri.query() {
         Some(query) => format!("{path}?{query}"),
-        None => path,
+        None => path.to_string(),
     };
     PathAndQuery::try_from(text)
         .map(Some)

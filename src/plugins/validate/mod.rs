@@ -5,10 +5,16 @@
 //! with its JSON pointer (`/body/user/id`, `/query/limit`); a body that is
 //! not JSON gets 415, one over `max_body` 413. (With `format`, the body is
 //! checked in its JSON form.)
+//!
+//! With `openapi`, each request is also checked against its operation in an
+//! OpenAPI document (`openapi.rs`).
+
+mod openapi;
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::config::ByteSize;
 use crate::error::{ErrorKind, ProxyError};
+use openapi::{Found, Operations};
 use serde::Deserialize;
 use serde_json::{json, Map, Value as Json};
 use serde_yaml_ng::Value;
@@ -35,6 +41,27 @@ struct Config {
     /// passed on) or `reject` (replaced with a 502).
     #[serde(default)]
     on_invalid_response: OnInvalid,
+    /// An OpenAPI 3.0 or 3.1 document (JSON or YAML) whose operations the
+    /// requests are checked against.
+    openapi: Option<String>,
+    /// What a request for an operation the document does not have gets:
+    /// `allow` (passed on unchecked) or `reject` (404, or 405 with `Allow`).
+    #[serde(default)]
+    unknown_operations: UnknownOperations,
+}
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum UnknownOperations {
+    #[default]
+    Allow,
+    Reject,
+}
+
+struct Api {
+    spec: Arc<crate::openapi::Spec>,
+    operations: Operations,
+    reject_unknown: bool,
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
@@ -57,6 +84,7 @@ pub struct Validate {
     max_body: u64,
     response: Option<jsonschema::Validator>,
     on_invalid_response: OnInvalid,
+    api: Option<Api>,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
@@ -84,6 +112,25 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         },
         (None, None) => None,
     };
+    let api = match &config.openapi {
+        None => None,
+        Some(file) => match crate::openapi::Spec::load(file) {
+            Err(e) => return Err(vec![setup.error("openapi", e)]),
+            Ok(spec) => match Operations::compile(&spec) {
+                Ok(operations) => Some(Api {
+                    spec: Arc::new(spec),
+                    operations,
+                    reject_unknown: config.unknown_operations == UnknownOperations::Reject,
+                }),
+                Err(found) => {
+                    return Err(found
+                        .into_iter()
+                        .map(|e| setup.error("openapi", format!("{file}: {e}")))
+                        .collect())
+                }
+            },
+        },
+    };
     let plugin = Validate {
         body: compile("body", body_schema),
         query: compile("query", config.query),
@@ -92,6 +139,7 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         max_body: config.max_body.get(),
         response: compile("response", config.response),
         on_invalid_response: config.on_invalid_response,
+        api,
         metrics: setup.context.metrics.clone(),
     };
     if plugin.body.is_none()
@@ -99,11 +147,12 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         && plugin.path.is_none()
         && plugin.headers.is_none()
         && plugin.response.is_none()
+        && plugin.api.is_none()
         && errors.is_empty()
     {
         errors.push(setup.error(
             "",
-            "give at least one schema: body, body_file, query, path, headers or response",
+            "give at least one schema: body, body_file, query, path, headers, response or openapi",
         ));
     }
     if errors.is_empty() {
@@ -120,7 +169,7 @@ fn read_schema(path: &str) -> Result<Json, String> {
 }
 
 /// Every violation of `instance`, as `{ pointer, message }`, under `prefix`.
-fn violations(validator: &jsonschema::Validator, instance: &Json, prefix: &str, out: &mut Vec<Json>) {
+pub(crate) fn violations(validator: &jsonschema::Validator, instance: &Json, prefix: &str, out: &mut Vec<Json>) {
     for error in validator
         .iter_errors(instance)
         .take(MAX_VIOLATIONS.saturating_sub(out.len()))
@@ -148,8 +197,50 @@ fn invalid(found: Vec<Json>) -> ProxyError {
 }
 
 impl Validate {
-    fn check_head(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Vec<Json> {
+    /// The request's operation in the OpenAPI document, if it has one.
+    fn operation<'s>(&'s self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Option<Found<'s>> {
+        let api = self.api.as_ref()?;
+        let path = ctx.upstream_path.unwrap_or(request.uri.path());
+        Some(api.operations.find(&request.method, path))
+    }
+
+    /// Checks the head (against the schemas and the request's operation);
+    /// `Err` when the request cannot go on whatever its violations.
+    fn check_head(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Result<Vec<Json>, ProxyError> {
         let mut found = Vec::new();
+        let reject_unknown = self.api.as_ref().is_some_and(|a| a.reject_unknown);
+        match self.operation(request, ctx) {
+            Some(Found::Operation(operation, params)) => {
+                if let Err(message) = operation.check_head(request, &params, &mut found) {
+                    return Err(ProxyError::rejected(
+                        ErrorKind::UnsupportedMediaType,
+                        "validate",
+                        "wrong_content_type",
+                        message,
+                    ));
+                }
+            }
+            Some(Found::UnknownPath) if reject_unknown => {
+                return Err(ProxyError::rejected(
+                    ErrorKind::NotFound,
+                    "validate",
+                    "unknown_operation",
+                    "the API has no such path",
+                ));
+            }
+            Some(Found::UnknownMethod(allow)) if reject_unknown => {
+                let list = allow.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+                let mut error = ProxyError::rejected(
+                    ErrorKind::MethodNotAllowed,
+                    "validate",
+                    "unknown_operation",
+                    format!("the API has no {} operation here; it has: {list}", request.method),
+                );
+                error.allow = http::HeaderValue::from_str(&list).ok().map(Box::new);
+                return Err(error);
+            }
+            _ => {}
+        }
         if let Some(schema) = &self.query {
             let query: Map<String, Json> = request
                 .uri
@@ -179,7 +270,7 @@ impl Validate {
                 .collect();
             violations(schema, &Json::Object(headers), "/headers", &mut found);
         }
-        found
+        Ok(found)
     }
 }
 
@@ -197,17 +288,16 @@ impl Plugin for Validate {
         request: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        let found = self.check_head(request, ctx);
-        let result = if found.is_empty() {
-            Ok(Flow::Continue)
-        } else {
-            Err(invalid(found))
+        let result = match self.check_head(request, ctx) {
+            Ok(found) if found.is_empty() => Ok(Flow::Continue),
+            Ok(found) => Err(invalid(found)),
+            Err(error) => Err(error),
         };
         Box::pin(std::future::ready(result))
     }
 
     fn request_body_limit(&self) -> Option<u64> {
-        self.body.as_ref().map(|_| self.max_body)
+        (self.body.is_some() || self.api.is_some()).then_some(self.max_body)
     }
 
     /// A body with a schema must be JSON (or what `format` converts from).
@@ -218,12 +308,18 @@ impl Plugin for Validate {
     fn transform_request_body(
         &self,
         body: &mut Json,
-        _request: &http::request::Parts,
-        _ctx: &RequestContext<'_>,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
     ) -> Result<bool, ProxyError> {
-        let Some(schema) = &self.body else { return Ok(false) };
         let mut found = Vec::new();
-        violations(schema, body, "/body", &mut found);
+        if let Some(schema) = &self.body {
+            violations(schema, body, "/body", &mut found);
+        }
+        if let Some(Found::Operation(operation, _)) = self.operation(request, ctx) {
+            if let Some(schema) = operation.body_schema() {
+                violations(schema, body, "/body", &mut found);
+            }
+        }
         if found.is_empty() {
             Ok(false)
         } else {
@@ -253,19 +349,35 @@ impl Plugin for Validate {
         }
     }
 
+    fn api_spec(&self) -> Option<&Arc<crate::openapi::Spec>> {
+        self.api.as_ref().map(|api| &api.spec)
+    }
+
     fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
-        let found = self.check_head(request, ctx);
-        if found.is_empty() {
-            Decision::pass(if self.body.is_some() {
-                "query, path and headers valid; the body is checked when sent"
-            } else {
-                "valid"
-            })
-        } else {
-            Decision::deny(
+        let operation = match self.operation(request, ctx) {
+            Some(Found::Operation(operation, _)) => format!("operation {}: ", operation.id),
+            Some(_) => "not an operation of the API: ".into(),
+            None => String::new(),
+        };
+        match self.check_head(request, ctx) {
+            Ok(found) if found.is_empty() => Decision::pass(format!(
+                "{operation}{}",
+                if self.request_body_limit().is_some() {
+                    "parameters valid; the body is checked when sent"
+                } else {
+                    "valid"
+                }
+            )),
+            Ok(found) => Decision::deny(
                 http::StatusCode::BAD_REQUEST,
-                format!("{} violation(s), first: {}", found.len(), found[0]["message"]),
-            )
+                format!(
+                    "{operation}{} violation(s), first: {} {}",
+                    found.len(),
+                    found[0]["pointer"],
+                    found[0]["message"]
+                ),
+            ),
+            Err(error) => Decision::deny(error.kind.status(), error.detail.to_string()),
         }
     }
 }
