@@ -10,6 +10,7 @@ mod forwarding;
 mod jwt;
 mod limits;
 mod limits_rate;
+mod openapi;
 mod operations;
 mod resilience;
 mod routing;
