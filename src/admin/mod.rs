@@ -115,8 +115,8 @@ type Answer = Result<Response<ResponseBody>, Problem>;
 pub(super) struct Problem {
     status: StatusCode,
     detail: String,
-    /// More members of the problem document.
-    extra: serde_json::Value,
+    /// More members of the problem document (boxed: the error stays small).
+    extra: Box<serde_json::Value>,
     headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
@@ -125,7 +125,7 @@ impl Problem {
         Problem {
             status,
             detail: detail.to_string(),
-            extra: serde_json::json!({}),
+            extra: Box::new(serde_json::json!({})),
             headers: Vec::new(),
         }
     }
@@ -134,7 +134,7 @@ impl Problem {
         if let Some(extra) = self.extra.as_object_mut() {
             extra.insert("request_id".into(), request_id.to_str().unwrap_or_default().into());
         }
-        let mut response = problem(self.status, &self.detail, self.extra);
+        let mut response = problem(self.status, &self.detail, *self.extra);
         response.headers_mut().extend(self.headers);
         response
     }
@@ -201,7 +201,7 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
                     report.errors.len()
                 );
                 let mut problem = error(StatusCode::UNPROCESSABLE_ENTITY, &detail);
-                problem.extra = serde_json::to_value(&report).unwrap_or_else(|_| serde_json::json!({}));
+                problem.extra = Box::new(serde_json::to_value(&report).unwrap_or_else(|_| serde_json::json!({})));
                 Err(problem)
             }
         }
