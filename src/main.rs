@@ -66,6 +66,43 @@ enum Command {
         #[arg(short = 'H', long = "header", value_name = "HEADER")]
         headers: Vec<String>,
     },
+    /// Print a route for every operation of an OpenAPI 3.0/3.1 document, each
+    /// validated against it, ready to paste under `routes:`. Example:
+    /// portico import-openapi specs/users.yaml --upstream users > routes.yaml
+    ImportOpenapi {
+        /// The OpenAPI document (JSON or YAML), named in the routes as given.
+        spec: String,
+        /// The upstream the routes send to.
+        #[arg(long, value_name = "NAME")]
+        upstream: String,
+        /// Publish the routes under this path (stripped before the service).
+        #[arg(long, value_name = "PATH")]
+        prefix: Option<String>,
+        /// Let requests for operations the document lacks pass unchecked
+        /// (by default they are refused with 404 or 405).
+        #[arg(long)]
+        allow_unknown: bool,
+    },
+}
+
+fn import_openapi(file: &str, upstream: &str, prefix: Option<&str>, allow_unknown: bool) -> ExitCode {
+    use portico::openapi::{import, Spec};
+    let options = import::ImportOptions {
+        spec_path: file,
+        upstream,
+        prefix,
+        reject_unknown: !allow_unknown,
+    };
+    match Spec::load(file).and_then(|spec| import::routes(&spec, &options)) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portico import-openapi: {error}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -74,6 +111,12 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
         Command::HashPassword { argon2 } => hash_password(argon2),
+        Command::ImportOpenapi {
+            spec,
+            upstream,
+            prefix,
+            allow_unknown,
+        } => import_openapi(&spec, &upstream, prefix.as_deref(), allow_unknown),
         Command::Explain {
             config,
             json,

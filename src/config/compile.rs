@@ -578,6 +578,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
     let config = known.config;
     let mut names = HashSet::new();
     let mut out = Vec::new();
+    let this_build = PluginState::default();
     for (i, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         let before = errors.len();
@@ -589,6 +590,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
             metrics: known.metrics,
             local_limits: known.local_limits,
             shared: known.shared,
+            this_build: &this_build,
             redis: known.redis.as_ref(),
         };
         let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();

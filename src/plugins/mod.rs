@@ -139,6 +139,9 @@ pub struct BuildContext<'a> {
     pub redis: Option<&'a Arc<RedisStore>>,
     /// State kept across reloads.
     pub shared: &'a Arc<PluginState>,
+    /// State of this build only: what the plugins of several routes share,
+    /// such as an OpenAPI document read and compiled once.
+    pub this_build: &'a PluginState,
 }
 
 /// Where a plugin's block is, and what else it may use.
@@ -860,6 +863,7 @@ mod tests {
             local_limits: &local_limits,
             redis: None,
             shared: &Arc::new(PluginState::default()),
+            this_build: &PluginState::default(),
         };
         let errors =
             PluginChain::build(REGISTRY, &IndexMap::new(), &route, "routes[3]", "r", &[], &context).unwrap_err();

@@ -287,3 +287,53 @@ async fn broken_documents_are_config_errors_with_their_place() {
         "{errors:#?}"
     );
 }
+
+#[tokio::test]
+async fn imported_routes_make_a_validated_gateway() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args([
+            "import-openapi",
+            "tests/fixtures/openapi/users.yaml",
+            "--upstream",
+            "users",
+            "--prefix",
+            "/api",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let routes = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        routes.matches("  - name: ").count(),
+        6,
+        "one route per operation:\n{routes}"
+    );
+
+    let (upstream, reached) = upstream().await;
+    let gw = Gateway::start(&format!(
+        "listeners: [{{ name: public, addr: \"127.0.0.1:0\" }}]\naccess_log: {{ enabled: false }}\nupstreams: {{ users: {{ targets: [ \"{upstream}\" ] }} }}\n{routes}"
+    ))
+    .await;
+    let ok = send(request("GET", &gw.url("/api/v1/users/7"), &[], None)).await;
+    assert_eq!((ok.status.as_u16(), ok.text().as_str()), (200, "/v1/users/7"));
+    assert_eq!(
+        pointer(request("GET", &gw.url("/api/v1/users/x"), &[], None)).await,
+        "/path/id"
+    );
+    assert_eq!(
+        pointer(request("POST", &gw.url("/api/v1/users"), &[], Some(json!({})))).await,
+        "/body"
+    );
+    // Each operation is its own route, so the router answers other methods.
+    send(request("PATCH", &gw.url("/api/v1/users/7"), &[], None))
+        .await
+        .problem(405);
+    assert_eq!(reached.load(Ordering::SeqCst), 1);
+
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .args(["import-openapi", "nowhere.yaml", "--upstream", "users"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read nowhere.yaml"));
+}

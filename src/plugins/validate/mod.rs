@@ -59,9 +59,31 @@ enum UnknownOperations {
 }
 
 struct Api {
+    /// Always `Ok` (a failed compile fails the build); shared as cached.
+    compiled: Arc<Result<Compiled, Vec<String>>>,
+    reject_unknown: bool,
+}
+
+impl Api {
+    fn compiled(&self) -> Option<&Compiled> {
+        self.compiled.as_ref().as_ref().ok()
+    }
+}
+
+/// A document and its operations, compiled once for every route naming it.
+struct Compiled {
     spec: Arc<crate::openapi::Spec>,
     operations: Operations,
-    reject_unknown: bool,
+}
+
+fn compile_api(file: &str) -> Result<Compiled, Vec<String>> {
+    let spec = crate::openapi::Spec::load(file).map_err(|e| vec![e])?;
+    let operations = Operations::compile(&spec)
+        .map_err(|found| found.into_iter().map(|e| format!("{file}: {e}")).collect::<Vec<_>>())?;
+    Ok(Compiled {
+        spec: Arc::new(spec),
+        operations,
+    })
 }
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
@@ -114,22 +136,19 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
     };
     let api = match &config.openapi {
         None => None,
-        Some(file) => match crate::openapi::Spec::load(file) {
-            Err(e) => return Err(vec![setup.error("openapi", e)]),
-            Ok(spec) => match Operations::compile(&spec) {
-                Ok(operations) => Some(Api {
-                    spec: Arc::new(spec),
-                    operations,
+        Some(file) => {
+            let compiled = setup
+                .context
+                .this_build
+                .get_or_insert(&format!("validate.openapi:{file}"), || compile_api(file));
+            match &*compiled {
+                Ok(_) => Some(Api {
+                    compiled: compiled.clone(),
                     reject_unknown: config.unknown_operations == UnknownOperations::Reject,
                 }),
-                Err(found) => {
-                    return Err(found
-                        .into_iter()
-                        .map(|e| setup.error("openapi", format!("{file}: {e}")))
-                        .collect())
-                }
-            },
-        },
+                Err(found) => return Err(found.iter().map(|e| setup.error("openapi", e.clone())).collect()),
+            }
+        }
     };
     let plugin = Validate {
         body: compile("body", body_schema),
@@ -201,7 +220,8 @@ impl Validate {
     fn operation<'s>(&'s self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Option<Found<'s>> {
         let api = self.api.as_ref()?;
         let path = ctx.upstream_path.unwrap_or(request.uri.path());
-        Some(api.operations.find(&request.method, path))
+        let operations = &api.compiled()?.operations;
+        Some(operations.find(&request.method, path))
     }
 
     /// Checks the head (against the schemas and the request's operation);
@@ -350,7 +370,7 @@ impl Plugin for Validate {
     }
 
     fn api_spec(&self) -> Option<&Arc<crate::openapi::Spec>> {
-        self.api.as_ref().map(|api| &api.spec)
+        self.api.as_ref().and_then(Api::compiled).map(|c| &c.spec)
     }
 
     fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
