@@ -1,6 +1,7 @@
 //! The admin API: JSON over HTTP on its own listener, behind a bearer token.
-//! `/health` and `/ready` are open, for orchestrators' probes; everything
-//! else needs `Authorization: Bearer <admin.token>`. Its OpenAPI description
+//! `/health` and `/ready` are open, for orchestrators' probes, and so is the
+//! `/docs` page, which holds no data; everything else needs
+//! `Authorization: Bearer <admin.token>`. Its OpenAPI description
 //! is served at `/openapi.json`.
 
 mod redact;
@@ -158,6 +159,23 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
                 json(status, &ready)
             })
         }
+        // The page holds no data: it asks for the token to fetch the document.
+        ["docs"] => {
+            return only(&method, &[Method::GET], || {
+                let mut response = Response::new(ResponseBody::full(Bytes::from_static(
+                    crate::openapi::docs::PAGE.as_bytes(),
+                )));
+                let headers = response.headers_mut();
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                headers.insert(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+                    ),
+                );
+                Ok(response)
+            })
+        }
         _ => {}
     }
     authorize(control, &request)?;
@@ -230,6 +248,9 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
                 Err(why) => Err(error(StatusCode::BAD_REQUEST, &why)),
             }
         }
+        ["docs", "openapi.json"] => only(&method, &[Method::GET], || {
+            json(StatusCode::OK, &crate::openapi::docs::merged(&control.gateway()))
+        }),
         ["openapi.json"] => only(&method, &[Method::GET], || {
             let mut response = Response::new(ResponseBody::full(Bytes::from_static(OPENAPI.as_bytes())));
             response

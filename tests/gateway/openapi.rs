@@ -337,3 +337,116 @@ async fn imported_routes_make_a_validated_gateway() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read nowhere.yaml"));
 }
+
+#[tokio::test]
+async fn the_docs_merge_every_document_at_public_paths_and_the_page_renders_them() {
+    let (upstream, _) = upstream().await;
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+access_log: { enabled: false }
+upstreams: { svc: { targets: [ "$U" ] } }
+routes:
+  - name: users
+    match: { path: /api/users }
+    upstream: svc
+    rewrite: { strip_prefix: /api, add_prefix: /v1 }
+    plugins: { validate: { openapi: tests/fixtures/openapi/users.yaml } }
+  - name: orders
+    match: { path: /orders, methods: [GET] }
+    upstream: svc
+    plugins: { validate: { openapi: tests/fixtures/openapi/orders.json } }
+  - name: accounts
+    match: { path: "/accounts/{id}" }
+    upstream: svc
+    rewrite: { path: "/accounts/{id}" }
+    plugins: { validate: { openapi: tests/fixtures/openapi/accounts.yaml } }
+"#,
+        &[("U", upstream.to_string()), ("TOKEN", ADMIN_TOKEN.to_string())],
+    ))
+    .await;
+
+    assert_eq!(
+        get(&gw.admin_url("/docs/openapi.json")).await.status,
+        401,
+        "the document needs the token"
+    );
+    let doc = gw.admin("GET", "/docs/openapi.json", "").await.json();
+    let mut operations: Vec<String> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .map(move |method| format!("{method} {path}"))
+        })
+        .collect();
+    operations.sort();
+    assert_eq!(
+        operations,
+        [
+            "delete /api/users/{id}",
+            "get /accounts/{accountId}",
+            "get /api/users",
+            "get /api/users/me",
+            "get /api/users/{id}",
+            "get /orders/{orderId}",
+            "post /api/users",
+            "put /api/users/{id}",
+        ],
+        "public paths; the orders route takes GET only"
+    );
+    assert_eq!(doc["paths"]["/api/users/{id}"]["get"]["x-portico-route"], "users");
+    assert_eq!(doc["paths"]["/api/users/{id}"]["parameters"][0]["name"], "id");
+    // Clashing components are renamed, and references follow.
+    assert_eq!(
+        doc["components"]["schemas"]["User"]["required"],
+        json!(["name", "email"])
+    );
+    assert_eq!(
+        doc["paths"]["/accounts/{accountId}"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+            ["$ref"],
+        "#/components/schemas/Accounts_User"
+    );
+    assert!(doc["components"]["schemas"]["Accounts_User"]["properties"]["login"].is_object());
+    // The merged document is a valid 3.1 document.
+    let spec = portico::openapi::Spec::from_value(doc.clone()).unwrap();
+    assert_eq!(spec.operations().len(), 8);
+
+    // The page is open, self-contained, and renders the document in a browser.
+    let page = get(&gw.admin_url("/docs")).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
+    assert!(page.header("content-security-policy").contains("default-src 'none'"));
+    assert!(
+        !page.text().contains("http://") && !page.text().contains("https://"),
+        "no external assets"
+    );
+    let admin = gw.admin_url("/docs");
+    let dom = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+            ])
+            .arg(format!("{admin}#token={ADMIN_TOKEN}"))
+            .output()
+            .expect("chromium runs (scripts/test.sh installs it)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert_eq!(dom.matches("<details class=\"op\" data-path").count(), 8, "{dom}");
+    assert!(
+        dom.contains("data-path=\"/api/users/{id}\" data-method=\"put\""),
+        "{dom}"
+    );
+    assert!(dom.contains("8 operations"), "{dom}");
+}
