@@ -119,6 +119,9 @@ pub struct ResponseBody {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// What was read ahead (to check it whole, until it proved too large),
+    /// then the rest of the body.
+    Prefixed(Option<Bytes>, Box<ResponseBody>),
 }
 
 struct UpstreamBody {
@@ -171,6 +174,17 @@ impl ResponseBody {
         }
     }
 
+    /// `prefix` read from `rest` already, sent first.
+    pub fn prefixed(prefix: Bytes, rest: ResponseBody) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Prefixed(Some(prefix), Box::new(rest)),
+            sent: 0,
+            log: None,
+            _active: None,
+            _holds: Vec::new(),
+        }
+    }
+
     /// Attaches the access-log entry written when the body is done.
     pub fn set_log(&mut self, entry: Box<Entry>) {
         self.log = Some(entry);
@@ -202,6 +216,7 @@ impl Drop for ResponseBody {
                 body.release_if_done();
                 !body.inner.is_end_stream()
             }
+            Kind::Prefixed(prefix, rest) => prefix.is_some() || !rest.is_end_stream(),
         };
         self.finish(unfinished.then_some("client_disconnected"));
     }
@@ -250,6 +265,10 @@ impl Body for ResponseBody {
                 }
                 Poll::Pending => body.poll_idle(cx).map(|e| Some(Err(e))),
             },
+            Kind::Prefixed(prefix, rest) => match prefix.take() {
+                Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
+                None => Pin::new(&mut **rest).poll_frame(cx),
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -272,6 +291,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.inner.is_end_stream(),
+            Kind::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
         }
     }
 
@@ -279,6 +299,16 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.inner.size_hint(),
+            Kind::Prefixed(prefix, rest) => {
+                let ahead = prefix.as_ref().map_or(0, |b| b.len() as u64);
+                let hint = rest.size_hint();
+                let mut total = SizeHint::new();
+                total.set_lower(hint.lower() + ahead);
+                if let Some(upper) = hint.upper() {
+                    total.set_upper(upper + ahead);
+                }
+                total
+            }
         }
     }
 }

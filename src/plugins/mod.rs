@@ -282,6 +282,12 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
+    /// Whether it only watches the answers it reads (logs, counts, never
+    /// changes or refuses them): one too large to read then goes on unread.
+    fn only_watches_responses(&self) -> bool {
+        false
+    }
+
     /// Checks or changes the answer's body; `Ok(true)` when it changed it.
     fn transform_response_body(
         &self,
@@ -493,12 +499,18 @@ impl PluginChain {
         }
     }
 
-    /// `Some(cap)` when the answer is to be read whole for the plugins that
-    /// check or change it; answers in another format pass untouched.
-    pub fn response_body_cap(&self, headers: &http::HeaderMap) -> Option<u64> {
+    /// `Some((cap, must))` when the answer is to be read whole for the
+    /// plugins that check or change it; `must` unless they only watch (an
+    /// answer too large to watch then goes on unread). Answers in another
+    /// format pass untouched.
+    pub fn response_body_cap(&self, headers: &http::HeaderMap) -> Option<(u64, bool)> {
         let cap = self.plugins.iter().filter_map(|p| p.response_body_limit()).min()?;
+        let must = self
+            .plugins
+            .iter()
+            .any(|p| p.response_body_limit().is_some() && !p.only_watches_responses());
         let format = self.response_conversion.as_ref().map_or(BodyFormat::Json, |c| c.from);
-        format.is_in(headers).then_some(cap)
+        format.is_in(headers).then_some((cap, must))
     }
 
     /// Reads a request body once (JSON, or what `format` converts from),

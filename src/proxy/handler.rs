@@ -12,7 +12,7 @@ use crate::router::{normalize, request_host, Lookup, RequestHead};
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
-use crate::transform;
+use crate::transform::{self, ReadAnswer};
 use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -273,8 +273,18 @@ async fn run_response_plugins(
     let (mut parts, body) = response.into_parts();
     route.plugins.on_response(&mut parts, ctx);
     let body = match route.plugins.response_body_cap(&parts.headers) {
-        Some(cap) => {
-            let bytes = transform::read_response(body, cap).await?;
+        Some((cap, must)) => {
+            let bytes = match transform::read_response(body, cap, must).await? {
+                ReadAnswer::Whole(bytes) => bytes,
+                ReadAnswer::TooLarge(body) => {
+                    tracing::debug!(
+                        route = ctx.route,
+                        cap,
+                        "the answer is too large to check; passed on unchecked"
+                    );
+                    return Ok(Response::from_parts(parts, body));
+                }
+            };
             let (changed, content_type) = route.plugins.transform_response_body(bytes, ctx)?;
             if let Some(content_type) = content_type {
                 parts.headers.insert(CONTENT_TYPE, content_type);

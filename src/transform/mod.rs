@@ -14,8 +14,8 @@ pub mod xml;
 
 use crate::body::{BodyError, ResponseBody};
 use crate::error::{ErrorKind, ProxyError};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 
 /// The body formats transforms read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,26 +115,40 @@ pub fn parse_json(body: &[u8]) -> Result<serde_json::Value, String> {
     serde_json::from_slice(body).map_err(|e| format!("not valid JSON (line {}, column {})", e.line(), e.column()))
 }
 
-/// Reads an upstream's body to transform it. Over `cap` it is a 502: a
-/// response that must be filtered is never passed on unfiltered.
-pub async fn read_response(body: ResponseBody, cap: u64) -> Result<Bytes, ProxyError> {
-    match Limited::new(body, usize::try_from(cap).unwrap_or(usize::MAX))
-        .collect()
-        .await
-    {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(ProxyError::new(
-            ErrorKind::UpstreamBroken,
-            format!("the upstream's answer must be transformed, and is over {cap} bytes"),
-        )),
-        Err(error) => {
-            let detail = match error.downcast_ref::<BodyError>() {
-                Some(BodyError::UpstreamIdle(_)) => "the upstream stopped sending its answer",
+/// An upstream's answer, read to be checked or changed.
+pub enum ReadAnswer {
+    Whole(Bytes),
+    /// Over the cap: what was read, then the rest, to pass on unread.
+    TooLarge(ResponseBody),
+}
+
+/// Reads an upstream's body up to `cap` bytes. Over it, the answer is a 502
+/// when it `must` be read (a response that must be filtered is never passed
+/// on unfiltered), else it goes on as it is.
+pub async fn read_response(mut body: ResponseBody, cap: u64, must: bool) -> Result<ReadAnswer, ProxyError> {
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            let detail = match error {
+                BodyError::UpstreamIdle(_) => "the upstream stopped sending its answer",
                 _ => "the upstream's answer broke off",
             };
-            Err(ProxyError::new(ErrorKind::UpstreamBroken, detail))
+            ProxyError::new(ErrorKind::UpstreamBroken, detail)
+        })?;
+        // Trailers are not kept on a body that is read whole.
+        let Ok(data) = frame.into_data() else { continue };
+        read.extend_from_slice(&data);
+        if read.len() as u64 > cap {
+            if must {
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamBroken,
+                    format!("the upstream's answer must be transformed, and is over {cap} bytes"),
+                ));
+            }
+            return Ok(ReadAnswer::TooLarge(ResponseBody::prefixed(read.freeze(), body)));
         }
     }
+    Ok(ReadAnswer::Whole(read.freeze()))
 }
 
 /// Property tests: the parsers never panic on any input, and the path

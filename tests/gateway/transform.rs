@@ -313,6 +313,8 @@ routes:
   - { name: logged, match: { path: /logged }, upstream: echo, plugins: { validate: { response: $SCHEMA } } }
   - { name: strict, match: { path: /strict }, upstream: echo, plugins: { validate: { response: $SCHEMA, on_invalid_response: reject } } }
   - { name: fine, match: { path: /fine }, upstream: echo, plugins: { validate: { response: { type: object, required: [path] } } } }
+  - { name: big-logged, match: { path: /big-logged }, upstream: echo, plugins: { validate: { response: $SCHEMA, max_body: 64 } } }
+  - { name: big-strict, match: { path: /big-strict }, upstream: echo, plugins: { validate: { response: $SCHEMA, max_body: 64, on_invalid_response: reject } } }
 "#,
         &[("U", echo.to_string()), ("SCHEMA", schema.to_string()), ("TOKEN", ADMIN_TOKEN.to_string())],
     ))
@@ -324,6 +326,14 @@ routes:
     let fine = get(&gw.url("/fine")).await;
     assert_eq!(fine.status, 200);
     assert_eq!(fine.header("content-length"), fine.body.len().to_string());
+    // An answer too large to check: watched only, it goes on whole and
+    // unchecked; where a bad one must be refused, it is refused.
+    let big = get(&gw.url("/big-logged")).await;
+    assert_eq!(big.status, 200, "{}", big.text());
+    assert_eq!(big.json()["path"], "/big-logged");
+    assert_eq!(big.header("content-length"), big.body.len().to_string());
+    assert!(big.body.len() > 64);
+    get(&gw.url("/big-strict")).await.problem(502);
     let metrics = gw.admin("GET", "/metrics", "").await.text();
     assert!(
         metrics.contains(r#"portico_response_schema_violations_total{route="logged"} 1"#),
@@ -336,5 +346,9 @@ routes:
     assert!(
         !metrics.contains(r#"portico_response_schema_violations_total{route="fine"}"#),
         "{metrics}"
+    );
+    assert!(
+        !metrics.contains(r#"portico_response_schema_violations_total{route="big-logged"}"#),
+        "an answer not checked is not a violation: {metrics}"
     );
 }

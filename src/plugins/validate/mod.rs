@@ -351,6 +351,10 @@ impl Plugin for Validate {
         self.response.as_ref().map(|_| self.max_body)
     }
 
+    fn only_watches_responses(&self) -> bool {
+        self.on_invalid_response == OnInvalid::Log
+    }
+
     fn transform_response_body(&self, body: &mut Json, ctx: &RequestContext<'_>) -> Result<bool, ProxyError> {
         let Some(schema) = &self.response else { return Ok(false) };
         let mut found = Vec::new();
