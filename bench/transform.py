@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Transform and validation cost: POSTs of a 2 KiB JSON body through a plain
-route, a route with a JSON rename, and a route with a JSON Schema, in one run.
+route, a route with a JSON rename, one with a JSON Schema, one validated by
+an OpenAPI document with the same schema, and one converting the body to XML,
+in one run.
 
 Portico is pinned to core 0 with one worker; the backend and wrk share core 1;
 the routes alternate within each round; medians.
@@ -25,6 +27,10 @@ routes:
       plugins: {{ request_transform: {{ json: {{ rename: {{ userId: id, "items[*].sku": "items[*].article" }} }} }} }} }}
   - {{ name: schema, match: {{ path: /schema }}, upstream: backend, rewrite: {{ path: /small }},
       plugins: {{ validate: {{ body: {schema} }} }} }}
+  - {{ name: openapi, match: {{ path: /openapi }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ validate: {{ openapi: {spec}, unknown_operations: reject }} }} }}
+  - {{ name: xml, match: {{ path: /xml }}, upstream: backend, rewrite: {{ path: /small }},
+      plugins: {{ format: {{ request: json_to_xml, xml: {{ root: order }} }} }} }}
 """
 
 SCHEMA = {
@@ -63,15 +69,21 @@ def main():
     with open(script, "w") as f:
         f.write(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = {json.dumps(body)}\n')
     backend = start_backend(tmp)
+    spec = os.path.join(tmp, "openapi.json")
+    with open(spec, "w") as f:
+        json.dump({"openapi": "3.1.0", "info": {"title": "bench", "version": "1"},
+                   "paths": {"/small": {"post": {"requestBody": {
+                       "required": True, "content": {"application/json": {"schema": SCHEMA}}}}}}}, f)
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
-        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND, schema=json.dumps(SCHEMA)))
+        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND, schema=json.dumps(SCHEMA), spec=spec))
     portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1",
                                 "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(BACKEND)
         wait_port(GATEWAY)
-        cases = [("plain proxying", "/plain"), ("JSON rename", "/rename"), ("JSON Schema", "/schema")]
+        cases = [("plain proxying", "/plain"), ("JSON rename", "/rename"), ("JSON Schema", "/schema"),
+                 ("OpenAPI operation", "/openapi"), ("JSON → XML", "/xml")]
         for _, path in cases:
             run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", script, args.connections, 1)
         runs = {name: [] for name, _ in cases}

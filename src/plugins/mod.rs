@@ -522,32 +522,14 @@ impl PluginChain {
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
     ) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
-        let conversion = self.request_conversion.as_deref();
-        let bad = |e: String| ProxyError::new(ErrorKind::BadRequest, format!("the request body is {e}"));
-        let mut json = match conversion {
-            Some(conversion) => conversion.decode(&body).map_err(|e| bad(format!("unreadable: {e}")))?,
-            None => crate::transform::parse_json(&body).map_err(bad)?,
-        };
-        let mut changed = false;
-        for plugin in &self.plugins {
-            changed |= plugin.transform_request_body(&mut json, request, ctx)?;
-        }
-        match conversion {
-            // No body, and none made: nothing to convert.
-            Some(_) if body.is_empty() && json.is_null() => Ok((body, None)),
-            Some(conversion) => {
-                let out = conversion.encode(&json).map_err(|e| {
-                    ProxyError::new(
-                        ErrorKind::BadRequest,
-                        format!("the request body has no {} form: {e}", conversion.to.name()),
-                    )
-                })?;
-                Ok((out, Some(conversion.content_type.clone())))
+        let side = (ErrorKind::BadRequest, "the request body");
+        through_json(self.request_conversion.as_deref(), body, side, |json| {
+            let mut changed = false;
+            for plugin in &self.plugins {
+                changed |= plugin.transform_request_body(json, request, ctx)?;
             }
-            // A body only checked goes on as the client wrote it.
-            None if changed => Ok((serde_json::to_vec(&json).unwrap_or_default().into(), None)),
-            None => Ok((body, None)),
-        }
+            Ok(changed)
+        })
     }
 
     /// As for requests, in reverse plugin order; what the service sent that
@@ -557,30 +539,14 @@ impl PluginChain {
         body: bytes::Bytes,
         ctx: &RequestContext<'_>,
     ) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
-        let conversion = self.response_conversion.as_deref();
-        let broken = |e: String| ProxyError::new(ErrorKind::UpstreamBroken, format!("the upstream's answer is {e}"));
-        let mut json = match conversion {
-            Some(conversion) => conversion
-                .decode(&body)
-                .map_err(|e| broken(format!("unreadable: {e}")))?,
-            None => crate::transform::parse_json(&body).map_err(broken)?,
-        };
-        let mut changed = false;
-        for plugin in self.plugins.iter().rev() {
-            changed |= plugin.transform_response_body(&mut json, ctx)?;
-        }
-        match conversion {
-            // No body, and none made: nothing to convert.
-            Some(_) if body.is_empty() && json.is_null() => Ok((body, None)),
-            Some(conversion) => {
-                let out = conversion
-                    .encode(&json)
-                    .map_err(|e| broken(format!("without a {} form: {e}", conversion.to.name())))?;
-                Ok((out, Some(conversion.content_type.clone())))
+        let side = (ErrorKind::UpstreamBroken, "the upstream's answer");
+        through_json(self.response_conversion.as_deref(), body, side, |json| {
+            let mut changed = false;
+            for plugin in self.plugins.iter().rev() {
+                changed |= plugin.transform_response_body(json, ctx)?;
             }
-            None if changed => Ok((serde_json::to_vec(&json).unwrap_or_default().into(), None)),
-            None => Ok((body, None)),
-        }
+            Ok(changed)
+        })
     }
 
     /// Starts the plugins' background work.
@@ -759,6 +725,38 @@ impl PluginChain {
         for plugin in self.plugins.iter().rev() {
             plugin.on_response(response, ctx);
         }
+    }
+}
+
+/// Decodes a body (JSON, or what `conversion` reads), lets `apply` check or
+/// change it, and writes it out again: converted, or as JSON when changed,
+/// or else as it came. `side` is the error's kind and what the body is.
+fn through_json(
+    conversion: Option<&Conversion>,
+    body: bytes::Bytes,
+    (kind, what): (ErrorKind, &str),
+    apply: impl FnOnce(&mut serde_json::Value) -> Result<bool, ProxyError>,
+) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
+    let fail = |detail: String| ProxyError::new(kind, format!("{what} {detail}"));
+    let mut json = match conversion {
+        Some(conversion) => conversion
+            .decode(&body)
+            .map_err(|e| fail(format!("is unreadable: {e}")))?,
+        None => crate::transform::parse_json(&body).map_err(|e| fail(format!("is {e}")))?,
+    };
+    let changed = apply(&mut json)?;
+    match conversion {
+        // No body, and none made: nothing to convert.
+        Some(_) if body.is_empty() && json.is_null() => Ok((body, None)),
+        Some(conversion) => {
+            let out = conversion
+                .encode(&json)
+                .map_err(|e| fail(format!("has no {} form: {e}", conversion.to.name())))?;
+            Ok((out, Some(conversion.content_type.clone())))
+        }
+        None if changed => Ok((serde_json::to_vec(&json).unwrap_or_default().into(), None)),
+        // A body only checked goes on as it came.
+        None => Ok((body, None)),
     }
 }
 

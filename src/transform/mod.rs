@@ -187,7 +187,7 @@ pub(crate) mod fuzz {
     }
 
     /// 2,000 cases in the test suite; `PROPTEST_CASES=500000` for a long run.
-    fn cases() -> u32 {
+    pub(crate) fn cases() -> u32 {
         std::env::var("PROPTEST_CASES")
             .ok()
             .and_then(|n| n.parse().ok())

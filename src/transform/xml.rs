@@ -489,15 +489,8 @@ mod tests {
             })
         }
 
-        fn cases() -> u32 {
-            std::env::var("PROPTEST_CASES")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(2000)
-        }
-
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(cases()))]
+            #![proptest_config(ProptestConfig::with_cases(crate::transform::fuzz::cases()))]
 
             #[test]
             fn reading_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
