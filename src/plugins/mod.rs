@@ -750,7 +750,7 @@ fn through_json(
         Some(_) if body.is_empty() && json.is_null() => Ok((body, None)),
         Some(conversion) => {
             let out = conversion
-                .encode(&json)
+                .encode(&json, &body)
                 .map_err(|e| fail(format!("has no {} form: {e}", conversion.to.name())))?;
             Ok((out, Some(conversion.content_type.clone())))
         }

@@ -99,10 +99,17 @@ impl Conversion {
         }
     }
 
-    pub fn encode(&self, json: &serde_json::Value) -> Result<Bytes, String> {
-        match self.to {
-            BodyFormat::Json => Ok(serde_json::to_vec(json).map_err(|e| e.to_string())?.into()),
-            BodyFormat::Xml => Ok(xml::from_json(json, &self.xml)?.into()),
+    /// Writes `json`, which was read from `source` (whose key order XML
+    /// elements keep).
+    pub fn encode(&self, json: &serde_json::Value, source: &[u8]) -> Result<Bytes, String> {
+        match (self.from, self.to) {
+            (_, BodyFormat::Json) => Ok(serde_json::to_vec(json).map_err(|e| e.to_string())?.into()),
+            (BodyFormat::Json, BodyFormat::Xml) => {
+                Ok(xml::from_json(json, &self.xml, &xml::KeyOrder::of(source))?.into())
+            }
+            (BodyFormat::Xml, BodyFormat::Xml) => {
+                Ok(xml::from_json(json, &self.xml, &xml::KeyOrder::default())?.into())
+            }
         }
     }
 }

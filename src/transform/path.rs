@@ -73,7 +73,7 @@ fn take(value: &mut Value, segments: &[Segment], out: &mut Vec<Value>) {
     match segments {
         [] => {}
         [Segment::Key(key)] => {
-            if let Some(taken) = value.as_object_mut().and_then(|m| m.shift_remove(key)) {
+            if let Some(taken) = value.as_object_mut().and_then(|m| m.remove(key)) {
                 out.push(taken);
             }
         }

@@ -8,6 +8,7 @@
 //! - text beside attributes or child elements is `#text`;
 //! - repeated elements are an array, in document order; elements named in
 //!   `arrays` are arrays even when they occur once;
+//! - elements are written in the order of the JSON text's keys (`KeyOrder`);
 //! - comments, processing instructions and the DOCTYPE are dropped; CDATA
 //!   is text; only the five predefined entities and character references
 //!   are known (no DTD is read, so no entity can expand or fetch anything);
@@ -199,8 +200,107 @@ fn push_text(stack: &mut [Open], text: &str, at: u64) -> Result<(), String> {
     }
 }
 
-/// Writes JSON as an XML document (UTF-8, with a declaration).
-pub fn from_json(json: &Value, options: &XmlOptions) -> Result<Vec<u8>, String> {
+/// The order of a JSON text's object keys. A `serde_json` map is sorted by
+/// key, and XML elements have an order (a schema's `sequence`): the order is
+/// read from the text the JSON came from. Keys the text did not have (added
+/// or renamed by transforms) follow, sorted.
+#[derive(Debug, Default)]
+pub struct KeyOrder {
+    keys: Vec<(String, KeyOrder)>,
+    items: Vec<KeyOrder>,
+}
+
+static NO_ORDER: KeyOrder = KeyOrder {
+    keys: Vec::new(),
+    items: Vec::new(),
+};
+
+impl KeyOrder {
+    /// The order of `text`'s keys; none if it is not JSON.
+    pub fn of(text: &[u8]) -> KeyOrder {
+        serde_json::from_slice(text).unwrap_or_default()
+    }
+
+    fn of_key(&self, key: &str) -> &KeyOrder {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(&NO_ORDER, |(_, order)| order)
+    }
+
+    /// `fields` in this order, each with its own.
+    fn arrange<'v>(&'v self, fields: &'v Map<String, Value>) -> Vec<(&'v String, &'v Value, &'v KeyOrder)> {
+        let mut out: Vec<_> = self
+            .keys
+            .iter()
+            .filter_map(|(key, order)| fields.get_key_value(key).map(|(k, v)| (k, v, order)))
+            .collect();
+        if out.len() < fields.len() {
+            out.extend(
+                fields
+                    .iter()
+                    .filter(|(k, _)| !self.keys.iter().any(|(known, _)| known == *k))
+                    .map(|(k, v)| (k, v, &NO_ORDER)),
+            );
+        }
+        out
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KeyOrder, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = KeyOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("JSON")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KeyOrder, A::Error> {
+                let mut keys = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    keys.push((key, map.next_value::<KeyOrder>()?));
+                }
+                Ok(KeyOrder {
+                    keys,
+                    items: Vec::new(),
+                })
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyOrder, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<KeyOrder>()? {
+                    items.push(item);
+                }
+                Ok(KeyOrder {
+                    keys: Vec::new(),
+                    items,
+                })
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<KeyOrder, E> {
+                Ok(KeyOrder::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<KeyOrder, E> {
+                Ok(KeyOrder::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<KeyOrder, E> {
+                Ok(KeyOrder::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<KeyOrder, E> {
+                Ok(KeyOrder::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<KeyOrder, E> {
+                Ok(KeyOrder::default())
+            }
+            fn visit_unit<E>(self) -> Result<KeyOrder, E> {
+                Ok(KeyOrder::default())
+            }
+        }
+        deserializer.deserialize_any(Visit)
+    }
+}
+
+/// Writes JSON as an XML document (UTF-8, with a declaration), its
+/// elements in `order`.
+pub fn from_json(json: &Value, options: &XmlOptions, order: &KeyOrder) -> Result<Vec<u8>, String> {
     let mut writer = Writer::new(Vec::with_capacity(256));
     write(&mut writer, Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     let one_root = |name: &str, value: &Value| match value.is_array() {
@@ -212,12 +312,12 @@ pub fn from_json(json: &Value, options: &XmlOptions) -> Result<Vec<u8>, String> 
     match (&options.root, json) {
         (Some(root), _) => {
             one_root(root, json)?;
-            element(&mut writer, root, json, root, 0)?;
+            element(&mut writer, root, json, order, root, 0)?;
         }
         (None, Value::Object(map)) if map.len() == 1 => {
             for (name, value) in map {
                 one_root(name, value)?;
-                element(&mut writer, name, value, name, 0)?;
+                element(&mut writer, name, value, order.of_key(name), name, 0)?;
             }
         }
         (None, _) => {
@@ -235,7 +335,14 @@ fn write(writer: &mut Writer<Vec<u8>>, event: Event<'_>) -> Result<(), String> {
 }
 
 /// Writes `<name>` for `value`; `at` is its JSON path, for errors.
-fn element(writer: &mut Writer<Vec<u8>>, name: &str, value: &Value, at: &str, depth: usize) -> Result<(), String> {
+fn element(
+    writer: &mut Writer<Vec<u8>>,
+    name: &str,
+    value: &Value,
+    order: &KeyOrder,
+    at: &str,
+    depth: usize,
+) -> Result<(), String> {
     if depth >= MAX_DEPTH {
         return Err(format!("{at}: nested deeper than {MAX_DEPTH}"));
     }
@@ -243,18 +350,26 @@ fn element(writer: &mut Writer<Vec<u8>>, name: &str, value: &Value, at: &str, de
     match value {
         Value::Null => write(writer, Event::Empty(BytesStart::new(name))),
         Value::Array(items) => {
-            for item in items {
+            for (i, item) in items.iter().enumerate() {
                 if item.is_array() {
                     return Err(format!("{at}: an array inside an array has no XML form"));
                 }
-                element(writer, name, item, at, depth + 1)?;
+                element(
+                    writer,
+                    name,
+                    item,
+                    order.items.get(i).unwrap_or(&NO_ORDER),
+                    at,
+                    depth + 1,
+                )?;
             }
             Ok(())
         }
         Value::Object(fields) => {
+            let fields = order.arrange(fields);
             let mut start = BytesStart::new(name);
             let mut text = None;
-            for (key, field) in fields {
+            for &(key, field, _) in &fields {
                 if let Some(attribute) = key.strip_prefix('@') {
                     let place = format!("{at}.{key}");
                     check_name(attribute, &place)?;
@@ -269,7 +384,7 @@ fn element(writer: &mut Writer<Vec<u8>>, name: &str, value: &Value, at: &str, de
             }
             let children: Vec<_> = fields
                 .iter()
-                .filter(|(k, _)| !k.starts_with('@') && *k != "#text")
+                .filter(|(k, _, _)| !k.starts_with('@') && *k != "#text")
                 .collect();
             if children.is_empty() && text.is_none() {
                 return write(writer, Event::Empty(start));
@@ -279,8 +394,8 @@ fn element(writer: &mut Writer<Vec<u8>>, name: &str, value: &Value, at: &str, de
                 check_chars(&text, at)?;
                 write(writer, Event::Text(BytesText::from_escaped(escape(&text, false))))?;
             }
-            for (key, child) in children {
-                element(writer, key, child, &format!("{at}.{key}"), depth + 1)?;
+            for &&(key, child, order) in &children {
+                element(writer, key, child, order, &format!("{at}.{key}"), depth + 1)?;
             }
             write(writer, Event::End(BytesEnd::new(name)))
         }
@@ -389,7 +504,7 @@ mod tests {
     fn round_trips_xml_through_json() {
         let json =
             json!({"a": {"@x": "1\t2\n", "b": ["one", "two\r\n"], "c": null, "d": {"#text": "<&>\"", "@q": "\"'"}}});
-        let xml = from_json(&json, &options()).unwrap();
+        let xml = from_json(&json, &options(), &NO_ORDER).unwrap();
         assert_eq!(to_json(&xml, &options()).unwrap(), json);
     }
 
@@ -406,7 +521,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(json, json!({"id": 7, "zip": "007", "admin": true, "role": ["x"]}));
-        let xml = String::from_utf8(from_json(&json, &options).unwrap()).unwrap();
+        // Elements keep the order of the JSON text they are written from.
+        let order = KeyOrder::of(br#"{"id": 7, "zip": "007", "admin": true, "role": ["x"]}"#);
+        let xml = String::from_utf8(from_json(&json, &options, &order).unwrap()).unwrap();
         assert!(
             xml.ends_with("<user><id>7</id><zip>007</zip><admin>true</admin><role>x</role></user>"),
             "{xml}"
@@ -424,7 +541,7 @@ mod tests {
             (json!({"a": {"@x": {"y": 1}}}), "attribute is a string"),
             (json!({"a": "bell\u{7}"}), "XML cannot carry"),
         ] {
-            let error = from_json(&json, &options()).unwrap_err();
+            let error = from_json(&json, &options(), &NO_ORDER).unwrap_err();
             assert!(error.contains(needle), "{json}: {error}");
         }
         for (xml, needle) in [
@@ -504,14 +621,14 @@ mod tests {
 
             #[test]
             fn writing_any_json_never_panics(doc in crate::transform::fuzz::json()) {
-                let _ = from_json(&doc, &XmlOptions::default());
-                let _ = from_json(&doc, &XmlOptions { root: Some("r".into()), ..XmlOptions::default() });
+                let _ = from_json(&doc, &XmlOptions::default(), &NO_ORDER);
+                let _ = from_json(&doc, &XmlOptions { root: Some("r".into()), ..XmlOptions::default() }, &NO_ORDER);
             }
 
             #[test]
             fn what_is_written_reads_back_the_same(root in name(), value in element()) {
                 let doc = Value::Object(Map::from_iter([(root, value)]));
-                let xml = from_json(&doc, &XmlOptions::default()).map_err(TestCaseError::fail)?;
+                let xml = from_json(&doc, &XmlOptions::default(), &NO_ORDER).map_err(TestCaseError::fail)?;
                 let back = to_json(&xml, &XmlOptions::default())
                     .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&xml))))?;
                 prop_assert_eq!(back, doc, "{}", String::from_utf8_lossy(&xml));

@@ -84,20 +84,21 @@ async fn json_clients_talk_to_an_xml_service_and_get_back_what_they_sent() {
         "      format: { request: json_to_xml, response: xml_to_json }",
     )
     .await;
-    let order = json!({"order": {
+    // As text: the elements keep its order.
+    let order = r##"{"order": {
         "@id": "7",
         "@xmlns:t": "urn:example:tax",
         "item": [{"@sku": "a", "#text": "Tea & <cake>"}, {"@sku": "b", "#text": "Scone"}],
         "t:rate": "0.2",
         "note": null,
         "comment": "line one\r\nline \"two\""
-    }});
-    let reply = send(post(&gw.url("/orders/7"), "application/json", order.to_string())).await;
+    }}"##;
+    let reply = send(post(&gw.url("/orders/7"), "application/json", order)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(reply.header("content-type"), "application/json");
     assert_eq!(reply.header("content-length"), reply.body.len().to_string());
     // Every part of the mapping survives the round trip through XML.
-    assert_eq!(reply.json(), order);
+    assert_eq!(reply.json(), serde_json::from_str::<serde_json::Value>(order).unwrap());
 
     let (content_type, accept, body) = seen.lock().unwrap().clone().unwrap();
     assert_eq!(content_type, "application/xml");
@@ -128,11 +129,11 @@ async fn a_soap_service_gets_its_envelope_and_json_transforms_apply_between() {
         json: { remove: [ "@xmlns:soap" ] }"#,
     )
     .await;
-    let request = json!({
+    let request = r#"{
         "@xmlns:soap": "http://schemas.xmlsoap.org/soap/envelope/",
         "soap:Body": {"GetOrder": {"userId": 42, "line": {"qty": 2, "gift": false}, "zip": "007"}}
-    });
-    let reply = send(post(&gw.url("/orders/1"), "application/json", request.to_string())).await;
+    }"#;
+    let reply = send(post(&gw.url("/orders/1"), "application/json", request)).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let (content_type, _, body) = seen.lock().unwrap().clone().unwrap();
     assert_eq!(content_type, "text/xml; charset=utf-8");
