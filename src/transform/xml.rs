@@ -24,6 +24,7 @@ use quick_xml::escape::resolve_predefined_entity;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 use quick_xml::{Reader, Writer, XmlVersion};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 /// Deeper documents are refused: they are attacks, not data.
@@ -205,23 +206,24 @@ fn push_text(stack: &mut [Open], text: &str, at: u64) -> Result<(), String> {
 /// read from the text the JSON came from. Keys the text did not have (added
 /// or renamed by transforms) follow, sorted.
 #[derive(Debug, Default)]
-pub struct KeyOrder {
-    keys: Vec<(String, KeyOrder)>,
-    items: Vec<KeyOrder>,
+pub struct KeyOrder<'t> {
+    /// Borrowed from the text, unless escaped there.
+    keys: Vec<(Cow<'t, str>, KeyOrder<'t>)>,
+    items: Vec<KeyOrder<'t>>,
 }
 
-static NO_ORDER: KeyOrder = KeyOrder {
+static NO_ORDER: KeyOrder<'static> = KeyOrder {
     keys: Vec::new(),
     items: Vec::new(),
 };
 
-impl KeyOrder {
+impl<'t> KeyOrder<'t> {
     /// The order of `text`'s keys; none if it is not JSON.
-    pub fn of(text: &[u8]) -> KeyOrder {
+    pub fn of(text: &'t [u8]) -> KeyOrder<'t> {
         serde_json::from_slice(text).unwrap_or_default()
     }
 
-    fn of_key(&self, key: &str) -> &KeyOrder {
+    fn of_key(&self, key: &str) -> &KeyOrder<'t> {
         self.keys
             .iter()
             .find(|(k, _)| k == key)
@@ -229,11 +231,11 @@ impl KeyOrder {
     }
 
     /// `fields` in this order, each with its own.
-    fn arrange<'v>(&'v self, fields: &'v Map<String, Value>) -> Vec<(&'v String, &'v Value, &'v KeyOrder)> {
+    fn arrange<'v>(&'v self, fields: &'v Map<String, Value>) -> Vec<(&'v String, &'v Value, &'v KeyOrder<'t>)> {
         let mut out: Vec<_> = self
             .keys
             .iter()
-            .filter_map(|(key, order)| fields.get_key_value(key).map(|(k, v)| (k, v, order)))
+            .filter_map(|(key, order)| fields.get_key_value(key.as_ref()).map(|(k, v)| (k, v, order)))
             .collect();
         if out.len() < fields.len() {
             out.extend(
@@ -247,27 +249,49 @@ impl KeyOrder {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for KeyOrder {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KeyOrder, D::Error> {
+/// A key of the text, borrowed when it has no escapes.
+struct Key<'t>(Cow<'t, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
         struct Visit;
         impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = KeyOrder;
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(key.to_string())))
+            }
+        }
+        deserializer.deserialize_str(Visit)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for KeyOrder<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<KeyOrder<'de>, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = KeyOrder<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("JSON")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KeyOrder, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KeyOrder<'de>, A::Error> {
                 let mut keys = Vec::new();
-                while let Some(key) = map.next_key::<String>()? {
-                    keys.push((key, map.next_value::<KeyOrder>()?));
+                while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
+                    keys.push((key, map.next_value::<KeyOrder<'de>>()?));
                 }
                 Ok(KeyOrder {
                     keys,
                     items: Vec::new(),
                 })
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyOrder, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<KeyOrder<'de>, A::Error> {
                 let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<KeyOrder>()? {
+                while let Some(item) = seq.next_element::<KeyOrder<'de>>()? {
                     items.push(item);
                 }
                 Ok(KeyOrder {
@@ -275,22 +299,22 @@ impl<'de> serde::Deserialize<'de> for KeyOrder {
                     items,
                 })
             }
-            fn visit_bool<E>(self, _: bool) -> Result<KeyOrder, E> {
+            fn visit_bool<E>(self, _: bool) -> Result<KeyOrder<'de>, E> {
                 Ok(KeyOrder::default())
             }
-            fn visit_i64<E>(self, _: i64) -> Result<KeyOrder, E> {
+            fn visit_i64<E>(self, _: i64) -> Result<KeyOrder<'de>, E> {
                 Ok(KeyOrder::default())
             }
-            fn visit_u64<E>(self, _: u64) -> Result<KeyOrder, E> {
+            fn visit_u64<E>(self, _: u64) -> Result<KeyOrder<'de>, E> {
                 Ok(KeyOrder::default())
             }
-            fn visit_f64<E>(self, _: f64) -> Result<KeyOrder, E> {
+            fn visit_f64<E>(self, _: f64) -> Result<KeyOrder<'de>, E> {
                 Ok(KeyOrder::default())
             }
-            fn visit_str<E>(self, _: &str) -> Result<KeyOrder, E> {
+            fn visit_str<E>(self, _: &str) -> Result<KeyOrder<'de>, E> {
                 Ok(KeyOrder::default())
             }
-            fn visit_unit<E>(self) -> Result<KeyOrder, E> {
+            fn visit_unit<E>(self) -> Result<KeyOrder<'de>, E> {
                 Ok(KeyOrder::default())
             }
         }
@@ -300,7 +324,7 @@ impl<'de> serde::Deserialize<'de> for KeyOrder {
 
 /// Writes JSON as an XML document (UTF-8, with a declaration), its
 /// elements in `order`.
-pub fn from_json(json: &Value, options: &XmlOptions, order: &KeyOrder) -> Result<Vec<u8>, String> {
+pub fn from_json(json: &Value, options: &XmlOptions, order: &KeyOrder<'_>) -> Result<Vec<u8>, String> {
     let mut writer = Writer::new(Vec::with_capacity(256));
     write(&mut writer, Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     let one_root = |name: &str, value: &Value| match value.is_array() {
@@ -312,12 +336,12 @@ pub fn from_json(json: &Value, options: &XmlOptions, order: &KeyOrder) -> Result
     match (&options.root, json) {
         (Some(root), _) => {
             one_root(root, json)?;
-            element(&mut writer, root, json, order, root, 0)?;
+            element(&mut writer, root, json, order, &Place::root(root), 0)?;
         }
         (None, Value::Object(map)) if map.len() == 1 => {
             for (name, value) in map {
                 one_root(name, value)?;
-                element(&mut writer, name, value, order.of_key(name), name, 0)?;
+                element(&mut writer, name, value, order.of_key(name), &Place::root(name), 0)?;
             }
         }
         (None, _) => {
@@ -334,13 +358,41 @@ fn write(writer: &mut Writer<Vec<u8>>, event: Event<'_>) -> Result<(), String> {
     writer.write_event(event).map_err(|e| e.to_string())
 }
 
-/// Writes `<name>` for `value`; `at` is its JSON path, for errors.
+/// A place in the JSON, for errors: written out only when one happens.
+struct Place<'a> {
+    parent: Option<&'a Place<'a>>,
+    key: &'a str,
+}
+
+impl<'a> Place<'a> {
+    fn root(key: &'a str) -> Place<'a> {
+        Place { parent: None, key }
+    }
+
+    fn child(&'a self, key: &'a str) -> Place<'a> {
+        Place {
+            parent: Some(self),
+            key,
+        }
+    }
+}
+
+impl std::fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(parent) = self.parent {
+            write!(f, "{parent}.")?;
+        }
+        f.write_str(self.key)
+    }
+}
+
+/// Writes `<name>` for `value`; `at` is its place in the JSON.
 fn element(
     writer: &mut Writer<Vec<u8>>,
     name: &str,
     value: &Value,
-    order: &KeyOrder,
-    at: &str,
+    order: &KeyOrder<'_>,
+    at: &Place<'_>,
     depth: usize,
 ) -> Result<(), String> {
     if depth >= MAX_DEPTH {
@@ -371,7 +423,7 @@ fn element(
             let mut text = None;
             for &(key, field, _) in &fields {
                 if let Some(attribute) = key.strip_prefix('@') {
-                    let place = format!("{at}.{key}");
+                    let place = at.child(key);
                     check_name(attribute, &place)?;
                     let value = text_of(field)
                         .ok_or_else(|| format!("{place}: an attribute is a string, number or boolean"))?;
@@ -395,7 +447,7 @@ fn element(
                 write(writer, Event::Text(BytesText::from_escaped(escape(&text, false))))?;
             }
             for &&(key, child, order) in &children {
-                element(writer, key, child, order, &format!("{at}.{key}"), depth + 1)?;
+                element(writer, key, child, order, &at.child(key), depth + 1)?;
             }
             write(writer, Event::End(BytesEnd::new(name)))
         }
@@ -409,19 +461,23 @@ fn element(
     }
 }
 
-fn text_of(value: &Value) -> Option<String> {
+fn text_of(value: &Value) -> Option<Cow<'_, str>> {
     match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
         _ => None,
     }
 }
 
 /// Escapes markup, and the characters a reader would otherwise normalise
 /// away (`\r` in text; `\t`, `\n`, `\r` in attributes), so they read back.
-fn escape(text: &str, attribute: bool) -> String {
-    let mut out = String::with_capacity(text.len());
+fn escape(text: &str, attribute: bool) -> Cow<'_, str> {
+    let special = |c: char| matches!(c, '<' | '>' | '&' | '\r') || (attribute && matches!(c, '"' | '\n' | '\t'));
+    if !text.contains(special) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
             '<' => out.push_str("&lt;"),
@@ -434,11 +490,11 @@ fn escape(text: &str, attribute: bool) -> String {
             c => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 /// XML 1.0 cannot carry most control characters, even escaped.
-fn check_chars(text: &str, at: &str) -> Result<(), String> {
+fn check_chars(text: &str, at: impl std::fmt::Display) -> Result<(), String> {
     match text
         .chars()
         .find(|&c| (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}')
@@ -450,7 +506,7 @@ fn check_chars(text: &str, at: &str) -> Result<(), String> {
 
 /// An XML name: a letter, `_` or `:` first, then letters, digits, `-`, `.`,
 /// `_` or `:` (the spec's ranges, by Unicode class).
-pub fn check_name(name: &str, at: &str) -> Result<(), String> {
+pub fn check_name(name: &str, at: impl std::fmt::Display) -> Result<(), String> {
     let mut chars = name.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_' || c == ':');
     if first_ok && chars.all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '\u{B7}')) {
