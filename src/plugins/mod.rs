@@ -488,11 +488,7 @@ impl PluginChain {
                 format!(
                     "the request body must be {} (Content-Type: {})",
                     format.name(),
-                    if format == BodyFormat::Json {
-                        "application/json"
-                    } else {
-                        "application/xml"
-                    }
+                    format.content_type()
                 ),
             )),
             _ => Ok(None),

@@ -51,7 +51,8 @@ impl BodyFormat {
         }
     }
 
-    fn content_type(self) -> &'static str {
+    /// What bodies of this format are sent as, by default.
+    pub fn content_type(self) -> &'static str {
         match self {
             BodyFormat::Json => "application/json",
             BodyFormat::Xml => "application/xml",
