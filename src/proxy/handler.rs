@@ -53,11 +53,8 @@ struct Logged {
 struct Exchange {
     route: Option<Arc<str>>,
     metrics: Option<Arc<RouteMetrics>>,
-    upstream: Option<Arc<str>>,
-    target: Option<Arc<str>>,
-    upstream_latency: Option<Duration>,
-    /// Counted by the request body as it streams; `None` for bodyless requests.
-    bytes_in: Option<Arc<AtomicU64>>,
+    /// What the upstream exchange did, for the log.
+    call: CallRecord,
     error: Option<&'static str>,
     /// The request's server span, when tracing is on.
     trace: Option<(Arc<Traces>, RequestSpan)>,
@@ -65,6 +62,24 @@ struct Exchange {
     response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// What plugins keep until the response body has been sent.
     holds: Vec<Box<dyn Send + Sync>>,
+}
+
+/// What one upstream exchange did: where it went, how long it took.
+#[derive(Default)]
+pub(crate) struct CallRecord {
+    upstream: Option<Arc<str>>,
+    target: Option<Arc<str>>,
+    upstream_latency: Option<Duration>,
+    /// Counted by the request body as it streams; `None` for bodyless requests.
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+/// What an upstream exchange reports to: the route's metrics and the
+/// request's trace span (attempt spans are its children).
+#[derive(Clone, Copy)]
+pub(crate) struct CallContext<'a> {
+    metrics: Option<&'a Arc<RouteMetrics>>,
+    trace: Option<&'a (Arc<Traces>, RequestSpan)>,
 }
 
 pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
@@ -138,11 +153,11 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
         path,
         metrics: exchange.metrics.unwrap_or_else(|| gateway.unmatched.clone()),
         route: exchange.route,
-        upstream: exchange.upstream,
-        target: exchange.target,
+        upstream: exchange.call.upstream,
+        target: exchange.call.target,
         status,
-        bytes_in: exchange.bytes_in,
-        upstream_latency: exchange.upstream_latency,
+        bytes_in: exchange.call.bytes_in,
+        upstream_latency: exchange.call.upstream_latency,
         error: exchange.error,
         user_agent,
         referer,
@@ -211,7 +226,7 @@ async fn serve(
                         // Read as any body is: the listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
                         let cap = conn.listener.max_request_body.map_or(cap, |limit| limit.min(cap));
-                        let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
+                        let counter = exchange.call.bytes_in.get_or_insert_with(Arc::default).clone();
                         let bytes = buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await?;
                         let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
                         if let Some(content_type) = content_type {
@@ -229,7 +244,11 @@ async fn serve(
                     body,
                     request_id,
                 };
-                proxy(forward, conn, upstream_request, exchange).await?
+                let shared = CallContext {
+                    metrics: exchange.metrics.as_ref(),
+                    trace: exchange.trace.as_ref(),
+                };
+                proxy(forward, conn, upstream_request, shared, &mut exchange.call).await?
             }
         };
         run_response_plugins(route, response, &ctx).await
@@ -361,26 +380,27 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
 }
 
 /// The body a request goes upstream with.
-enum ClientBody {
+pub(crate) enum ClientBody {
     /// The client's, streamed through.
     Stream(Incoming),
     /// Read whole and changed by a transform.
     Transformed(Bytes),
 }
 
-struct UpstreamRequest<'a> {
-    parts: http::request::Parts,
-    body: ClientBody,
+pub(crate) struct UpstreamRequest<'a> {
+    pub parts: http::request::Parts,
+    pub body: ClientBody,
     /// Rewritten path and query; `None` keeps the client's.
-    path_and_query: Option<PathAndQuery>,
-    request_id: &'a HeaderValue,
+    pub path_and_query: Option<PathAndQuery>,
+    pub request_id: &'a HeaderValue,
 }
 
-async fn proxy(
+pub(crate) async fn proxy(
     forward: &Forward,
     conn: &Connection,
     request: UpstreamRequest<'_>,
-    exchange: &mut Exchange,
+    shared: CallContext<'_>,
+    exchange: &mut CallRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let UpstreamRequest {
         mut parts,
@@ -499,7 +519,7 @@ async fn proxy(
                 .min(deadline.saturating_duration_since(Instant::now())),
             None => forward.timeouts.response,
         };
-        let attempt_span = exchange.trace.as_ref().map(|(traces, span)| {
+        let attempt_span = shared.trace.map(|(traces, span)| {
             let method = request.method().clone();
             traces.start_attempt(span, request.headers_mut(), &method, &pool.name, &target.addr)
         });
@@ -508,7 +528,7 @@ async fn proxy(
         let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
         let latency = sent.elapsed();
         exchange.upstream_latency = Some(latency);
-        if let Some(metrics) = &exchange.metrics {
+        if let Some(metrics) = shared.metrics {
             metrics.upstream_latency(latency.as_secs_f64());
         }
         if let Some(span) = attempt_span {
