@@ -163,7 +163,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
     let service_path = match &route.action {
         Action::Proxy(forward) => Some(forward.rewrite.apply(&path, &params)),
-        Action::Respond(_) => None,
+        Action::Respond(_) | Action::Aggregate(_) => None,
     };
     let mut ctx = RequestContext::new(&request_id, client, &route.name, &params, route.upstream());
     ctx.upstream_path = service_path.as_deref().filter(|p| *p != parts.uri.path());
@@ -191,6 +191,38 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
                 &*route.name,
                 fixed.status.as_u16(),
                 fixed.body.len()
+            );
+        }
+        Action::Aggregate(aggregate) => {
+            let calls: Vec<String> = aggregate
+                .calls
+                .iter()
+                .map(|call| {
+                    let waits = call
+                        .needs
+                        .iter()
+                        .map(|&n| aggregate.calls[n].name.as_str())
+                        .collect::<Vec<_>>();
+                    format!(
+                        "{} → {}{}{}",
+                        call.name,
+                        &*call.forward.pool.name,
+                        if call.optional { " (optional)" } else { "" },
+                        if waits.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" after {}", waits.join(", "))
+                        }
+                    )
+                })
+                .collect();
+            explanation.outcome = "aggregated";
+            explanation.status = None;
+            explanation.detail = format!(
+                "{} calls, composed into one JSON answer within {:?}: {}",
+                calls.len(),
+                aggregate.timeout,
+                calls.join("; ")
             );
         }
         Action::Proxy(forward) => {

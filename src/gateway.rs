@@ -39,7 +39,7 @@ impl Route {
     pub fn upstream(&self) -> Option<&str> {
         match &self.action {
             Action::Proxy(forward) => Some(&forward.pool.name),
-            Action::Respond(_) => None,
+            Action::Respond(_) | Action::Aggregate(_) => None,
         }
     }
 }
@@ -56,6 +56,7 @@ pub struct Route {
 pub enum Action {
     Proxy(Forward),
     Respond(FixedResponse),
+    Aggregate(crate::aggregate::Aggregate),
 }
 
 /// How a route sends requests to its upstream.

@@ -609,6 +609,14 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
             }
         });
         let action = match (&route.upstream, &route.respond) {
+            _ if route.aggregate.is_some() && (route.upstream.is_some() || route.respond.is_some()) => {
+                errors.push(&path, "a route has one of `upstream`, `respond` or `aggregate`");
+                None
+            }
+            (None, None) if route.aggregate.is_some() => {
+                let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();
+                compile_aggregate(&path, route, &params, known, errors).map(Action::Aggregate)
+            }
             (Some(upstream), None) => {
                 let params = matcher.as_ref().map(|m| m.path.param_names()).unwrap_or_default();
                 compile_forward(&path, route, upstream, &params, known, errors).map(Action::Proxy)
@@ -651,6 +659,48 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
         }
     }
     out
+}
+
+fn compile_aggregate(
+    path: &str,
+    route: &RouteConfig,
+    params: &[String],
+    known: &Known<'_>,
+    errors: &mut ConfigErrors,
+) -> Option<crate::aggregate::Aggregate> {
+    let config = route.aggregate.as_ref()?;
+    for (field, set) in [
+        ("retries", route.retries.is_some()),
+        ("rewrite", route.rewrite.is_some()),
+        ("preserve_host", route.preserve_host),
+        ("timeouts", route.timeouts.is_some()),
+    ] {
+        if set {
+            errors.push(
+                format!("{path}.{field}"),
+                "applies to routes with an `upstream`; an aggregate's calls use their upstreams' settings",
+            );
+        }
+    }
+    // Each call goes through its upstream's pool with the upstream's own settings.
+    let forwards = config
+        .calls
+        .iter()
+        .map(|(name, call)| {
+            let at = format!("{path}.aggregate.calls.{name}");
+            find_pool(&at, &call.upstream, known, errors).map(|pool| Forward {
+                pool: pool.clone(),
+                timeouts: pool.timeouts,
+                request_timeout: None,
+                retry: pool.retry.clone(),
+                rewrite: Rewrite::default(),
+                preserve_host: false,
+            })
+        })
+        .collect();
+    crate::aggregate::compile(config, params, forwards)
+        .map_err(|field_errors| errors.extend_at(&format!("{path}.aggregate"), field_errors))
+        .ok()
 }
 
 fn compile_forward(

@@ -196,7 +196,7 @@ async fn serve(
         // Only the path: the query is joined after the plugins, which may change it.
         let rewritten = match &route.action {
             Action::Proxy(forward) => rewritten_path(forward.rewrite.apply(&path, &params), &parts.uri),
-            Action::Respond(_) => None,
+            Action::Respond(_) | Action::Aggregate(_) => None,
         };
         (route, params, rewritten)
     };
@@ -220,6 +220,13 @@ async fn serve(
         }
         let response = match &route.action {
             Action::Respond(fixed) => fixed_response(fixed),
+            Action::Aggregate(aggregate) => {
+                let shared = CallContext {
+                    metrics: exchange.metrics.as_ref(),
+                    trace: exchange.trace.as_ref(),
+                };
+                crate::aggregate::run(aggregate, conn, &parts, &ctx, shared).await?
+            }
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_cap(&parts.headers)? {
                     Some(cap) => {

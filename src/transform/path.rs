@@ -59,6 +59,13 @@ impl JsonPath {
         put(root, &self.segments, values, only_if_absent);
     }
 
+    /// What the path names, in document order (several with `[*]`).
+    pub fn values<'v>(&self, root: &'v Value) -> Vec<&'v Value> {
+        let mut out = Vec::new();
+        collect(root, &self.segments, &mut out);
+        out
+    }
+
     /// Keeps only what the paths name, dropping every other field.
     pub fn keep_only(root: &Value, paths: &[JsonPath]) -> Value {
         let mut out = Value::Null;
@@ -66,6 +73,22 @@ impl JsonPath {
             copy(root, &mut out, &path.segments);
         }
         out
+    }
+}
+
+fn collect<'v>(value: &'v Value, segments: &[Segment], out: &mut Vec<&'v Value>) {
+    match segments.split_first() {
+        None => out.push(value),
+        Some((Segment::Key(key), rest)) => {
+            if let Some(inner) = value.get(key.as_str()) {
+                collect(inner, rest, out);
+            }
+        }
+        Some((Segment::Each, rest)) => {
+            for item in value.as_array().into_iter().flatten() {
+                collect(item, rest, out);
+            }
+        }
     }
 }
 
