@@ -2,6 +2,7 @@
 
 mod support;
 
+mod aggregate;
 mod auth;
 mod balancing;
 mod binary;
