@@ -42,6 +42,7 @@ BACKEND_CONF = """
     listen 127.0.0.1:{port} reuseport backlog=4096;
     location = /small {{ default_type text/plain; return 200 "hello, world\\n"; }}
     location = /16k {{ default_type application/octet-stream; alias {dir}/16k.bin; }}
+    location = /json {{ default_type application/json; return 200 '{{"id":7,"name":"Ada","unread":3}}'; }}
   }}
 """
 
