@@ -327,3 +327,30 @@ routes:
         );
     }
 }
+
+#[tokio::test]
+async fn the_example_answers_as_the_readme_says() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/aggregate.yaml")).unwrap();
+    // The example calls itself: give it a free port of its own.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw = Gateway::start(&text.replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))).await;
+    let reply = get(&gw.url("/profile/7")).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.header("x-portico-partial"), "notifications");
+    assert_eq!(
+        reply.json(),
+        json!({
+            "user": {"id": 7, "name": "Ada Lovelace", "account_id": "acc-7"},
+            "recent_orders": {
+                "open": [{"id": 1, "status": "open", "total": 12.5}],
+                "shipped": [{"id": 2, "status": "shipped", "total": 30}]
+            },
+            "notifications": null,
+            "_partial": ["notifications"]
+        })
+    );
+}
