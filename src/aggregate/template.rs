@@ -235,7 +235,7 @@ mod tests {
         .unwrap();
         assert_eq!(template.needs().collect::<Vec<_>>(), vec![0]);
         let (parts, _) = http::Request::get("/profile/7?q=a%20b").body(()).unwrap().into_parts();
-        let params_list: crate::router::Params = vec![("user_id".into(), "7".to_string())].into();
+        let params_list: crate::router::Params = vec![("user_id".into(), "7".to_string())];
         let id = http::HeaderValue::from_static("r1");
         let ctx = RequestContext::new(&id, "127.0.0.1:1".parse().unwrap(), "r", &params_list, None);
         let answers = vec![Some(json!({"account_id": "a/1 b"})), None];

@@ -11,19 +11,17 @@ use std::time::{Duration, Instant};
 const KEY: &str = "mobile-app-key-0123456789";
 
 /// A JSON answer after `delay`.
-fn answer(
+async fn answer(
     status: u16,
     body: Value,
     delay: Duration,
-) -> impl std::future::Future<Output = Result<http::Response<Full<Bytes>>, std::convert::Infallible>> {
-    async move {
-        tokio::time::sleep(delay).await;
-        Ok(http::Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap())
-    }
+) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+    tokio::time::sleep(delay).await;
+    Ok(http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap())
 }
 
 /// What a service saw of a request: path and query, and the headers the
@@ -38,6 +36,7 @@ fn seen(request: &http::Request<hyper::body::Incoming>) -> Value {
         "x_tag": header("x-tag"),
         "x_request": header("x-request"),
         "x_client": header("x-client"),
+        "traceparent": header("traceparent"),
     })
 }
 
@@ -150,9 +149,14 @@ routes:
 async fn calls_run_in_parallel_after_what_they_need_and_compose_one_answer() {
     let gw = gateway().await;
     let started = Instant::now();
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let reply = get_with(
         &gw.url("/profile/7?tag=a%26b"),
-        &[("authorization", "Bearer t0k"), ("x-request-id", "req-42")],
+        &[
+            ("authorization", "Bearer t0k"),
+            ("x-request-id", "req-42"),
+            ("traceparent", trace),
+        ],
     )
     .await;
     let elapsed = started.elapsed();
@@ -184,6 +188,10 @@ async fn calls_run_in_parallel_after_what_they_need_and_compose_one_answer() {
     assert_eq!(notification_saw["uri"], "/notifications/7");
     assert_eq!(notification_saw["authorization"], "Bearer t0k");
     assert_eq!(notification_saw["request_id"], "req-42");
+    assert_eq!(
+        notification_saw["traceparent"], trace,
+        "trace context goes on (tracing is off here)"
+    );
 }
 
 #[tokio::test]
