@@ -8,10 +8,10 @@ share core 1; the targets alternate within each round; medians.
 
 Usage: bench/aggregate.sh [--rounds 5] [--duration 5]
 """
-import argparse, os, subprocess, sys
+import os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BACKEND, PORTICO, PROXY_CORE, measure, median, scratch_dir, start_backend, wait_port, wrk
+from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, median, scratch_dir, start_backend, wait_port, wrk
 
 GATEWAY = 18086
 
@@ -35,10 +35,7 @@ routes:
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
+    parser = arg_parser()
     args = parser.parse_args()
     tmp = scratch_dir("portico-aggregate-bench-")
     backend = start_backend(tmp)

@@ -11,10 +11,10 @@ request, and the ratio to the unauthenticated route.
 
 Usage: bench/auth.sh [--rounds 5] [--duration 5]
 """
-import argparse, base64, hashlib, hmac, json, os, subprocess, sys, time
+import base64, hashlib, hmac, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
+from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
                    wait_port, wrk_run)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,10 +59,7 @@ def measure(pid, path, header, connections, duration):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
+    parser = arg_parser()
     args = parser.parse_args()
     tmp = scratch_dir("portico-auth-bench-")
     backend = start_backend(tmp)

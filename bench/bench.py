@@ -163,16 +163,22 @@ def measure(target, path, connections, duration):
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
 
 
+def arg_parser():
+    """The options every bench takes: rounds, seconds a run, connections."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
+    parser.add_argument("--connections", type=int, default=32)
+    return parser
+
+
 def median(runs, key):
     values = [r[key] for r in runs if r[key] is not None]
     return statistics.median(values) if values else None
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per run")
-    parser.add_argument("--connections", type=int, default=32)
+    parser = arg_parser()
     parser.add_argument("--access-log", action="store_true",
                         help="both proxies write an access log to a file (nginx buffered, Portico JSON lines)")
     args = parser.parse_args()

@@ -11,10 +11,10 @@ against a local limit; Portico's RSS before and after.
 
 Usage: bench/limits.sh [--rounds 5] [--duration 5] [--keys 1000000]
 """
-import argparse, os, re, subprocess, sys
+import os, re, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
+from bench import (arg_parser, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
                    wait_port, wrk_run)
 
 GATEWAY, REDIS = 18084, 18098
@@ -67,10 +67,7 @@ def report(args, cases, runs):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
+    parser = arg_parser()
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--flood-only", action="store_true", help="only the distinct-keys memory run")
     args = parser.parse_args()

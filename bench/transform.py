@@ -9,10 +9,10 @@ the routes alternate within each round; medians.
 
 Usage: bench/transform.sh [--rounds 5] [--duration 5]
 """
-import argparse, json, os, subprocess, sys
+import json, os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
+from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
                    wait_port, wrk_run)
 
 GATEWAY = 18085
@@ -58,10 +58,7 @@ def run_wrk(url, script, connections, duration):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
+    parser = arg_parser()
     args = parser.parse_args()
     tmp = scratch_dir("portico-transform-bench-")
     body = body_2k()

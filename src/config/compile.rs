@@ -622,16 +622,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
                 compile_forward(&path, route, upstream, &params, known, errors).map(Action::Proxy)
             }
             (None, Some(respond)) => {
-                for (field, set) in [
-                    ("retries", route.retries.is_some()),
-                    ("rewrite", route.rewrite.is_some()),
-                    ("preserve_host", route.preserve_host),
-                    ("timeouts", route.timeouts.is_some()),
-                ] {
-                    if set {
-                        errors.push(format!("{path}.{field}"), "applies only to routes with an `upstream`");
-                    }
-                }
+                refuse_forward_settings(&path, route, "applies only to routes with an `upstream`", errors);
                 compile_respond(&format!("{path}.respond"), respond, errors).map(Action::Respond)
             }
             (Some(_), Some(_)) => {
@@ -661,6 +652,21 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
     out
 }
 
+/// `retries`, `rewrite`, `preserve_host` and `timeouts` shape the one
+/// upstream exchange of a proxying route; elsewhere they are errors.
+fn refuse_forward_settings(path: &str, route: &RouteConfig, why: &str, errors: &mut ConfigErrors) {
+    for (field, set) in [
+        ("retries", route.retries.is_some()),
+        ("rewrite", route.rewrite.is_some()),
+        ("preserve_host", route.preserve_host),
+        ("timeouts", route.timeouts.is_some()),
+    ] {
+        if set {
+            errors.push(format!("{path}.{field}"), why);
+        }
+    }
+}
+
 fn compile_aggregate(
     path: &str,
     route: &RouteConfig,
@@ -669,19 +675,12 @@ fn compile_aggregate(
     errors: &mut ConfigErrors,
 ) -> Option<crate::aggregate::Aggregate> {
     let config = route.aggregate.as_ref()?;
-    for (field, set) in [
-        ("retries", route.retries.is_some()),
-        ("rewrite", route.rewrite.is_some()),
-        ("preserve_host", route.preserve_host),
-        ("timeouts", route.timeouts.is_some()),
-    ] {
-        if set {
-            errors.push(
-                format!("{path}.{field}"),
-                "applies to routes with an `upstream`; an aggregate's calls use their upstreams' settings",
-            );
-        }
-    }
+    refuse_forward_settings(
+        path,
+        route,
+        "applies to routes with an `upstream`; an aggregate's calls use their upstreams' settings",
+        errors,
+    );
     // Each call goes through its upstream's pool with the upstream's own settings.
     let forwards = config
         .calls
