@@ -39,6 +39,8 @@ pub enum Phase {
     Limit,
     /// Request validation.
     Validate,
+    /// The response cache: answers from it skip the rest (`Plugin::cache`).
+    Cache,
     /// Rewrite the request before it goes upstream.
     TransformRequest,
     /// Rewrite the answer before it goes to the client (`on_response`).
@@ -267,6 +269,11 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
+    /// The response cache the proxy asks before going upstream (`cache`).
+    fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
+        None
+    }
+
     /// Checks or changes the body; `Ok(true)` when it changed it.
     fn transform_request_body(
         &self,
@@ -341,6 +348,7 @@ pub struct PluginFactory {
 
 pub mod acl;
 pub mod basic_auth;
+pub mod cache;
 pub mod concurrency_limit;
 pub mod cors;
 pub mod fetch;
@@ -370,6 +378,7 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "request_transform", build: transform::build_request },
     PluginFactory { name: "response_transform", build: transform::build_response },
     PluginFactory { name: "format", build: format::build },
+    PluginFactory { name: "cache", build: cache::build },
 ];
 
 /// The plugins that apply to one route, in phase order.
@@ -457,6 +466,11 @@ impl PluginChain {
 
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
+    }
+
+    /// The route's response cache, if it has one.
+    pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
+        self.plugins.iter().find_map(|p| p.cache())
     }
 
     /// The OpenAPI documents of the route's plugins.

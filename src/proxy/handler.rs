@@ -170,8 +170,8 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
 }
 
 async fn serve(
-    gateway: &Gateway,
-    conn: &Connection,
+    gateway: &Arc<Gateway>,
+    conn: &Arc<Connection>,
     request: Request<Incoming>,
     request_id: &HeaderValue,
     exchange: &mut Exchange,
@@ -245,6 +245,13 @@ async fn serve(
                     }
                     None => ClientBody::Stream(body),
                 };
+                if route.plugins.cache().is_some() {
+                    // The cache answers, or goes upstream and runs the response plugins
+                    // itself, so that what it stores is what clients get.
+                    let path_and_query = upstream_path_and_query(rewritten.as_deref(), &parts.uri)?;
+                    return cached(route, forward, gateway, conn, parts, body, path_and_query, request_id, &ctx, exchange)
+                        .await;
+                }
                 let upstream_request = UpstreamRequest {
                     path_and_query: upstream_path_and_query(rewritten.as_deref(), &parts.uri)?,
                     parts,
@@ -264,6 +271,96 @@ async fn serve(
     exchange.response_headers = std::mem::take(&mut ctx.response_headers);
     exchange.holds = std::mem::take(&mut ctx.holds);
     answer
+}
+
+/// A proxied request on a route with a `cache`: answered from it, or sent
+/// upstream through it.
+#[allow(clippy::too_many_arguments)]
+async fn cached(
+    route: &Route,
+    forward: &Forward,
+    gateway: &Arc<Gateway>,
+    conn: &Arc<Connection>,
+    parts: http::request::Parts,
+    body: ClientBody,
+    path_and_query: Option<PathAndQuery>,
+    request_id: &HeaderValue,
+    ctx: &RequestContext<'_>,
+    exchange: &mut Exchange,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Some(cache) = route.plugins.cache() else {
+        return Err(ProxyError::new(ErrorKind::Internal, "the route has no cache"));
+    };
+    let shared = CallContext {
+        metrics: exchange.metrics.as_ref(),
+        trace: exchange.trace.as_ref(),
+    };
+    // Sent once at most: only the first exchange carries the client's body.
+    let mut body = Some(body);
+    let record = std::sync::Mutex::new(CallRecord::default());
+    let fetch = |head: http::request::Parts| {
+        let body = body.take().unwrap_or(ClientBody::Transformed(Bytes::new()));
+        let request = UpstreamRequest {
+            parts: head,
+            body,
+            path_and_query: path_and_query.clone(),
+            request_id,
+        };
+        let record = &record;
+        async move {
+            let mut call = CallRecord::default();
+            let response = proxy(forward, conn, request, shared, &mut call).await;
+            *record.lock().unwrap_or_else(|p| p.into_inner()) = call;
+            run_response_plugins(route, response?, ctx).await
+        }
+    };
+    let served = cache.serve(&parts, ctx, fetch).await;
+    exchange.call = record.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (response, refresh) = served?;
+    if let Some(job) = refresh {
+        refresh_in_background(gateway.clone(), conn.clone(), route.name.clone(), parts, ctx.params.clone(), path_and_query, request_id.clone(), job);
+    }
+    Ok(response)
+}
+
+/// Revalidates a stale answer after it was served (`stale-while-revalidate`),
+/// through the route as it is in the gateway that served it.
+#[allow(clippy::too_many_arguments)]
+fn refresh_in_background(
+    gateway: Arc<Gateway>,
+    conn: Arc<Connection>,
+    route_name: Arc<str>,
+    head: http::request::Parts,
+    params: crate::router::Params,
+    path_and_query: Option<PathAndQuery>,
+    request_id: HeaderValue,
+    job: crate::cache::Refresh,
+) {
+    tokio::spawn(async move {
+        let Some(route) = gateway.routes.iter().map(|(_, route)| route).find(|r| r.name == route_name) else {
+            return;
+        };
+        let (Action::Proxy(forward), Some(cache)) = (&route.action, route.plugins.cache()) else { return };
+        let ctx = RequestContext::new(&request_id, conn.peer, &route.name, &params, route.upstream());
+        let shared = CallContext {
+            metrics: Some(&route.metrics),
+            trace: None,
+        };
+        let fetch = |head: http::request::Parts| {
+            let request = UpstreamRequest {
+                parts: head,
+                body: ClientBody::Transformed(Bytes::new()),
+                path_and_query: path_and_query.clone(),
+                request_id: &request_id,
+            };
+            let (conn, ctx) = (&conn, &ctx);
+            async move {
+                let response = proxy(forward, conn, request, shared, &mut CallRecord::default()).await?;
+                run_response_plugins(route, response, ctx).await
+            }
+        };
+        cache.refresh(job, &head, &ctx, fetch).await;
+    });
 }
 
 /// A CORS preflight (`OPTIONS` asking about another method) is routed as

@@ -114,7 +114,7 @@ impl RedisStore {
         Ok(store)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, String> {
+    pub(crate) async fn connection(&self) -> Result<ConnectionManager, String> {
         self.connection
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()

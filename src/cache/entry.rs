@@ -1,0 +1,64 @@
+//! A stored response: what was answered, and the RFC 9111 policy that
+//! says when it may be reused (`http-cache-semantics`).
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use http_cache_semantics::CachePolicy;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub policy: CachePolicy,
+    #[serde(with = "http_serde::status_code")]
+    pub status: StatusCode,
+    /// The headers as answered (the policy may hold a changed copy).
+    #[serde(with = "http_serde::header_map")]
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// `host/path?query`, for invalidation by URL and purges by prefix.
+    pub url: String,
+    /// From `Surrogate-Key` / `Cache-Tag`, for purges by key.
+    pub tags: Vec<String>,
+    /// `stale-while-revalidate` and `stale-if-error`, from the response or
+    /// the route's defaults.
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+    /// `must-revalidate` / `proxy-revalidate` / `no-cache`: never used stale.
+    pub must_revalidate: bool,
+    /// Its freshness lifetime, read when stored (the policy gives only
+    /// what is left of it).
+    pub lifetime: Duration,
+}
+
+/// What the primary key holds: the answer, or, for answers with `Vary`,
+/// the names of the request headers that pick the variant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Slot {
+    Answer(Box<Entry>),
+    Varies(Vec<String>),
+}
+
+impl Entry {
+    /// Bytes it holds, roughly: what the memory store's bound counts.
+    pub fn weight(&self) -> u32 {
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
+        u32::try_from(self.body.len() + 2 * headers + self.url.len() + 512).unwrap_or(u32::MAX)
+    }
+
+    /// How long after it stops being fresh it may still be of use: served
+    /// stale, or revalidated with its validators.
+    pub fn keep_for(&self, now: SystemTime) -> Duration {
+        let validators = self.headers.contains_key(http::header::ETAG)
+            || self.headers.contains_key(http::header::LAST_MODIFIED);
+        let revalidate = if validators { Duration::from_secs(600) } else { Duration::ZERO };
+        self.policy.time_to_live(now) + self.stale_while_revalidate.max(self.stale_if_error).max(revalidate)
+    }
+
+    /// How long it has been stale, `None` while fresh.
+    pub fn staleness(&self, now: SystemTime) -> Option<Duration> {
+        self.policy
+            .is_stale(now)
+            .then(|| self.policy.age(now).saturating_sub(self.lifetime))
+    }
+}

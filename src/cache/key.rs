@@ -1,0 +1,84 @@
+//! Cache keys: the method, host, path and query (all, sorted, or only
+//! some parameters), chosen request headers and, optionally, the consumer;
+//! hashed. Answers with `Vary` are stored under a variant key that adds
+//! the values of the headers they vary on.
+
+use crate::plugins::RequestContext;
+use http::HeaderName;
+use xxhash_rust::xxh3::xxh3_128;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryKey {
+    /// The query string as sent.
+    All,
+    /// Parameters sorted, so `?a=1&b=2` and `?b=2&a=1` are one answer.
+    Sorted,
+    /// Only these parameters, sorted.
+    Only(Vec<String>),
+    /// The query does not count.
+    Ignore,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub query: QueryKey,
+    pub headers: Vec<HeaderName>,
+    /// One answer per consumer: per-user answers are then safe to keep.
+    pub consumer: bool,
+}
+
+/// `host/path?query` of the request, as invalidation and purges name it.
+pub fn url(request: &http::request::Parts) -> String {
+    let host = crate::router::request_host(&request.uri, &request.headers).unwrap_or_default();
+    let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{host}{path}")
+}
+
+pub fn primary(route: &str, request: &http::request::Parts, ctx: &RequestContext<'_>, settings: &KeySettings) -> String {
+    let mut text = format!("{route}\n{}\n{}\n", request.method, request.uri.path());
+    text.push_str(&crate::router::request_host(&request.uri, &request.headers).unwrap_or_default());
+    text.push('\n');
+    let query = request.uri.query().unwrap_or("");
+    match &settings.query {
+        QueryKey::All => text.push_str(query),
+        QueryKey::Ignore => {}
+        QueryKey::Sorted | QueryKey::Only(_) => {
+            let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .filter(|(k, _)| match &settings.query {
+                    QueryKey::Only(names) => names.contains(k),
+                    _ => true,
+                })
+                .collect();
+            pairs.sort();
+            for (k, v) in pairs {
+                text.push_str(&format!("{k}={v}&"));
+            }
+        }
+    }
+    for name in &settings.headers {
+        text.push('\n');
+        for value in request.headers.get_all(name) {
+            text.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            text.push(',');
+        }
+    }
+    if settings.consumer {
+        text.push_str("\nconsumer:");
+        text.push_str(ctx.identity.as_ref().map_or("", |i| &i.name));
+    }
+    format!("{:032x}", xxh3_128(text.as_bytes()))
+}
+
+/// The key of the variant an answer with `Vary: names` is stored under.
+pub fn variant(primary: &str, names: &[String], headers: &http::HeaderMap) -> String {
+    let mut text = primary.to_string();
+    for name in names {
+        text.push('\n');
+        for value in headers.get_all(name.as_str()) {
+            text.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            text.push(',');
+        }
+    }
+    format!("{:032x}", xxh3_128(text.as_bytes()))
+}

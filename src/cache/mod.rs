@@ -1,0 +1,529 @@
+//! Response caching, as RFC 9111 specifies a shared cache: what may be
+//! stored, for how long it is fresh, when it must be revalidated (the
+//! policy itself is `http-cache-semantics`'), and the gateway's part around
+//! it: keys, variants (`Vary`), revalidation with conditional requests,
+//! answering clients' own conditional requests, serving stale answers
+//! (`stale-while-revalidate`, `stale-if-error`), coalescing concurrent
+//! misses into one upstream request, invalidation by unsafe methods, and
+//! the stores (`store`). The `cache` plugin configures it per route.
+
+pub mod entry;
+mod flights;
+mod key;
+pub mod store;
+
+use crate::body::ResponseBody;
+use crate::error::{ErrorKind, ProxyError};
+use crate::plugins::RequestContext;
+use crate::telemetry::metrics::Metrics;
+use crate::transform::{self, ReadAnswer};
+use bytes::Bytes;
+use entry::{Entry, Slot};
+use flights::{Flights, Joined};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode};
+use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
+pub use key::{KeySettings, QueryKey};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use store::Store;
+
+pub struct Settings {
+    /// Freshness for answers that give none.
+    pub ttl: Option<Duration>,
+    /// Use `ttl` whatever the answer says (unsafe for private data).
+    pub force_ttl: bool,
+    pub methods: Vec<Method>,
+    /// Statuses stored on `ttl` alone; `None`: those RFC 9110 calls
+    /// heuristically cacheable.
+    pub statuses: Option<Vec<StatusCode>>,
+    pub key: KeySettings,
+    /// Honour clients' `Cache-Control` / `Pragma` (the RFC), or ignore them.
+    pub honor_client: bool,
+    /// `X-Cache` (or another name), or none.
+    pub header: Option<HeaderName>,
+    /// Larger answers stream through, not stored.
+    pub max_body: u64,
+    /// How long a miss waits for the same key's request already upstream.
+    pub coalesce: Option<Duration>,
+    /// Defaults for answers that do not say.
+    pub stale_while_revalidate: Duration,
+    pub stale_if_error: Duration,
+}
+
+pub struct Cache {
+    pub settings: Settings,
+    store: Store,
+    flights: Flights,
+    route: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+/// How an answer was served, for `X-Cache` and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Stale,
+    Revalidated,
+    Bypass,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Stale => "STALE",
+            Outcome::Revalidated => "REVALIDATED",
+            Outcome::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// Request headers that never go into a stored policy (it may sit in a
+/// shared Redis): their presence is kept, their values are not.
+const SECRET_HEADERS: [&str; 3] = ["authorization", "cookie", "x-api-key"];
+
+impl Cache {
+    pub fn new(settings: Settings, store: Store, route: &str, metrics: Arc<Metrics>) -> Cache {
+        Cache {
+            settings,
+            store,
+            flights: Flights::default(),
+            route: route.into(),
+            metrics,
+        }
+    }
+
+    /// Answers `request` from the cache, or through `fetch` (the upstream
+    /// and the response plugins), storing what may be stored. Unsafe methods
+    /// invalidate what is stored for their URL. A stale answer served under
+    /// `stale-while-revalidate` comes with the `Refresh` to run afterwards.
+    pub async fn serve<F, Fut>(
+        &self,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+        mut fetch: F,
+    ) -> Result<(Response<ResponseBody>, Option<Refresh>), ProxyError>
+    where
+        F: FnMut(http::request::Parts) -> Fut,
+        Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
+    {
+        if !self.settings.methods.contains(&request.method) {
+            let response = fetch(clone_head(request)).await?;
+            if !request.method.is_safe() && (response.status().is_success() || response.status().is_redirection()) {
+                self.invalidate(request, &response).await;
+            }
+            return Ok((self.mark(response, Outcome::Bypass), None));
+        }
+        let client = Directives::of(&request.headers, self.settings.honor_client);
+        if client.no_store {
+            return Ok((self.mark(fetch(upstream_head(request)).await?, Outcome::Bypass), None));
+        }
+        let primary = key::primary(&self.route, request, ctx, &self.settings.key);
+        let now = SystemTime::now();
+        let mut stored = self.find(&primary, request).await;
+        if stored.is_none() && !client.only_if_cached {
+            // One request per key goes upstream; the others wait for its answer.
+            if let Joined::Lead(leader) = self.flights.join(&primary, self.settings.coalesce).await {
+                let response = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await;
+                drop(leader);
+                return response.map(|(r, o)| (self.mark(r, o), None));
+            }
+            stored = self.find(&primary, request).await;
+        }
+        let Some((variant, entry)) = stored else {
+            if client.only_if_cached {
+                return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "only-if-cached, and nothing is cached"));
+            }
+            let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
+            return Ok((self.mark(response, outcome), None));
+        };
+        let fresh = matches!(entry.policy.before_request(&policy_request(request), now), BeforeRequest::Fresh(_));
+        if fresh && !client.no_cache {
+            return Ok((self.answer(&entry, request, now, Outcome::Hit), None));
+        }
+        let staleness = entry.staleness(now).unwrap_or_default();
+        let usable_stale = !entry.must_revalidate && !client.no_cache && entry.policy.is_stale(now);
+        if usable_stale && staleness <= entry.stale_while_revalidate {
+            // Served now; refreshed for the next client.
+            let refresh = Refresh { variant, entry: entry.clone() };
+            return Ok((self.answer(&entry, request, now, Outcome::Stale), Some(refresh)));
+        }
+        let serve_stale_on_error = usable_stale && staleness <= entry.stale_if_error;
+        match self.fetch_and_store(&mut fetch, request, ctx, &variant, Some(&entry)).await {
+            Ok((response, _)) if serve_stale_on_error && response.status().is_server_error() => {
+                Ok((self.answer(&entry, request, now, Outcome::Stale), None))
+            }
+            Err(_) if serve_stale_on_error => Ok((self.answer(&entry, request, now, Outcome::Stale), None)),
+            Ok((response, outcome)) => Ok((self.mark(response, outcome), None)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Revalidates an answer served stale (`stale-while-revalidate`), once
+    /// at a time per answer, off the client's way.
+    pub async fn refresh<F, Fut>(&self, job: Refresh, request: &http::request::Parts, ctx: &RequestContext<'_>, mut fetch: F)
+    where
+        F: FnMut(http::request::Parts) -> Fut,
+        Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
+    {
+        let Some(_leader) = self.flights.try_lead(&job.variant) else { return };
+        if let Err(error) = self.fetch_and_store(&mut fetch, request, ctx, &job.variant, Some(&job.entry)).await {
+            tracing::debug!(route = &*self.route, %error, "a background refresh failed; the stale answer stays");
+        }
+    }
+
+    /// The stored answer for the request: its variant's key and entry.
+    async fn find(&self, primary: &str, request: &http::request::Parts) -> Option<(String, Arc<Entry>)> {
+        let slot = self.store.get(primary).await?;
+        match &*slot {
+            Slot::Answer(entry) => Some((primary.to_string(), Arc::new((**entry).clone()))),
+            Slot::Varies(names) => {
+                let variant = key::variant(primary, names, &request.headers);
+                match &*self.store.get(&variant).await? {
+                    Slot::Answer(entry) => Some((variant, Arc::new((**entry).clone()))),
+                    Slot::Varies(_) => None,
+                }
+            }
+        }
+    }
+
+    /// Goes upstream (conditionally, when `stale` has validators), stores
+    /// what may be stored, and answers the client (a 304 when its own
+    /// conditions hold).
+    async fn fetch_and_store<F, Fut>(
+        &self,
+        fetch: &mut F,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+        primary: &str,
+        stale: Option<&Entry>,
+    ) -> Result<(Response<ResponseBody>, Outcome), ProxyError>
+    where
+        F: FnMut(http::request::Parts) -> Fut,
+        Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
+    {
+        let mut upstream = upstream_head(request);
+        if let Some(stale) = stale {
+            if let Some(etag) = stale.headers.get(header::ETAG) {
+                upstream.headers.insert(header::IF_NONE_MATCH, etag.clone());
+            } else if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
+                upstream.headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+            }
+        }
+        let requested_at = SystemTime::now();
+        let response = fetch(upstream).await?;
+        let now = SystemTime::now();
+        if let (Some(stale), StatusCode::NOT_MODIFIED) = (stale, response.status()) {
+            // The stored body is still good: its headers are updated from the 304.
+            let mut headers = stale.headers.clone();
+            for (name, value) in response.headers() {
+                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            let refreshed = self.entry(request, ctx, stale.status, headers, stale.body.clone(), requested_at, now);
+            if let Some(entry) = refreshed {
+                let answer = self.answer(&entry, request, now, Outcome::Revalidated);
+                self.store_entry(primary, request, entry).await;
+                return Ok((answer, Outcome::Revalidated));
+            }
+            return Ok((self.answer(stale, request, now, Outcome::Revalidated), Outcome::Revalidated));
+        }
+        let (parts, body) = response.into_parts();
+        if !self.may_store(&parts) {
+            return Ok((Response::from_parts(parts, body), Outcome::Miss));
+        }
+        let bytes = match transform::read_response(body, self.settings.max_body, false).await? {
+            ReadAnswer::Whole(bytes) => bytes,
+            // Too large to keep: it streams on, read-ahead first.
+            ReadAnswer::TooLarge(body) => return Ok((Response::from_parts(parts, body), Outcome::Miss)),
+        };
+        match self.entry(request, ctx, parts.status, parts.headers.clone(), bytes.clone(), requested_at, now) {
+            Some(entry) => {
+                let answer = self.answer(&entry, request, now, Outcome::Miss);
+                self.store_entry(primary, request, entry).await;
+                Ok((answer, Outcome::Miss))
+            }
+            None => Ok((Response::from_parts(parts, ResponseBody::full(bytes)), Outcome::Miss)),
+        }
+    }
+
+    /// Checks that need no policy: the status, `Set-Cookie`, `Vary: *`,
+    /// and secrets in `Vary`.
+    fn may_store(&self, response: &http::response::Parts) -> bool {
+        let status_ok = match &self.settings.statuses {
+            Some(statuses) => statuses.contains(&response.status),
+            None => true,
+        };
+        let varies: Vec<String> = vary_names(&response.headers);
+        status_ok
+            && (self.settings.force_ttl || !response.headers.contains_key(header::SET_COOKIE))
+            && !varies.iter().any(|v| v == "*" || SECRET_HEADERS.contains(&v.as_str()))
+    }
+
+    /// The entry for an answer, if the policy lets it be stored.
+    #[allow(clippy::too_many_arguments)]
+    fn entry(
+        &self,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+        status: StatusCode,
+        headers: http::HeaderMap,
+        body: Bytes,
+        requested_at: SystemTime,
+        now: SystemTime,
+    ) -> Option<Entry> {
+        let mut seen = http::response::Builder::new().status(status).body(()).ok()?.into_parts().0;
+        seen.headers = headers.clone();
+        let directives = Directives::of(&headers, true);
+        let explicit = directives.max_age || headers.contains_key(header::EXPIRES);
+        if let Some(ttl) = self.settings.ttl {
+            if self.settings.force_ttl {
+                for name in [header::CACHE_CONTROL, header::EXPIRES, header::PRAGMA, header::SET_COOKIE] {
+                    seen.headers.remove(name);
+                }
+            }
+            if self.settings.force_ttl || !explicit {
+                let value = format!("max-age={0}, s-maxage={0}", ttl.as_secs());
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    seen.headers.append(header::CACHE_CONTROL, value);
+                }
+            }
+        }
+        // Keyed by consumer, the cache is each consumer's own: `private`
+        // answers may be kept, as a browser keeps them.
+        let shared = !(self.settings.key.consumer && ctx.identity.is_some());
+        let options = CacheOptions {
+            shared,
+            ..CacheOptions::default()
+        };
+        let mut policy_request = policy_request(request);
+        if self.settings.force_ttl {
+            policy_request.headers.remove(header::AUTHORIZATION);
+        }
+        let policy = CachePolicy::new_options(&policy_request, &seen, requested_at, options);
+        if !policy.is_storable() || policy.time_to_live(now).is_zero() && !has_validators(&headers) {
+            return None;
+        }
+        let lifetime = policy.time_to_live(now) + policy.age(now);
+        Some(Entry {
+            policy,
+            status,
+            url: key::url(request),
+            tags: tags(&headers),
+            stale_while_revalidate: directives.stale_while_revalidate.unwrap_or(self.settings.stale_while_revalidate),
+            stale_if_error: directives.stale_if_error.unwrap_or(self.settings.stale_if_error),
+            must_revalidate: directives.must_revalidate,
+            lifetime,
+            headers,
+            body,
+        })
+    }
+
+    async fn store_entry(&self, primary: &str, request: &http::request::Parts, entry: Entry) {
+        let names = vary_names(&entry.headers);
+        if names.is_empty() {
+            self.store.put(primary, Slot::Answer(Box::new(entry))).await;
+        } else {
+            let variant = key::variant(primary, &names, &request.headers);
+            self.store.put(primary, Slot::Varies(names)).await;
+            self.store.put(&variant, Slot::Answer(Box::new(entry))).await;
+        }
+    }
+
+    /// A stored answer for the client: with its `Age`, or a 304 when the
+    /// client's own conditions hold.
+    fn answer(&self, entry: &Entry, request: &http::request::Parts, now: SystemTime, outcome: Outcome) -> Response<ResponseBody> {
+        let mut headers = entry.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(entry.policy.age(now).as_secs()));
+        let response = if entry.status == StatusCode::OK && not_modified(&request.headers, &headers) {
+            for name in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
+                headers.remove(name);
+            }
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = headers;
+            response
+        } else {
+            let body = if request.method == Method::HEAD { Bytes::new() } else { entry.body.clone() };
+            let mut response = Response::new(ResponseBody::full(body));
+            *response.status_mut() = entry.status;
+            *response.headers_mut() = headers;
+            response
+        };
+        self.mark(response, outcome)
+    }
+
+    fn mark(&self, mut response: Response<ResponseBody>, outcome: Outcome) -> Response<ResponseBody> {
+        self.metrics.cache_lookup(&self.route, &outcome.as_str().to_ascii_lowercase());
+        if let Some(name) = &self.settings.header {
+            response
+                .headers_mut()
+                .insert(name.clone(), HeaderValue::from_static(outcome.as_str()));
+        }
+        response
+    }
+
+    /// After an unsafe method succeeded: its URL, and the `Location` and
+    /// `Content-Location` it names on the same host, are forgotten.
+    async fn invalidate(&self, request: &http::request::Parts, response: &Response<ResponseBody>) {
+        let url = key::url(request);
+        self.store.invalidate_url(&url).await;
+        let host = url.split('/').next().unwrap_or_default().to_string();
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(target) = response.headers().get(name).and_then(|v| v.to_str().ok()) else { continue };
+            let Ok(uri) = target.parse::<http::Uri>() else { continue };
+            let same_host = uri.host().is_none_or(|h| h.eq_ignore_ascii_case(&host));
+            if let (true, Some(path)) = (same_host, uri.path_and_query()) {
+                self.store.invalidate_url(&format!("{host}{path}")).await;
+            }
+        }
+    }
+
+}
+
+/// An answer served stale, to revalidate after (`Cache::refresh`).
+pub struct Refresh {
+    variant: String,
+    entry: Arc<Entry>,
+}
+
+/// What the cache needs of a request's (or an answer's) `Cache-Control`.
+#[derive(Default)]
+struct Directives {
+    no_store: bool,
+    no_cache: bool,
+    only_if_cached: bool,
+    max_age: bool,
+    must_revalidate: bool,
+    stale_while_revalidate: Option<Duration>,
+    stale_if_error: Option<Duration>,
+}
+
+impl Directives {
+    fn of(headers: &http::HeaderMap, honored: bool) -> Directives {
+        let mut out = Directives::default();
+        if !honored {
+            return out;
+        }
+        let mut any = false;
+        for value in headers.get_all(header::CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
+            for directive in value.split(',') {
+                any = true;
+                let (name, argument) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim().trim_matches('"'))),
+                    None => (directive.trim().to_ascii_lowercase(), None),
+                };
+                let seconds = || argument.and_then(|a| a.parse::<u64>().ok()).map(Duration::from_secs);
+                match name.as_str() {
+                    "no-store" => out.no_store = true,
+                    "no-cache" => out.no_cache = true,
+                    "only-if-cached" => out.only_if_cached = true,
+                    "max-age" | "s-maxage" => out.max_age = true,
+                    "must-revalidate" | "proxy-revalidate" => out.must_revalidate = true,
+                    "stale-while-revalidate" => out.stale_while_revalidate = seconds(),
+                    "stale-if-error" => out.stale_if_error = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        // `Pragma: no-cache` counts only without `Cache-Control` (RFC 9111 §5.4).
+        if !any
+            && headers
+                .get_all(header::PRAGMA)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache")))
+        {
+            out.no_cache = true;
+        }
+        out.must_revalidate |= out.no_cache;
+        out
+    }
+}
+
+fn clone_head(request: &http::request::Parts) -> http::request::Parts {
+    let mut builder = http::Request::builder()
+        .method(request.method.clone())
+        .uri(request.uri.clone())
+        .version(request.version);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = request.headers.clone();
+    }
+    builder.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| http::Request::new(()).into_parts().0)
+}
+
+/// The request as sent upstream to fill the cache: the client's own
+/// conditions are the cache's to answer, so they do not go upstream.
+fn upstream_head(request: &http::request::Parts) -> http::request::Parts {
+    let mut head = clone_head(request);
+    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE] {
+        head.headers.remove(name);
+    }
+    head
+}
+
+/// The request as the policy keeps it: secrets replaced by a mark.
+fn policy_request(request: &http::request::Parts) -> http::request::Parts {
+    let mut head = clone_head(request);
+    for name in SECRET_HEADERS {
+        if head.headers.contains_key(name) {
+            head.headers.insert(name, HeaderValue::from_static("[redacted]"));
+        }
+    }
+    head
+}
+
+fn has_validators(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+}
+
+fn vary_names(headers: &http::HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+fn tags(headers: &http::HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = ["surrogate-key", "cache-tag"]
+        .iter()
+        .flat_map(|name| headers.get_all(*name).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// Do the client's `If-None-Match` / `If-Modified-Since` hold against
+/// this answer (RFC 9110 §13.1.2, §13.1.3; weak comparison)?
+fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap) -> bool {
+    if let Some(wanted) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+        return wanted.trim() == "*" || wanted.split(',').any(|tag| opaque(tag) == opaque(etag));
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = response
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
