@@ -232,6 +232,25 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
             );
             Ok(response)
         }),
+        ["cache"] => only(&method, &[Method::GET], || json(StatusCode::OK, &views::cache(control))),
+        ["cache", "purge"] => {
+            if method != Method::POST {
+                return Err(not_allowed(&[Method::POST]));
+            }
+            let body = read_json(request).await?;
+            let what: crate::cache::store::Purge = serde_json::from_value(body).map_err(|e| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "expected {{\"url\": \"host/path?query\"}}, {{\"prefix\": \"/path\"}}, {{\"tag\": \"key\"}} or \"all\": {e}"
+                    ),
+                )
+            })?;
+            match views::purge(control, &what).await {
+                Ok(report) => json(StatusCode::OK, &report),
+                Err(why) => Err(error(StatusCode::SERVICE_UNAVAILABLE, &why)),
+            }
+        }
         ["explain"] => {
             if method != Method::POST {
                 return Err(not_allowed(&[Method::POST]));

@@ -240,3 +240,43 @@ pub fn refresh_gauges(control: &Control) {
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&humantime::format_rfc3339_millis(*time))
 }
+
+/// The cache stores in use: the memory store's bound and bytes held, and
+/// whether answers are also kept in Redis.
+pub fn cache(control: &Control) -> serde_json::Value {
+    let memory = memory_store(control).map(|store| {
+        serde_json::json!({ "bound_bytes": store.bound(), "used_bytes": store.weighted_size() })
+    });
+    serde_json::json!({ "memory": memory, "redis": redis_url(control).is_some() })
+}
+
+/// Purges the memory store and, with `cluster.redis`, the Redis store.
+pub async fn purge(control: &Control, what: &crate::cache::store::Purge) -> Result<serde_json::Value, String> {
+    use crate::cache::store::Store;
+    let mut purged = Vec::new();
+    if let Some(store) = memory_store(control) {
+        Store::Memory(store).purge(what).await?;
+        purged.push("memory");
+    }
+    if let Some(url) = redis_url(control) {
+        let redis = crate::ratelimit::redis::RedisStore::shared(&url)?;
+        Store::Redis(redis)
+            .purge(what)
+            .await
+            .map_err(|e| format!("the cache's Redis cannot be purged now: {e}"))?;
+        purged.push("redis");
+    }
+    Ok(serde_json::json!({ "purged": purged }))
+}
+
+fn memory_store(control: &Control) -> Option<std::sync::Arc<crate::cache::store::MemoryStore>> {
+    use crate::plugins::cache::{MemoryStores, MEMORY_STORES};
+    control
+        .plugin_state()
+        .get_or_insert(MEMORY_STORES, MemoryStores::default)
+        .current()
+}
+
+fn redis_url(control: &Control) -> Option<String> {
+    control.gateway().source.cluster.as_ref()?.redis.clone()
+}

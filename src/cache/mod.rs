@@ -141,7 +141,7 @@ impl Cache {
             let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         };
-        let fresh = matches!(entry.policy.before_request(&policy_request(request), now), BeforeRequest::Fresh(_));
+        let fresh = matches!(entry.policy.before_request(&self.policy_request(request), now), BeforeRequest::Fresh(_));
         if fresh && !client.no_cache {
             return Ok((self.answer(&entry, request, now, Outcome::Hit), None));
         }
@@ -301,7 +301,7 @@ impl Cache {
             shared,
             ..CacheOptions::default()
         };
-        let mut policy_request = policy_request(request);
+        let mut policy_request = self.policy_request(request);
         if self.settings.force_ttl {
             policy_request.headers.remove(header::AUTHORIZATION);
         }
@@ -466,15 +466,22 @@ fn upstream_head(request: &http::request::Parts) -> http::request::Parts {
     head
 }
 
-/// The request as the policy keeps it: secrets replaced by a mark.
-fn policy_request(request: &http::request::Parts) -> http::request::Parts {
-    let mut head = clone_head(request);
-    for name in SECRET_HEADERS {
-        if head.headers.contains_key(name) {
-            head.headers.insert(name, HeaderValue::from_static("[redacted]"));
+impl Cache {
+    /// The request as the policy sees and keeps it: secrets replaced by a
+    /// mark, and the client's directives gone when they are ignored.
+    fn policy_request(&self, request: &http::request::Parts) -> http::request::Parts {
+        let mut head = clone_head(request);
+        for name in SECRET_HEADERS {
+            if head.headers.contains_key(name) {
+                head.headers.insert(name, HeaderValue::from_static("[redacted]"));
+            }
         }
+        if !self.settings.honor_client {
+            head.headers.remove(header::CACHE_CONTROL);
+            head.headers.remove(header::PRAGMA);
+        }
+        head
     }
-    head
 }
 
 fn has_validators(headers: &http::HeaderMap) -> bool {

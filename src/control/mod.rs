@@ -222,6 +222,11 @@ impl Control {
         &self.server
     }
 
+    /// State plugins keep for the life of the process (the cache's memory store).
+    pub fn plugin_state(&self) -> &PluginState {
+        &self.plugin_state
+    }
+
     pub fn gateway(&self) -> Arc<Gateway> {
         self.server.gateway()
     }

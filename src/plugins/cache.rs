@@ -47,9 +47,9 @@ struct Config {
     stale_if_error: Option<ConfigDuration>,
     /// `memory` or `redis` (`cluster.redis`); default: redis when set.
     store: Option<StoreKind>,
-    /// The memory store's bound, for every route together.
-    #[serde(default = "default_memory")]
-    memory: ByteSize,
+    /// The memory store's bound, for every route together (default 64 MiB):
+    /// set it in one block, the global one say. A new bound starts an empty store.
+    memory: Option<ByteSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,9 +105,7 @@ fn default_coalesce() -> ConfigDuration {
     ConfigDuration(Duration::from_secs(5))
 }
 
-fn default_memory() -> ByteSize {
-    ByteSize(64 * 1024 * 1024)
-}
+const DEFAULT_MEMORY: u64 = 64 * 1024 * 1024;
 
 /// The process's memory store, kept across reloads; a new bound makes a new one.
 #[derive(Default)]
@@ -116,11 +114,15 @@ pub struct MemoryStores {
 }
 
 impl MemoryStores {
-    fn with_bound(&self, bound: u64) -> Arc<MemoryStore> {
+    /// The store, with `bound` if given (a block that gives none takes the
+    /// store as it is).
+    fn with_bound(&self, bound: Option<u64>) -> Arc<MemoryStore> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match &*current {
-            Some(store) if store.bound() == bound => store.clone(),
-            _ => {
+        match (&*current, bound) {
+            (Some(store), None) => store.clone(),
+            (Some(store), Some(bound)) if store.bound() == bound => store.clone(),
+            (_, bound) => {
+                let bound = bound.unwrap_or(DEFAULT_MEMORY);
                 let store = Arc::new(MemoryStore::new(bound));
                 *current = Some(store.clone());
                 store
@@ -192,7 +194,7 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
                 .context
                 .shared
                 .get_or_insert(MEMORY_STORES, MemoryStores::default)
-                .with_bound(config.memory.get()),
+                .with_bound(config.memory.map(ByteSize::get)),
         )),
         (_, Some(redis)) => Some(Store::Redis(redis.clone())),
     };

@@ -6,6 +6,7 @@ mod aggregate;
 mod auth;
 mod balancing;
 mod binary;
+mod cache;
 mod failures;
 mod forwarding;
 mod jwt;
