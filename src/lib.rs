@@ -9,9 +9,9 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
-pub mod cache;
 pub mod aggregate;
 pub mod body;
+pub mod cache;
 pub mod config;
 pub mod consumers;
 pub mod control;

@@ -244,9 +244,8 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 /// The cache stores in use: the memory store's bound and bytes held, and
 /// whether answers are also kept in Redis.
 pub fn cache(control: &Control) -> serde_json::Value {
-    let memory = memory_store(control).map(|store| {
-        serde_json::json!({ "bound_bytes": store.bound(), "used_bytes": store.weighted_size() })
-    });
+    let memory = memory_store(control)
+        .map(|store| serde_json::json!({ "bound_bytes": store.bound(), "used_bytes": store.weighted_size() }));
     serde_json::json!({ "memory": memory, "redis": redis_url(control).is_some() })
 }
 

@@ -49,9 +49,13 @@ impl Entry {
     /// How long after it stops being fresh it may still be of use: served
     /// stale, or revalidated with its validators.
     pub fn keep_for(&self, now: SystemTime) -> Duration {
-        let validators = self.headers.contains_key(http::header::ETAG)
-            || self.headers.contains_key(http::header::LAST_MODIFIED);
-        let revalidate = if validators { Duration::from_secs(600) } else { Duration::ZERO };
+        let validators =
+            self.headers.contains_key(http::header::ETAG) || self.headers.contains_key(http::header::LAST_MODIFIED);
+        let revalidate = if validators {
+            Duration::from_secs(600)
+        } else {
+            Duration::ZERO
+        };
         self.policy.time_to_live(now) + self.stale_while_revalidate.max(self.stale_if_error).max(revalidate)
     }
 

@@ -40,7 +40,10 @@ impl Flights {
     /// `wait` (coalescing off), every request leads.
     pub async fn join(&self, key: &str, wait: Option<Duration>) -> Joined<'_> {
         let Some(wait) = wait else {
-            return Joined::Lead(Leader { flights: None, key: String::new() });
+            return Joined::Lead(Leader {
+                flights: None,
+                key: String::new(),
+            });
         };
         let notified = {
             let mut leaders = self.leaders.lock().unwrap_or_else(|p| p.into_inner());

@@ -34,7 +34,12 @@ pub fn url(request: &http::request::Parts) -> String {
     format!("{host}{path}")
 }
 
-pub fn primary(route: &str, request: &http::request::Parts, ctx: &RequestContext<'_>, settings: &KeySettings) -> String {
+pub fn primary(
+    route: &str,
+    request: &http::request::Parts,
+    ctx: &RequestContext<'_>,
+    settings: &KeySettings,
+) -> String {
     let mut text = format!("{route}\n{}\n{}\n", request.method, request.uri.path());
     text.push_str(&crate::router::request_host(&request.uri, &request.headers).unwrap_or_default());
     text.push('\n');

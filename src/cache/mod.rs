@@ -136,12 +136,18 @@ impl Cache {
         }
         let Some((variant, entry)) = stored else {
             if client.only_if_cached {
-                return Err(ProxyError::new(ErrorKind::UpstreamTimeout, "only-if-cached, and nothing is cached"));
+                return Err(ProxyError::new(
+                    ErrorKind::UpstreamTimeout,
+                    "only-if-cached, and nothing is cached",
+                ));
             }
             let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         };
-        let fresh = matches!(entry.policy.before_request(&self.policy_request(request), now), BeforeRequest::Fresh(_));
+        let fresh = matches!(
+            entry.policy.before_request(&self.policy_request(request), now),
+            BeforeRequest::Fresh(_)
+        );
         if fresh && !client.no_cache {
             return Ok((self.answer(&entry, request, now, Outcome::Hit), None));
         }
@@ -149,11 +155,17 @@ impl Cache {
         let usable_stale = !entry.must_revalidate && !client.no_cache && entry.policy.is_stale(now);
         if usable_stale && staleness <= entry.stale_while_revalidate {
             // Served now; refreshed for the next client.
-            let refresh = Refresh { variant, entry: entry.clone() };
+            let refresh = Refresh {
+                variant,
+                entry: entry.clone(),
+            };
             return Ok((self.answer(&entry, request, now, Outcome::Stale), Some(refresh)));
         }
         let serve_stale_on_error = usable_stale && staleness <= entry.stale_if_error;
-        match self.fetch_and_store(&mut fetch, request, ctx, &variant, Some(&entry)).await {
+        match self
+            .fetch_and_store(&mut fetch, request, ctx, &variant, Some(&entry))
+            .await
+        {
             Ok((response, _)) if serve_stale_on_error && response.status().is_server_error() => {
                 Ok((self.answer(&entry, request, now, Outcome::Stale), None))
             }
@@ -165,13 +177,23 @@ impl Cache {
 
     /// Revalidates an answer served stale (`stale-while-revalidate`), once
     /// at a time per answer, off the client's way.
-    pub async fn refresh<F, Fut>(&self, job: Refresh, request: &http::request::Parts, ctx: &RequestContext<'_>, mut fetch: F)
-    where
+    pub async fn refresh<F, Fut>(
+        &self,
+        job: Refresh,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+        mut fetch: F,
+    ) where
         F: FnMut(http::request::Parts) -> Fut,
         Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
     {
-        let Some(_leader) = self.flights.try_lead(&job.variant) else { return };
-        if let Err(error) = self.fetch_and_store(&mut fetch, request, ctx, &job.variant, Some(&job.entry)).await {
+        let Some(_leader) = self.flights.try_lead(&job.variant) else {
+            return;
+        };
+        if let Err(error) = self
+            .fetch_and_store(&mut fetch, request, ctx, &job.variant, Some(&job.entry))
+            .await
+        {
             tracing::debug!(route = &*self.route, %error, "a background refresh failed; the stale answer stays");
         }
     }
@@ -225,13 +247,24 @@ impl Cache {
                     headers.insert(name.clone(), value.clone());
                 }
             }
-            let refreshed = self.entry(request, ctx, stale.status, headers, stale.body.clone(), requested_at, now);
+            let refreshed = self.entry(
+                request,
+                ctx,
+                stale.status,
+                headers,
+                stale.body.clone(),
+                requested_at,
+                now,
+            );
             if let Some(entry) = refreshed {
                 let answer = self.answer(&entry, request, now, Outcome::Revalidated);
                 self.store_entry(primary, request, entry).await;
                 return Ok((answer, Outcome::Revalidated));
             }
-            return Ok((self.answer(stale, request, now, Outcome::Revalidated), Outcome::Revalidated));
+            return Ok((
+                self.answer(stale, request, now, Outcome::Revalidated),
+                Outcome::Revalidated,
+            ));
         }
         let (parts, body) = response.into_parts();
         if !self.may_store(&parts) {
@@ -242,7 +275,15 @@ impl Cache {
             // Too large to keep: it streams on, read-ahead first.
             ReadAnswer::TooLarge(body) => return Ok((Response::from_parts(parts, body), Outcome::Miss)),
         };
-        match self.entry(request, ctx, parts.status, parts.headers.clone(), bytes.clone(), requested_at, now) {
+        match self.entry(
+            request,
+            ctx,
+            parts.status,
+            parts.headers.clone(),
+            bytes.clone(),
+            requested_at,
+            now,
+        ) {
             Some(entry) => {
                 let answer = self.answer(&entry, request, now, Outcome::Miss);
                 self.store_entry(primary, request, entry).await;
@@ -277,13 +318,23 @@ impl Cache {
         requested_at: SystemTime,
         now: SystemTime,
     ) -> Option<Entry> {
-        let mut seen = http::response::Builder::new().status(status).body(()).ok()?.into_parts().0;
+        let mut seen = http::response::Builder::new()
+            .status(status)
+            .body(())
+            .ok()?
+            .into_parts()
+            .0;
         seen.headers = headers.clone();
         let directives = Directives::of(&headers, true);
         let explicit = directives.max_age || headers.contains_key(header::EXPIRES);
         if let Some(ttl) = self.settings.ttl {
             if self.settings.force_ttl {
-                for name in [header::CACHE_CONTROL, header::EXPIRES, header::PRAGMA, header::SET_COOKIE] {
+                for name in [
+                    header::CACHE_CONTROL,
+                    header::EXPIRES,
+                    header::PRAGMA,
+                    header::SET_COOKIE,
+                ] {
                     seen.headers.remove(name);
                 }
             }
@@ -315,7 +366,9 @@ impl Cache {
             status,
             url: key::url(request),
             tags: tags(&headers),
-            stale_while_revalidate: directives.stale_while_revalidate.unwrap_or(self.settings.stale_while_revalidate),
+            stale_while_revalidate: directives
+                .stale_while_revalidate
+                .unwrap_or(self.settings.stale_while_revalidate),
             stale_if_error: directives.stale_if_error.unwrap_or(self.settings.stale_if_error),
             must_revalidate: directives.must_revalidate,
             lifetime,
@@ -337,7 +390,13 @@ impl Cache {
 
     /// A stored answer for the client: with its `Age`, or a 304 when the
     /// client's own conditions hold.
-    fn answer(&self, entry: &Entry, request: &http::request::Parts, now: SystemTime, outcome: Outcome) -> Response<ResponseBody> {
+    fn answer(
+        &self,
+        entry: &Entry,
+        request: &http::request::Parts,
+        now: SystemTime,
+        outcome: Outcome,
+    ) -> Response<ResponseBody> {
         let mut headers = entry.headers.clone();
         headers.insert(header::AGE, HeaderValue::from(entry.policy.age(now).as_secs()));
         let response = if entry.status == StatusCode::OK && not_modified(&request.headers, &headers) {
@@ -349,7 +408,11 @@ impl Cache {
             *response.headers_mut() = headers;
             response
         } else {
-            let body = if request.method == Method::HEAD { Bytes::new() } else { entry.body.clone() };
+            let body = if request.method == Method::HEAD {
+                Bytes::new()
+            } else {
+                entry.body.clone()
+            };
             let mut response = Response::new(ResponseBody::full(body));
             *response.status_mut() = entry.status;
             *response.headers_mut() = headers;
@@ -359,7 +422,8 @@ impl Cache {
     }
 
     fn mark(&self, mut response: Response<ResponseBody>, outcome: Outcome) -> Response<ResponseBody> {
-        self.metrics.cache_lookup(&self.route, &outcome.as_str().to_ascii_lowercase());
+        self.metrics
+            .cache_lookup(&self.route, &outcome.as_str().to_ascii_lowercase());
         if let Some(name) = &self.settings.header {
             response
                 .headers_mut()
@@ -375,7 +439,9 @@ impl Cache {
         self.store.invalidate_url(&url).await;
         let host = url.split('/').next().unwrap_or_default().to_string();
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            let Some(target) = response.headers().get(name).and_then(|v| v.to_str().ok()) else { continue };
+            let Some(target) = response.headers().get(name).and_then(|v| v.to_str().ok()) else {
+                continue;
+            };
             let Ok(uri) = target.parse::<http::Uri>() else { continue };
             let same_host = uri.host().is_none_or(|h| h.eq_ignore_ascii_case(&host));
             if let (true, Some(path)) = (same_host, uri.path_and_query()) {
@@ -383,7 +449,6 @@ impl Cache {
             }
         }
     }
-
 }
 
 /// An answer served stale, to revalidate after (`Cache::refresh`).
@@ -411,7 +476,11 @@ impl Directives {
             return out;
         }
         let mut any = false;
-        for value in headers.get_all(header::CACHE_CONTROL).iter().filter_map(|v| v.to_str().ok()) {
+        for value in headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
             for directive in value.split(',') {
                 any = true;
                 let (name, argument) = match directive.split_once('=') {
@@ -453,14 +522,23 @@ fn clone_head(request: &http::request::Parts) -> http::request::Parts {
     if let Some(headers) = builder.headers_mut() {
         *headers = request.headers.clone();
     }
-    builder.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| http::Request::new(()).into_parts().0)
+    builder
+        .body(())
+        .map(|r| r.into_parts().0)
+        .unwrap_or_else(|_| http::Request::new(()).into_parts().0)
 }
 
 /// The request as sent upstream to fill the cache: the client's own
 /// conditions are the cache's to answer, so they do not go upstream.
 fn upstream_head(request: &http::request::Parts) -> http::request::Parts {
     let mut head = clone_head(request);
-    for name in [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_MATCH, header::IF_UNMODIFIED_SINCE, header::IF_RANGE] {
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+    ] {
         head.headers.remove(name);
     }
     head
@@ -520,7 +598,9 @@ fn tags(headers: &http::HeaderMap) -> Vec<String> {
 /// this answer (RFC 9110 §13.1.2, §13.1.3; weak comparison)?
 fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap) -> bool {
     if let Some(wanted) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else { return false };
+        let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
         let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
         return wanted.trim() == "*" || wanted.split(',').any(|tag| opaque(tag) == opaque(etag));
     }

@@ -98,8 +98,12 @@ impl Store {
                     Slot::Answer(entry) => entry.keep_for(SystemTime::now()),
                     Slot::Varies(_) => Duration::from_secs(24 * 3600),
                 };
-                let Ok(bytes) = postcard::to_allocvec(&slot) else { return };
-                let Ok(mut connection) = redis.connection().await else { return };
+                let Ok(bytes) = postcard::to_allocvec(&slot) else {
+                    return;
+                };
+                let Ok(mut connection) = redis.connection().await else {
+                    return;
+                };
                 let entry_key = format!("{PREFIX}e:{key}");
                 let ms = keep.as_millis().clamp(1, u64::MAX as u128) as u64;
                 let mut pipe = redis::pipe();
@@ -153,7 +157,9 @@ impl Store {
                     Purge::Prefix(prefix) => {
                         let all = scan(&mut connection, &format!("{PREFIX}u:*")).await?;
                         let offset = format!("{PREFIX}u:").len();
-                        all.into_iter().filter(|set| path_of(&set[offset..]).starts_with(prefix.as_str())).collect()
+                        all.into_iter()
+                            .filter(|set| path_of(&set[offset..]).starts_with(prefix.as_str()))
+                            .collect()
                     }
                     Purge::All => {
                         let all = scan(&mut connection, &format!("{PREFIX}*")).await?;

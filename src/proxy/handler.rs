@@ -249,8 +249,19 @@ async fn serve(
                     // The cache answers, or goes upstream and runs the response plugins
                     // itself, so that what it stores is what clients get.
                     let path_and_query = upstream_path_and_query(rewritten.as_deref(), &parts.uri)?;
-                    return cached(route, forward, gateway, conn, parts, body, path_and_query, request_id, &ctx, exchange)
-                        .await;
+                    return cached(
+                        route,
+                        forward,
+                        gateway,
+                        conn,
+                        parts,
+                        body,
+                        path_and_query,
+                        request_id,
+                        &ctx,
+                        exchange,
+                    )
+                    .await;
                 }
                 let upstream_request = UpstreamRequest {
                     path_and_query: upstream_path_and_query(rewritten.as_deref(), &parts.uri)?,
@@ -318,7 +329,16 @@ async fn cached(
     exchange.call = record.into_inner().unwrap_or_else(|p| p.into_inner());
     let (response, refresh) = served?;
     if let Some(job) = refresh {
-        refresh_in_background(gateway.clone(), conn.clone(), route.name.clone(), parts, ctx.params.clone(), path_and_query, request_id.clone(), job);
+        refresh_in_background(
+            gateway.clone(),
+            conn.clone(),
+            route.name.clone(),
+            parts,
+            ctx.params.clone(),
+            path_and_query,
+            request_id.clone(),
+            job,
+        );
     }
     Ok(response)
 }
@@ -337,10 +357,17 @@ fn refresh_in_background(
     job: crate::cache::Refresh,
 ) {
     tokio::spawn(async move {
-        let Some(route) = gateway.routes.iter().map(|(_, route)| route).find(|r| r.name == route_name) else {
+        let Some(route) = gateway
+            .routes
+            .iter()
+            .map(|(_, route)| route)
+            .find(|r| r.name == route_name)
+        else {
             return;
         };
-        let (Action::Proxy(forward), Some(cache)) = (&route.action, route.plugins.cache()) else { return };
+        let (Action::Proxy(forward), Some(cache)) = (&route.action, route.plugins.cache()) else {
+            return;
+        };
         let ctx = RequestContext::new(&request_id, conn.peer, &route.name, &params, route.upstream());
         let shared = CallContext {
             metrics: Some(&route.metrics),

@@ -48,24 +48,42 @@ async fn origin() -> (std::net::SocketAddr, Origin) {
                 *n += 1;
                 *n
             };
-            let condition = request.headers().get("if-none-match").map(|v| v.to_str().unwrap().to_string());
-            state.conditions.lock().unwrap().push(condition.clone().unwrap_or_default());
+            let condition = request
+                .headers()
+                .get("if-none-match")
+                .map(|v| v.to_str().unwrap().to_string());
+            state
+                .conditions
+                .lock()
+                .unwrap()
+                .push(condition.clone().unwrap_or_default());
             if let Some(delay) = query.get("delay") {
                 tokio::time::sleep(Duration::from_millis(delay.parse().unwrap())).await;
             }
             let mut response = http::Response::builder().header("content-type", "application/json");
-            for (param, header) in [("cc", "cache-control"), ("etag", "etag"), ("vary", "vary"), ("tag", "surrogate-key"), ("cookie", "set-cookie")] {
+            for (param, header) in [
+                ("cc", "cache-control"),
+                ("etag", "etag"),
+                ("vary", "vary"),
+                ("tag", "surrogate-key"),
+                ("cookie", "set-cookie"),
+            ] {
                 if let Some(value) = query.get(param) {
                     response = response.header(header, value.as_str());
                 }
             }
             if state.failing.load(Ordering::SeqCst) {
-                return Ok::<_, std::convert::Infallible>(response.status(500).body(Full::new(Bytes::from_static(b"{}"))).unwrap());
+                return Ok::<_, std::convert::Infallible>(
+                    response.status(500).body(Full::new(Bytes::from_static(b"{}"))).unwrap(),
+                );
             }
             if condition.is_some() && condition.as_deref() == query.get("etag").map(String::as_str) {
                 return Ok(response.status(304).body(Full::new(Bytes::new())).unwrap());
             }
-            let lang = request.headers().get("accept-language").map(|v| v.to_str().unwrap().to_string());
+            let lang = request
+                .headers()
+                .get("accept-language")
+                .map(|v| v.to_str().unwrap().to_string());
             let mut body = json!({ "path": path, "hit": n, "lang": lang }).to_string();
             if let Some(size) = query.get("size") {
                 body = "x".repeat(size.parse().unwrap());
@@ -97,7 +115,11 @@ routes:
     upstream: origin
     plugins: { key_auth: {}, cache: { key: { consumer: true } } }
 "#,
-        &[("U", upstream.to_string()), ("CACHE", cache.to_string()), ("TOKEN", ADMIN_TOKEN.to_string())],
+        &[
+            ("U", upstream.to_string()),
+            ("CACHE", cache.to_string()),
+            ("TOKEN", ADMIN_TOKEN.to_string()),
+        ],
     ))
     .await
 }
@@ -128,7 +150,11 @@ async fn the_response_directives_decide_what_is_kept() {
     for (name, query, kept) in cases {
         let path = cc(name, query);
         let first = fetch(&gw, &path, &[]).await;
-        assert_eq!((first.status.as_u16(), first.header("x-cache")), (200, "MISS"), "{name}");
+        assert_eq!(
+            (first.status.as_u16(), first.header("x-cache")),
+            (200, "MISS"),
+            "{name}"
+        );
         let second = fetch(&gw, &path, &[]).await;
         assert_eq!(second.header("x-cache"), if kept { "HIT" } else { "MISS" }, "{name}");
         assert_eq!(origin.hits(&format!("/c/{name}")), if kept { 1 } else { 2 }, "{name}");
@@ -157,19 +183,35 @@ async fn requests_with_credentials_and_variants_are_kept_apart() {
     // Authorization: kept only when the answer says it may be shared.
     let secret = cc("auth", "cc=max-age%3D60");
     fetch(&gw, &secret, &[("authorization", "Bearer a")]).await;
-    assert_eq!(fetch(&gw, &secret, &[("authorization", "Bearer b")]).await.header("x-cache"), "MISS");
+    assert_eq!(
+        fetch(&gw, &secret, &[("authorization", "Bearer b")])
+            .await
+            .header("x-cache"),
+        "MISS"
+    );
     let shared = cc("auth-public", "cc=public%2C%20max-age%3D60");
     fetch(&gw, &shared, &[("authorization", "Bearer a")]).await;
-    assert_eq!(fetch(&gw, &shared, &[("authorization", "Bearer b")]).await.header("x-cache"), "HIT");
+    assert_eq!(
+        fetch(&gw, &shared, &[("authorization", "Bearer b")])
+            .await
+            .header("x-cache"),
+        "HIT"
+    );
 
     // Vary: one variant per language.
     let varied = cc("vary", "cc=max-age%3D60&vary=accept-language");
     let en = fetch(&gw, &varied, &[("accept-language", "en")]).await;
     let fr = fetch(&gw, &varied, &[("accept-language", "fr")]).await;
     let en_again = fetch(&gw, &varied, &[("accept-language", "en")]).await;
-    assert_eq!((en.header("x-cache"), fr.header("x-cache"), en_again.header("x-cache")), ("MISS", "MISS", "HIT"));
+    assert_eq!(
+        (en.header("x-cache"), fr.header("x-cache"), en_again.header("x-cache")),
+        ("MISS", "MISS", "HIT")
+    );
     assert_eq!(en_again.json()["lang"], "en");
-    assert_eq!(fetch(&gw, &varied, &[("accept-language", "fr")]).await.json()["lang"], "fr");
+    assert_eq!(
+        fetch(&gw, &varied, &[("accept-language", "fr")]).await.json()["lang"],
+        "fr"
+    );
     assert_eq!(origin.hits("/c/vary"), 2);
 
     // Keyed by consumer: private answers are each consumer's own.
@@ -177,7 +219,14 @@ async fn requests_with_credentials_and_variants_are_kept_apart() {
     let ada = fetch(&gw, private, &[("x-api-key", "ada-key-0123456789abcdef")]).await;
     let bob = fetch(&gw, private, &[("x-api-key", "bob-key-0123456789abcdef")]).await;
     let ada_again = fetch(&gw, private, &[("x-api-key", "ada-key-0123456789abcdef")]).await;
-    assert_eq!((ada.header("x-cache"), bob.header("x-cache"), ada_again.header("x-cache")), ("MISS", "MISS", "HIT"));
+    assert_eq!(
+        (
+            ada.header("x-cache"),
+            bob.header("x-cache"),
+            ada_again.header("x-cache")
+        ),
+        ("MISS", "MISS", "HIT")
+    );
     assert_eq!(ada_again.json()["hit"], ada.json()["hit"], "Ada gets her own answer");
     assert_ne!(bob.json()["hit"], ada.json()["hit"], "never Ada's answer to Bob");
 }
@@ -190,7 +239,10 @@ async fn conditional_requests_both_ways() {
     let path = cc("etag", "cc=max-age%3D60&etag=%22v1%22");
     fetch(&gw, &path, &[]).await;
     let not_modified = fetch(&gw, &path, &[("if-none-match", "\"v1\"")]).await;
-    assert_eq!((not_modified.status.as_u16(), not_modified.header("x-cache")), (304, "HIT"));
+    assert_eq!(
+        (not_modified.status.as_u16(), not_modified.header("x-cache")),
+        (304, "HIT")
+    );
     assert_eq!(not_modified.header("etag"), "\"v1\"");
     assert!(not_modified.body.is_empty());
     assert_eq!(fetch(&gw, &path, &[("if-none-match", "\"v0\"")]).await.status, 200);
@@ -201,7 +253,10 @@ async fn conditional_requests_both_ways() {
     let first = fetch(&gw, &short, &[]).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let revalidated = fetch(&gw, &short, &[]).await;
-    assert_eq!((revalidated.status.as_u16(), revalidated.header("x-cache")), (200, "REVALIDATED"));
+    assert_eq!(
+        (revalidated.status.as_u16(), revalidated.header("x-cache")),
+        (200, "REVALIDATED")
+    );
     assert_eq!(revalidated.body, first.body, "the stored body, still good");
     assert_eq!(origin.conditions.lock().unwrap().last().unwrap(), "\"r1\"");
     assert_eq!(fetch(&gw, &short, &[]).await.header("x-cache"), "HIT", "fresh again");
@@ -219,16 +274,40 @@ async fn client_directives_are_honoured_or_ignored() {
     let gw = gateway(upstream, "{}").await;
     let path = cc("client", "cc=max-age%3D60");
     fetch(&gw, &path, &[]).await;
-    assert_eq!(fetch(&gw, &path, &[("cache-control", "no-cache")]).await.header("x-cache"), "MISS");
-    assert_eq!(fetch(&gw, &path, &[("pragma", "no-cache")]).await.header("x-cache"), "MISS");
-    assert_eq!(fetch(&gw, &path, &[("cache-control", "no-store")]).await.header("x-cache"), "BYPASS");
+    assert_eq!(
+        fetch(&gw, &path, &[("cache-control", "no-cache")])
+            .await
+            .header("x-cache"),
+        "MISS"
+    );
+    assert_eq!(
+        fetch(&gw, &path, &[("pragma", "no-cache")]).await.header("x-cache"),
+        "MISS"
+    );
+    assert_eq!(
+        fetch(&gw, &path, &[("cache-control", "no-store")])
+            .await
+            .header("x-cache"),
+        "BYPASS"
+    );
     assert_eq!(origin.hits("/c/client"), 4);
-    fetch(&gw, &cc("only", "cc=max-age%3D60"), &[("cache-control", "only-if-cached")]).await.problem(504);
+    fetch(
+        &gw,
+        &cc("only", "cc=max-age%3D60"),
+        &[("cache-control", "only-if-cached")],
+    )
+    .await
+    .problem(504);
 
     let deaf = gateway(upstream, "{ client_directives: ignore }").await;
     let path = cc("deaf", "cc=max-age%3D60");
     fetch(&deaf, &path, &[]).await;
-    assert_eq!(fetch(&deaf, &path, &[("cache-control", "no-cache")]).await.header("x-cache"), "HIT");
+    assert_eq!(
+        fetch(&deaf, &path, &[("cache-control", "no-cache")])
+            .await
+            .header("x-cache"),
+        "HIT"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +318,10 @@ async fn stale_answers_are_served_while_revalidating_and_when_the_upstream_fails
     fetch(&gw, &swr, &[]).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let stale = fetch(&gw, &swr, &[]).await;
-    assert_eq!((stale.header("x-cache"), stale.json()["hit"].as_u64()), ("STALE", Some(1)));
+    assert_eq!(
+        (stale.header("x-cache"), stale.json()["hit"].as_u64()),
+        ("STALE", Some(1))
+    );
     // Refreshed in the background: the next client gets the new answer.
     let mut refreshed = None;
     for _ in 0..50 {
@@ -298,9 +380,18 @@ async fn unsafe_methods_invalidate_and_purges_forget() {
     let path = cc("item", "cc=max-age%3D60");
     fetch(&gw, &path, &[]).await;
     assert_eq!(fetch(&gw, &path, &[]).await.header("x-cache"), "HIT");
-    let post = send(http::Request::post(gw.url(&path)).body(Full::new(Bytes::from_static(b"{}"))).unwrap()).await;
+    let post = send(
+        http::Request::post(gw.url(&path))
+            .body(Full::new(Bytes::from_static(b"{}")))
+            .unwrap(),
+    )
+    .await;
     assert_eq!((post.status.as_u16(), post.header("x-cache")), (200, "BYPASS"));
-    assert_eq!(fetch(&gw, &path, &[]).await.header("x-cache"), "MISS", "the POST invalidated it");
+    assert_eq!(
+        fetch(&gw, &path, &[]).await.header("x-cache"),
+        "MISS",
+        "the POST invalidated it"
+    );
 
     // Purges through the admin API: one URL, a prefix, a surrogate key, all.
     let host = format!("127.0.0.1{}", "");
@@ -323,7 +414,9 @@ async fn unsafe_methods_invalidate_and_purges_forget() {
     assert_eq!(fetch(&gw, &a, &[]).await.header("x-cache"), "MISS");
     purge(json!("all")).await;
     assert_eq!(fetch(&gw, &b, &[]).await.header("x-cache"), "MISS");
-    gw.admin("POST", "/cache/purge", "{\"everything\": 1}").await.problem(400);
+    gw.admin("POST", "/cache/purge", "{\"everything\": 1}")
+        .await
+        .problem(400);
     let _ = origin;
 }
 
@@ -334,7 +427,11 @@ async fn large_answers_stream_through_and_memory_stays_bounded() {
     let big = cc("big", "cc=max-age%3D60&size=10000");
     let first = fetch(&gw, &big, &[]).await;
     assert_eq!((first.body.len(), first.header("x-cache")), (10000, "MISS"));
-    assert_eq!(fetch(&gw, &big, &[]).await.header("x-cache"), "MISS", "over max_body: not kept");
+    assert_eq!(
+        fetch(&gw, &big, &[]).await.header("x-cache"),
+        "MISS",
+        "over max_body: not kept"
+    );
     for i in 0..200 {
         fetch(&gw, &cc(&format!("fill{i}"), "cc=max-age%3D60&size=3000"), &[]).await;
     }
@@ -359,6 +456,76 @@ async fn cache_config_errors_name_the_fix() {
         "routes[0].plugins.cache.store: redis needs `cluster.redis` set",
         "routes[0].plugins.cache.key.headers[0]: not a header name",
     ] {
-        assert!(errors.iter().any(|e| e.starts_with(expected)), "{expected}\n{errors:#?}");
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{expected}\n{errors:#?}"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_redis_cache_and_a_dead_redis_is_a_miss() {
+    let mut redis = RedisServer::start().await;
+    let (upstream, origin) = origin().await;
+    let text = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+access_log: { enabled: false }
+cluster: { redis: "$REDIS" }
+upstreams: { origin: { targets: [ "$U" ] } }
+routes:
+  - { name: cached, match: { path: /c }, upstream: origin, plugins: { cache: {} } }
+"#,
+        &[
+            ("U", upstream.to_string()),
+            ("REDIS", redis.url()),
+            ("TOKEN", ADMIN_TOKEN.to_string()),
+        ],
+    );
+    let (a, b) = (Gateway::start(&text).await, Gateway::start(&text).await);
+    // Behind one load balancer, both nodes see one Host.
+    const HOST: (&str, &str) = ("host", "api.example.com");
+    let path = cc("shared", "cc=max-age%3D60&etag=%22s1%22&tag=red");
+    let first = fetch(&a, &path, &[HOST]).await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    let other = fetch(&b, &path, &[HOST]).await;
+    assert_eq!(other.header("x-cache"), "HIT", "stored by the other node");
+    assert_eq!(other.body, first.body);
+    assert_eq!(fetch(&b, &path, &[HOST, ("if-none-match", "\"s1\"")]).await.status, 304);
+    assert_eq!(origin.hits("/c/shared"), 1);
+    // Vary, through Redis.
+    let varied = cc("shared-vary", "cc=max-age%3D60&vary=accept-language");
+    fetch(&a, &varied, &[HOST, ("accept-language", "en")]).await;
+    assert_eq!(
+        fetch(&b, &varied, &[HOST, ("accept-language", "en")])
+            .await
+            .header("x-cache"),
+        "HIT"
+    );
+    assert_eq!(
+        fetch(&b, &varied, &[HOST, ("accept-language", "fr")])
+            .await
+            .header("x-cache"),
+        "MISS"
+    );
+
+    // A purge on one node is a purge for both; an unsafe method too.
+    assert_eq!(a.admin("POST", "/cache/purge", r#"{"tag": "red"}"#).await.status, 200);
+    assert_eq!(fetch(&b, &path, &[HOST]).await.header("x-cache"), "MISS");
+    assert_eq!(fetch(&a, &path, &[HOST]).await.header("x-cache"), "HIT");
+    send(
+        http::Request::delete(b.url(&path))
+            .header("host", HOST.1)
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(fetch(&a, &path, &[HOST]).await.header("x-cache"), "MISS");
+
+    // Redis down: answers still come, from the upstream.
+    redis.kill();
+    let down = fetch(&a, &path, &[HOST]).await;
+    assert_eq!((down.status.as_u16(), down.header("x-cache")), (200, "MISS"));
+    a.admin("POST", "/cache/purge", "\"all\"").await.problem(503);
 }
