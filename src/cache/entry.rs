@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use http_cache_semantics::CachePolicy;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,7 +36,7 @@ pub struct Entry {
 /// the names of the request headers that pick the variant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Slot {
-    Answer(Box<Entry>),
+    Answer(Arc<Entry>),
     Varies(Vec<String>),
 }
 

@@ -202,11 +202,11 @@ impl Cache {
     async fn find(&self, primary: &str, request: &http::request::Parts) -> Option<(String, Arc<Entry>)> {
         let slot = self.store.get(primary).await?;
         match &*slot {
-            Slot::Answer(entry) => Some((primary.to_string(), Arc::new((**entry).clone()))),
+            Slot::Answer(entry) => Some((primary.to_string(), entry.clone())),
             Slot::Varies(names) => {
                 let variant = key::variant(primary, names, &request.headers);
                 match &*self.store.get(&variant).await? {
-                    Slot::Answer(entry) => Some((variant, Arc::new((**entry).clone()))),
+                    Slot::Answer(entry) => Some((variant, entry.clone())),
                     Slot::Varies(_) => None,
                 }
             }
@@ -380,11 +380,11 @@ impl Cache {
     async fn store_entry(&self, primary: &str, request: &http::request::Parts, entry: Entry) {
         let names = vary_names(&entry.headers);
         if names.is_empty() {
-            self.store.put(primary, Slot::Answer(Box::new(entry))).await;
+            self.store.put(primary, Slot::Answer(Arc::new(entry))).await;
         } else {
             let variant = key::variant(primary, &names, &request.headers);
             self.store.put(primary, Slot::Varies(names)).await;
-            self.store.put(&variant, Slot::Answer(Box::new(entry))).await;
+            self.store.put(&variant, Slot::Answer(Arc::new(entry))).await;
         }
     }
 
