@@ -67,6 +67,8 @@ async fn origin() -> (std::net::SocketAddr, Origin) {
                 ("vary", "vary"),
                 ("tag", "surrogate-key"),
                 ("cookie", "set-cookie"),
+                ("expires", "expires"),
+                ("age", "age"),
             ] {
                 if let Some(value) = query.get(param) {
                     response = response.header(header, value.as_str());
@@ -163,8 +165,26 @@ async fn the_response_directives_decide_what_is_kept() {
             assert!(second.headers.contains_key("age"), "{name}");
         }
     }
-    // `public` with no lifetime is stored on the heuristic only if it has
-    // one; with `ttl` every storable answer that gives none is kept.
+    // Expires, and an Age the answer already has.
+    let expires = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+    let path = cc(
+        "expires",
+        &format!("expires={}", expires.replace(' ', "%20").replace(',', "%2C")),
+    );
+    fetch(&gw, &path, &[]).await;
+    assert_eq!(fetch(&gw, &path, &[]).await.header("x-cache"), "HIT");
+    let past = cc("expired", "expires=Thu%2C%2001%20Jan%201970%2000%3A00%3A00%20GMT");
+    fetch(&gw, &past, &[]).await;
+    assert_eq!(fetch(&gw, &past, &[]).await.header("x-cache"), "MISS");
+    let aged = cc("aged", "cc=max-age%3D60&age=50");
+    fetch(&gw, &aged, &[]).await;
+    let age: u64 = fetch(&gw, &aged, &[]).await.header("age").parse().unwrap();
+    assert!((50..60).contains(&age), "the upstream's Age counts: {age}");
+    let too_old = cc("too-old", "cc=max-age%3D60&age=61");
+    fetch(&gw, &too_old, &[]).await;
+    assert_eq!(fetch(&gw, &too_old, &[]).await.header("x-cache"), "MISS");
+
+    // With `ttl`, every storable answer that gives no freshness is kept.
     let ttl = gateway(upstream, "{ ttl: 60s }").await;
     let path = cc("ttl", "");
     fetch(&ttl, &path, &[]).await;
@@ -340,6 +360,13 @@ async fn stale_answers_are_served_while_revalidating_and_when_the_upstream_fails
     origin.failing.store(true, Ordering::SeqCst);
     let saved = fetch(&gw, &sie, &[]).await;
     assert_eq!((saved.status.as_u16(), saved.header("x-cache")), (200, "STALE"));
+    // `must-revalidate` forbids serving it stale, whatever else it says.
+    origin.failing.store(false, Ordering::SeqCst);
+    let strict = cc("strict", "cc=max-age%3D1%2C%20must-revalidate%2C%20stale-if-error%3D60");
+    fetch(&gw, &strict, &[]).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    origin.failing.store(true, Ordering::SeqCst);
+    assert_eq!(fetch(&gw, &strict, &[]).await.status, 500);
     // Without stale-if-error the upstream's failure is what the client gets.
     let plain = cc("plain", "cc=max-age%3D1");
     origin.failing.store(false, Ordering::SeqCst);
