@@ -11,7 +11,7 @@ Usage: bench/aggregate.sh [--rounds 5] [--duration 5]
 import os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, median, scratch_dir, start_backend, wait_port, wrk
+from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, print_table, rounds, scratch_dir, start_backend, wait_port, wrk
 
 GATEWAY = 18086
 
@@ -47,25 +47,12 @@ def main():
     try:
         wait_port(BACKEND)
         wait_port(GATEWAY)
-        cases = [("backend directly", (BACKEND, None), "/json"),
-                 ("one proxied call", (GATEWAY, portico.pid), "/single"),
-                 ("three-call composite", (GATEWAY, portico.pid), "/composite")]
-        for _, (port, _), path in cases:
+        cases = [("backend directly", BACKEND, None, "/json"),
+                 ("one proxied call", GATEWAY, portico.pid, "/single"),
+                 ("three-call composite", GATEWAY, portico.pid, "/composite")]
+        for _, port, _, path in cases:
             wrk(f"http://127.0.0.1:{port}{path}", args.connections, 1)
-        runs = {name: [] for name, _, _ in cases}
-        for round_ in range(args.rounds):
-            for name, (port, pid), path in cases:
-                runs[name].append(measure((name, port, pid), path, args.connections, args.duration))
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-        base = median(runs["one proxied call"], "rps")
-        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, "
-              "Portico pinned to one core with one worker.\n")
-        print("| target | req/s | vs one call | p50 ms | p99 ms | Portico CPU µs/req |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, _, _ in cases:
-            rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
-            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {median(runs[name], 'p50'):.2f} | "
-                  f"{median(runs[name], 'p99'):.2f} | {'-' if cpu is None else f'{cpu:.1f}'} |")
+        print_table(rounds(cases, args), "one proxied call", args, "Portico")
     finally:
         portico.terminate()
         portico.wait(timeout=40)

@@ -172,6 +172,30 @@ def arg_parser():
     return parser
 
 
+def rounds(cases, args):
+    """Runs every case `(name, port, pid, path)` once a round, alternating,
+    for `args.rounds` rounds: the measurements by name."""
+    runs = {name: [] for name, *_ in cases}
+    for round_ in range(args.rounds):
+        for name, port, pid, path in cases:
+            runs[name].append(measure((name, port, pid), path, args.connections, args.duration))
+        print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+    return runs
+
+
+def print_table(runs, base, args, who):
+    """Medians of `runs` as a Markdown table, with ratios to the `base` case."""
+    base_rps = median(runs[base], "rps")
+    print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, "
+          f"{who} pinned to one core with one worker.\n")
+    print(f"| target | req/s | vs {base} | p50 ms | p99 ms | proxy CPU µs/req |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, measured in runs.items():
+        rps, cpu = median(measured, "rps"), median(measured, "cpu_us")
+        print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {median(measured, 'p50'):.2f} | "
+              f"{median(measured, 'p99'):.2f} | {'-' if cpu is None else f'{cpu:.1f}'} |")
+
+
 def median(runs, key):
     values = [r[key] for r in runs if r[key] is not None]
     return statistics.median(values) if values else None

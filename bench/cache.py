@@ -12,7 +12,7 @@ Usage: bench/cache.sh [--rounds 5] [--duration 5]
 import os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (arg_parser, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, measure, median, nginx_worker, scratch_dir,
+from bench import (arg_parser, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, nginx_worker, print_table, rounds, scratch_dir,
                    start_backend, start_nginx, wait_port, wrk)
 
 GATEWAY, NGINX_PROXY, REDIS = 18087, 18088, 18089
@@ -77,20 +77,7 @@ def main():
                  ("Portico Redis hit", GATEWAY, portico.pid, "/redis")]
         for _, port, _, path in cases:  # warm up, and fill the caches
             wrk(f"http://127.0.0.1:{port}{path}", args.connections, 1)
-        runs = {name: [] for name, *_ in cases}
-        for round_ in range(args.rounds):
-            for name, port, pid, path in cases:
-                runs[name].append(measure((name, port, pid), path, args.connections, args.duration))
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-        base = median(runs["Portico proxying"], "rps")
-        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, "
-              "proxies pinned to one core with one worker.\n")
-        print("| target | req/s | vs Portico proxying | p50 ms | p99 ms | proxy CPU µs/req |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for name, *_ in cases:
-            rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
-            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {median(runs[name], 'p50'):.2f} | "
-                  f"{median(runs[name], 'p99'):.2f} | {'-' if cpu is None else f'{cpu:.1f}'} |")
+        print_table(rounds(cases, args), "Portico proxying", args, "proxies")
     finally:
         portico.terminate()
         portico.wait(timeout=40)
