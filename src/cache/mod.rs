@@ -144,10 +144,16 @@ impl Cache {
             let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         };
-        let fresh = matches!(
-            entry.policy.before_request(&self.policy_request(request), now),
-            BeforeRequest::Fresh(_)
-        );
+        let (fresh, matches) = match entry.policy.before_request(&self.policy_request(request), now) {
+            BeforeRequest::Fresh(_) => (true, true),
+            BeforeRequest::Stale { matches, .. } => (false, matches),
+        };
+        if !matches {
+            // Stored for another request (its Host, say): neither served nor
+            // used to revalidate; the new answer takes its place.
+            let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &variant, None).await?;
+            return Ok((self.mark(response, outcome), None));
+        }
         if fresh && !client.no_cache {
             return Ok((self.answer(&entry, request, now, Outcome::Hit), None));
         }
