@@ -90,6 +90,8 @@ pub struct ListenerSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_request_body: Option<u64>,
+    /// HTTPS, when set.
+    pub tls: Option<Arc<crate::proxy::tls::TlsSettings>>,
 }
 
 /// The admin API's listener.

@@ -252,6 +252,12 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
         if limits.max_header_bytes.get() < 1024 {
             errors.push(format!("{path}.limits.max_header_bytes"), "must be at least 1KiB");
         }
+        let tls = listener.tls.as_ref().and_then(|tls| {
+            crate::proxy::tls::compile(tls)
+                .map_err(|field_errors| errors.extend_at(&format!("{path}.tls"), field_errors))
+                .ok()
+                .map(Arc::new)
+        });
         out.push(ListenerSettings {
             name: listener.name.as_str().into(),
             addr,
@@ -260,6 +266,7 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
             max_header_bytes: usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX),
             max_headers: limits.max_headers,
             max_request_body: limits.max_request_body.map(|size| size.get()),
+            tls,
         });
     }
     out

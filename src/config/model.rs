@@ -139,6 +139,37 @@ pub struct ListenerConfig {
     pub timeouts: ListenerTimeouts,
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// HTTPS: certificates chosen by SNI.
+    pub tls: Option<TlsConfig>,
+}
+
+/// A listener's TLS: rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Chosen by the name the client asks for (SNI), from the names each
+    /// certificate holds; the first is the default.
+    pub certificates: Vec<CertificateConfig>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// PEM: the certificate, then its chain.
+    pub cert: String,
+    /// PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]

@@ -88,6 +88,8 @@ pub struct ClientSide<'a> {
     /// Keep the client's Host; otherwise it is removed here and each attempt
     /// sets its target's.
     pub preserve_host: bool,
+    /// The client came over TLS.
+    pub tls: bool,
 }
 
 /// Rewrites the headers of a request about to go upstream.
@@ -107,7 +109,10 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
         client.ip.clone()
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        &X_FORWARDED_PROTO,
+        HeaderValue::from_static(if client.tls { "https" } else { "http" }),
+    );
     match &client.host {
         Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -163,6 +168,7 @@ mod tests {
             host: Some(HeaderValue::from_static("api.example.com")),
             request_id: &id,
             preserve_host: false,
+            tls: false,
         };
         upstream_request(&mut headers, client);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");

@@ -573,6 +573,7 @@ pub(crate) async fn proxy(
             host: client_host,
             request_id,
             preserve_host: forward.preserve_host,
+            tls: conn.listener.tls.is_some(),
         },
     );
     // Origin-form: the connection already goes to the target.

@@ -8,5 +8,6 @@ pub mod handler;
 pub mod request_id;
 pub mod rewrite;
 pub mod server;
+pub mod tls;
 
 pub use server::{Drained, Server};

@@ -329,27 +329,45 @@ impl Acceptor {
         let state = self.state.load();
         let active = Arc::new(ActiveRequests::default());
         let settings = &state.settings;
-        let io = TokioIo::new(ClientTimeouts::new(
-            stream,
-            active.clone(),
-            settings.idle_timeout,
-            settings.header_read_timeout,
-        ));
         let conn = Arc::new(Connection {
             gateway: self.gateway.clone(),
             listener: settings.clone(),
             peer,
             peer_ip: super::forward::client_ip_header(peer.ip()),
-            active,
+            active: active.clone(),
             draining: self.draining.clone(),
         });
         let builder = state.builder.clone();
         let watcher = self.connections.watcher();
         let open = OpenConnection::new(&self.metrics);
+        let tls = settings.tls.clone();
+        let (idle, header_read) = (settings.idle_timeout, settings.header_read_timeout);
         tokio::spawn(async move {
             let service = service_fn(move |request| handle(conn.clone(), request));
-            let connection = builder.serve_connection(io, service);
-            if let Err(error) = watcher.watch(connection).await {
+            let served = match tls {
+                None => {
+                    let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
+                    watcher.watch(builder.serve_connection(io, service)).await
+                }
+                Some(tls) => {
+                    // The handshake gets the time a request head gets.
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+                    let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
+                    watcher.watch(builder.serve_connection(io, service)).await
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "client connection ended with an error");
             }
             drop(open);

@@ -17,6 +17,7 @@ mod operations;
 mod resilience;
 mod routing;
 mod streaming;
+mod tls;
 mod tracing;
 mod transform;
 mod xml;

@@ -1,0 +1,138 @@
+//! TLS termination with rustls: certificates chosen by SNI from the names
+//! they hold (exact and wildcard, checked by webpki as a client would),
+//! the first as the default; TLS 1.2 and 1.3; ALPN `h2` and `http/1.1`;
+//! session resumption by tickets and a session cache.
+
+use crate::config::model::{TlsConfig, TlsVersion};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::sync::Arc;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// A listener's compiled TLS. Equal when made from the same config and the
+/// same file contents, so that a reload with new files takes them.
+#[derive(Debug)]
+pub struct TlsSettings {
+    source: TlsConfig,
+    /// Of the files' bytes.
+    fingerprint: u64,
+    pub server: Arc<ServerConfig>,
+}
+
+impl PartialEq for TlsSettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.fingerprint == other.fingerprint
+    }
+}
+
+/// Certificates by the names they are valid for.
+#[derive(Debug)]
+struct BySni {
+    certificates: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let default = self.certificates.first().cloned();
+        let Some(name) = hello
+            .server_name()
+            .and_then(|n| ServerName::try_from(n.to_string()).ok())
+        else {
+            return default;
+        };
+        self.certificates
+            .iter()
+            .find(|key| {
+                key.end_entity_cert()
+                    .ok()
+                    .and_then(|der| webpki::EndEntityCert::try_from(der).ok())
+                    .is_some_and(|cert| cert.verify_is_valid_for_subject_name(&name).is_ok())
+            })
+            .cloned()
+            .or(default)
+    }
+}
+
+/// Reads the certificates and keys; errors are `(field, message)`.
+pub fn compile(config: &TlsConfig) -> Result<TlsSettings, Vec<(String, String)>> {
+    let mut errors = Vec::new();
+    if config.certificates.is_empty() {
+        errors.push(("certificates".into(), "give at least one { cert, key }".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut certificates = Vec::new();
+    let mut fingerprint = 0u64;
+    for (i, pair) in config.certificates.iter().enumerate() {
+        let at = |field: &str| format!("certificates[{i}].{field}");
+        let cert_bytes = std::fs::read(&pair.cert).map_err(|e| format!("cannot read {}: {e}", pair.cert));
+        let key_bytes = std::fs::read(&pair.key).map_err(|e| format!("cannot read {}: {e}", pair.key));
+        let (cert_bytes, key_bytes) = match (cert_bytes, key_bytes) {
+            (Ok(c), Ok(k)) => (c, k),
+            (c, k) => {
+                if let Err(e) = c {
+                    errors.push((at("cert"), e));
+                }
+                if let Err(e) = k {
+                    errors.push((at("key"), e));
+                }
+                continue;
+            }
+        };
+        fingerprint ^= xxh3_64(&cert_bytes).rotate_left(i as u32) ^ xxh3_64(&key_bytes).rotate_left(i as u32 + 17);
+        let chain: Vec<CertificateDer<'static>> =
+            match CertificateDer::pem_slice_iter(&cert_bytes).collect::<Result<Vec<_>, _>>() {
+                Ok(chain) if !chain.is_empty() => chain,
+                Ok(_) => {
+                    errors.push((at("cert"), format!("{} holds no PEM certificate", pair.cert)));
+                    continue;
+                }
+                Err(e) => {
+                    errors.push((at("cert"), format!("{} is not PEM certificates: {e}", pair.cert)));
+                    continue;
+                }
+            };
+        let key = match PrivateKeyDer::from_pem_slice(&key_bytes) {
+            Ok(key) => key,
+            Err(e) => {
+                errors.push((
+                    at("key"),
+                    format!("{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}", pair.key),
+                ));
+                continue;
+            }
+        };
+        match CertifiedKey::from_der(chain, key, &provider) {
+            Ok(certified) => certificates.push(Arc::new(certified)),
+            Err(e) => errors.push((
+                at("key"),
+                format!("does not go with the certificate, or is of no supported kind: {e}"),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| vec![("min_version".into(), e.to_string())])?;
+    let mut server = builder
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni { certificates }));
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // Resumption: the in-memory session cache is rustls's default; tickets too.
+    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+        server.ticketer = ticketer;
+    }
+    Ok(TlsSettings {
+        source: config.clone(),
+        fingerprint,
+        server: Arc::new(server),
+    })
+}

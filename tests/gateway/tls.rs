@@ -1,0 +1,311 @@
+//! TLS termination: certificates by SNI (exact, wildcard, default), ALPN
+//! `h2` and `http/1.1`, the minimum version, reloads with new files, and
+//! HTTP/2 in clear (prior knowledge). Real rustls clients, certificates
+//! made by rcgen.
+
+use crate::config;
+use crate::support::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A self-signed certificate for `names`, written as PEM files in `dir`.
+fn certificate(dir: &Path, file: &str, names: &[&str]) -> (PathBuf, PathBuf, Vec<u8>) {
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, key) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    (cert, key, certified.cert.der().to_vec())
+}
+
+/// Accepts any certificate: the tests look at which one was presented.
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS connection to `addr` asking for `name`, offering `alpn`, with
+/// only TLS 1.2 when `tls12_only`.
+async fn connect(
+    addr: std::net::SocketAddr,
+    name: &str,
+    alpn: &[&[u8]],
+    tls12_only: bool,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+fn presented(stream: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// An upstream answering with the X-Forwarded-Proto it was sent.
+async fn proto_echo() -> std::net::SocketAddr {
+    serve(|request: http::Request<hyper::body::Incoming>| async move {
+        let proto = request
+            .headers()
+            .get("x-forwarded-proto")
+            .map(|v| v.to_str().unwrap().to_string());
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(proto.unwrap_or_default()))))
+    })
+    .await
+}
+
+fn tls_config(dir: &Path, upstream: std::net::SocketAddr, certs: &[(&PathBuf, &PathBuf)], min: &str) -> String {
+    let list: Vec<String> = certs
+        .iter()
+        .map(|(c, k)| format!("{{ cert: \"{}\", key: \"{}\" }}", c.display(), k.display()))
+        .collect();
+    let _ = dir;
+    config(
+        r#"
+listeners:
+  - { name: secure, addr: "127.0.0.1:0", tls: { certificates: [ $CERTS ], min_version: "$MIN" } }
+  - { name: plain, addr: "127.0.0.1:0" }
+access_log: { enabled: false }
+upstreams: { echo: { targets: [ "$U" ] } }
+routes:
+  - { name: proto, match: { path: /proto }, upstream: echo }
+"#,
+        &[
+            ("CERTS", list.join(", ")),
+            ("MIN", min.to_string()),
+            ("U", upstream.to_string()),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_chosen_by_sni_and_both_http_versions_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (api_cert, api_key, api_der) = certificate(dir.path(), "api", &["api.example.com"]);
+    let (shop_cert, shop_key, shop_der) = certificate(dir.path(), "shop", &["*.example.org", "example.org"]);
+    let gw = Gateway::start(&tls_config(
+        dir.path(),
+        proto_echo().await,
+        &[(&api_cert, &api_key), (&shop_cert, &shop_key)],
+        "1.2",
+    ))
+    .await;
+    let addr = gw.addr;
+
+    assert_eq!(
+        presented(&connect(addr, "api.example.com", &[], false).await.unwrap()),
+        api_der
+    );
+    assert_eq!(
+        presented(&connect(addr, "www.example.org", &[], false).await.unwrap()),
+        shop_der,
+        "wildcard"
+    );
+    assert_eq!(
+        presented(&connect(addr, "example.org", &[], false).await.unwrap()),
+        shop_der
+    );
+    assert_eq!(
+        presented(&connect(addr, "other.example.net", &[], false).await.unwrap()),
+        api_der,
+        "the first is the default"
+    );
+    assert_eq!(
+        presented(&connect(addr, "a.b.example.org", &[], false).await.unwrap()),
+        api_der,
+        "a wildcard covers one label"
+    );
+    let tls12 = connect(addr, "api.example.com", &[], true).await.unwrap();
+    assert_eq!(
+        tls12.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+
+    // HTTP/2 by ALPN.
+    let h2 = connect(addr, "api.example.com", &[b"h2", b"http/1.1"], false)
+        .await
+        .unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("https://api.example.com/proto")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(
+        (response.status().as_u16(), response.version()),
+        (200, http::Version::HTTP_2)
+    );
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "https",
+        "the upstream is told the client used TLS"
+    );
+
+    // HTTP/1.1 by ALPN.
+    let h1 = connect(addr, "api.example.com", &[b"http/1.1"], false).await.unwrap();
+    assert_eq!(h1.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(h1)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/proto")
+        .header("host", "api.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(
+        (response.status().as_u16(), response.version()),
+        (200, http::Version::HTTP_11)
+    );
+
+    // HTTP/2 in clear, with prior knowledge, on the plain listener.
+    let plain = gw
+        .control
+        .server()
+        .addrs()
+        .into_iter()
+        .find(|(name, _)| &**name == "plain")
+        .unwrap()
+        .1;
+    let tcp = tokio::net::TcpStream::connect(plain).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(
+            http::Request::get("http://api.example.com/proto")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status().as_u16(), response.version()),
+        (200, http::Version::HTTP_2)
+    );
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "http");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_minimum_version_holds_and_new_certificates_come_with_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, first_der) = certificate(dir.path(), "api", &["api.example.com"]);
+    let upstream = proto_echo().await;
+    let gw = Gateway::start(&tls_config(dir.path(), upstream, &[(&cert, &key)], "1.3")).await;
+    let addr = gw.addr;
+    assert!(
+        connect(addr, "api.example.com", &[], true).await.is_err(),
+        "TLS 1.2 refused"
+    );
+    let tls13 = connect(addr, "api.example.com", &[], false).await.unwrap();
+    assert_eq!(
+        tls13.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    assert_eq!(presented(&tls13), first_der);
+
+    // New files under the same names; a reload takes them, and a
+    // connection made before keeps working.
+    let (_, _, second_der) = certificate(dir.path(), "api", &["api.example.com"]);
+    let report = gw
+        .reload(&tls_config(dir.path(), upstream, &[(&cert, &key)], "1.3"))
+        .await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        presented(&connect(addr, "api.example.com", &[], false).await.unwrap()),
+        second_der
+    );
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls13))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/proto")
+        .header("host", "api.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn tls_config_errors_name_the_file_and_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, _, _) = certificate(dir.path(), "a", &["a.example.com"]);
+    let (_, other_key, _) = certificate(dir.path(), "b", &["b.example.com"]);
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate").unwrap();
+    let text = format!(
+        "listeners:\n  - {{ name: a, addr: '127.0.0.1:0', tls: {{ certificates: [ {{ cert: {c}, key: {k} }}, {{ cert: {g}, key: {k} }}, {{ cert: /nowhere.pem, key: {k} }} ] }} }}\n  - {{ name: b, addr: '127.0.0.1:0', tls: {{ certificates: [], min_version: '1.1' }} }}\nroutes: []\n",
+        c = cert.display(),
+        k = other_key.display(),
+        g = garbage.display()
+    );
+    let errors = match portico::config::build(&text) {
+        Ok(_) => panic!("accepted"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    for expected in [
+        "listeners[0].tls.certificates[0].key: does not go with the certificate",
+        "listeners[0].tls.certificates[1].cert: ",
+        "listeners[0].tls.certificates[2].cert: cannot read /nowhere.pem",
+        "listeners[1].tls.min_version: unknown value `1.1`",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.starts_with(expected)),
+            "{expected}\n{errors:#?}"
+        );
+    }
+}
