@@ -45,6 +45,8 @@ pub enum ErrorKind {
     /// Limits cannot be checked (the store is down, with `on_store_error:
     /// deny`), or too many requests are in flight.
     LimitUnavailable,
+    /// Plain HTTP on a listener that sends clients to HTTPS.
+    PermanentRedirect,
     Internal,
 }
 
@@ -65,6 +67,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::PermanentRedirect => StatusCode::PERMANENT_REDIRECT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -79,7 +82,8 @@ impl ErrorKind {
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::RateLimited
-            | ErrorKind::UnsupportedMediaType => Side::Client,
+            | ErrorKind::UnsupportedMediaType
+            | ErrorKind::PermanentRedirect => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamBroken
             | ErrorKind::UpstreamTimeout
@@ -108,6 +112,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::LimitUnavailable => "limit_unavailable",
+            ErrorKind::PermanentRedirect => "redirect_https",
             ErrorKind::Internal => "internal",
         }
     }
@@ -130,6 +135,8 @@ pub struct ProxyError {
     pub rejected_by: Option<(&'static str, &'static str)>,
     /// More members of the problem document (a validator's `errors`).
     pub extra: Option<Box<serde_json::Value>>,
+    /// For redirects: where to.
+    pub location: Option<Box<HeaderValue>>,
     /// The underlying cause, for the log only.
     pub source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -144,6 +151,7 @@ impl ProxyError {
             challenge: None,
             rejected_by: None,
             extra: None,
+            location: None,
             source: None,
         }
     }
@@ -182,6 +190,9 @@ impl ProxyError {
         }
         if let Some(challenge) = &self.challenge {
             headers.insert(WWW_AUTHENTICATE, (**challenge).clone());
+        }
+        if let Some(location) = &self.location {
+            headers.insert(http::header::LOCATION, (**location).clone());
         }
         response
     }

@@ -92,6 +92,10 @@ pub struct ListenerSettings {
     pub max_request_body: Option<u64>,
     /// HTTPS, when set.
     pub tls: Option<Arc<crate::proxy::tls::TlsSettings>>,
+    /// `Strict-Transport-Security`, made once.
+    pub hsts: Option<http::HeaderValue>,
+    /// Redirect every request to HTTPS on this port.
+    pub redirect_https: Option<u16>,
 }
 
 /// The admin API's listener.

@@ -267,7 +267,24 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
             max_headers: limits.max_headers,
             max_request_body: limits.max_request_body.map(|size| size.get()),
             tls,
+            hsts: listener.tls.as_ref().and_then(|t| t.hsts.as_ref()).and_then(|hsts| {
+                let mut value = format!("max-age={}", hsts.max_age.get().as_secs());
+                if hsts.include_subdomains {
+                    value.push_str("; includeSubDomains");
+                }
+                if hsts.preload {
+                    value.push_str("; preload");
+                }
+                http::HeaderValue::from_str(&value).ok()
+            }),
+            redirect_https: listener.redirect_https,
         });
+        if listener.redirect_https.is_some() && listener.tls.is_some() {
+            errors.push(
+                format!("{path}.redirect_https"),
+                "a TLS listener is HTTPS already: set it on a plain one",
+            );
+        }
     }
     out
 }

@@ -141,6 +141,9 @@ pub struct ListenerConfig {
     pub limits: ListenerLimits,
     /// HTTPS: certificates chosen by SNI.
     pub tls: Option<TlsConfig>,
+    /// Answer every request with a 308 to the same URL in HTTPS, on this
+    /// port (a plain listener in front of a TLS one).
+    pub redirect_https: Option<u16>,
 }
 
 /// A listener's TLS: rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.
@@ -152,6 +155,18 @@ pub struct TlsConfig {
     pub certificates: Vec<CertificateConfig>,
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// `Strict-Transport-Security` on every answer.
+    pub hsts: Option<HstsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HstsConfig {
+    pub max_age: Duration,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

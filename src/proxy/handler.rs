@@ -107,7 +107,11 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
         ..Exchange::default()
     };
 
-    let mut response = match serve(&gateway, &conn, request, &request_id, &mut exchange).await {
+    let served = match conn.listener.redirect_https {
+        Some(port) => Err(to_https(&request, port)),
+        None => serve(&gateway, &conn, request, &request_id, &mut exchange).await,
+    };
+    let mut response = match served {
         Ok(response) => response,
         Err(error) => {
             if let (Some((plugin, reason)), Some(route)) = (error.rejected_by, &exchange.route) {
@@ -133,6 +137,11 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     response
         .headers_mut()
         .insert(&request_id::X_REQUEST_ID, request_id.clone());
+    if let Some(hsts) = &conn.listener.hsts {
+        response
+            .headers_mut()
+            .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     if version < Version::HTTP_2 && conn.draining.load(Ordering::Relaxed) {
         response
             .headers_mut()
@@ -388,6 +397,21 @@ fn refresh_in_background(
         };
         cache.refresh(job, &head, &ctx, fetch).await;
     });
+}
+
+/// The 308 to the same URL in HTTPS (as an error, so that it is answered
+/// and logged the way every other early answer is).
+fn to_https(request: &Request<Incoming>, port: u16) -> ProxyError {
+    let host = request_host(request.uri(), request.headers()).unwrap_or_default();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut error = ProxyError::new(ErrorKind::PermanentRedirect, "this address is served over HTTPS");
+    error.location = HeaderValue::from_str(&location).ok().map(Box::new);
+    error
 }
 
 /// A CORS preflight (`OPTIONS` asking about another method) is routed as

@@ -294,7 +294,12 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes + HEADROOM).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        // Rapid reset (CVE-2023-44487): streams a client opens and resets
+        // before they are served, and errors it provokes, are bounded; past
+        // that the connection is closed.
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256));
     builder
 }
 

@@ -309,3 +309,48 @@ async fn tls_config_errors_name_the_file_and_the_fix() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_is_sent_to_https_and_https_answers_carry_hsts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path(), "api", &["api.example.com"]);
+    let gw = Gateway::start(&config(
+        r#"
+listeners:
+  - { name: redirect, addr: "127.0.0.1:0", redirect_https: 8443 }
+  - name: secure
+    addr: "127.0.0.1:0"
+    tls: { certificates: [ { cert: "$CERT", key: "$KEY" } ], hsts: { max_age: 365d, include_subdomains: true } }
+access_log: { enabled: false }
+routes:
+  - { name: hello, match: { path: /hello }, respond: { body: hi } }
+"#,
+        &[("CERT", cert.display().to_string()), ("KEY", key.display().to_string())],
+    ))
+    .await;
+    let moved = get_with(&gw.url("/hello?x=1"), &[("host", "api.example.com")]).await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(moved.header("location"), "https://api.example.com:8443/hello?x=1");
+
+    let secure = gw
+        .control
+        .server()
+        .addrs()
+        .into_iter()
+        .find(|(name, _)| &**name == "secure")
+        .unwrap()
+        .1;
+    let tls = connect(secure, "api.example.com", &[b"http/1.1"], false).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/hello")
+        .header("host", "api.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+}
