@@ -128,7 +128,7 @@ pub struct ProxyError {
     /// rare, and the error travels in every `Result` of the request path.
     pub allow: Option<Box<HeaderValue>>,
     /// For 503: seconds until trying again makes sense.
-    pub retry_after: Option<u64>,
+    pub retry_after: Option<u32>,
     /// For 401: the challenge(s) to send in `WWW-Authenticate`.
     pub challenge: Option<Box<HeaderValue>>,
     /// The plugin that refused the request and why, for the metrics.

@@ -410,7 +410,7 @@ impl Plugin for RateLimit {
                             limit.name, verdict.reset_secs
                         ),
                     );
-                    error.retry_after = Some(verdict.reset_secs.max(1));
+                    error.retry_after = Some(u32::try_from(verdict.reset_secs.max(1)).unwrap_or(u32::MAX));
                     Err(error)
                 }
             }

@@ -570,7 +570,7 @@ pub(crate) async fn proxy(
             ErrorKind::CircuitOpen,
             format!("upstream {:?} is failing; its circuit breaker is open", &*pool.name),
         );
-        error.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+        error.retry_after = Some(wait.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         return Err(error);
     }
     let limit = conn.listener.max_request_body;
