@@ -6,6 +6,7 @@
 //! loaded half-done.
 
 use super::{Control, WATCH_INTERVAL};
+use std::path::PathBuf;
 use std::sync::Weak;
 use std::time::SystemTime;
 
@@ -27,37 +28,63 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
     })
 }
 
-/// Polls until the control is dropped.
+/// The TLS certificate and key files of the running config.
+fn certificate_files(control: &Control) -> Vec<PathBuf> {
+    control
+        .gateway()
+        .source
+        .listeners
+        .iter()
+        .filter_map(|listener| listener.tls.as_ref())
+        .flat_map(|tls| tls.certificates.iter())
+        .flat_map(|pair| [PathBuf::from(&pair.cert), PathBuf::from(&pair.key)])
+        .collect()
+}
+
+/// Polls until the control is dropped. Certificate files are watched too:
+/// a renewed certificate is taken without touching the config.
 pub(super) fn start(control: Weak<Control>) {
     tokio::spawn(async move {
-        let path = match control.upgrade() {
-            Some(control) => control.config_path().to_path_buf(),
+        let (path, mut certificates) = match control.upgrade() {
+            Some(control) => (control.config_path().to_path_buf(), certificate_files(&control)),
             None => return,
         };
-        let mut seen = stamp(&path);
-        // A changed stamp waits here for one quiet poll.
-        let mut pending: Option<Option<Stamp>> = None;
+        let stamps = |paths: &[PathBuf]| paths.iter().map(|p| stamp(p)).collect::<Vec<_>>();
+        let mut seen = (stamp(&path), stamps(&certificates));
+        // The certificates' stamps as last loaded.
+        let mut loaded = seen.1.clone();
+        // A change waits for one quiet poll.
+        let mut pending = false;
         loop {
             tokio::time::sleep(WATCH_INTERVAL).await;
             if control.strong_count() == 0 {
                 return;
             }
-            let now = stamp(&path);
+            let now = (stamp(&path), stamps(&certificates));
             if now != seen {
                 seen = now;
-                pending = Some(now);
+                pending = true;
                 continue;
             }
-            if pending.take().is_none() {
+            if !std::mem::take(&mut pending) {
                 continue;
             }
             let Some(control) = control.upgrade() else { return };
             // Touching the file without changing it is not a reload.
-            let unchanged = std::fs::read(&path)
+            let config_unchanged = std::fs::read(&path)
                 .map(|text| crate::config::text_hash(&text) == control.gateway().hash)
                 .unwrap_or(false);
-            if !unchanged {
-                control.reload("file_changed").await;
+            let certificates_changed = seen.1 != loaded;
+            if !config_unchanged || certificates_changed {
+                let trigger = if config_unchanged {
+                    "certificate_changed"
+                } else {
+                    "file_changed"
+                };
+                control.reload(trigger).await;
+                certificates = certificate_files(&control);
+                seen.1 = stamps(&certificates);
+                loaded = seen.1.clone();
             }
         }
     });

@@ -354,3 +354,26 @@ routes:
         "max-age=31536000; includeSubDomains"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificate_files_are_taken_without_touching_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, first) = certificate(dir.path(), "api", &["api.example.com"]);
+    let gw = Gateway::start_watching(&tls_config(dir.path(), proto_echo().await, &[(&cert, &key)], "1.2")).await;
+    assert_eq!(
+        presented(&connect(gw.addr, "api.example.com", &[], false).await.unwrap()),
+        first
+    );
+    let (_, _, renewed) = certificate(dir.path(), "api", &["api.example.com"]);
+    // The watcher polls every second and waits for one quiet poll.
+    let mut now = first.clone();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        now = presented(&connect(gw.addr, "api.example.com", &[], false).await.unwrap());
+        if now == renewed {
+            break;
+        }
+    }
+    assert_eq!(now, renewed, "the renewed certificate is served");
+    assert_eq!(gw.control.reload_status().1.unwrap().trigger, "certificate_changed");
+}
