@@ -157,6 +157,19 @@ pub struct TlsConfig {
     pub min_version: TlsVersion,
     /// `Strict-Transport-Security` on every answer.
     pub hsts: Option<HstsConfig>,
+    /// Ask clients for certificates, checked against a CA bundle.
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthConfig {
+    /// PEM: the CA certificates client certificates must chain to.
+    pub ca: String,
+    /// Refuse the handshake without a valid certificate (otherwise one is
+    /// asked for, checked if given, and not required).
+    #[serde(default)]
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

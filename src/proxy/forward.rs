@@ -90,7 +90,13 @@ pub struct ClientSide<'a> {
     pub preserve_host: bool,
     /// The client came over TLS.
     pub tls: bool,
+    /// The client's verified certificate, told to the upstream.
+    pub client_certificate: Option<&'a super::tls::ClientCertificate>,
 }
+
+/// What the upstream is told of a client certificate; never what a client says.
+static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+static X_CLIENT_CERT_NAMES: HeaderName = HeaderName::from_static("x-client-cert-names");
 
 /// Rewrites the headers of a request about to go upstream.
 pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
@@ -109,6 +115,16 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
         client.ip.clone()
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
+    headers.remove(&X_CLIENT_CERT_SUBJECT);
+    headers.remove(&X_CLIENT_CERT_NAMES);
+    if let Some(certificate) = client.client_certificate {
+        if let Ok(subject) = HeaderValue::from_str(&certificate.subject) {
+            headers.insert(&X_CLIENT_CERT_SUBJECT, subject);
+        }
+        if let Ok(names) = HeaderValue::from_str(&certificate.names.join(", ")) {
+            headers.insert(&X_CLIENT_CERT_NAMES, names);
+        }
+    }
     headers.insert(
         &X_FORWARDED_PROTO,
         HeaderValue::from_static(if client.tls { "https" } else { "http" }),
@@ -169,6 +185,7 @@ mod tests {
             request_id: &id,
             preserve_host: false,
             tls: false,
+            client_certificate: None,
         };
         upstream_request(&mut headers, client);
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 192.0.2.7");

@@ -38,6 +38,8 @@ pub struct Connection {
     pub active: Arc<ActiveRequests>,
     /// Set while the listener drains: HTTP/1 responses then close the connection.
     pub draining: Arc<AtomicBool>,
+    /// The certificate the client presented and the listener verified (mTLS).
+    pub client_certificate: Option<Arc<super::tls::ClientCertificate>>,
 }
 
 /// The request's details only the access log uses.
@@ -598,6 +600,7 @@ pub(crate) async fn proxy(
             request_id,
             preserve_host: forward.preserve_host,
             tls: conn.listener.tls.is_some(),
+            client_certificate: conn.client_certificate.as_deref(),
         },
     );
     // Origin-form: the connection already goes to the target.

@@ -334,23 +334,25 @@ impl Acceptor {
         let state = self.state.load();
         let active = Arc::new(ActiveRequests::default());
         let settings = &state.settings;
-        let conn = Arc::new(Connection {
+        let mut conn = Connection {
             gateway: self.gateway.clone(),
             listener: settings.clone(),
             peer,
             peer_ip: super::forward::client_ip_header(peer.ip()),
             active: active.clone(),
             draining: self.draining.clone(),
-        });
+            client_certificate: None,
+        };
         let builder = state.builder.clone();
         let watcher = self.connections.watcher();
         let open = OpenConnection::new(&self.metrics);
         let tls = settings.tls.clone();
         let (idle, header_read) = (settings.idle_timeout, settings.header_read_timeout);
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(conn.clone(), request));
             let served = match tls {
                 None => {
+                    let conn = Arc::new(conn);
+                    let service = service_fn(move |request| handle(conn.clone(), request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     watcher.watch(builder.serve_connection(io, service)).await
                 }
@@ -368,6 +370,15 @@ impl Acceptor {
                             return;
                         }
                     };
+                    conn.client_certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|der| super::tls::ClientCertificate::of(der))
+                        .map(Arc::new);
+                    let conn = Arc::new(conn);
+                    let service = service_fn(move |request| handle(conn.clone(), request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     watcher.watch(builder.serve_connection(io, service)).await
                 }

@@ -119,12 +119,19 @@ pub fn compile(config: &TlsConfig) -> Result<TlsSettings, Vec<(String, String)>>
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let builder = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| vec![("min_version".into(), e.to_string())])?;
-    let mut server = builder
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { certificates }));
+    let builder = match &config.client_auth {
+        None => builder.with_no_client_auth(),
+        Some(client_auth) => {
+            let (verifier, ca_bytes) = client_verifier(&client_auth.ca, client_auth.required, provider)
+                .map_err(|e| vec![("client_auth.ca".to_string(), e)])?;
+            fingerprint ^= xxh3_64(&ca_bytes).rotate_left(7);
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut server = builder.with_cert_resolver(Arc::new(BySni { certificates }));
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     // Resumption: the in-memory session cache is rustls's default; tickets too.
     if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
@@ -135,4 +142,68 @@ pub fn compile(config: &TlsConfig) -> Result<TlsSettings, Vec<(String, String)>>
         fingerprint,
         server: Arc::new(server),
     })
+}
+
+/// Checks client certificates against the CA bundle in `path`.
+fn client_verifier(
+    path: &str,
+    required: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<(Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<u8>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(&bytes) {
+        let certificate = certificate.map_err(|e| format!("{path} is not PEM certificates: {e}"))?;
+        roots
+            .add(certificate)
+            .map_err(|e| format!("{path}: a CA certificate cannot be used: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    let verifier = builder.build().map_err(|e| format!("{path}: {e}"))?;
+    Ok((verifier, bytes))
+}
+
+/// A verified client certificate: what upstreams and plugins may know of it.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate {
+    /// The subject, RFC 4514 style: `CN=app,O=Example`.
+    pub subject: String,
+    /// The subject alternative names: DNS names, URIs, e-mail addresses.
+    pub names: Vec<String>,
+}
+
+impl ClientCertificate {
+    /// Reads the end-entity certificate rustls verified.
+    pub fn of(der: &[u8]) -> Option<ClientCertificate> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let names = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|name| match name {
+                        x509_parser::extensions::GeneralName::DNSName(n) => Some(n.to_string()),
+                        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+                        x509_parser::extensions::GeneralName::RFC822Name(m) => Some(m.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(ClientCertificate {
+            subject: cert.subject().to_string(),
+            names,
+        })
+    }
 }

@@ -377,3 +377,134 @@ async fn renewed_certificate_files_are_taken_without_touching_the_config() {
     assert_eq!(now, renewed, "the renewed certificate is served");
     assert_eq!(gw.control.reload_status().1.unwrap().trigger, "certificate_changed");
 }
+
+/// A CA, and a client certificate it signs for `names` with common name `cn`.
+fn client_ca(
+    dir: &Path,
+) -> (
+    PathBuf,
+    impl Fn(&str, &[&str]) -> (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
+) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Test clients CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertifiedIssuer::self_signed(params, ca_key).unwrap();
+    let path = dir.join("clients-ca.pem");
+    std::fs::write(&path, ca.pem()).unwrap();
+    let issue = move |cn: &str, names: &[&str]| {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        (vec![cert.der().clone()], der)
+    };
+    (path, issue)
+}
+
+async fn connect_as(
+    addr: std::net::SocketAddr,
+    identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate));
+    let config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("api.example.com").unwrap(), tcp)
+        .await?;
+    // TLS 1.3 reports a refused client certificate after the handshake:
+    // one round trip shows it.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /whoami HTTP/1.1\r\nhost: api.example.com\r\nx-client-cert-subject: CN=forged\r\n\r\n")
+        .await?;
+    let mut first = [0u8; 1];
+    stream.read_exact(&mut first).await?;
+    Ok(stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_checked_and_told_to_the_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path(), "api", &["api.example.com"]);
+    let (ca, issue) = client_ca(dir.path());
+    let upstream = serve(|request: http::Request<hyper::body::Incoming>| async move {
+        let header = |n: &str| {
+            request
+                .headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        let body = format!("{}|{}", header("x-client-cert-subject"), header("x-client-cert-names"));
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+    })
+    .await;
+    let text = |required: bool| {
+        config(
+            r#"
+listeners:
+  - name: mtls
+    addr: "127.0.0.1:0"
+    tls: { certificates: [ { cert: "$CERT", key: "$KEY" } ], client_auth: { ca: "$CA", required: $REQUIRED } }
+access_log: { enabled: false }
+upstreams: { who: { targets: [ "$U" ] } }
+routes:
+  - { name: whoami, match: { path: /whoami }, upstream: who }
+"#,
+            &[
+                ("CERT", cert.display().to_string()),
+                ("KEY", key.display().to_string()),
+                ("CA", ca.display().to_string()),
+                ("REQUIRED", required.to_string()),
+                ("U", upstream.to_string()),
+            ],
+        )
+    };
+    let required = Gateway::start(&text(true)).await;
+    let whoami = |stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+        use tokio::io::AsyncReadExt;
+        let mut stream = stream;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), stream.read_to_end(&mut rest)).await;
+        String::from_utf8_lossy(&rest).into_owned()
+    };
+    let answer = whoami(
+        connect_as(required.addr, Some(issue("billing-service", &["billing.internal"])))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(answer.contains("CN=billing-service|billing.internal"), "{answer}");
+    assert!(
+        !answer.contains("forged"),
+        "a client's own header never passes: {answer}"
+    );
+    assert!(
+        connect_as(required.addr, None).await.is_err(),
+        "required: no certificate, no connection"
+    );
+    // A certificate from another CA is refused.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (_, stranger) = client_ca(elsewhere.path());
+    assert!(connect_as(required.addr, Some(stranger("intruder", &["x.internal"])))
+        .await
+        .is_err());
+
+    // Optional: asked for, checked if given, not required.
+    let optional = Gateway::start(&text(false)).await;
+    let anonymous = whoami(connect_as(optional.addr, None).await.unwrap()).await;
+    assert!(anonymous.contains("200 OK") && anonymous.ends_with('|'), "{anonymous}");
+}
