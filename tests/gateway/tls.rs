@@ -378,6 +378,9 @@ async fn renewed_certificate_files_are_taken_without_touching_the_config() {
     assert_eq!(gw.control.reload_status().1.unwrap().trigger, "certificate_changed");
 }
 
+/// A client's certificate chain and key.
+type Identity = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
+
 /// A CA, and a client certificate it signs for `names` with common name `cn`.
 fn client_ca(
     dir: &Path,
@@ -408,7 +411,7 @@ fn client_ca(
 
 async fn connect_as(
     addr: std::net::SocketAddr,
-    identity: Option<(Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>)>,
+    identity: Option<Identity>,
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
