@@ -382,12 +382,7 @@ async fn renewed_certificate_files_are_taken_without_touching_the_config() {
 type Identity = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
 
 /// A CA, and a client certificate it signs for `names` with common name `cn`.
-fn client_ca(
-    dir: &Path,
-) -> (
-    PathBuf,
-    impl Fn(&str, &[&str]) -> (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>),
-) {
+fn client_ca(dir: &Path) -> (PathBuf, impl Fn(&str, &[&str]) -> Identity) {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     params
