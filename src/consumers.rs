@@ -48,6 +48,7 @@ pub struct Consumers {
     all: Vec<Arc<Consumer>>,
     by_key_digest: HashMap<[u8; 32], usize>,
     by_username: HashMap<String, usize>,
+    by_certificate: HashMap<String, usize>,
 }
 
 impl Consumers {
@@ -108,6 +109,14 @@ impl Consumers {
                     ));
                 }
             }
+            for (i, name) in config.credentials.certificates.iter().enumerate() {
+                let at = format!("consumers[{index}].credentials.certificates[{i}]");
+                if name.trim().is_empty() {
+                    errors.push((at, "a certificate subject or name is not empty".into()));
+                } else if consumers.by_certificate.insert(name.clone(), index).is_some() {
+                    errors.push((at, format!("{name:?} belongs to another consumer too")));
+                }
+            }
             consumers.all.push(Arc::new(Consumer {
                 name: config.name.as_str().into(),
                 groups: config.groups.clone().into(),
@@ -134,6 +143,15 @@ impl Consumers {
         let digest: [u8; 32] = Sha256::digest(key).into();
         let (stored, index) = self.by_key_digest.get_key_value(&digest)?;
         bool::from(stored.ct_eq(&digest)).then(|| &self.all[*index])
+    }
+
+    /// The consumer a verified client certificate names: by subject, then
+    /// by each subject alternative name.
+    pub fn by_certificate(&self, subject: &str, names: &[String]) -> Option<&Arc<Consumer>> {
+        std::iter::once(subject)
+            .chain(names.iter().map(String::as_str))
+            .find_map(|name| self.by_certificate.get(name))
+            .map(|i| &self.all[*i])
     }
 
     pub fn by_username(&self, username: &str) -> Option<&Arc<Consumer>> {

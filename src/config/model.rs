@@ -68,6 +68,10 @@ pub struct CredentialsConfig {
     /// For `basic_auth`: a username and a bcrypt or argon2 hash of the
     /// password (`portico hash-password` prints one).
     pub basic: Option<BasicCredential>,
+    /// For `mtls`: client certificate subjects (`CN=billing,O=Example`) or
+    /// subject alternative names (`billing.internal`, `spiffe://…`).
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

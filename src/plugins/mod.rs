@@ -70,6 +70,8 @@ pub struct RequestContext<'a> {
     pub upstream: Option<&'a str>,
     /// The path the service receives, when the route's `rewrite` changed it.
     pub upstream_path: Option<&'a str>,
+    /// The certificate the client presented over TLS, verified (mTLS).
+    pub client_certificate: Option<&'a crate::proxy::tls::ClientCertificate>,
     /// Kept until the response body has been sent (concurrency permits).
     pub holds: Vec<Box<dyn Send + Sync>>,
 }
@@ -92,6 +94,7 @@ impl<'a> RequestContext<'a> {
             response_headers: Vec::new(),
             upstream,
             upstream_path: None,
+            client_certificate: None,
             holds: Vec::new(),
         }
     }
@@ -357,6 +360,7 @@ pub mod introspection;
 pub mod ip_restriction;
 pub mod jwt;
 pub mod key_auth;
+pub mod mtls;
 pub mod rate_limit;
 pub mod transform;
 pub mod validate;
@@ -370,6 +374,7 @@ pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "basic_auth", build: basic_auth::build },
     PluginFactory { name: "jwt", build: jwt::build },
     PluginFactory { name: "oauth2_introspection", build: introspection::build },
+    PluginFactory { name: "mtls", build: mtls::build },
     PluginFactory { name: "acl", build: acl::build_acl },
     PluginFactory { name: "scopes", build: acl::build_scopes },
     PluginFactory { name: "rate_limit", build: rate_limit::build },

@@ -221,6 +221,7 @@ async fn serve(
     forward::strip_identity(&mut parts.headers);
     let mut ctx = RequestContext::new(request_id, conn.peer, &route.name, &params, route.upstream());
     ctx.upstream_path = rewritten.as_deref();
+    ctx.client_certificate = conn.client_certificate.as_deref();
     let answer = async {
         if !route.plugins.is_empty() {
             match route.plugins.on_request(&mut parts, &mut ctx).await {

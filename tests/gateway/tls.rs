@@ -446,7 +446,12 @@ async fn client_certificates_are_checked_and_told_to_the_upstream() {
                 .map(|v| v.to_str().unwrap().to_string())
                 .unwrap_or_default()
         };
-        let body = format!("{}|{}", header("x-client-cert-subject"), header("x-client-cert-names"));
+        let body = format!(
+            "{}|{}|consumer={}",
+            header("x-client-cert-subject"),
+            header("x-client-cert-names"),
+            header("x-consumer-name")
+        );
         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
     })
     .await;
@@ -458,9 +463,12 @@ listeners:
     addr: "127.0.0.1:0"
     tls: { certificates: [ { cert: "$CERT", key: "$KEY" } ], client_auth: { ca: "$CA", required: $REQUIRED } }
 access_log: { enabled: false }
+consumers:
+  - { name: billing, groups: [internal], credentials: { certificates: [ "billing.internal" ] } }
 upstreams: { who: { targets: [ "$U" ] } }
 routes:
   - { name: whoami, match: { path: /whoami }, upstream: who }
+  - { name: internal, match: { path: /internal }, upstream: who, plugins: { mtls: {}, acl: { allow: [internal] } } }
 "#,
             &[
                 ("CERT", cert.display().to_string()),
@@ -485,7 +493,10 @@ routes:
             .unwrap(),
     )
     .await;
-    assert!(answer.contains("CN=billing-service|billing.internal"), "{answer}");
+    assert!(
+        answer.contains("CN=billing-service|billing.internal|consumer="),
+        "{answer}"
+    );
     assert!(
         !answer.contains("forged"),
         "a client's own header never passes: {answer}"
@@ -501,8 +512,37 @@ routes:
         .await
         .is_err());
 
+    // As a consumer: `mtls` names who the certificate is, for ACLs and limits.
+    let ask = |path: &'static str, identity| {
+        let addr = required.addr;
+        async move {
+            let mut stream = connect_as(addr, identity).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // The first request of connect_as was /whoami; this is the second.
+            stream
+                .write_all(
+                    format!("GET {path} HTTP/1.1\r\nhost: api.example.com\r\nconnection: close\r\n\r\n").as_bytes(),
+                )
+                .await
+                .unwrap();
+            let mut all = Vec::new();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stream.read_to_end(&mut all)).await;
+            String::from_utf8_lossy(&all).into_owned()
+        }
+    };
+    let known = ask("/internal", Some(issue("billing-service", &["billing.internal"]))).await;
+    assert!(known.contains("consumer=billing"), "{known}");
+    let unknown = ask("/internal", Some(issue("reports", &["reports.internal"]))).await;
+    assert!(
+        unknown.contains("401 Unauthorized") && unknown.contains("belongs to no consumer"),
+        "{unknown}"
+    );
+
     // Optional: asked for, checked if given, not required.
     let optional = Gateway::start(&text(false)).await;
     let anonymous = whoami(connect_as(optional.addr, None).await.unwrap()).await;
-    assert!(anonymous.contains("200 OK") && anonymous.ends_with('|'), "{anonymous}");
+    assert!(
+        anonymous.contains("200 OK") && anonymous.ends_with("||consumer="),
+        "{anonymous}"
+    );
 }
