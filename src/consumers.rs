@@ -313,6 +313,7 @@ mod tests {
             credentials: CredentialsConfig {
                 api_keys: keys.iter().map(|k| k.to_string()).collect(),
                 basic: None,
+                certificates: Vec::new(),
             },
         }
     }
