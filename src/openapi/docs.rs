@@ -38,11 +38,9 @@ pub fn merged(gateway: &Gateway) -> Value {
                 if !allows(route_config, op.method) {
                     continue;
                 }
-                let item = paths
-                    .entry(public)
-                    .or_insert_with(|| json!({}))
-                    .as_object_mut()
-                    .expect("path items are objects");
+                let Some(item) = paths.entry(public).or_insert_with(|| json!({})).as_object_mut() else {
+                    continue;
+                };
                 if let Some(shared) = op.item.get("parameters") {
                     item.insert("parameters".into(), portable(spec, shared, &renames));
                 }
@@ -86,11 +84,9 @@ fn merge_components(spec: &Spec, into: &mut Map<String, Value>) -> HashMap<Strin
     };
     for (kind, entries) in kinds {
         let Some(entries) = entries.as_object() else { continue };
-        let target = into
-            .entry(kind.clone())
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .expect("component kinds are objects");
+        let Some(target) = into.entry(kind.clone()).or_insert_with(|| json!({})).as_object_mut() else {
+            continue;
+        };
         for (name, value) in entries {
             let reference = format!("#/components/{kind}/{name}");
             let new_name = renames
