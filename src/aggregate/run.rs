@@ -194,6 +194,7 @@ async fn make_call<'a>(
             body: ClientBody::Transformed(body),
             path_and_query: None,
             request_id: ctx.request_id,
+            upgrade: None,
         };
         let response = proxy(&call.forward, conn, request, shared, &mut CallRecord::default()).await?;
         let (head, body) = response.into_parts();

@@ -55,6 +55,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 message switches to: `Upgrade` named in `Connection`.
+pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asked = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asked.then(|| headers.get(http::header::UPGRADE).cloned()).flatten()
+}
+
 /// Removes identity headers (`X-Consumer-Name`, ...) a client sent: only
 /// Portico's authentication sets them, and upstreams trust them.
 pub fn strip_identity(headers: &mut HeaderMap) {
@@ -100,7 +111,13 @@ static X_CLIENT_CERT_NAMES: HeaderName = HeaderName::from_static("x-client-cert-
 
 /// Rewrites the headers of a request about to go upstream.
 pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
+    let upgrade = upgrade_of(headers);
     strip_hop_by_hop(headers);
+    // An upgrade (WebSocket) is the one hop-by-hop exchange passed on.
+    if let Some(protocol) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(http::header::UPGRADE, protocol);
+    }
     // Append the client to any chain it sent, as nginx's
     // $proxy_add_x_forwarded_for does (several fields are joined first).
     let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {

@@ -257,7 +257,14 @@ async fn serve(
                     }
                     None => ClientBody::Stream(body),
                 };
-                if route.plugins.cache().is_some() {
+                let upgrade = match forward::upgrade_of(&parts.headers) {
+                    Some(_) if parts.version == Version::HTTP_11 => {
+                        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+                    }
+                    _ => None,
+                };
+                // An upgrade is never a cached exchange.
+                if route.plugins.cache().is_some() && upgrade.is_none() {
                     // The cache answers, or goes upstream and runs the response plugins
                     // itself, so that what it stores is what clients get.
                     let path_and_query = upstream_path_and_query(rewritten.as_deref(), &parts.uri)?;
@@ -280,6 +287,7 @@ async fn serve(
                     parts,
                     body,
                     request_id,
+                    upgrade,
                 };
                 let shared = CallContext {
                     metrics: exchange.metrics.as_ref(),
@@ -328,6 +336,7 @@ async fn cached(
             body,
             path_and_query: path_and_query.clone(),
             request_id,
+            upgrade: None,
         };
         let record = &record;
         async move {
@@ -391,6 +400,7 @@ fn refresh_in_background(
                 body: ClientBody::Transformed(Bytes::new()),
                 path_and_query: path_and_query.clone(),
                 request_id: &request_id,
+                upgrade: None,
             };
             let (conn, ctx) = (&conn, &ctx);
             async move {
@@ -551,6 +561,8 @@ pub(crate) struct UpstreamRequest<'a> {
     /// Rewritten path and query; `None` keeps the client's.
     pub path_and_query: Option<PathAndQuery>,
     pub request_id: &'a HeaderValue,
+    /// The client's side of an upgrade it asked for (WebSocket).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
 pub(crate) async fn proxy(
@@ -565,6 +577,7 @@ pub(crate) async fn proxy(
         body,
         path_and_query,
         request_id,
+        mut upgrade,
     } = request;
     let pool = &forward.pool;
     exchange.upstream = Some(pool.name.clone());
@@ -723,8 +736,23 @@ pub(crate) async fn proxy(
                     }
                     // Not retried: the upstream's own answer goes to the client.
                     None => {
+                        let mut response = response;
+                        let switched = match upgrade.take() {
+                            Some(client) if status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                                let protocol = response.headers().get(http::header::UPGRADE).cloned();
+                                bridge(client, hyper::upgrade::on(&mut response), conn.active.begin());
+                                protocol
+                            }
+                            _ => None,
+                        };
                         let (mut parts, body) = response.into_parts();
                         forward::downstream_response(&mut parts.headers, parts.version, request_id);
+                        if let Some(protocol) = switched {
+                            parts
+                                .headers
+                                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                            parts.headers.insert(http::header::UPGRADE, protocol);
+                        }
                         parts.version = client_version;
                         let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
                         return Ok(Response::from_parts(parts, body));
@@ -768,6 +796,30 @@ pub(crate) async fn proxy(
             tokio::time::sleep(policy.backoff(retries)).await;
         }
     }
+}
+
+/// Joins the client's and the upstream's upgraded connections (WebSocket)
+/// and copies bytes both ways until either side closes. The connection
+/// counts as busy meanwhile, so the listener's idle timeout leaves it be.
+fn bridge(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    busy: super::client_timeouts::RequestActive,
+) {
+    tokio::spawn(async move {
+        let _busy = busy;
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            tracing::debug!("an upgrade did not complete on one side");
+            return;
+        };
+        let (mut client, mut upstream) = (
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(upstream),
+        );
+        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(%error, "an upgraded connection ended with an error");
+        }
+    });
 }
 
 /// Whether one more retry is allowed: policy attempts, time and budget.

@@ -354,7 +354,7 @@ impl Acceptor {
                     let conn = Arc::new(conn);
                     let service = service_fn(move |request| handle(conn.clone(), request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
-                    watcher.watch(builder.serve_connection(io, service)).await
+                    watcher.watch(builder.serve_connection_with_upgrades(io, service)).await
                 }
                 Some(tls) => {
                     // The handshake gets the time a request head gets.
@@ -380,7 +380,7 @@ impl Acceptor {
                     let conn = Arc::new(conn);
                     let service = service_fn(move |request| handle(conn.clone(), request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
-                    watcher.watch(builder.serve_connection(io, service)).await
+                    watcher.watch(builder.serve_connection_with_upgrades(io, service)).await
                 }
             };
             if let Err(error) = served {

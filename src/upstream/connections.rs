@@ -186,7 +186,8 @@ pub(crate) async fn connect_fresh(
     let _ = stream.set_nodelay(true);
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
     tokio::spawn(async move {
-        if let Err(error) = connection.await {
+        // With upgrades: a WebSocket handshake hands the connection over.
+        if let Err(error) = connection.with_upgrades().await {
             tracing::debug!(%error, "upstream connection ended with an error");
         }
     });

@@ -20,6 +20,7 @@ mod streaming;
 mod tls;
 mod tracing;
 mod transform;
+mod websocket;
 mod xml;
 
 /// Fills `$NAME` placeholders in a YAML config, in one pass: a value that
