@@ -130,9 +130,9 @@ def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(url, connections, duration):
+def wrk(url, connections, duration, extra=()):
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", *extra, url],
         capture_output=True, text=True, check=True).stdout
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
@@ -155,10 +155,10 @@ def wrk_run(url, connections, duration, extra=(), script_args=()):
     return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def measure(target, path, connections, duration):
+def measure(target, path, connections, duration, scheme="http", extra=()):
     name, port, pid = target
     before = cpu_seconds(pid) if pid else 0.0
-    requests, rps, p50, p99 = wrk(f"http://127.0.0.1:{port}{path}", connections, duration)
+    requests, rps, p50, p99 = wrk(f"{scheme}://127.0.0.1:{port}{path}", connections, duration, extra)
     cpu_us = (cpu_seconds(pid) - before) * 1e6 / requests if pid else None
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
 
@@ -172,13 +172,14 @@ def arg_parser():
     return parser
 
 
-def rounds(cases, args):
-    """Runs every case `(name, port, pid, path)` once a round, alternating,
-    for `args.rounds` rounds: the measurements by name."""
+def rounds(cases, args, scheme="http"):
+    """Runs every case `(name, port, pid, path[, wrk options])` once a
+    round, alternating, for `args.rounds` rounds: the measurements by name."""
     runs = {name: [] for name, *_ in cases}
     for round_ in range(args.rounds):
-        for name, port, pid, path in cases:
-            runs[name].append(measure((name, port, pid), path, args.connections, args.duration))
+        for name, port, pid, path, *extra in cases:
+            options = extra[0] if extra else ()
+            runs[name].append(measure((name, port, pid), path, args.connections, args.duration, scheme, options))
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     return runs
 
