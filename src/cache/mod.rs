@@ -15,6 +15,7 @@ pub mod store;
 use crate::body::ResponseBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::plugins::RequestContext;
+use crate::proxy::handler::clone_head;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{self, ReadAnswer};
 use bytes::Bytes;
@@ -518,20 +519,6 @@ impl Directives {
         out.must_revalidate |= out.no_cache;
         out
     }
-}
-
-fn clone_head(request: &http::request::Parts) -> http::request::Parts {
-    let mut builder = http::Request::builder()
-        .method(request.method.clone())
-        .uri(request.uri.clone())
-        .version(request.version);
-    if let Some(headers) = builder.headers_mut() {
-        *headers = request.headers.clone();
-    }
-    builder
-        .body(())
-        .map(|r| r.into_parts().0)
-        .unwrap_or_else(|_| http::Request::new(()).into_parts().0)
 }
 
 /// The request as sent upstream to fill the cache: the client's own

@@ -3,7 +3,7 @@
 //! service's paths turned back through each route's `rewrite`), and a page
 //! that renders it with nothing fetched from elsewhere.
 
-use super::{Spec, Version};
+use super::{under, Spec, Version};
 use crate::config::model::RouteConfig;
 use crate::gateway::Gateway;
 use serde_json::{json, Map, Value};
@@ -252,12 +252,6 @@ fn rename_params(route_path: &str, service: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// The path under `prefix`, segment-aware: `""` or starting with `/`.
-fn under<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
-    let rest = path.strip_prefix(prefix)?;
-    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
 fn allows(route: &RouteConfig, method: &str) -> bool {

@@ -133,6 +133,12 @@ impl Spec {
     }
 }
 
+/// The path under `prefix`, segment-aware: `""` or starting with `/`.
+pub fn under<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
 /// `https://api.example.com/v1/` → `/v1`; `/v1` → `/v1`; `/` → ``.
 fn server_path(url: &str) -> String {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);

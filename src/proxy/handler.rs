@@ -848,7 +848,8 @@ fn no_target(pool: &UpstreamPool) -> ProxyError {
 }
 
 /// The request head again, for another attempt (extensions are not carried).
-fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+/// A request head without its body or extensions, to send again.
+pub(crate) fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
     let (mut head, ()) = Request::new(()).into_parts();
     head.method = parts.method.clone();
     head.uri = parts.uri.clone();

@@ -29,14 +29,16 @@ impl BodyFormat {
     /// (`application/json`, `application/*+json`; `application/xml`,
     /// `text/xml`, `application/*+xml`)?
     pub fn is_in(self, headers: &http::HeaderMap) -> bool {
-        let Some(mime) = headers
+        headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(';').next())
-            .map(|mime| mime.trim().to_ascii_lowercase())
-        else {
-            return false;
-        };
+            .is_some_and(|mime| self.is_mime(mime))
+    }
+
+    /// Is a media type (without parameters) of this format?
+    pub fn is_mime(self, mime: &str) -> bool {
+        let mime = mime.trim().to_ascii_lowercase();
         let (exact, suffix, text) = match self {
             BodyFormat::Json => ("application/json", "+json", None),
             BodyFormat::Xml => ("application/xml", "+xml", Some("text/xml")),

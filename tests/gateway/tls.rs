@@ -106,12 +106,11 @@ async fn proto_echo() -> std::net::SocketAddr {
     .await
 }
 
-fn tls_config(dir: &Path, upstream: std::net::SocketAddr, certs: &[(&PathBuf, &PathBuf)], min: &str) -> String {
+fn tls_config(upstream: std::net::SocketAddr, certs: &[(&PathBuf, &PathBuf)], min: &str) -> String {
     let list: Vec<String> = certs
         .iter()
         .map(|(c, k)| format!("{{ cert: \"{}\", key: \"{}\" }}", c.display(), k.display()))
         .collect();
-    let _ = dir;
     config(
         r#"
 listeners:
@@ -136,7 +135,6 @@ async fn certificates_are_chosen_by_sni_and_both_http_versions_are_served() {
     let (api_cert, api_key, api_der) = certificate(dir.path(), "api", &["api.example.com"]);
     let (shop_cert, shop_key, shop_der) = certificate(dir.path(), "shop", &["*.example.org", "example.org"]);
     let gw = Gateway::start(&tls_config(
-        dir.path(),
         proto_echo().await,
         &[(&api_cert, &api_key), (&shop_cert, &shop_key)],
         "1.2",
@@ -232,7 +230,7 @@ async fn the_minimum_version_holds_and_new_certificates_come_with_a_reload() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, first_der) = certificate(dir.path(), "api", &["api.example.com"]);
     let upstream = proto_echo().await;
-    let gw = Gateway::start(&tls_config(dir.path(), upstream, &[(&cert, &key)], "1.3")).await;
+    let gw = Gateway::start(&tls_config(upstream, &[(&cert, &key)], "1.3")).await;
     let addr = gw.addr;
     assert!(
         connect(addr, "api.example.com", &[], true).await.is_err(),
@@ -248,9 +246,7 @@ async fn the_minimum_version_holds_and_new_certificates_come_with_a_reload() {
     // New files under the same names; a reload takes them, and a
     // connection made before keeps working.
     let (_, _, second_der) = certificate(dir.path(), "api", &["api.example.com"]);
-    let report = gw
-        .reload(&tls_config(dir.path(), upstream, &[(&cert, &key)], "1.3"))
-        .await;
+    let report = gw.reload(&tls_config(upstream, &[(&cert, &key)], "1.3")).await;
     assert!(report.ok, "{report:?}");
     assert_eq!(
         presented(&connect(addr, "api.example.com", &[], false).await.unwrap()),
@@ -346,7 +342,7 @@ routes:
 async fn renewed_certificate_files_are_taken_without_touching_the_config() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, first) = certificate(dir.path(), "api", &["api.example.com"]);
-    let gw = Gateway::start_watching(&tls_config(dir.path(), proto_echo().await, &[(&cert, &key)], "1.2")).await;
+    let gw = Gateway::start_watching(&tls_config(proto_echo().await, &[(&cert, &key)], "1.2")).await;
     assert_eq!(
         presented(&connect(gw.addr, "api.example.com", &[], false).await.unwrap()),
         first

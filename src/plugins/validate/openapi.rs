@@ -291,7 +291,7 @@ fn compile_operation(spec: &Spec, op: &crate::openapi::Operation<'_>, at: &str) 
                 .unwrap_or_default();
             let json_schema = content.and_then(|c| {
                 c.iter()
-                    .find(|(mime, _)| is_json_type(mime))
+                    .find(|(mime, _)| crate::transform::BodyFormat::Json.is_mime(mime))
                     .and_then(|(_, media)| media.get("schema"))
             });
             let json = match json_schema.map(|s| spec.validator(s)) {
@@ -423,19 +423,10 @@ fn path_regex(template: &str) -> Result<(Regex, Vec<String>), String> {
 
 /// The path under the base path, segment-aware.
 fn strip_base<'p>(path: &'p str, base: &str) -> Option<&'p str> {
-    if base.is_empty() {
-        return Some(path);
-    }
-    match path.strip_prefix(base)? {
+    match crate::openapi::under(path, base)? {
         "" => Some("/"),
-        rest if rest.starts_with('/') => Some(rest),
-        _ => None,
+        rest => Some(rest),
     }
-}
-
-fn is_json_type(mime: &str) -> bool {
-    let mime = mime.to_ascii_lowercase();
-    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = (&str, &str)> {
