@@ -14,8 +14,8 @@ Usage: bench/auth.sh [--rounds 5] [--duration 5]
 import base64, hashlib, hmac, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
-                   wait_port, wrk_run)
+from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, print_table, rounds, scratch_dir, start_backend,
+                   wait_port, wrk)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = os.path.join(ROOT, "tests", "fixtures", "jwt")
@@ -52,12 +52,6 @@ def token(alg):
     return f"{message.decode()}.{b64(signature)}"
 
 
-def measure(pid, path, header, connections, duration):
-    before = cpu_seconds(pid)
-    requests, rps = wrk_run(f"http://127.0.0.1:{GATEWAY}{path}", connections, duration, ["-H", header] if header else [])
-    return {"rps": rps, "cpu_us": (cpu_seconds(pid) - before) * 1e6 / requests}
-
-
 def main():
     parser = arg_parser()
     args = parser.parse_args()
@@ -79,22 +73,10 @@ def main():
             ("jwt HS256", "/hs256", f"Authorization: Bearer {token('HS256')}"),
             ("jwt RS256", "/rs256", f"Authorization: Bearer {token('RS256')}"),
         ]
-        for _, path, header in cases:  # warm-up
-            measure(portico.pid, path, header, args.connections, 1)
-        runs = {name: [] for name, _, _ in cases}
-        for round_ in range(args.rounds):
-            for name, path, header in cases:
-                runs[name].append(measure(portico.pid, path, header, args.connections, args.duration))
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-        base = median(runs["no authentication"], "rps")
-        base_cpu = median(runs["no authentication"], "cpu_us")
-        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, "
-              f"Portico pinned to one core with one worker, small responses.\n")
-        print("| route | req/s | vs no auth | CPU µs/req | vs no auth |")
-        print("|---|---:|---:|---:|---:|")
-        for name, _, _ in cases:
-            rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
-            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {cpu:.1f} | {cpu / base_cpu:.2f}x |")
+        cases = [(name, GATEWAY, portico.pid, path, ["-H", header] if header else []) for name, path, header in cases]
+        for _, port, _, path, options in cases:  # warm-up
+            wrk(f"http://127.0.0.1:{port}{path}", args.connections, 1, options)
+        print_table(rounds(cases, args), "no authentication", args, "Portico")
     finally:
         portico.terminate()
         portico.wait(timeout=40)

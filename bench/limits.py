@@ -14,8 +14,8 @@ Usage: bench/limits.sh [--rounds 5] [--duration 5] [--keys 1000000]
 import os, re, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (arg_parser, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
-                   wait_port, wrk_run)
+from bench import (arg_parser, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, print_table, rounds, scratch_dir,
+                   start_backend, wait_port, wrk, wrk_run)
 
 GATEWAY, REDIS = 18084, 18098
 
@@ -55,17 +55,6 @@ def rss_mib(pid):
         return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
-def report(args, cases, runs):
-    base, base_cpu = median(runs["no limit"], "rps"), median(runs["no limit"], "cpu_us")
-    print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, "
-          f"Portico pinned to one core with one worker, small responses.\n")
-    print("| route | req/s | vs no limit | CPU µs/req | vs no limit |")
-    print("|---|---:|---:|---:|---:|")
-    for name, _ in cases:
-        rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
-        print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {cpu:.1f} | {cpu / base_cpu:.2f}x |")
-
-
 def main():
     parser = arg_parser()
     parser.add_argument("--keys", type=int, default=1_000_000)
@@ -88,17 +77,11 @@ def main():
         wait_port(REDIS)
         wait_port(GATEWAY)
         cases = [] if args.flood_only else [("no limit", "/none"), ("local limit", "/local"), ("redis limit", "/redis")]
-        for _, path in cases:
-            run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", args.connections, 1)
-        runs = {name: [] for name, _ in cases}
-        for round_ in range(args.rounds if cases else 0):
-            for name, path in cases:
-                before = cpu_seconds(portico.pid)
-                requests, rps = run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", args.connections, args.duration)
-                runs[name].append({"rps": rps, "cpu_us": (cpu_seconds(portico.pid) - before) * 1e6 / requests})
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
         if cases:
-            report(args, cases, runs)
+            cases = [(name, GATEWAY, portico.pid, path) for name, path in cases]
+            for _, port, _, path in cases:  # warm-up
+                wrk(f"http://127.0.0.1:{port}{path}", args.connections, 1)
+            print_table(rounds(cases, args), "no limit", args, "Portico")
 
         before = rss_mib(portico.pid)
         sent, run = 0, 0

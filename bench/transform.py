@@ -12,8 +12,8 @@ Usage: bench/transform.sh [--rounds 5] [--duration 5]
 import json, os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, cpu_seconds, median, scratch_dir, start_backend,
-                   wait_port, wrk_run)
+from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, print_table, rounds, scratch_dir, start_backend,
+                   wait_port, wrk)
 
 GATEWAY = 18085
 
@@ -53,10 +53,6 @@ def body_2k():
     return json.dumps(body)
 
 
-def run_wrk(url, script, connections, duration):
-    return wrk_run(url, connections, duration, ["-s", script])
-
-
 def main():
     parser = arg_parser()
     args = parser.parse_args()
@@ -81,23 +77,11 @@ def main():
         wait_port(GATEWAY)
         cases = [("plain proxying", "/plain"), ("JSON rename", "/rename"), ("JSON Schema", "/schema"),
                  ("OpenAPI operation", "/openapi"), ("JSON → XML", "/xml")]
-        for _, path in cases:
-            run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", script, args.connections, 1)
-        runs = {name: [] for name, _ in cases}
-        for round_ in range(args.rounds):
-            for name, path in cases:
-                before = cpu_seconds(portico.pid)
-                requests, rps = run_wrk(f"http://127.0.0.1:{GATEWAY}{path}", script, args.connections, args.duration)
-                runs[name].append({"rps": rps, "cpu_us": (cpu_seconds(portico.pid) - before) * 1e6 / requests})
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-        base, base_cpu = median(runs["plain proxying"], "rps"), median(runs["plain proxying"], "cpu_us")
-        print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, POST of a "
-              f"{len(body)}-byte JSON body, Portico pinned to one core with one worker.\n")
-        print("| route | req/s | vs plain | CPU µs/req | vs plain |")
-        print("|---|---:|---:|---:|---:|")
-        for name, _ in cases:
-            rps, cpu = median(runs[name], "rps"), median(runs[name], "cpu_us")
-            print(f"| {name} | {rps:,.0f} | {rps / base:.2f}x | {cpu:.1f} | {cpu / base_cpu:.2f}x |")
+        cases = [(name, GATEWAY, portico.pid, path, ["-s", script]) for name, path in cases]
+        for _, port, _, path, options in cases:  # warm-up
+            wrk(f"http://127.0.0.1:{port}{path}", args.connections, 1, options)
+        print(f"POSTs of a {len(body)}-byte JSON body.")
+        print_table(rounds(cases, args), "plain proxying", args, "Portico")
     finally:
         portico.terminate()
         portico.wait(timeout=40)
