@@ -392,6 +392,8 @@ pub struct PluginChain {
     plugins: Vec<Arc<dyn Plugin>>,
     request_conversion: Option<Arc<Conversion>>,
     response_conversion: Option<Arc<Conversion>>,
+    /// Found once here: the proxy asks for it on every request.
+    cache: Option<Arc<crate::cache::Cache>>,
 }
 
 impl std::fmt::Debug for PluginChain {
@@ -458,11 +460,13 @@ impl PluginChain {
         // Only the `format` plugin converts, and a chain has one of each plugin.
         let request_conversion = plugins.iter().find_map(|p| p.request_conversion().cloned());
         let response_conversion = plugins.iter().find_map(|p| p.response_conversion().cloned());
+        let cache = plugins.iter().find_map(|p| p.cache().cloned());
         if errors.is_empty() {
             Ok(PluginChain {
                 plugins,
                 request_conversion,
                 response_conversion,
+                cache,
             })
         } else {
             Err(errors)
@@ -475,7 +479,7 @@ impl PluginChain {
 
     /// The route's response cache, if it has one.
     pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
-        self.plugins.iter().find_map(|p| p.cache())
+        self.cache.as_ref()
     }
 
     /// The OpenAPI documents of the route's plugins.
