@@ -23,7 +23,8 @@ use crate::upstream::discovery::{self, Discovery};
 use crate::upstream::health::Thresholds;
 use crate::upstream::health_check::{self, ActiveCheck};
 use crate::upstream::{
-    parse_target, BreakerPolicy, HashOn, PassivePolicy, Resilience, RetryPolicy, TargetSpec, Timeouts, UpstreamPool,
+    parse_target, BreakerPolicy, HashOn, PassivePolicy, Resilience, RetryPolicy, TargetSpec, Timeouts, Transport,
+    UpstreamPool,
 };
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -364,6 +365,15 @@ fn compile_upstreams(
         };
         check_positive(&format!("{path}.timeouts.connect"), upstream.timeouts.connect, errors);
         check_positive(&format!("{path}.timeouts.response"), upstream.timeouts.response, errors);
+        let transport = match Transport::compile(upstream.protocol, upstream.tls.as_ref()) {
+            Ok(transport) => Arc::new(transport),
+            Err(problems) => {
+                for (field, problem) in problems {
+                    errors.push(format!("{path}.{field}"), problem);
+                }
+                continue;
+            }
+        };
         if errors.len() > before {
             continue;
         }
@@ -374,11 +384,11 @@ fn compile_upstreams(
         let previous = context
             .previous
             .and_then(|p| Some((p.upstreams.get(name)?, p.source.upstreams.get(name)?)));
-        // An upstream whose block did not change is the same pool: its health,
-        // breakers, connections and discovered targets carry over. Listed
-        // targets are set again when the config is swapped in
-        // (`UpstreamPool::reset_targets`), dropping any the admin API added.
-        if let Some((pool, _)) = previous.filter(|(_, config)| *config == upstream) {
+        // An upstream whose block (and TLS files) did not change is the same
+        // pool: its health, breakers, connections and discovered targets
+        // carry over. Listed targets are set again when the config is swapped
+        // in (`UpstreamPool::reset_targets`), dropping any the admin API added.
+        if let Some((pool, _)) = previous.filter(|(pool, config)| *config == upstream && pool.transport == transport) {
             out.insert(name.clone(), pool.clone());
             continue;
         }
@@ -386,7 +396,7 @@ fn compile_upstreams(
         let mut pool = UpstreamPool::new(
             name,
             (upstream.balance, hash_on),
-            timeouts,
+            (timeouts, transport),
             resilience,
             discovery,
             metrics,

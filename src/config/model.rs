@@ -260,6 +260,41 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     pub retries: Option<RetriesConfig>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// How requests reach the targets: HTTP/1.1, HTTP/2 over TLS, or h2c.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Connect to the targets over TLS.
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, with or without TLS: a pool of keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`): one multiplexed connection per target.
+    Http2,
+    /// HTTP/2 over cleartext TCP, by prior knowledge (gRPC services often).
+    H2c,
+}
+
+/// `tls:` of an upstream: how Portico checks the targets and shows itself.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM: the CA certificates targets must chain to (default: the Mozilla
+    /// roots built into Portico).
+    pub ca: Option<String>,
+    /// PEM: a client certificate for targets that require one, with its key.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// The name sent as SNI and checked in the target's certificate
+    /// (default: the target's host).
+    pub server_name: Option<String>,
+    /// Check the target's certificate. `false` is for tests only.
+    #[serde(default = "yes")]
+    pub verify: bool,
 }
 
 /// `circuit_breaker:`, applied to the upstream as a whole and to each target.
@@ -807,4 +842,8 @@ pub enum LogField {
     UserAgent,
     Referer,
     TraceId,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -66,6 +66,17 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
     asked.then(|| headers.get(http::header::UPGRADE).cloned()).flatten()
 }
 
+/// Does the client take trailers (`TE: trailers`)? gRPC needs them, and its
+/// services check that the request says so.
+fn accepts_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// Removes identity headers (`X-Consumer-Name`, ...) a client sent: only
 /// Portico's authentication sets them, and upstreams trust them.
 pub fn strip_identity(headers: &mut HeaderMap) {
@@ -112,7 +123,12 @@ static X_CLIENT_CERT_NAMES: HeaderName = HeaderName::from_static("x-client-cert-
 /// Rewrites the headers of a request about to go upstream.
 pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     let upgrade = upgrade_of(headers);
+    let trailers = accepts_trailers(headers);
     strip_hop_by_hop(headers);
+    // `TE: trailers` says what this hop takes, and Portico passes trailers on.
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
     // An upgrade (WebSocket) is the one hop-by-hop exchange passed on.
     if let Some(protocol) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));

@@ -837,7 +837,10 @@ fn outcome_of(status: http::StatusCode) -> Outcome {
 }
 
 fn connect_failure(error: &SendError) -> bool {
-    matches!(error, SendError::Connect(_) | SendError::ConnectTimeout(_))
+    matches!(
+        error,
+        SendError::Connect(_) | SendError::ConnectTimeout(_) | SendError::Tls(_) | SendError::Protocol(_)
+    )
 }
 
 fn no_target(pool: &UpstreamPool) -> ProxyError {
@@ -893,7 +896,8 @@ fn body_too_large(limit: u64) -> ProxyError {
 fn upstream_error(error: SendError, upstream: &str, limit: Option<u64>) -> ProxyError {
     let kind = match &error {
         SendError::ConnectTimeout(_) => ErrorKind::UpstreamTimeout,
-        SendError::Connect(_) => ErrorKind::UpstreamConnect,
+        SendError::Connect(_) | SendError::Tls(_) => ErrorKind::UpstreamConnect,
+        SendError::Protocol(_) => ErrorKind::UpstreamBroken,
         SendError::Http(http) => {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = http.source();
             while let Some(current) = cause {
@@ -911,9 +915,12 @@ fn upstream_error(error: SendError, upstream: &str, limit: Option<u64>) -> Proxy
             ErrorKind::UpstreamBroken
         }
     };
-    let detail = match kind {
-        ErrorKind::UpstreamTimeout => format!("connecting to upstream {upstream:?} timed out"),
-        ErrorKind::UpstreamConnect => format!("upstream {upstream:?} refused the connection"),
+    let detail = match (&error, kind) {
+        (_, ErrorKind::UpstreamTimeout) => format!("connecting to upstream {upstream:?} timed out"),
+        // What failed in the handshake is logged, not told to the client.
+        (SendError::Tls(_), _) => format!("the TLS handshake with upstream {upstream:?} failed"),
+        (SendError::Protocol(why), _) => format!("upstream {upstream:?}: {why}"),
+        (_, ErrorKind::UpstreamConnect) => format!("upstream {upstream:?} refused the connection"),
         _ => format!("upstream {upstream:?} failed before answering"),
     };
     ProxyError::new(kind, detail).with_source(error)

@@ -1,22 +1,24 @@
-//! Keep-alive HTTP/1.1 connections to one target.
+//! Connections to one target: keep-alive HTTP/1.1 connections, or one
+//! shared HTTP/2 connection that carries every request at once.
 //!
-//! Each target keeps its idle connections in a small LIFO stack (the most
+//! For HTTP/1.1, each target keeps its idle connections in a small LIFO stack (the most
 //! recently used connection is the one most likely still open and warm).
 //! A connection goes back on the stack only when its response body ended
 //! cleanly; one abandoned mid-response is closed by hyper. Expired or closed
 //! connections are dropped as the stack is used, so it needs no sweeper task.
 
+use super::transport::{to_http2, Sender};
 use crate::body::RequestBody;
+use crate::config::model::UpstreamProtocol;
+use http::uri::Scheme;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1::SendRequest, http2};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Idle connections are closed after this long, below the common 60-120 s
@@ -34,6 +36,10 @@ pub enum SendError {
     Connect(#[source] io::Error),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] io::Error),
+    #[error("{0}")]
+    Protocol(&'static str),
     #[error("HTTP exchange failed: {0}")]
     Http(#[source] hyper::Error),
 }
@@ -59,6 +65,10 @@ struct Idle {
 #[derive(Default)]
 pub struct Connections {
     idle: Mutex<VecDeque<Idle>>,
+    /// HTTP/2: the connection every request shares, while it is open.
+    shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// Held while an HTTP/2 connection is being made.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Connections {
@@ -67,22 +77,59 @@ impl std::fmt::Debug for Connections {
     }
 }
 
-/// A connection in use by one request; [`Lease::release`] returns it to the
-/// target's idle stack once the response has been read whole.
+/// A connection in use by one request; [`Lease::release`] returns an
+/// HTTP/1.1 connection to the target's idle stack once the response has been
+/// read whole (an HTTP/2 connection is never taken from the others).
 pub struct Lease {
-    sender: SendRequest<RequestBody>,
+    sender: Option<SendRequest<RequestBody>>,
     pool: Arc<super::Target>,
 }
 
 impl Lease {
+    fn http1(sender: SendRequest<RequestBody>, target: &Arc<super::Target>) -> Lease {
+        Lease {
+            sender: Some(sender),
+            pool: target.clone(),
+        }
+    }
+
+    fn multiplexed(target: &Arc<super::Target>) -> Lease {
+        Lease {
+            sender: None,
+            pool: target.clone(),
+        }
+    }
+
     pub fn release(self) {
-        self.pool.connections.put(self.sender);
+        if let Some(sender) = self.sender {
+            self.pool.connections.put(sender);
+        }
     }
 }
 
 impl Connections {
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
+    /// The shared HTTP/2 connection, unless it closed.
+    fn shared(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let mut shared = self.shared.lock().ok()?;
+        match &*shared {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                *shared = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Makes a new HTTP/2 connection the shared one.
+    fn share(&self, sender: http2::SendRequest<RequestBody>) {
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = Some(sender);
+        }
     }
 
     fn take(&self) -> Option<SendRequest<RequestBody>> {
@@ -116,9 +163,21 @@ impl Connections {
     }
 }
 
-/// Sends `request` (origin-form URI, Host set) to `target`, on an idle
-/// connection when one is usable, else on a new one.
+/// Sends `request` (origin-form URI, Host set) to `target`: over HTTP/1.1
+/// on an idle connection when one is usable, else on a new one; over
+/// HTTP/2 on the target's shared connection, made when there is none.
 pub async fn send(
+    target: &Arc<super::Target>,
+    request: Request<RequestBody>,
+    connect_timeout: Duration,
+) -> Result<(Response<Incoming>, Lease), Failed> {
+    match &target.transport.protocol {
+        UpstreamProtocol::Http1 => send_http1(target, request, connect_timeout).await,
+        _ => send_http2(target, request, connect_timeout).await,
+    }
+}
+
+async fn send_http1(
     target: &Arc<super::Target>,
     mut request: Request<RequestBody>,
     connect_timeout: Duration,
@@ -131,15 +190,7 @@ pub async fn send(
             continue;
         }
         match sender.try_send_request(request).await {
-            Ok(response) => {
-                return Ok((
-                    response,
-                    Lease {
-                        sender,
-                        pool: target.clone(),
-                    },
-                ))
-            }
+            Ok(response) => return Ok((response, Lease::http1(sender, target))),
             Err(mut error) => match error.take_message() {
                 // The connection closed before the request was written: the
                 // request is untouched and safe to send on another connection.
@@ -149,8 +200,9 @@ pub async fn send(
         }
     }
     tracing::trace!(target = &*target.addr, "opening a connection");
-    let mut sender = match connect_fresh(target, connect_timeout).await {
-        Ok(sender) => sender,
+    let mut sender = match target.transport.connect(target, connect_timeout).await {
+        Ok(Sender::Http1(sender)) => sender,
+        Ok(Sender::Http2(..)) => return Err(wrong_protocol(request)),
         Err(error) => {
             return Err(Failed {
                 error,
@@ -159,39 +211,75 @@ pub async fn send(
         }
     };
     let response = sender.send_request(request).await.map_err(SendError::Http)?;
-    Ok((
-        response,
-        Lease {
-            sender,
-            pool: target.clone(),
-        },
-    ))
+    Ok((response, Lease::http1(sender, target)))
 }
 
-/// A new connection to `target`, outside the pool (requests use [`send`]).
-pub(crate) async fn connect_fresh(
-    target: &super::Target,
-    timeout: Duration,
-) -> Result<SendRequest<RequestBody>, SendError> {
-    let connecting = async {
-        match target.socket_addr {
-            Some(addr) => TcpStream::connect(addr).await,
-            None => TcpStream::connect(target.authority.as_str()).await,
+async fn send_http2(
+    target: &Arc<super::Target>,
+    mut request: Request<RequestBody>,
+    connect_timeout: Duration,
+) -> Result<(Response<Incoming>, Lease), Failed> {
+    if request.headers().contains_key(http::header::UPGRADE) {
+        return Err(Failed::from(SendError::Protocol(
+            "upgrades (WebSocket) need an upstream with `protocol: http1`",
+        )));
+    }
+    let scheme = match target.transport.protocol {
+        UpstreamProtocol::Http2 => Scheme::HTTPS,
+        _ => Scheme::HTTP,
+    };
+    to_http2(&mut request, scheme.clone(), Some(&target.authority));
+    if let Some(mut sender) = target.connections.shared() {
+        if sender.ready().await.is_ok() {
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok((response, Lease::multiplexed(target))),
+                Err(mut error) => match error.take_message() {
+                    // Refused before it was sent (the connection is going
+                    // away): it goes on a new connection.
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Http(error.into_error()).into()),
+                },
+            }
+        }
+    }
+    // One connection is made at a time: requests that find none wait for
+    // it rather than each opening their own.
+    let connecting = target.connections.connecting.lock().await;
+    if let Some(mut sender) = target.connections.shared() {
+        drop(connecting);
+        if sender.ready().await.is_ok() {
+            let response = sender.send_request(request).await.map_err(SendError::Http)?;
+            return Ok((response, Lease::multiplexed(target)));
+        }
+        return Err(Failed {
+            error: SendError::Protocol("the target's HTTP/2 connection closed"),
+            unsent: Some(request),
+        });
+    }
+    tracing::trace!(target = &*target.addr, "opening an HTTP/2 connection");
+    let mut sender = match target.transport.connect(target, connect_timeout).await {
+        Ok(Sender::Http2(sender, _)) => sender,
+        Ok(Sender::Http1(_)) => return Err(wrong_protocol(request)),
+        Err(error) => {
+            return Err(Failed {
+                error,
+                unsent: Some(request),
+            })
         }
     };
-    let stream = tokio::time::timeout(timeout, connecting)
-        .await
-        .map_err(|_| SendError::ConnectTimeout(timeout))?
-        .map_err(SendError::Connect)?;
-    let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
-    tokio::spawn(async move {
-        // With upgrades: a WebSocket handshake hands the connection over.
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "upstream connection ended with an error");
-        }
-    });
-    Ok(sender)
+    target.connections.share(sender.clone());
+    drop(connecting);
+    let response = sender.send_request(request).await.map_err(SendError::Http)?;
+    Ok((response, Lease::multiplexed(target)))
+}
+
+/// The transport made a connection of the other protocol: cannot happen,
+/// as both follow `transport.protocol`; answered as an error, not a panic.
+fn wrong_protocol(request: Request<RequestBody>) -> Failed {
+    Failed {
+        error: SendError::Protocol("the connection made is not of the upstream's protocol"),
+        unsent: Some(request),
+    }
 }
 
 /// The address to connect to, when the target is written as an IP address

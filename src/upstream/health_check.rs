@@ -1,7 +1,6 @@
 //! Active health checks: one task per target probing `path` at an interval.
 //! A task holds its pool weakly and ends when a reload drops the pool.
 
-use super::connections::connect_fresh;
 use super::health::Thresholds;
 use super::{Target, UpstreamPool};
 use crate::body::RequestBody;
@@ -76,7 +75,7 @@ async fn probe_forever(pool: Weak<UpstreamPool>, check: ActiveCheck) {
 /// hide a target that stopped accepting.
 async fn probe(target: &Target, check: &ActiveCheck) -> bool {
     let attempt = async {
-        let mut sender = connect_fresh(target, check.timeout).await.ok()?;
+        let mut sender = target.transport.connect(target, check.timeout).await.ok()?;
         let request = Request::get(http::Uri::from(check.path.clone()))
             .header(http::header::HOST, target.host_header.clone())
             .header(http::header::USER_AGENT, "portico-health-check")

@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod health;
 pub mod health_check;
 pub mod retry;
+pub mod transport;
 mod window;
 
 pub use balance::{Balancer, HashOn, PickContext};
@@ -16,6 +17,7 @@ pub use connections::{Lease, SendError};
 pub use health::{Health, Outcome, PassivePolicy};
 pub use health_check::ActiveCheck;
 pub use retry::{RetryBudget, RetryPolicy};
+pub use transport::Transport;
 
 use crate::config::model::Balance;
 use crate::telemetry::metrics::PoolMetrics;
@@ -36,6 +38,8 @@ pub struct Target {
     pub authority: Authority,
     /// Connect here directly when the target is an IP address.
     socket_addr: Option<SocketAddr>,
+    /// The pool's protocol and TLS.
+    transport: Arc<Transport>,
     /// The Host header requests carry unless the route preserves the client's.
     pub host_header: HeaderValue,
     pub weight: u32,
@@ -60,11 +64,18 @@ impl Target {
             host_header,
             weight: weight.max(1),
             in_flight: AtomicUsize::new(0),
+            transport: Arc::default(),
             connections: Connections::default(),
             health: Health::default(),
             breaker: None,
             latency: balance::PeakEwma::default(),
         })
+    }
+
+    /// Connects to the target with the pool's protocol and TLS.
+    pub fn with_transport(mut self, transport: Arc<Transport>) -> Target {
+        self.transport = transport;
+        self
     }
 
     /// Gives the target a breaker of its own.
@@ -168,6 +179,7 @@ pub struct UpstreamPool {
     balance: Balance,
     hash_on: Option<HashOn>,
     pub timeouts: Timeouts,
+    pub transport: Arc<Transport>,
     pub passive: Option<PassivePolicy>,
     pub active_check: Option<ActiveCheck>,
     /// The pool's retry policy; a route may replace it.
@@ -190,7 +202,7 @@ impl UpstreamPool {
     pub fn new(
         name: &str,
         (balance, hash_on): (Balance, Option<HashOn>),
-        timeouts: Timeouts,
+        (timeouts, transport): (Timeouts, Arc<Transport>),
         resilience: Resilience,
         discovery: Option<discovery::Discovery>,
         metrics: PoolMetrics,
@@ -205,6 +217,7 @@ impl UpstreamPool {
             balance,
             hash_on,
             timeouts,
+            transport,
             passive: resilience.passive,
             active_check: resilience.active_check,
             retry: resilience.retry,
@@ -229,10 +242,10 @@ impl UpstreamPool {
 
     /// Takes over the targets of the pool this one replaces on a reload, so
     /// that [`UpstreamPool::set_targets`] keeps the state (health, latency,
-    /// connections) of those it lists again. Not when the breaker policy
-    /// changed: each target's breaker is built with it.
+    /// connections) of those it lists again. Not when the breaker policy or
+    /// the transport changed: each target is built with them.
     pub fn inherit_targets(&self, old: &UpstreamPool) {
-        if self.breaker_policy == old.breaker_policy {
+        if self.breaker_policy == old.breaker_policy && self.transport == old.transport {
             let set = old.set.load();
             self.set.store(Arc::new(TargetSet {
                 primaries: set.primaries.clone(),
@@ -271,7 +284,11 @@ impl UpstreamPool {
                 .find(|t| *t.addr == *spec.addr && t.weight == spec.weight.max(1))
             {
                 Some(kept) => kept.clone(),
-                None => Arc::new(Target::new(&spec.addr, spec.weight)?.with_breaker(self.breaker_policy)),
+                None => Arc::new(
+                    Target::new(&spec.addr, spec.weight)?
+                        .with_transport(self.transport.clone())
+                        .with_breaker(self.breaker_policy),
+                ),
             };
             if spec.backup {
                 backups.push(target);

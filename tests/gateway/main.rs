@@ -20,6 +20,7 @@ mod streaming;
 mod tls;
 mod tracing;
 mod transform;
+mod upstream_protocols;
 mod websocket;
 mod xml;
 

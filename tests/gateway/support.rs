@@ -794,3 +794,60 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A certificate chain and its key.
+pub type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// A certificate authority made for a test, its certificate written as PEM.
+pub struct TestCa {
+    pub path: std::path::PathBuf,
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(dir: &std::path::Path, name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, format!("Test {name} CA"));
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let path = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&path, issuer.pem()).unwrap();
+        TestCa { path, issuer }
+    }
+
+    /// A certificate for `names` (DNS names or IP addresses) with common name `cn`.
+    pub fn issue(&self, cn: &str, names: &[&str]) -> Identity {
+        let (cert, key) = self.sign(cn, names);
+        let key = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        (vec![cert.der().clone()], key)
+    }
+
+    /// As [`TestCa::issue`], written as `file.pem` and `file.key` in `dir`.
+    pub fn write(
+        &self,
+        dir: &std::path::Path,
+        file: &str,
+        cn: &str,
+        names: &[&str],
+    ) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (cert, key) = self.sign(cn, names);
+        let (cert_path, key_path) = (dir.join(format!("{file}.pem")), dir.join(format!("{file}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn sign(&self, cn: &str, names: &[&str]) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert, key)
+    }
+}

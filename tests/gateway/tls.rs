@@ -361,32 +361,6 @@ async fn renewed_certificate_files_are_taken_without_touching_the_config() {
     assert_eq!(gw.control.reload_status().1.unwrap().trigger, "certificate_changed");
 }
 
-/// A client's certificate chain and key.
-type Identity = (Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
-
-/// A CA, and a client certificate it signs for `names` with common name `cn`.
-fn client_ca(dir: &Path) -> (PathBuf, impl Fn(&str, &[&str]) -> Identity) {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Test clients CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = rcgen::CertifiedIssuer::self_signed(params, ca_key).unwrap();
-    let path = dir.join("clients-ca.pem");
-    std::fs::write(&path, ca.pem()).unwrap();
-    let issue = move |cn: &str, names: &[&str]| {
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &ca).unwrap();
-        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        (vec![cert.der().clone()], der)
-    };
-    (path, issue)
-}
-
 async fn connect_as(
     addr: std::net::SocketAddr,
     identity: Option<Identity>,
@@ -420,7 +394,10 @@ async fn connect_as(
 async fn client_certificates_are_checked_and_told_to_the_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, _) = certificate(dir.path(), "api", &["api.example.com"]);
-    let (ca, issue) = client_ca(dir.path());
+    let clients = TestCa::new(dir.path(), "clients");
+    let (ca, issue) = (clients.path.clone(), |cn: &str, names: &[&str]| {
+        clients.issue(cn, names)
+    });
     let upstream = serve(|request: http::Request<hyper::body::Incoming>| async move {
         let header = |n: &str| {
             request
@@ -490,7 +467,8 @@ routes:
     );
     // A certificate from another CA is refused.
     let elsewhere = tempfile::tempdir().unwrap();
-    let (_, stranger) = client_ca(elsewhere.path());
+    let strangers = TestCa::new(elsewhere.path(), "strangers");
+    let stranger = |cn: &str, names: &[&str]| strangers.issue(cn, names);
     assert!(connect_as(required.addr, Some(stranger("intruder", &["x.internal"])))
         .await
         .is_err());
