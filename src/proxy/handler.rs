@@ -3,6 +3,7 @@
 
 use super::client_timeouts::ActiveRequests;
 use super::forward::{self, ClientSide};
+use super::grpc;
 use super::request_id;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
@@ -91,6 +92,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     let request_id = request_id::from_request(request.headers());
     let method = request.method().clone();
     let version = request.version();
+    let grpc = grpc::is_grpc(request.headers());
     // What only the log line needs is copied only when there is a log.
     let logged = gateway.access_log.as_ref().map(|log| {
         let headers = request.headers();
@@ -126,7 +128,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
                 }
             }
             exchange.error = Some(error.kind.code());
-            error.to_response(&request_id)
+            match grpc {
+                true => grpc::error_response(&error),
+                false => error.to_response(&request_id),
+            }
         }
     };
     for (name, value) in exchange.response_headers.drain(..) {
@@ -591,6 +596,7 @@ pub(crate) async fn proxy(
     }
     let limit = conn.listener.max_request_body;
     let declared_length = content_length(&parts.headers);
+    let grpc_deadline = grpc::timeout(&parts.headers);
     if let (Some(limit), Some(length)) = (limit, declared_length) {
         if length > limit {
             return Err(body_too_large(limit));
@@ -664,7 +670,12 @@ pub(crate) async fn proxy(
     let replay = replay.map(|bytes| (clone_head(&parts), bytes));
     let mut next_request = Some(Request::from_parts(parts, first_body));
 
-    let deadline = forward.request_timeout.map(|timeout| Instant::now() + timeout);
+    // The route's whole-request timeout, or the gRPC client's deadline if sooner.
+    let whole = match (forward.request_timeout, grpc_deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let deadline = whole.map(|timeout| Instant::now() + timeout);
     let mut tried: Vec<Arc<crate::upstream::Target>> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     let mut retries = 0;
@@ -783,7 +794,14 @@ pub(crate) async fn proxy(
                 pool.record(&target, Outcome::Failure);
                 return Err(ProxyError::new(
                     ErrorKind::UpstreamTimeout,
-                    format!("upstream {:?} did not answer within {wait:?}", &*pool.name),
+                    match whole.filter(|_| wait < forward.timeouts.response) {
+                        Some(whole) => format!(
+                            "upstream {:?} did not answer within the request's deadline ({})",
+                            &*pool.name,
+                            humantime::format_duration(whole)
+                        ),
+                        None => format!("upstream {:?} did not answer within {wait:?}", &*pool.name),
+                    },
                 ));
             }
         };

@@ -4,6 +4,7 @@
 
 pub mod client_timeouts;
 pub mod forward;
+pub mod grpc;
 pub mod handler;
 pub mod request_id;
 pub mod rewrite;

@@ -9,6 +9,7 @@ mod binary;
 mod cache;
 mod failures;
 mod forwarding;
+mod grpc;
 mod jwt;
 mod limits;
 mod limits_rate;
