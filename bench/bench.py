@@ -155,10 +155,31 @@ def wrk_run(url, connections, duration, extra=(), script_args=()):
     return int(re.search(r"(\d+) requests in", out).group(1)), float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
 
-def measure(target, path, connections, duration, scheme="http", extra=()):
+def h2load(url, connections, duration, streams):
+    """One h2load run (HTTP/2, `streams` concurrent streams a connection):
+    requests done, requests/s, and no percentiles (h2load gives none)."""
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "h2load", "-t1", f"-c{connections}", f"-m{streams}", f"-D{duration}",
+         "--warm-up-time=1", url],
+        capture_output=True, text=True, check=True).stdout
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not done or int(done.group(3)) or int(done.group(4)) or any(int(n) for n in status.groups()[2:]):
+        sys.exit(f"errors in run against {url}:\n{out}")
+    rps = float(re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out).group(1))
+    return int(done.group(2)), rps, None, None
+
+
+def measure(target, path, connections, duration, scheme="http", extra=(), tool="wrk"):
+    """One run against `target` (name, port, pid): wrk with `extra` options,
+    or h2load with `extra` concurrent streams when `tool` is "h2load"."""
     name, port, pid = target
     before = cpu_seconds(pid) if pid else 0.0
-    requests, rps, p50, p99 = wrk(f"{scheme}://127.0.0.1:{port}{path}", connections, duration, extra)
+    url = f"{scheme}://127.0.0.1:{port}{path}"
+    if tool == "h2load":
+        requests, rps, p50, p99 = h2load(url, connections, duration, extra)
+    else:
+        requests, rps, p50, p99 = wrk(url, connections, duration, extra)
     cpu_us = (cpu_seconds(pid) - before) * 1e6 / requests if pid else None
     return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
 
@@ -173,13 +194,15 @@ def arg_parser():
 
 
 def rounds(cases, args, scheme="http"):
-    """Runs every case `(name, port, pid, path[, wrk options])` once a
-    round, alternating, for `args.rounds` rounds: the measurements by name."""
+    """Runs every case `(name, port, pid, path[, options[, tool]])` once a
+    round, alternating, for `args.rounds` rounds: the measurements by name.
+    The tool is wrk unless the case says "h2load"."""
     runs = {name: [] for name, *_ in cases}
     for round_ in range(args.rounds):
         for name, port, pid, path, *extra in cases:
             options = extra[0] if extra else ()
-            runs[name].append(measure((name, port, pid), path, args.connections, args.duration, scheme, options))
+            tool = extra[1] if len(extra) > 1 else "wrk"
+            runs[name].append(measure((name, port, pid), path, args.connections, args.duration, scheme, options, tool))
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     return runs
 
@@ -191,10 +214,11 @@ def print_table(runs, base, args, who):
           f"{who} pinned to one core with one worker.\n")
     print(f"| target | req/s | vs {base} | p50 ms | p99 ms | proxy CPU µs/req |")
     print("|---|---:|---:|---:|---:|---:|")
+    shown = lambda value, form: "-" if value is None else format(value, form)
     for name, measured in runs.items():
         rps, cpu = median(measured, "rps"), median(measured, "cpu_us")
-        print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {median(measured, 'p50'):.2f} | "
-              f"{median(measured, 'p99'):.2f} | {'-' if cpu is None else f'{cpu:.1f}'} |")
+        print(f"| {name} | {rps:,.0f} | {rps / base_rps:.2f}x | {shown(median(measured, 'p50'), '.2f')} | "
+              f"{shown(median(measured, 'p99'), '.2f')} | {shown(cpu, '.1f')} |")
 
 
 def median(runs, key):

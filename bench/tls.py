@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """TLS termination: HTTPS through Portico and through nginx to the same
-plain backend, with keep-alive connections and with a new connection (a full
-TLS handshake) for every request, in one run. Certificate: the self-signed
+plain backend, with HTTP/1.1 keep-alive connections (wrk), with a new
+connection (a full TLS handshake) for every request (wrk), and with HTTP/2
+(h2load, 10 streams a connection), in one run. Certificate: the self-signed
 ECDSA P-256 one in examples/certs. TLS 1.3 on both.
 
 The proxies are pinned to core 0 with one worker; the backend and wrk share
@@ -16,6 +17,7 @@ from bench import (arg_parser, BACKEND, PORTICO, PROXY_CORE, nginx_worker, print
                    start_backend, start_nginx, wait_port, wrk)
 
 PORTICO_TLS, NGINX_TLS = 18090, 18091
+STREAMS = 10
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CERT, KEY = (os.path.join(ROOT, "examples/certs", f) for f in ("localhost.pem", "localhost.key"))
 
@@ -31,7 +33,7 @@ routes:
 NGINX_CONF = """
   upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; }}
   server {{
-    listen 127.0.0.1:{port} ssl backlog=4096;
+    listen 127.0.0.1:{port} ssl http2 backlog=4096;
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.3;
@@ -63,8 +65,11 @@ def main():
         cases = [("nginx, keep-alive", NGINX_TLS, nginx_pid, "/small", ()),
                  ("Portico, keep-alive", PORTICO_TLS, portico.pid, "/small", ()),
                  ("nginx, a handshake a request", NGINX_TLS, nginx_pid, "/small", close),
-                 ("Portico, a handshake a request", PORTICO_TLS, portico.pid, "/small", close)]
-        for _, port, _, path, options in cases:
+                 ("Portico, a handshake a request", PORTICO_TLS, portico.pid, "/small", close),
+                 # HTTP/2 by ALPN: h2load, `STREAMS` requests in flight on each connection.
+                 ("nginx, HTTP/2", NGINX_TLS, nginx_pid, "/small", STREAMS, "h2load"),
+                 ("Portico, HTTP/2", PORTICO_TLS, portico.pid, "/small", STREAMS, "h2load")]
+        for _, port, _, path, options, *_ in cases[:4]:
             wrk(f"https://127.0.0.1:{port}{path}", args.connections, 1, options)
         print_table(rounds(cases, args, scheme="https"), "nginx, keep-alive", args, "proxies")
     finally:

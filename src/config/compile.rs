@@ -365,6 +365,11 @@ fn compile_upstreams(
         };
         check_positive(&format!("{path}.timeouts.connect"), upstream.timeouts.connect, errors);
         check_positive(&format!("{path}.timeouts.response"), upstream.timeouts.response, errors);
+        check_positive(
+            &format!("{path}.timeouts.websocket_idle"),
+            upstream.timeouts.websocket_idle,
+            errors,
+        );
         let transport = match Transport::compile(upstream.protocol, upstream.tls.as_ref()) {
             Ok(transport) => Arc::new(transport),
             Err(problems) => {
@@ -380,6 +385,7 @@ fn compile_upstreams(
         let timeouts = Timeouts {
             connect: upstream.timeouts.connect.get(),
             response: upstream.timeouts.response.get(),
+            websocket_idle: upstream.timeouts.websocket_idle.get(),
         };
         let previous = context
             .previous
@@ -761,6 +767,7 @@ fn compile_forward(
         ("connect", overrides.connect),
         ("response", overrides.response),
         ("request", overrides.request),
+        ("websocket_idle", overrides.websocket_idle),
     ] {
         if let Some(value) = value {
             check_positive(&format!("{path}.timeouts.{field}"), value, errors);
@@ -770,6 +777,9 @@ fn compile_forward(
     let timeouts = Timeouts {
         connect: overrides.connect.map_or(pool.timeouts.connect, |d| d.get()),
         response: overrides.response.map_or(pool.timeouts.response, |d| d.get()),
+        websocket_idle: overrides
+            .websocket_idle
+            .map_or(pool.timeouts.websocket_idle, |d| d.get()),
     };
     Some(Forward {
         pool: pool.clone(),

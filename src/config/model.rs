@@ -588,6 +588,9 @@ pub struct UpstreamTimeouts {
     /// Time to the response head, and the longest pause between two reads of
     /// the response body.
     pub response: Duration,
+    /// An upgraded (WebSocket) connection with no byte either way this long
+    /// is closed. Envoy's stream idle timeout has the same default.
+    pub websocket_idle: Duration,
 }
 
 impl Default for UpstreamTimeouts {
@@ -595,6 +598,7 @@ impl Default for UpstreamTimeouts {
         UpstreamTimeouts {
             connect: Duration::from_secs(5),
             response: Duration::from_secs(60),
+            websocket_idle: Duration::from_secs(300),
         }
     }
 }
@@ -607,6 +611,7 @@ pub struct RouteTimeouts {
     pub response: Option<Duration>,
     /// The whole exchange until the response head, every attempt and backoff included.
     pub request: Option<Duration>,
+    pub websocket_idle: Option<Duration>,
 }
 
 /// A route: what it matches, and where the request goes.

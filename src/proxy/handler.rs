@@ -5,6 +5,7 @@ use super::client_timeouts::ActiveRequests;
 use super::forward::{self, ClientSide};
 use super::grpc;
 use super::request_id;
+use super::upgrade;
 use crate::body::{BodyError, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
@@ -751,7 +752,13 @@ pub(crate) async fn proxy(
                         let switched = match upgrade.take() {
                             Some(client) if status == http::StatusCode::SWITCHING_PROTOCOLS => {
                                 let protocol = response.headers().get(http::header::UPGRADE).cloned();
-                                bridge(client, hyper::upgrade::on(&mut response), conn.active.begin());
+                                upgrade::bridge(
+                                    client,
+                                    hyper::upgrade::on(&mut response),
+                                    forward.timeouts.websocket_idle,
+                                    shared.metrics.cloned(),
+                                    conn.active.begin(),
+                                );
                                 protocol
                             }
                             _ => None,
@@ -814,30 +821,6 @@ pub(crate) async fn proxy(
             tokio::time::sleep(policy.backoff(retries)).await;
         }
     }
-}
-
-/// Joins the client's and the upstream's upgraded connections (WebSocket)
-/// and copies bytes both ways until either side closes. The connection
-/// counts as busy meanwhile, so the listener's idle timeout leaves it be.
-fn bridge(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    busy: super::client_timeouts::RequestActive,
-) {
-    tokio::spawn(async move {
-        let _busy = busy;
-        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
-            tracing::debug!("an upgrade did not complete on one side");
-            return;
-        };
-        let (mut client, mut upstream) = (
-            hyper_util::rt::TokioIo::new(client),
-            hyper_util::rt::TokioIo::new(upstream),
-        );
-        if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(%error, "an upgraded connection ended with an error");
-        }
-    });
 }
 
 /// Whether one more retry is allowed: policy attempts, time and budget.

@@ -10,5 +10,6 @@ pub mod request_id;
 pub mod rewrite;
 pub mod server;
 pub mod tls;
+pub mod upgrade;
 
 pub use server::{Drained, Server};

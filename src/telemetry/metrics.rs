@@ -35,6 +35,7 @@ pub struct Metrics {
     response_violations: IntCounterVec,
     reloads: IntCounterVec,
     config_info: IntGaugeVec,
+    upgrades: UpgradeMetrics,
     unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
 }
 
@@ -143,6 +144,23 @@ impl Metrics {
             ),
             reloads: counter("config_reloads_total", "Config reloads by result.", &["result"]),
             config_info: gauge("config_info", "The running config's hash (always 1).", &["hash"]),
+            upgrades: UpgradeMetrics {
+                open: gauge(
+                    "upgraded_connections",
+                    "Upgraded (WebSocket) connections open now.",
+                    &["route"],
+                ),
+                ended: counter(
+                    "upgraded_connections_total",
+                    "Upgraded (WebSocket) connections ended, by how: closed, idle_timeout or error.",
+                    &["route", "end"],
+                ),
+                bytes: counter(
+                    "upgraded_bytes_total",
+                    "Bytes relayed on upgraded connections, by direction: client_to_upstream or upstream_to_client.",
+                    &["route", "direction"],
+                ),
+            },
             registry,
             unmatched: OnceLock::new(),
         }
@@ -168,6 +186,7 @@ impl Metrics {
             upstream_duration: upstream.map(|u| self.upstream_duration.with_label_values(&[name, u])),
             bytes_received: self.bytes_received.with_label_values(&[name]),
             bytes_sent: self.bytes_sent.with_label_values(&[name]),
+            upgrades: self.upgrades.clone(),
         }
     }
 
@@ -238,6 +257,35 @@ pub struct RouteMetrics {
     upstream_duration: Option<Histogram>,
     bytes_received: IntCounter,
     bytes_sent: IntCounter,
+    upgrades: UpgradeMetrics,
+}
+
+/// Upgraded connections' series; a route's are made when it has its first,
+/// so routes without WebSocket export none.
+#[derive(Clone)]
+struct UpgradeMetrics {
+    open: IntGaugeVec,
+    ended: IntCounterVec,
+    bytes: IntCounterVec,
+}
+
+/// How an upgraded connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpgradeEnd {
+    /// Either side closed it.
+    Closed,
+    /// Nothing was sent either way for the idle timeout.
+    IdleTimeout,
+    Error,
+}
+
+/// An upgraded connection counted as open until dropped.
+pub struct OpenUpgrade(IntGauge);
+
+impl Drop for OpenUpgrade {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -265,6 +313,30 @@ impl RouteMetrics {
             self.bytes_received.inc_by(bytes_in);
         }
         self.bytes_sent.inc_by(bytes_out);
+    }
+
+    /// An upgraded connection opened on this route.
+    pub fn upgrade_opened(&self) -> OpenUpgrade {
+        let gauge = self.upgrades.open.with_label_values(&[&self.name]);
+        gauge.inc();
+        OpenUpgrade(gauge)
+    }
+
+    /// An upgraded connection ended, with the bytes each side sent.
+    pub fn upgrade_closed(&self, end: UpgradeEnd, from_client: u64, from_upstream: u64) {
+        let end = match end {
+            UpgradeEnd::Closed => "closed",
+            UpgradeEnd::IdleTimeout => "idle_timeout",
+            UpgradeEnd::Error => "error",
+        };
+        self.upgrades.ended.with_label_values(&[&self.name, end]).inc();
+        let bytes = &self.upgrades.bytes;
+        bytes
+            .with_label_values(&[&self.name, "client_to_upstream"])
+            .inc_by(from_client);
+        bytes
+            .with_label_values(&[&self.name, "upstream_to_client"])
+            .inc_by(from_upstream);
     }
 
     /// Time an upstream took to answer one attempt.

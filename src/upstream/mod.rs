@@ -140,6 +140,8 @@ pub fn parse_target(addr: &str) -> Result<Authority, String> {
 pub struct Timeouts {
     pub connect: Duration,
     pub response: Duration,
+    /// An upgraded (WebSocket) connection with no byte either way this long is closed.
+    pub websocket_idle: Duration,
 }
 
 /// What a pool does when targets fail: health checks and retries.

@@ -20,6 +20,8 @@ async fn echo_server() -> std::net::SocketAddr {
                     let reply = match message {
                         Message::Text(text) => Message::text(text.to_uppercase()),
                         Message::Close(_) => break,
+                        // Answered with a pong by tungstenite itself.
+                        Message::Ping(_) => continue,
                         other => other,
                     };
                     if socket.send(reply).await.is_err() {
@@ -72,4 +74,77 @@ routes:
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
         other => panic!("expected a 401, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_websockets_are_closed_and_counted_and_handshakes_are_rate_limited() {
+    let upstream = echo_server().await;
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+access_log: { enabled: false }
+admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
+upstreams: { chat: { targets: [ "$U" ] } }
+routes:
+  - name: quiet
+    match: { path: /quiet }
+    upstream: chat
+    timeouts: { websocket_idle: 2s }
+    plugins: { rate_limit: { limits: [ { requests: 1, per: 1h, algorithm: sliding_window } ], by: route } }
+"#,
+        &[("U", upstream.to_string()), ("TOKEN", ADMIN_TOKEN.to_string())],
+    ))
+    .await;
+    let url = format!("ws://{}/quiet", gw.addr);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    socket.send(Message::text("hi")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("HI"));
+    socket.send(Message::Ping(b"beat".to_vec().into())).await.unwrap();
+    assert_eq!(
+        socket.next().await.unwrap().unwrap(),
+        Message::Pong(b"beat".to_vec().into())
+    );
+    let metrics = gw.admin("GET", "/metrics", "").await.text();
+    assert!(
+        metrics.contains(r#"portico_upgraded_connections{route="quiet"} 1"#),
+        "{metrics}"
+    );
+
+    // A second handshake is a second request: over the route's limit.
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 429),
+        other => panic!("expected a 429, got {other:?}"),
+    }
+
+    // Traffic within the idle timeout keeps it open; 2 s of silence closes it.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    socket.send(Message::text("still")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("STILL"));
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await;
+    assert!(matches!(end, Ok(None) | Ok(Some(Err(_)))), "closed: {end:?}");
+    let quiet = started.elapsed();
+    assert!(
+        quiet >= std::time::Duration::from_millis(1500),
+        "closed after {quiet:?}"
+    );
+
+    let metrics = gw.admin("GET", "/metrics", "").await.text();
+    for line in [
+        r#"portico_upgraded_connections{route="quiet"} 0"#,
+        r#"portico_upgraded_connections_total{end="idle_timeout",route="quiet"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line}\n{metrics}");
+    }
+    let relayed = |direction: &str| -> u64 {
+        let prefix = format!(r#"portico_upgraded_bytes_total{{direction="{direction}",route="quiet"}} "#);
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{prefix}"));
+        line[prefix.len()..].parse().unwrap()
+    };
+    // Client frames are masked (4 bytes more each): hi, ping, still.
+    assert_eq!(relayed("client_to_upstream"), (2 + 4 + 2) + (2 + 4 + 4) + (2 + 4 + 5));
+    assert_eq!(relayed("upstream_to_client"), (2 + 2) + (2 + 4) + (2 + 5));
 }
