@@ -193,6 +193,9 @@ pub struct CertificateConfig {
     pub cert: String,
     /// PEM: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
     pub key: String,
+    /// DER: an OCSP response for the certificate, stapled to handshakes
+    /// (kept fresh by whoever fetches it; the file is watched).
+    pub ocsp: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]

@@ -28,7 +28,7 @@ fn stamp(path: &std::path::Path) -> Option<Stamp> {
     })
 }
 
-/// The TLS certificate and key files of the running config.
+/// The TLS certificate, key and OCSP files of the running config.
 fn certificate_files(control: &Control) -> Vec<PathBuf> {
     control
         .gateway()
@@ -37,7 +37,9 @@ fn certificate_files(control: &Control) -> Vec<PathBuf> {
         .iter()
         .filter_map(|listener| listener.tls.as_ref())
         .flat_map(|tls| tls.certificates.iter())
-        .flat_map(|pair| [PathBuf::from(&pair.cert), PathBuf::from(&pair.key)])
+        .flat_map(|pair| [Some(&pair.cert), Some(&pair.key), pair.ocsp.as_ref()])
+        .flatten()
+        .map(PathBuf::from)
         .collect()
 }
 

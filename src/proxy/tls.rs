@@ -1,7 +1,8 @@
 //! TLS termination with rustls: certificates chosen by SNI from the names
 //! they hold (exact and wildcard, checked by webpki as a client would),
 //! the first as the default; TLS 1.2 and 1.3; ALPN `h2` and `http/1.1`;
-//! session resumption by tickets and a session cache.
+//! session resumption by tickets and a session cache; OCSP responses
+//! stapled from files.
 
 use crate::config::model::{TlsConfig, TlsVersion};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -104,8 +105,28 @@ pub fn compile(config: &TlsConfig) -> Result<TlsSettings, Vec<(String, String)>>
                 continue;
             }
         };
+        let ocsp = match &pair.ocsp {
+            Some(path) => match std::fs::read(path) {
+                Ok(bytes) if bytes.is_empty() => {
+                    errors.push((at("ocsp"), format!("{path} is empty: give a DER OCSP response")));
+                    continue;
+                }
+                Ok(bytes) => {
+                    fingerprint ^= xxh3_64(&bytes).rotate_left(i as u32 + 31);
+                    Some(bytes)
+                }
+                Err(e) => {
+                    errors.push((at("ocsp"), format!("cannot read {path}: {e}")));
+                    continue;
+                }
+            },
+            None => None,
+        };
         match CertifiedKey::from_der(chain, key, &provider) {
-            Ok(certified) => certificates.push(Arc::new(certified)),
+            Ok(mut certified) => {
+                certified.ocsp = ocsp;
+                certificates.push(Arc::new(certified))
+            }
             Err(e) => errors.push((
                 at("key"),
                 format!("does not go with the certificate, or is of no supported kind: {e}"),

@@ -361,6 +361,105 @@ async fn renewed_certificate_files_are_taken_without_touching_the_config() {
     assert_eq!(gw.control.reload_status().1.unwrap().trigger, "certificate_changed");
 }
 
+/// Accepts any certificate and keeps the OCSP response stapled to it.
+#[derive(Debug, Default)]
+struct KeepsStaple(std::sync::Mutex<Vec<u8>>);
+
+impl ServerCertVerifier for KeepsStaple {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = ocsp_response.to_vec();
+        AnyCertificate.verify_server_cert(end_entity, intermediates, name, ocsp_response, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        AnyCertificate.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        AnyCertificate.supported_verify_schemes()
+    }
+}
+
+/// The OCSP response a TLS 1.2 or 1.3 handshake with `addr` staples.
+async fn stapled(addr: std::net::SocketAddr, tls12_only: bool) -> Vec<u8> {
+    let verifier = Arc::new(KeepsStaple::default());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("api.example.com").unwrap(), tcp)
+        .await
+        .unwrap();
+    let staple = verifier.0.lock().unwrap().clone();
+    staple
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocsp_responses_are_stapled_and_taken_again_when_renewed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path(), "api", &["api.example.com"]);
+    let ocsp = dir.path().join("api.ocsp");
+    // Portico staples the file as it is; checking it is the client's job.
+    std::fs::write(&ocsp, b"first OCSP response").unwrap();
+    let yaml = tls_config(proto_echo().await, &[(&cert, &key)], "1.2").replace(
+        &format!("key: \"{}\" }}", key.display()),
+        &format!("key: \"{}\", ocsp: \"{}\" }}", key.display(), ocsp.display()),
+    );
+    assert!(yaml.contains("ocsp:"), "{yaml}");
+    let gw = Gateway::start_watching(&yaml).await;
+    assert_eq!(stapled(gw.addr, false).await, b"first OCSP response");
+    assert_eq!(stapled(gw.addr, true).await, b"first OCSP response");
+
+    std::fs::write(&ocsp, b"renewed OCSP response").unwrap();
+    let mut now = Vec::new();
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        now = stapled(gw.addr, false).await;
+        if now == b"renewed OCSP response" {
+            break;
+        }
+    }
+    assert_eq!(now, b"renewed OCSP response");
+
+    // A missing file is a config error naming the field.
+    let broken = yaml.replace(&ocsp.display().to_string(), "/nowhere.ocsp");
+    let errors = match portico::config::build(&broken) {
+        Ok(_) => panic!("accepted"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
+    };
+    assert!(
+        errors.contains("listeners[0].tls.certificates[0].ocsp: cannot read /nowhere.ocsp"),
+        "{errors}"
+    );
+}
+
 async fn connect_as(
     addr: std::net::SocketAddr,
     identity: Option<Identity>,
