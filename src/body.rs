@@ -3,6 +3,7 @@
 //! neither is ever collected in memory.
 
 use crate::proxy::client_timeouts::RequestActive;
+use crate::proxy::grpc_web::{Encoder, Mode, TextDecoder};
 use crate::telemetry::access_log::Entry;
 use crate::upstream::{InFlight, Lease};
 use bytes::Bytes;
@@ -10,7 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -27,6 +28,61 @@ pub enum BodyError {
     Upstream(#[source] hyper::Error),
     #[error("upstream sent nothing for {0:?} in the middle of the response body")]
     UpstreamIdle(Duration),
+    #[error("the request body is not base64 (gRPC-Web text): {0}")]
+    NotBase64(#[source] base64::DecodeError),
+}
+
+/// How far the client's request body got: bytes received, and why it
+/// stopped early if it did. Shared with the exchange, which must know a
+/// failure was the client's even when the upstream connection reports it
+/// only as a reset stream (HTTP/2).
+#[derive(Debug, Default)]
+pub struct BodyProgress {
+    received: AtomicU64,
+    /// A [`Fault`] as u8; 0 while none.
+    fault: AtomicU8,
+}
+
+/// Why a client's body stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Fault {
+    TooLarge = 1,
+    Unreadable = 2,
+    NotBase64 = 3,
+}
+
+impl BodyProgress {
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    pub fn fault(&self) -> Option<Fault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(Fault::TooLarge),
+            2 => Some(Fault::Unreadable),
+            3 => Some(Fault::NotBase64),
+            _ => None,
+        }
+    }
+
+    fn fail(&self, error: &BodyError) {
+        if let Some(fault) = Fault::of(error) {
+            self.fault.store(fault as u8, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Fault {
+    /// The client's part in a body error, if it was the client's.
+    pub fn of(error: &BodyError) -> Option<Fault> {
+        match error {
+            BodyError::TooLarge { .. } => Some(Fault::TooLarge),
+            BodyError::Client(_) => Some(Fault::Unreadable),
+            BodyError::NotBase64(_) => Some(Fault::NotBase64),
+            BodyError::Upstream(_) | BodyError::UpstreamIdle(_) => None,
+        }
+    }
 }
 
 /// The client's request body on its way upstream: streamed with a size limit
@@ -34,19 +90,30 @@ pub enum BodyError {
 pub struct RequestBody {
     inner: Option<Incoming>,
     limit: Option<u64>,
-    received: Option<Arc<AtomicU64>>,
+    received: Option<Arc<BodyProgress>>,
     /// A buffered body, sent in one frame.
     buffered: Option<Bytes>,
+    /// gRPC-Web text: the client's base64 decoded on the way.
+    text: Option<Box<TextDecoder>>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, received: Arc<AtomicU64>) -> RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, received: Arc<BodyProgress>) -> RequestBody {
         RequestBody {
             inner: Some(inner),
             limit,
             received: Some(received),
             buffered: None,
+            text: None,
         }
+    }
+
+    /// Decodes the client's body from base64 (gRPC-Web text) when `text`.
+    pub fn decoding_base64(mut self, text: bool) -> RequestBody {
+        if text {
+            self.text = Some(Box::default());
+        }
+        self
     }
 
     pub fn empty() -> RequestBody {
@@ -55,6 +122,7 @@ impl RequestBody {
             limit: None,
             received: None,
             buffered: None,
+            text: None,
         }
     }
 
@@ -66,11 +134,8 @@ impl RequestBody {
     }
 }
 
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+impl RequestBody {
+    fn next_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(self.buffered.take().map(|bytes| Ok(Frame::data(bytes))));
         };
@@ -78,16 +143,37 @@ impl Body for RequestBody {
         let frame = match frame {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(BodyError::Client(e)))),
-            None => return Poll::Ready(None),
+            None => {
+                return Poll::Ready(match self.text.as_ref().map(|text| text.finish()) {
+                    Some(Err(e)) => Some(Err(BodyError::NotBase64(e))),
+                    _ => None,
+                })
+            }
         };
-        if let (Some(data), Some(received)) = (frame.data_ref(), &self.received) {
-            let total = received.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+        if let (Some(data), Some(progress)) = (frame.data_ref(), &self.received) {
+            let total = progress.received.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
             if let Some(limit) = self.limit.filter(|limit| total > *limit) {
                 self.inner = None;
                 return Poll::Ready(Some(Err(BodyError::TooLarge { limit })));
             }
         }
+        if let (Some(text), Some(data)) = (self.text.as_mut(), frame.data_ref()) {
+            return Poll::Ready(Some(text.decode(data).map(Frame::data).map_err(BodyError::NotBase64)));
+        }
         Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let polled = self.as_mut().next_frame(cx);
+        if let (Poll::Ready(Some(Err(error))), Some(progress)) = (&polled, &self.received) {
+            progress.fail(error);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -96,6 +182,8 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match (&self.inner, &self.buffered) {
+            // Decoded, it is about 3/4 of what arrives: its length is unknown.
+            (Some(_), _) if self.text.is_some() => SizeHint::new(),
             (Some(inner), _) => inner.size_hint(),
             (None, Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             (None, None) => SizeHint::with_exact(0),
@@ -122,6 +210,8 @@ enum Kind {
     /// What was read ahead (to check it whole, until it proved too large),
     /// then the rest of the body.
     Prefixed(Option<Bytes>, Box<ResponseBody>),
+    /// A gRPC answer told as gRPC-Web: trailers as the last message.
+    GrpcWeb(Box<ResponseBody>, Box<Encoder>),
 }
 
 struct UpstreamBody {
@@ -185,6 +275,17 @@ impl ResponseBody {
         }
     }
 
+    /// `inner`, a gRPC answer, as gRPC-Web.
+    pub fn grpc_web(inner: ResponseBody, mode: Mode) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::GrpcWeb(Box::new(inner), Box::new(Encoder::new(mode))),
+            sent: 0,
+            log: None,
+            _active: None,
+            _holds: Vec::new(),
+        }
+    }
+
     /// Attaches the access-log entry written when the body is done.
     pub fn set_log(&mut self, entry: Box<Entry>) {
         self.log = Some(entry);
@@ -217,6 +318,7 @@ impl Drop for ResponseBody {
                 !body.inner.is_end_stream()
             }
             Kind::Prefixed(prefix, rest) => prefix.is_some() || !rest.is_end_stream(),
+            Kind::GrpcWeb(inner, _) => !inner.is_end_stream(),
         };
         self.finish(unfinished.then_some("client_disconnected"));
     }
@@ -269,6 +371,17 @@ impl Body for ResponseBody {
                 Some(bytes) => Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 None => Pin::new(&mut **rest).poll_frame(cx),
             },
+            Kind::GrpcWeb(inner, encoder) => match Pin::new(&mut **inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(encoder.data(data))))),
+                    Err(frame) => {
+                        let trailers = frame.into_trailers().unwrap_or_default();
+                        Poll::Ready(Some(Ok(Frame::data(encoder.trailers(&trailers)))))
+                    }
+                },
+                Poll::Ready(None) => Poll::Ready(encoder.finish().map(|rest| Ok(Frame::data(rest)))),
+                other => other,
+            },
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -292,6 +405,8 @@ impl Body for ResponseBody {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Upstream(body) => body.inner.is_end_stream(),
             Kind::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
+            // Its end may still add base64 to send.
+            Kind::GrpcWeb(..) => false,
         }
     }
 
@@ -309,6 +424,7 @@ impl Body for ResponseBody {
                 }
                 total
             }
+            Kind::GrpcWeb(..) => SizeHint::new(),
         }
     }
 }

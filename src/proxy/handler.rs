@@ -4,9 +4,10 @@
 use super::client_timeouts::ActiveRequests;
 use super::forward::{self, ClientSide};
 use super::grpc;
+use super::grpc_web;
 use super::request_id;
 use super::upgrade;
-use crate::body::{BodyError, RequestBody, ResponseBody};
+use crate::body::{BodyError, Fault, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{Flow, RequestContext};
@@ -25,7 +26,7 @@ use hyper::body::{Body, Incoming};
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -75,7 +76,7 @@ pub(crate) struct CallRecord {
     target: Option<Arc<str>>,
     upstream_latency: Option<Duration>,
     /// Counted by the request body as it streams; `None` for bodyless requests.
-    bytes_in: Option<Arc<AtomicU64>>,
+    bytes_in: Option<Arc<crate::body::BodyProgress>>,
 }
 
 /// What an upstream exchange reports to: the route's metrics and the
@@ -93,7 +94,8 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
     let request_id = request_id::from_request(request.headers());
     let method = request.method().clone();
     let version = request.version();
-    let grpc = grpc::is_grpc(request.headers());
+    // gRPC clients get gateway errors as gRPC statuses (in gRPC-Web's content type for those).
+    let grpc = grpc::is_grpc(request.headers()).then(|| grpc_web::mode(request.headers()));
     // What only the log line needs is copied only when there is a log.
     let logged = gateway.access_log.as_ref().map(|log| {
         let headers = request.headers();
@@ -130,8 +132,16 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
             }
             exchange.error = Some(error.kind.code());
             match grpc {
-                true => grpc::error_response(&error),
-                false => error.to_response(&request_id),
+                Some(web) => {
+                    let mut response = grpc::error_response(&error);
+                    if let Some(mode) = web {
+                        response
+                            .headers_mut()
+                            .insert(CONTENT_TYPE, grpc_web::content_type(mode));
+                    }
+                    response
+                }
+                None => error.to_response(&request_id),
             }
         }
     };
@@ -624,6 +634,12 @@ pub(crate) async fn proxy(
             client_certificate: conn.client_certificate.as_deref(),
         },
     );
+    // gRPC-Web goes to HTTP/2 upstreams as gRPC; its answer is turned back.
+    let web = grpc_web::mode(&parts.headers).filter(|_| pool.transport.is_multiplexed());
+    if let Some(mode) = web {
+        grpc_web::to_grpc_request(&mut parts.headers, mode);
+    }
+    let web_text = web == Some(grpc_web::Mode::Text);
     // Origin-form: the connection already goes to the target.
     parts.uri = Uri::from(
         path_and_query
@@ -652,7 +668,8 @@ pub(crate) async fn proxy(
                 Some(policy) if declared_length.is_some_and(|n| n <= policy.buffer_body) => match stream.take() {
                     Some(body) => {
                         let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
-                        Some(buffer_body(RequestBody::new(body, limit, counter), limit).await?)
+                        let body = RequestBody::new(body, limit, counter).decoding_base64(web_text);
+                        Some(buffer_body(body, limit).await?)
                     }
                     None => Some(Bytes::new()),
                 },
@@ -662,6 +679,7 @@ pub(crate) async fn proxy(
                 (Some(bytes), _) => RequestBody::buffered(bytes.clone()),
                 (None, Some(body)) => {
                     RequestBody::new(body, limit, exchange.bytes_in.get_or_insert_with(Arc::default).clone())
+                        .decoding_base64(web_text)
                 }
                 (None, None) => RequestBody::empty(),
             };
@@ -772,13 +790,25 @@ pub(crate) async fn proxy(
                             parts.headers.insert(http::header::UPGRADE, protocol);
                         }
                         parts.version = client_version;
-                        let body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
+                        let mut body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
+                        if let Some(mode) = web.filter(|_| grpc::is_grpc(&parts.headers)) {
+                            // A trailers-only answer has its status in the head, as gRPC-Web reads it.
+                            if !parts.headers.contains_key("grpc-status") {
+                                body = ResponseBody::grpc_web(body, mode);
+                            }
+                            grpc_web::to_web_response(&mut parts.headers, mode);
+                        }
                         return Ok(Response::from_parts(parts, body));
                     }
                 }
             }
             Ok(Err(failed)) => {
                 let never_connected = connect_failure(&failed.error);
+                // The client's body failing is the client's error, whatever the
+                // connection made of it (HTTP/2 reports a reset stream).
+                if let Some(fault) = exchange.bytes_in.as_ref().and_then(|p| p.fault()) {
+                    return Err(client_body_error(fault, limit));
+                }
                 let error = upstream_error(failed.error, &pool.name, limit);
                 if error.kind.side() != Side::Client {
                     pool.record(&target, Outcome::Failure);
@@ -872,11 +902,22 @@ fn replayed(replay: &Option<(http::request::Parts, Bytes)>) -> Option<Request<Re
 async fn buffer_body(body: RequestBody, limit: Option<u64>) -> Result<Bytes, ProxyError> {
     match http_body_util::BodyExt::collect(body).await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(BodyError::TooLarge { .. }) => Err(body_too_large(limit.unwrap_or_default())),
-        Err(_) => Err(ProxyError::new(
+        Err(error) => Err(client_body_error(Fault::of(&error).unwrap_or(Fault::Unreadable), limit)),
+    }
+}
+
+/// What the client hears of its own body failing on the way.
+fn client_body_error(fault: Fault, limit: Option<u64>) -> ProxyError {
+    match fault {
+        Fault::TooLarge => body_too_large(limit.unwrap_or_default()),
+        Fault::NotBase64 => ProxyError::new(
+            ErrorKind::BadRequest,
+            "the request body is not base64, as gRPC-Web text must be",
+        ),
+        Fault::Unreadable => ProxyError::new(
             ErrorKind::BadRequest,
             "the request body could not be read from the client",
-        )),
+        ),
     }
 }
 
@@ -902,14 +943,8 @@ fn upstream_error(error: SendError, upstream: &str, limit: Option<u64>) -> Proxy
         SendError::Http(http) => {
             let mut cause: Option<&(dyn std::error::Error + 'static)> = http.source();
             while let Some(current) = cause {
-                if let Some(body) = current.downcast_ref::<BodyError>() {
-                    return match body {
-                        BodyError::TooLarge { .. } => body_too_large(limit.unwrap_or_default()),
-                        _ => ProxyError::new(
-                            ErrorKind::BadRequest,
-                            "the request body could not be read from the client",
-                        ),
-                    };
+                if let Some(fault) = current.downcast_ref::<BodyError>().and_then(Fault::of) {
+                    return client_body_error(fault, limit);
                 }
                 cause = current.source();
             }

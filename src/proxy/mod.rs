@@ -5,6 +5,7 @@
 pub mod client_timeouts;
 pub mod forward;
 pub mod grpc;
+pub mod grpc_web;
 pub mod handler;
 pub mod request_id;
 pub mod rewrite;

@@ -13,7 +13,6 @@ use http::{HeaderValue, Method, Version};
 use serde::ser::{SerializeMap, Serializer};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -61,7 +60,7 @@ pub struct Entry {
     pub upstream: Option<Arc<str>>,
     pub target: Option<Arc<str>>,
     pub status: u16,
-    pub bytes_in: Option<Arc<AtomicU64>>,
+    pub bytes_in: Option<Arc<crate::body::BodyProgress>>,
     pub upstream_latency: Option<Duration>,
     pub error: Option<&'static str>,
     pub user_agent: Option<HeaderValue>,
@@ -77,7 +76,7 @@ pub struct Entry {
 impl Entry {
     pub fn finish(&self, bytes_out: u64) {
         let elapsed = self.started.elapsed();
-        let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.load(Ordering::Relaxed));
+        let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.received());
         self.metrics
             .request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
         if let Some(span) = &self.span {

@@ -311,3 +311,113 @@ async fn raw_call(
 fn tokio_stream_of(mut receiver: tokio::sync::mpsc::Receiver<Hello>) -> impl futures_util::Stream<Item = Hello> {
     futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
 }
+
+/// A gRPC message as gRPC-Web frames it: flag, 4-byte length, bytes.
+fn framed(flag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut frame = vec![flag];
+    frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    frame.extend_from_slice(bytes);
+    frame
+}
+
+/// The messages of a gRPC-Web body: `Ok(name)` for each answer, then
+/// `Err(trailers)` for the trailer message.
+fn read_web_body(mut body: &[u8]) -> Vec<Result<String, String>> {
+    use prost::Message;
+    let mut messages = Vec::new();
+    while !body.is_empty() {
+        let (flag, length) = (body[0], u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize);
+        let bytes = &body[5..5 + length];
+        messages.push(match flag {
+            0x80 => Err(String::from_utf8(bytes.to_vec()).unwrap()),
+            _ => Ok(Hello::decode(bytes).unwrap().name),
+        });
+        body = &body[5 + length..];
+    }
+    messages
+}
+
+/// A gRPC-Web call over HTTP/1.1, as a browser makes it.
+async fn web_call(gw: &Gateway, path: &str, content_type: &str, body: Vec<u8>) -> Reply {
+    send(
+        http::Request::post(gw.url(path))
+            .header("content-type", content_type)
+            .header("x-grpc-web", "1")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_web_calls_from_http1_clients_reach_grpc_services() {
+    use base64::Engine;
+    use prost::Message;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let service = echo_service().await;
+    let gone = refusing_addr().await;
+    let gw = Gateway::start(&gateway_config(service, gone)).await;
+
+    // Binary mode: the answer, then the trailers as the last message.
+    let reply = web_call(
+        &gw,
+        "/test.Echo/Say",
+        "application/grpc-web+proto",
+        framed(0, &hello("browser").encode_to_vec()),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), "application/grpc-web+proto");
+    let messages = read_web_body(&reply.body);
+    assert_eq!(messages.len(), 2, "{reply:?}");
+    assert_eq!(messages[0], Ok("hello browser".to_string()));
+    let trailers = messages[1].clone().unwrap_err();
+    assert!(trailers.contains("grpc-status: 0\r\n"), "{trailers:?}");
+    assert_eq!(messages.len(), 2);
+
+    // Text mode: base64 both ways; several messages in, a status after them.
+    let mut body = framed(0, &hello("a").encode_to_vec());
+    body.extend(framed(0, &hello("fail").encode_to_vec()));
+    let reply = web_call(
+        &gw,
+        "/test.Echo/Chat",
+        "application/grpc-web-text",
+        b64.encode(&body).into_bytes(),
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("content-type"), "application/grpc-web-text+proto");
+    let messages = read_web_body(&b64.decode(&reply.body).expect("one base64 text"));
+    assert_eq!(messages.len(), 2, "{reply:?}");
+    assert_eq!(messages[0], Ok("echo a".to_string()));
+    let trailers = messages[1].clone().unwrap_err();
+    assert!(trailers.contains("grpc-status: 10\r\n"), "ABORTED: {trailers:?}");
+    assert!(trailers.contains("grpc-message: asked%20to%20fail\r\n"), "{trailers:?}");
+
+    // A trailers-only answer keeps its status in the head, where gRPC-Web reads it.
+    let reply = web_call(
+        &gw,
+        "/test.Echo/Say",
+        "application/grpc-web+proto",
+        framed(0, &hello("missing").encode_to_vec()),
+    )
+    .await;
+    assert_eq!(reply.header("grpc-status"), "5", "NOT_FOUND");
+    assert_eq!(reply.header("content-type"), "application/grpc-web+proto");
+
+    // The gateway's own errors, in gRPC-Web's content type.
+    let reply = web_call(&gw, "/test.Nowhere/Say", "application/grpc-web-text", Vec::new()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("grpc-status"), "12", "UNIMPLEMENTED");
+    assert_eq!(reply.header("content-type"), "application/grpc-web-text+proto");
+
+    // A text body that is not base64 is the client's error.
+    let reply = web_call(
+        &gw,
+        "/test.Echo/Say",
+        "application/grpc-web-text",
+        b"!!!! not base64".to_vec(),
+    )
+    .await;
+    assert_eq!(reply.header("grpc-status"), "3", "INVALID_ARGUMENT: {reply:?}");
+}

@@ -263,6 +263,32 @@ routes:
     assert_eq!(kept.json()["te"], "trailers", "TE: trailers is passed on for gRPC");
     assert_eq!(clear.connections.load(Ordering::SeqCst), 1);
 
+    // A client body over the listener's limit is the client's 413, though
+    // HTTP/2 tells the gateway only of a reset stream; the target stays healthy.
+    let limited = Gateway::start(&config(
+        r#"
+listeners: [ { name: main, addr: "127.0.0.1:0", limits: { max_request_body: 1KiB } } ]
+access_log: { enabled: false }
+upstreams:
+  backend: { targets: ["$T"], protocol: h2c, health_check: { passive: { consecutive_failures: 1, eject_for: 1m } } }
+routes:
+  - { name: all, match: { path: / }, upstream: backend }
+"#,
+        &[("T", clear.addr.to_string())],
+    ))
+    .await;
+    let chunks: Vec<Result<http_body::Frame<Bytes>, Infallible>> = (0..4)
+        .map(|_| Ok(http_body::Frame::data(Bytes::from(vec![b'x'; 512]))))
+        .collect();
+    let streamed = http_body_util::StreamBody::new(futures_util::stream::iter(chunks));
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .request(http::Request::post(limited.url("/upload")).body(streamed).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(get(&limited.url("/")).await.status, 200, "the target was not blamed");
+
     // The HTTP/2 connection that goes away is made again.
     let reload = gw
         .reload(&gateway_config(&format!(
