@@ -205,6 +205,7 @@ async fn serve(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     check_header_limits(request.headers(), &conn.listener)?;
     let (mut parts, body) = request.into_parts();
+    let extended_connect = upgrade::from_extended_connect(&mut parts);
     let (route, params, rewritten) = {
         let path = normalize(parts.uri.path())
             .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request path is not a valid absolute path"))?;
@@ -274,7 +275,7 @@ async fn serve(
                     None => ClientBody::Stream(body),
                 };
                 let upgrade = match forward::upgrade_of(&parts.headers) {
-                    Some(_) if parts.version == Version::HTTP_11 => {
+                    Some(_) if parts.version == Version::HTTP_11 || extended_connect => {
                         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
                     }
                     _ => None,
@@ -783,11 +784,17 @@ pub(crate) async fn proxy(
                         };
                         let (mut parts, body) = response.into_parts();
                         forward::downstream_response(&mut parts.headers, parts.version, request_id);
-                        if let Some(protocol) = switched {
-                            parts
-                                .headers
-                                .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
-                            parts.headers.insert(http::header::UPGRADE, protocol);
+                        match switched {
+                            Some(_) if client_version == Version::HTTP_2 => {
+                                upgrade::to_extended_connect_answer(&mut parts);
+                            }
+                            Some(protocol) => {
+                                parts
+                                    .headers
+                                    .insert(http::header::CONNECTION, HeaderValue::from_static("upgrade"));
+                                parts.headers.insert(http::header::UPGRADE, protocol);
+                            }
+                            None => {}
                         }
                         parts.version = client_version;
                         let mut body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);

@@ -295,6 +295,8 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes + HEADROOM).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
+        // RFC 8441: WebSocket over HTTP/2 streams.
+        .enable_connect_protocol()
         // Rapid reset (CVE-2023-44487): streams a client opens and resets
         // before they are served, and errors it provokes, are bounded; past
         // that the connection is closed.

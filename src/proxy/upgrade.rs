@@ -1,10 +1,15 @@
 //! Upgraded connections (WebSocket): once the target answers 101, the
 //! client's and the target's connections are joined and bytes copied both
 //! ways until either side closes or neither sends anything for the idle
-//! timeout. Counted in the route's metrics.
+//! timeout. Counted in the route's metrics. HTTP/2 clients upgrade a stream
+//! (RFC 8441), which is joined to an HTTP/1.1 upgrade upstream.
 
 use super::client_timeouts::RequestActive;
 use crate::telemetry::metrics::{RouteMetrics, UpgradeEnd};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use http::{Method, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::io;
@@ -15,6 +20,39 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+/// An HTTP/2 extended CONNECT for WebSocket (RFC 8441) made into the
+/// HTTP/1.1 handshake upstreams expect: a GET with `Upgrade: websocket`
+/// and a fresh `Sec-WebSocket-Key` (HTTP/2 clients send none). Routes see
+/// it as the GET it stands for. Returns whether it was one.
+pub fn from_extended_connect(parts: &mut http::request::Parts) -> bool {
+    let websocket = parts.method == Method::CONNECT
+        && parts
+            .extensions
+            .get::<hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    if !websocket {
+        return false;
+    }
+    parts.method = Method::GET;
+    let headers = &mut parts.headers;
+    headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+    if let Ok(key) = HeaderValue::from_str(&STANDARD.encode(nonce)) {
+        headers.insert(SEC_WEBSOCKET_KEY, key);
+    }
+    true
+}
+
+/// The target's 101 told to an HTTP/2 client: a 200 on the stream, without
+/// the HTTP/1.1 handshake's own headers.
+pub fn to_extended_connect_answer(parts: &mut http::response::Parts) {
+    parts.status = StatusCode::OK;
+    for name in [CONNECTION, UPGRADE, SEC_WEBSOCKET_ACCEPT] {
+        parts.headers.remove(name);
+    }
+}
 
 /// Joins the two sides of an upgrade once both have completed, in a task of
 /// its own. `busy` keeps the client connection's own timeouts off meanwhile.

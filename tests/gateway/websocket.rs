@@ -148,3 +148,59 @@ routes:
     assert_eq!(relayed("client_to_upstream"), (2 + 4 + 2) + (2 + 4 + 4) + (2 + 4 + 5));
     assert_eq!(relayed("upstream_to_client"), (2 + 2) + (2 + 4) + (2 + 5));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_streams_reach_http1_services() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let upstream = echo_server().await;
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+access_log: { enabled: false }
+upstreams: { chat: { targets: [ "$U" ] } }
+routes:
+  - { name: chat, match: { path: /chat, methods: [GET] }, upstream: chat }
+"#,
+        &[("U", upstream.to_string())],
+    ))
+    .await;
+    // An HTTP/2 client (h2c), as a browser opens a WebSocket on an HTTP/2 connection.
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // One exchange first, so the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) are in.
+    let first = http::Request::get(format!("http://{}/nowhere", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(first).await.unwrap().status(), 404);
+
+    let mut connect = http::Request::connect(format!("http://{}/chat", gw.addr))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = sender.send_request(connect).await.unwrap();
+    assert_eq!(response.status(), 200, "{response:?}");
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let upgraded = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    for word in ["over", "http/2"] {
+        socket.send(Message::text(word)).await.unwrap();
+        assert_eq!(
+            socket.next().await.unwrap().unwrap(),
+            Message::text(word.to_uppercase())
+        );
+    }
+    socket.send(Message::binary(vec![7u8; 3])).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), Message::binary(vec![7u8; 3]));
+    socket.close(None).await.unwrap();
+}
