@@ -71,6 +71,8 @@ pub struct Forward {
     pub retry: Option<RetryPolicy>,
     pub rewrite: Rewrite,
     pub preserve_host: bool,
+    /// `grpc_transcode`: JSON requests become gRPC calls.
+    pub transcode: Option<Arc<crate::transcode::Transcoder>>,
 }
 
 #[derive(Debug)]

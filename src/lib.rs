@@ -24,5 +24,6 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod router;
 pub mod telemetry;
+pub mod transcode;
 pub mod transform;
 pub mod upstream;

@@ -734,6 +734,7 @@ fn compile_aggregate(
                 retry: pool.retry.clone(),
                 rewrite: Rewrite::default(),
                 preserve_host: false,
+                transcode: None,
             })
         })
         .collect();
@@ -781,6 +782,31 @@ fn compile_forward(
             .websocket_idle
             .map_or(pool.timeouts.websocket_idle, |d| d.get()),
     };
+    let transcode = match &route.grpc_transcode {
+        None => None,
+        Some(config) => {
+            let at = format!("{path}.grpc_transcode");
+            if !pool.transport.is_multiplexed() {
+                errors.push(
+                    &at,
+                    format!(
+                        "gRPC needs HTTP/2: give upstream {:?} `protocol: h2c` or `http2`",
+                        &*pool.name
+                    ),
+                );
+            }
+            if route.rewrite.is_some() {
+                errors.push(&at, "the gRPC method sets the upstream path: remove `rewrite`");
+            }
+            match crate::transcode::Transcoder::compile(config) {
+                Ok(transcoder) => Some(Arc::new(transcoder)),
+                Err(problems) => {
+                    errors.extend_at(&at, problems);
+                    None
+                }
+            }
+        }
+    };
     Some(Forward {
         pool: pool.clone(),
         timeouts,
@@ -788,6 +814,7 @@ fn compile_forward(
         retry,
         rewrite,
         preserve_host: route.preserve_host,
+        transcode,
     })
 }
 

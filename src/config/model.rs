@@ -631,6 +631,8 @@ pub struct RouteConfig {
     pub respond: Option<RespondConfig>,
     /// Several calls, one JSON answer (backend for frontend).
     pub aggregate: Option<AggregateConfig>,
+    /// JSON/HTTP requests turned into gRPC calls to the upstream.
+    pub grpc_transcode: Option<TranscodeConfig>,
     pub rewrite: Option<RewriteConfig>,
     /// Send the client's Host header upstream instead of the target's address.
     #[serde(default)]
@@ -694,6 +696,25 @@ fn default_forward_headers() -> Vec<String> {
     ["authorization", "accept-language", "traceparent", "tracestate"]
         .map(String::from)
         .to_vec()
+}
+
+/// `grpc_transcode:` on a route with an HTTP/2 upstream.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TranscodeConfig {
+    /// A descriptor set with the services and their `google.api.http`
+    /// rules: `protoc --include_imports --descriptor_set_out=FILE`.
+    pub descriptors: String,
+    /// Full service names; default: every service in the set.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Largest gRPC answer read to turn into JSON.
+    #[serde(default = "default_transcode_max_body")]
+    pub max_body: ByteSize,
+}
+
+fn default_transcode_max_body() -> ByteSize {
+    ByteSize(4 * 1024 * 1024)
 }
 
 fn default_call_max_body() -> ByteSize {

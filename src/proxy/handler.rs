@@ -256,6 +256,13 @@ async fn serve(
                 };
                 crate::aggregate::run(aggregate, conn, &parts, &ctx, shared).await?
             }
+            Action::Proxy(forward) if forward.transcode.is_some() => {
+                let shared = CallContext {
+                    metrics: exchange.metrics.as_ref(),
+                    trace: exchange.trace.as_ref(),
+                };
+                crate::transcode::transcode(forward, conn, parts, body, request_id, shared, &mut exchange.call).await?
+            }
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_cap(&parts.headers)? {
                     Some(cap) => {
@@ -519,7 +526,7 @@ fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<Option<PathA
         .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the rewritten path is not a valid URI path"))
 }
 
-fn method_not_allowed(method: &http::Method, allow: &[http::Method]) -> ProxyError {
+pub(crate) fn method_not_allowed(method: &http::Method, allow: &[http::Method]) -> ProxyError {
     let list = allow.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
     let mut error = ProxyError::new(
         ErrorKind::MethodNotAllowed,
@@ -903,6 +910,12 @@ fn replayed(replay: &Option<(http::request::Parts, Bytes)>) -> Option<Request<Re
     replay
         .as_ref()
         .map(|(head, bytes)| Request::from_parts(clone_head(head), RequestBody::buffered(bytes.clone())))
+}
+
+/// Reads the client's body whole, up to `cap` bytes, counted in the record.
+pub(crate) async fn read_client_body(body: Incoming, cap: u64, record: &mut CallRecord) -> Result<Bytes, ProxyError> {
+    let counter = record.bytes_in.get_or_insert_with(Arc::default).clone();
+    buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await
 }
 
 /// Reads a (small, declared-length) request body whole so it can be replayed.

@@ -20,6 +20,7 @@ mod routing;
 mod streaming;
 mod tls;
 mod tracing;
+mod transcode;
 mod transform;
 mod upstream_protocols;
 mod websocket;
