@@ -334,3 +334,17 @@ async fn transcoding_config_errors_name_the_field_and_the_fix() {
         assert!(errors.contains(expected), "{expected}\n{errors}");
     }
 }
+
+/// `examples/protos/users.pb` is `tests/fixtures/grpc/users.proto` compiled;
+/// `PORTICO_BLESS=1` writes it again after the proto changes.
+#[test]
+fn the_example_descriptor_set_is_the_fixture_compiled() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = std::fs::read(descriptor_set(dir.path())).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/protos/users.pb");
+    if std::env::var_os("PORTICO_BLESS").is_some() {
+        std::fs::create_dir_all(example.parent().unwrap()).unwrap();
+        std::fs::write(&example, &fresh).unwrap();
+    }
+    assert!(std::fs::read(&example).unwrap() == fresh, "run with PORTICO_BLESS=1 to update {}", example.display());
+}
