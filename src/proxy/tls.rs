@@ -165,15 +165,10 @@ pub fn compile(config: &TlsConfig) -> Result<TlsSettings, Vec<(String, String)>>
     })
 }
 
-/// Checks client certificates against the CA bundle in `path`.
-fn client_verifier(
-    path: &str,
-    required: bool,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-) -> Result<(Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<u8>), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+/// The CA certificates of a PEM bundle (`path` names it in errors).
+pub fn ca_roots(path: &str, bytes: &[u8]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(&bytes) {
+    for certificate in CertificateDer::pem_slice_iter(bytes) {
         let certificate = certificate.map_err(|e| format!("{path} is not PEM certificates: {e}"))?;
         roots
             .add(certificate)
@@ -182,6 +177,17 @@ fn client_verifier(
     if roots.is_empty() {
         return Err(format!("{path} holds no PEM certificate"));
     }
+    Ok(roots)
+}
+
+/// Checks client certificates against the CA bundle in `path`.
+fn client_verifier(
+    path: &str,
+    required: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<(Arc<dyn rustls::server::danger::ClientCertVerifier>, Vec<u8>), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let roots = ca_roots(path, &bytes)?;
     let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     let builder = if required {
         builder

@@ -4,6 +4,7 @@
 use super::connections::SendError;
 use crate::body::RequestBody;
 use crate::config::model::{UpstreamProtocol, UpstreamTlsConfig};
+use crate::proxy::tls::ca_roots;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
@@ -324,20 +325,6 @@ fn host_name(authority: &Authority) -> Result<ServerName<'static>, SendError> {
     let host = authority.host().trim_start_matches('[').trim_end_matches(']');
     ServerName::try_from(host.to_string())
         .map_err(|_| SendError::Protocol("the target's host is not a name TLS can check: set `tls.server_name`"))
-}
-
-fn ca_roots(path: &str, bytes: &[u8]) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(bytes) {
-        let certificate = certificate.map_err(|e| format!("{path} is not PEM certificates: {e}"))?;
-        roots
-            .add(certificate)
-            .map_err(|e| format!("{path}: a CA certificate cannot be used: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("{path} holds no PEM certificate"));
-    }
-    Ok(roots)
 }
 
 type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);

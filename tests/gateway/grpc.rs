@@ -78,30 +78,16 @@ impl StreamingService<Hello> for Chat {
 
 /// The service, on h2c (HTTP/2 by prior knowledge, as gRPC services run).
 async fn echo_service() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-                    let mut grpc = tonic::server::Grpc::new(ProstCodec::<Hello, Hello>::default());
-                    let response = match request.uri().path() {
-                        "/test.Echo/Say" => grpc.unary(Say, request).await,
-                        "/test.Echo/Chat" => grpc.streaming(Chat, request).await,
-                        _ => Status::unimplemented("not here").into_http(),
-                    };
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_h2(|request: http::Request<hyper::body::Incoming>| async move {
+        let mut grpc = tonic::server::Grpc::new(ProstCodec::<Hello, Hello>::default());
+        let response = match request.uri().path() {
+            "/test.Echo/Say" => grpc.unary(Say, request).await,
+            "/test.Echo/Chat" => grpc.streaming(Chat, request).await,
+            _ => Status::unimplemented("not here").into_http(),
+        };
+        Ok::<_, std::convert::Infallible>(response)
+    })
+    .await
 }
 
 async fn client(gateway: SocketAddr) -> tonic::client::Grpc<tonic::transport::Channel> {
@@ -176,17 +162,7 @@ async fn unary_and_streaming_calls_pass_with_their_trailers() {
 
     // Bidirectional: each answer arrives before the next message is sent,
     // so nothing is buffered on the way in either direction.
-    let (send, outgoing) = tokio::sync::mpsc::channel::<Hello>(4);
-    grpc.ready().await.unwrap();
-    let mut replies = grpc
-        .streaming(
-            Request::new(tokio_stream_of(outgoing)),
-            PathAndQuery::from_static("/test.Echo/Chat"),
-            ProstCodec::<Hello, Hello>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
+    let (send, mut replies) = chat(&mut grpc).await;
     for name in ["one", "two", "three"] {
         send.send(hello(name)).await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(5), replies.message())
@@ -200,20 +176,10 @@ async fn unary_and_streaming_calls_pass_with_their_trailers() {
     assert!(replies.message().await.unwrap().is_none(), "ends with status OK");
 
     // A status in the trailers after messages.
-    let (send, outgoing) = tokio::sync::mpsc::channel::<Hello>(4);
+    let (send, mut replies) = chat(&mut grpc).await;
     for name in ["a", "fail"] {
         send.send(hello(name)).await.unwrap();
     }
-    grpc.ready().await.unwrap();
-    let mut replies = grpc
-        .streaming(
-            Request::new(tokio_stream_of(outgoing)),
-            PathAndQuery::from_static("/test.Echo/Chat"),
-            ProstCodec::<Hello, Hello>::default(),
-        )
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(replies.message().await.unwrap().unwrap().name, "echo a");
     let status = replies.message().await.unwrap_err();
     assert_eq!(status.code(), Code::Aborted);
@@ -307,9 +273,23 @@ async fn raw_call(
     sender.send_request(request).await.unwrap()
 }
 
-/// The receiving end of a channel as a stream of messages.
-fn tokio_stream_of(mut receiver: tokio::sync::mpsc::Receiver<Hello>) -> impl futures_util::Stream<Item = Hello> {
-    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+/// Opens a `Chat` call: what is sent on the channel goes out as it is sent.
+async fn chat(
+    grpc: &mut tonic::client::Grpc<tonic::transport::Channel>,
+) -> (tokio::sync::mpsc::Sender<Hello>, Streaming<Hello>) {
+    let (send, mut outgoing) = tokio::sync::mpsc::channel::<Hello>(4);
+    let messages = futures_util::stream::poll_fn(move |cx| outgoing.poll_recv(cx));
+    grpc.ready().await.unwrap();
+    let replies = grpc
+        .streaming(
+            Request::new(messages),
+            PathAndQuery::from_static("/test.Echo/Chat"),
+            ProstCodec::<Hello, Hello>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    (send, replies)
 }
 
 /// A gRPC message as gRPC-Web frames it: flag, 4-byte length, bytes.

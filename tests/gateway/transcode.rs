@@ -4,7 +4,6 @@
 
 use crate::config;
 use crate::support::*;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::net::SocketAddr;
 use tonic::server::{ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
@@ -103,58 +102,44 @@ fn ada(id: i64, verbose: bool) -> Result<User, Status> {
 
 /// The users service on h2c.
 async fn users_service() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| async move {
-                    let response = match request.uri().path() {
-                        "/users.v1.Users/GetUser" | "/users.v1.Users/GetName" => {
-                            tonic::server::Grpc::new(ProstCodec::<User, GetUserRequest>::default())
-                                .unary(Unary(|q: GetUserRequest| ada(q.id, q.verbose)), request)
-                                .await
-                        }
-                        "/users.v1.Users/ListUsers" => {
-                            tonic::server::Grpc::new(ProstCodec::<User, ListUsersRequest>::default())
-                                .server_streaming(ListUsers, request)
-                                .await
-                        }
-                        "/users.v1.Users/CreateUser" => {
-                            let create = |q: CreateUserRequest| {
-                                let user = q.user.ok_or_else(|| Status::invalid_argument("no user"))?;
-                                Ok(User { id: 100, ..user })
-                            };
-                            tonic::server::Grpc::new(ProstCodec::<User, CreateUserRequest>::default())
-                                .unary(Unary(create), request)
-                                .await
-                        }
-                        "/users.v1.Users/UpdateUser" => {
-                            let update = |q: UpdateUserRequest| {
-                                Ok(User {
-                                    id: q.id,
-                                    display_name: q.display_name,
-                                    ..User::default()
-                                })
-                            };
-                            tonic::server::Grpc::new(ProstCodec::<User, UpdateUserRequest>::default())
-                                .unary(Unary(update), request)
-                                .await
-                        }
-                        _ => Status::unimplemented("not here").into_http(),
-                    };
-                    Ok::<_, std::convert::Infallible>(response)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_h2(|request: http::Request<hyper::body::Incoming>| async move {
+        let response = match request.uri().path() {
+            "/users.v1.Users/GetUser" | "/users.v1.Users/GetName" => {
+                tonic::server::Grpc::new(ProstCodec::<User, GetUserRequest>::default())
+                    .unary(Unary(|q: GetUserRequest| ada(q.id, q.verbose)), request)
+                    .await
+            }
+            "/users.v1.Users/ListUsers" => {
+                tonic::server::Grpc::new(ProstCodec::<User, ListUsersRequest>::default())
+                    .server_streaming(ListUsers, request)
+                    .await
+            }
+            "/users.v1.Users/CreateUser" => {
+                let create = |q: CreateUserRequest| {
+                    let user = q.user.ok_or_else(|| Status::invalid_argument("no user"))?;
+                    Ok(User { id: 100, ..user })
+                };
+                tonic::server::Grpc::new(ProstCodec::<User, CreateUserRequest>::default())
+                    .unary(Unary(create), request)
+                    .await
+            }
+            "/users.v1.Users/UpdateUser" => {
+                let update = |q: UpdateUserRequest| {
+                    Ok(User {
+                        id: q.id,
+                        display_name: q.display_name,
+                        ..User::default()
+                    })
+                };
+                tonic::server::Grpc::new(ProstCodec::<User, UpdateUserRequest>::default())
+                    .unary(Unary(update), request)
+                    .await
+            }
+            _ => Status::unimplemented("not here").into_http(),
+        };
+        Ok::<_, std::convert::Infallible>(response)
+    })
+    .await
 }
 
 /// `users.proto` compiled with its imports, as `protoc --include_imports` would.
@@ -346,5 +331,9 @@ fn the_example_descriptor_set_is_the_fixture_compiled() {
         std::fs::create_dir_all(example.parent().unwrap()).unwrap();
         std::fs::write(&example, &fresh).unwrap();
     }
-    assert!(std::fs::read(&example).unwrap() == fresh, "run with PORTICO_BLESS=1 to update {}", example.display());
+    assert!(
+        std::fs::read(&example).unwrap() == fresh,
+        "run with PORTICO_BLESS=1 to update {}",
+        example.display()
+    );
 }
