@@ -269,8 +269,7 @@ async fn serve(
                         // Read as any body is: the listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
                         let cap = conn.listener.max_request_body.map_or(cap, |limit| limit.min(cap));
-                        let counter = exchange.call.bytes_in.get_or_insert_with(Arc::default).clone();
-                        let bytes = buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await?;
+                        let bytes = read_client_body(body, cap, &mut exchange.call).await?;
                         let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
                         if let Some(content_type) = content_type {
                             parts.headers.insert(CONTENT_TYPE, content_type);
