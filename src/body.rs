@@ -8,6 +8,7 @@ use crate::telemetry::access_log::Entry;
 use crate::upstream::{InFlight, Lease};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,13 +18,54 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A client's request body, from whichever protocol brought it: hyper's
+/// (HTTP/1.1 and HTTP/2), or another boxed (HTTP/3).
+pub enum Inbound {
+    Hyper(Incoming),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl From<Incoming> for Inbound {
+    fn from(body: Incoming) -> Inbound {
+        Inbound::Hyper(body)
+    }
+}
+
+impl Body for Inbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Inbound::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inbound::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(body) => body.is_end_stream(),
+            Inbound::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(body) => body.size_hint(),
+            Inbound::Boxed(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Why a body stopped before its end.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("client request body failed: {0}")]
-    Client(#[source] hyper::Error),
+    Client(#[source] BoxError),
     #[error("upstream response body failed: {0}")]
     Upstream(#[source] hyper::Error),
     #[error("upstream sent nothing for {0:?} in the middle of the response body")]
@@ -88,7 +130,7 @@ impl Fault {
 /// The client's request body on its way upstream: streamed with a size limit
 /// and a byte count, or, when it may have to be sent again, buffered.
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<Inbound>,
     limit: Option<u64>,
     received: Option<Arc<BodyProgress>>,
     /// A buffered body, sent in one frame.
@@ -98,7 +140,7 @@ pub struct RequestBody {
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>, received: Arc<BodyProgress>) -> RequestBody {
+    pub fn new(inner: Inbound, limit: Option<u64>, received: Arc<BodyProgress>) -> RequestBody {
         RequestBody {
             inner: Some(inner),
             limit,

@@ -163,6 +163,9 @@ pub struct TlsConfig {
     pub hsts: Option<HstsConfig>,
     /// Ask clients for certificates, checked against a CA bundle.
     pub client_auth: Option<ClientAuthConfig>,
+    /// Also serve HTTP/3 (QUIC) on the same port over UDP, announced by `Alt-Svc`.
+    #[serde(default)]
+    pub http3: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

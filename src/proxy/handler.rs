@@ -7,7 +7,7 @@ use super::grpc;
 use super::grpc_web;
 use super::request_id;
 use super::upgrade;
-use crate::body::{BodyError, Fault, RequestBody, ResponseBody};
+use crate::body::{BodyError, Fault, Inbound, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{Flow, RequestContext};
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use std::convert::Infallible;
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -43,6 +43,8 @@ pub struct Connection {
     pub draining: Arc<AtomicBool>,
     /// The certificate the client presented and the listener verified (mTLS).
     pub client_certificate: Option<Arc<super::tls::ClientCertificate>>,
+    /// `Alt-Svc` announcing the listener's HTTP/3, on its TCP connections.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// The request's details only the access log uses.
@@ -87,7 +89,7 @@ pub(crate) struct CallContext<'a> {
     trace: Option<&'a (Arc<Traces>, RequestSpan)>,
 }
 
-pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<Response<ResponseBody>, Infallible> {
     let started = Instant::now();
     let active = conn.active.begin();
     let gateway = conn.gateway.load_full();
@@ -160,6 +162,9 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
             .headers_mut()
             .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
+    if let Some(alt_svc) = &conn.alt_svc {
+        response.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
+    }
     if version < Version::HTTP_2 && conn.draining.load(Ordering::Relaxed) {
         response
             .headers_mut()
@@ -199,7 +204,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Incoming>) -> Result
 async fn serve(
     gateway: &Arc<Gateway>,
     conn: &Arc<Connection>,
-    request: Request<Incoming>,
+    request: Request<Inbound>,
     request_id: &HeaderValue,
     exchange: &mut Exchange,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -437,7 +442,7 @@ fn refresh_in_background(
 
 /// The 308 to the same URL in HTTPS (as an error, so that it is answered
 /// and logged the way every other early answer is).
-fn to_https(request: &Request<Incoming>, port: u16) -> ProxyError {
+fn to_https(request: &Request<Inbound>, port: u16) -> ProxyError {
     let host = request_host(request.uri(), request.headers()).unwrap_or_default();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {
@@ -573,7 +578,7 @@ fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
 /// The body a request goes upstream with.
 pub(crate) enum ClientBody {
     /// The client's, streamed through.
-    Stream(Incoming),
+    Stream(Inbound),
     /// Read whole and changed by a transform.
     Transformed(Bytes),
 }
@@ -912,7 +917,7 @@ fn replayed(replay: &Option<(http::request::Parts, Bytes)>) -> Option<Request<Re
 }
 
 /// Reads the client's body whole, up to `cap` bytes, counted in the record.
-pub(crate) async fn read_client_body(body: Incoming, cap: u64, record: &mut CallRecord) -> Result<Bytes, ProxyError> {
+pub(crate) async fn read_client_body(body: Inbound, cap: u64, record: &mut CallRecord) -> Result<Bytes, ProxyError> {
     let counter = record.bytes_in.get_or_insert_with(Arc::default).clone();
     buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await
 }

@@ -7,6 +7,7 @@ pub mod forward;
 pub mod grpc;
 pub mod grpc_web;
 pub mod handler;
+pub mod http3;
 pub mod request_id;
 pub mod rewrite;
 pub mod server;

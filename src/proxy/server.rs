@@ -3,10 +3,13 @@
 
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::handler::{handle, Connection};
+use crate::body::Inbound;
 use crate::control::upgrade;
 use crate::gateway::{Compiled, Drain, Gateway, ListenerSettings};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
+use http::Request;
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -42,11 +45,13 @@ struct RunningListener {
     fd: OwnedFd,
     /// Set when the listener closes: responses then ask clients to close.
     draining: Arc<AtomicBool>,
+    /// HTTP/3, on the same port over UDP, when the listener's TLS asks for it.
+    quic: Option<quinn::Endpoint>,
 }
 
 /// What a listener's new connections are served with; replaced on reload.
-struct ListenerState {
-    settings: Arc<ListenerSettings>,
+pub(crate) struct ListenerState {
+    pub(crate) settings: Arc<ListenerSettings>,
     builder: Arc<auto::Builder<TokioExecutor>>,
 }
 
@@ -120,6 +125,13 @@ impl Server {
                 Some(settings) => {
                     if *listener.state.load().settings != *settings {
                         listener.state.store(Arc::new(ListenerState::new(settings.clone())));
+                        // New certificates for HTTP/3 too (whether it is on is
+                        // read when the listener starts).
+                        if let (Some(endpoint), Some(quic)) =
+                            (&listener.quic, settings.tls.as_ref().and_then(|t| t.quic.clone()))
+                        {
+                            endpoint.set_server_config(Some(quic));
+                        }
                     }
                     kept.push(listener);
                 }
@@ -196,11 +208,32 @@ impl RunningListener {
         let local = socket.local_addr()?;
         let fd = upgrade::duplicate(&socket)?;
         tracing::info!(listener = &*settings.name, addr = %local, "listening");
+        let quic_config = settings.tls.as_ref().and_then(|tls| tls.quic.clone());
+        let name = settings.name.clone();
         let state = Arc::new(ArcSwap::from_pointee(ListenerState::new(settings)));
         let connections = Arc::new(GracefulShutdown::new());
         let (stop, stopped) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
+        let quic = match quic_config {
+            None => None,
+            Some(config) => {
+                let serving = super::http3::Serving {
+                    gateway: gateway.clone(),
+                    listener: state.clone(),
+                    draining: draining.clone(),
+                };
+                let endpoint = super::http3::start(local, config, serving).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("listener {:?} cannot bind {local} over UDP for HTTP/3: {e}", &*name),
+                    )
+                })?;
+                tracing::info!(listener = &*name, addr = %local, "listening for HTTP/3");
+                Some(endpoint)
+            }
+        };
         let acceptor = Acceptor {
+            alt_svc: quic.as_ref().and_then(|_| super::http3::alt_svc(local.port())),
             draining: draining.clone(),
             state: state.clone(),
             gateway: gateway.clone(),
@@ -216,6 +249,7 @@ impl RunningListener {
             connections,
             fd,
             draining,
+            quic,
         })
     }
 
@@ -232,6 +266,11 @@ impl RunningListener {
         // The socket closes with its last descriptor: this one, then the acceptor's.
         drop(self.fd);
         let _ = self.stop.send(true);
+        let quic = self.quic;
+        if let Some(endpoint) = &quic {
+            // No new QUIC connections; open ones are closed after the drain.
+            endpoint.set_server_config(None);
+        }
         let _ = self.acceptor.await;
         self.draining.store(true, Ordering::Relaxed);
         let Ok(connections) = Arc::try_unwrap(self.connections) else {
@@ -243,10 +282,14 @@ impl RunningListener {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let open = connections.count();
-        match tokio::time::timeout_at(deadline, connections.shutdown()).await {
+        let drained = match tokio::time::timeout_at(deadline, connections.shutdown()).await {
             Ok(()) => Drained::Clean,
             Err(_) => Drained::TimedOut { open },
+        };
+        if let Some(endpoint) = quic {
+            endpoint.close(0u32.into(), b"closing");
         }
+        drained
     }
 }
 
@@ -306,6 +349,7 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
 }
 
 struct Acceptor {
+    alt_svc: Option<http::HeaderValue>,
     draining: Arc<AtomicBool>,
     state: Arc<ArcSwap<ListenerState>>,
     gateway: Arc<ArcSwap<Gateway>>,
@@ -344,6 +388,7 @@ impl Acceptor {
             active: active.clone(),
             draining: self.draining.clone(),
             client_certificate: None,
+            alt_svc: self.alt_svc.clone(),
         };
         let builder = state.builder.clone();
         let watcher = self.connections.watcher();
@@ -354,7 +399,8 @@ impl Acceptor {
             let served = match tls {
                 None => {
                     let conn = Arc::new(conn);
-                    let service = service_fn(move |request| handle(conn.clone(), request));
+                    let service =
+                        service_fn(move |request: Request<Incoming>| handle(conn.clone(), request.map(Inbound::from)));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     watcher.watch(builder.serve_connection_with_upgrades(io, service)).await
                 }
@@ -380,7 +426,8 @@ impl Acceptor {
                         .and_then(|der| super::tls::ClientCertificate::of(der))
                         .map(Arc::new);
                     let conn = Arc::new(conn);
-                    let service = service_fn(move |request| handle(conn.clone(), request));
+                    let service =
+                        service_fn(move |request: Request<Incoming>| handle(conn.clone(), request.map(Inbound::from)));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     watcher.watch(builder.serve_connection_with_upgrades(io, service)).await
                 }

@@ -21,6 +21,8 @@ pub struct TlsSettings {
     /// Of the files' bytes.
     fingerprint: u64,
     pub server: Arc<ServerConfig>,
+    /// HTTP/3's, when the listener has `http3: true`.
+    pub quic: Option<quinn::ServerConfig>,
 }
 
 impl PartialEq for TlsSettings {
@@ -140,28 +142,48 @@ pub fn compile(config: &TlsConfig) -> Result<TlsSettings, Vec<(String, String)>>
         TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V1_3 => &[&rustls::version::TLS13],
     };
-    let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| vec![("min_version".into(), e.to_string())])?;
-    let builder = match &config.client_auth {
-        None => builder.with_no_client_auth(),
+    let verifier = match &config.client_auth {
+        None => None,
         Some(client_auth) => {
-            let (verifier, ca_bytes) = client_verifier(&client_auth.ca, client_auth.required, provider)
+            let (verifier, ca_bytes) = client_verifier(&client_auth.ca, client_auth.required, provider.clone())
                 .map_err(|e| vec![("client_auth.ca".to_string(), e)])?;
             fingerprint ^= xxh3_64(&ca_bytes).rotate_left(7);
-            builder.with_client_cert_verifier(verifier)
+            Some(verifier)
         }
     };
-    let mut server = builder.with_cert_resolver(Arc::new(BySni { certificates }));
-    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    // Resumption: the in-memory session cache is rustls's default; tickets too.
-    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
-        server.ticketer = ticketer;
-    }
+    let resolver = Arc::new(BySni { certificates });
+    let server_config = |versions: &[&'static rustls::SupportedProtocolVersion], alpn: &[&[u8]]| {
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(versions)
+            .map_err(|e| vec![("min_version".to_string(), e.to_string())])?;
+        let builder = match &verifier {
+            None => builder.with_no_client_auth(),
+            Some(verifier) => builder.with_client_cert_verifier(verifier.clone()),
+        };
+        let mut server = builder.with_cert_resolver(resolver.clone());
+        server.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        // Resumption: the in-memory session cache is rustls's default; tickets too.
+        if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
+            server.ticketer = ticketer;
+        }
+        Ok::<_, Vec<(String, String)>>(server)
+    };
+    let server = server_config(versions, &[b"h2", b"http/1.1"])?;
+    // QUIC is TLS 1.3 only, and speaks h3.
+    let quic = match config.http3 {
+        false => None,
+        true => {
+            let tls = server_config(&[&rustls::version::TLS13], &[b"h3"])?;
+            let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+                .map_err(|e| vec![("http3".to_string(), e.to_string())])?;
+            Some(quinn::ServerConfig::with_crypto(Arc::new(crypto)))
+        }
+    };
     Ok(TlsSettings {
         source: config.clone(),
         fingerprint,
         server: Arc::new(server),
+        quic,
     })
 }
 

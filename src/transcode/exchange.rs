@@ -11,14 +11,13 @@ use crate::proxy::handler::{
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{Method, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 /// Serves a request on a route with `grpc_transcode`.
 pub(crate) async fn transcode(
     forward: &Forward,
     conn: &Connection,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: crate::body::Inbound,
     request_id: &HeaderValue,
     shared: CallContext<'_>,
     record: &mut CallRecord,

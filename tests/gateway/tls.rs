@@ -606,3 +606,115 @@ routes:
         "{anonymous}"
     );
 }
+
+/// One request over HTTP/3 (quinn and h3, TLS 1.3, ALPN `h3`): the answer's
+/// head and body.
+async fn h3_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (http::Response<()>, Vec<u8>) {
+    use bytes::Buf;
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let connection = endpoint.connect(addr, "api.example.com").unwrap().await.unwrap();
+    let (mut driver, mut sender) = h3::client::new(h3_quinn::Connection::new(connection)).await.unwrap();
+    tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+    let request = http::Request::builder()
+        .method(method)
+        .uri(format!("https://api.example.com{path}"))
+        .body(())
+        .unwrap();
+    let mut stream = sender.send_request(request).await.unwrap();
+    if !body.is_empty() {
+        stream.send_data(Bytes::from(body)).await.unwrap();
+    }
+    stream.finish().await.unwrap();
+    let response = stream.recv_response().await.unwrap();
+    let mut received = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        received.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    (response, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_is_served_on_the_same_port_and_announced_by_alt_svc() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = certificate(dir.path(), "api", &["api.example.com"]);
+    // An upstream that says what it got: method, protocol told, body length.
+    let upstream = serve(|request: http::Request<hyper::body::Incoming>| async move {
+        let method = request.method().to_string();
+        let proto = request.headers().get("x-forwarded-proto").cloned();
+        let via = request.headers().get("via").cloned();
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let text = format!(
+            "{method} {} {} {}",
+            proto.map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+            via.map(|v| v.to_str().unwrap().to_string()).unwrap_or_default(),
+            body.len()
+        );
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(text))))
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners:
+  - { name: secure, addr: "127.0.0.1:0", tls: { certificates: [ { cert: "$C", key: "$K" } ], http3: true } }
+access_log: { enabled: false }
+upstreams: { echo: { targets: [ "$U" ] } }
+routes:
+  - { name: echo, match: { path: /echo }, upstream: echo }
+"#,
+        &[
+            ("C", cert.display().to_string()),
+            ("K", key.display().to_string()),
+            ("U", upstream.to_string()),
+        ],
+    );
+    let gw = Gateway::start(&yaml).await;
+
+    // HTTPS over TCP announces HTTP/3 on the same port.
+    let h1 = connect(gw.addr, "api.example.com", &[b"http/1.1"], false)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(h1)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("/echo")
+        .header("host", "api.example.com")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(
+        response.headers()["alt-svc"],
+        format!("h3=\":{}\"; ma=86400", gw.addr.port()).as_str()
+    );
+
+    // HTTP/3: a GET, and a POST whose 300 KiB body streams up.
+    let (response, body) = h3_request(gw.addr, "GET", "/echo", Vec::new()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(String::from_utf8(body).unwrap(), "GET https 3 portico 0");
+    assert!(response.headers().contains_key("x-request-id"));
+    let (response, body) = h3_request(gw.addr, "POST", "/echo", vec![b'x'; 300 * 1024]).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!("POST https 3 portico {}", 300 * 1024)
+    );
+
+    // The gateway's own answers too.
+    let (response, body) = h3_request(gw.addr, "GET", "/nowhere", Vec::new()).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(problem["status"], 404);
+}

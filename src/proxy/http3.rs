@@ -1,0 +1,185 @@
+//! HTTP/3 on a TLS listener (`tls: { http3: true }`): a QUIC endpoint
+//! (quinn) on the listener's port over UDP, each request served by the
+//! same handler as HTTP/1.1 and HTTP/2 (h3). Clients learn of it from the
+//! `Alt-Svc` header the TCP listener's answers carry.
+
+use super::client_timeouts::ActiveRequests;
+use super::handler::{handle, Connection};
+use crate::body::{Inbound, ResponseBody};
+use crate::gateway::Gateway;
+use arc_swap::ArcSwap;
+use bytes::{Buf, Bytes};
+use h3::server::RequestStream;
+use http::{HeaderValue, Request};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// What an HTTP/3 connection is served with.
+pub(crate) struct Serving {
+    pub(crate) gateway: Arc<ArcSwap<Gateway>>,
+    pub(crate) listener: Arc<ArcSwap<super::server::ListenerState>>,
+    pub(crate) draining: Arc<AtomicBool>,
+}
+
+/// `Alt-Svc` for a listener serving HTTP/3 on `port`: clients may switch for a day.
+pub fn alt_svc(port: u16) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok()
+}
+
+/// Binds the QUIC endpoint and accepts until it is closed.
+pub(crate) fn start(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+    serving: Serving,
+) -> std::io::Result<quinn::Endpoint> {
+    // SO_REUSEPORT, so that a new binary can bind the port while this one
+    // drains (TCP listeners are handed over; UDP sockets are bound again).
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    let runtime = quinn::default_runtime().ok_or_else(|| std::io::Error::other("HTTP/3 needs the tokio runtime"))?;
+    let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(config), socket.into(), runtime)?;
+    let accepting = endpoint.clone();
+    let serving = Arc::new(serving);
+    tokio::spawn(async move {
+        while let Some(incoming) = accepting.accept().await {
+            let serving = serving.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(connection) => serve_connection(connection, &serving).await,
+                    Err(error) => tracing::debug!(%error, "QUIC handshake failed"),
+                }
+            });
+        }
+    });
+    Ok(endpoint)
+}
+
+async fn serve_connection(connection: quinn::Connection, serving: &Serving) {
+    let peer = connection.remote_address();
+    let client_certificate = connection
+        .peer_identity()
+        .and_then(|identity| {
+            identity
+                .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
+                .ok()
+        })
+        .and_then(|chain| chain.first().and_then(|der| super::tls::ClientCertificate::of(der)))
+        .map(Arc::new);
+    let state = serving.listener.load();
+    let conn = Arc::new(Connection {
+        gateway: serving.gateway.clone(),
+        listener: state.settings.clone(),
+        peer,
+        peer_ip: super::forward::client_ip_header(peer.ip()),
+        active: Arc::new(ActiveRequests::default()),
+        draining: serving.draining.clone(),
+        client_certificate,
+        alt_svc: None,
+    });
+    let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(connection)).await {
+        Ok(h3) => h3,
+        Err(error) => {
+            tracing::debug!(%peer, %error, "HTTP/3 connection setup failed");
+            return;
+        }
+    };
+    loop {
+        match h3.accept().await {
+            Ok(Some(resolver)) => {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    match resolver.resolve_request().await {
+                        Ok((request, stream)) => serve_request(conn, request, stream).await,
+                        Err(error) => tracing::debug!(%error, "HTTP/3 request head unreadable"),
+                    }
+                });
+            }
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "HTTP/3 connection ended");
+                return;
+            }
+        }
+    }
+}
+
+async fn serve_request(
+    conn: Arc<Connection>,
+    request: Request<()>,
+    stream: RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+) {
+    let (mut send, recv) = stream.split();
+    let body = Inbound::Boxed(http_body_util::combinators::UnsyncBoxBody::new(QuicBody {
+        stream: recv,
+        data_done: false,
+    }));
+    let Ok(response) = handle(conn, request.map(|()| body)).await;
+    let (parts, mut body) = response.into_parts();
+    if let Err(error) = send.send_response(http::Response::from_parts(parts, ())).await {
+        tracing::debug!(%error, "HTTP/3 response head not sent");
+        return;
+    }
+    if let Err(error) = send_body(&mut send, &mut body).await {
+        tracing::debug!(%error, "HTTP/3 response body cut short");
+    }
+}
+
+async fn send_body(
+    send: &mut RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    body: &mut ResponseBody,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(data) => send.send_data(data).await?,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    send.send_trailers(trailers).await?;
+                }
+            }
+        }
+    }
+    send.finish().await?;
+    Ok(())
+}
+
+/// The receiving half of an HTTP/3 request stream as a body.
+struct QuicBody {
+    stream: RequestStream<h3_quinn::RecvStream, Bytes>,
+    data_done: bool,
+}
+
+impl Body for QuicBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if !self.data_done {
+            match self.stream.poll_recv_data(cx) {
+                Poll::Ready(Ok(Some(mut data))) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
+                Poll::Ready(Ok(None)) => self.data_done = true,
+                Poll::Ready(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match self.stream.poll_recv_trailers(cx) {
+            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
