@@ -65,6 +65,7 @@ pub(crate) fn start(
 }
 
 async fn serve_connection(connection: quinn::Connection, serving: &Serving) {
+    let _open = super::server::OpenConnection::new(&serving.gateway.load().metrics);
     let peer = connection.remote_address();
     let client_certificate = connection
         .peer_identity()

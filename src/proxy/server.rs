@@ -441,10 +441,10 @@ impl Acceptor {
 }
 
 /// Counts a client connection in the open-connections gauge while it lives.
-struct OpenConnection(prometheus::IntGauge);
+pub(crate) struct OpenConnection(prometheus::IntGauge);
 
 impl OpenConnection {
-    fn new(metrics: &Metrics) -> OpenConnection {
+    pub(crate) fn new(metrics: &Metrics) -> OpenConnection {
         metrics.client_connections.inc();
         OpenConnection(metrics.client_connections.clone())
     }
