@@ -27,3 +27,4 @@ pub mod telemetry;
 pub mod transcode;
 pub mod transform;
 pub mod upstream;
+pub mod waf;

