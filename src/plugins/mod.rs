@@ -364,11 +364,13 @@ pub mod mtls;
 pub mod rate_limit;
 pub mod transform;
 pub mod validate;
+pub mod waf;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]
 pub const REGISTRY: &[PluginFactory] = &[
     PluginFactory { name: "ip_restriction", build: ip_restriction::build },
+    PluginFactory { name: "waf", build: waf::build },
     PluginFactory { name: "cors", build: cors::build },
     PluginFactory { name: "key_auth", build: key_auth::build },
     PluginFactory { name: "basic_auth", build: basic_auth::build },

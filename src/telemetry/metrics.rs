@@ -36,6 +36,7 @@ pub struct Metrics {
     reloads: IntCounterVec,
     config_info: IntGaugeVec,
     upgrades: UpgradeMetrics,
+    waf_matches: IntCounterVec,
     unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
 }
 
@@ -144,6 +145,11 @@ impl Metrics {
             ),
             reloads: counter("config_reloads_total", "Config reloads by result.", &["result"]),
             config_info: gauge("config_info", "The running config's hash (always 1).", &["hash"]),
+            waf_matches: counter(
+                "waf_matches_total",
+                "WAF rule matches, by rule and what was done with the request: block, detect (over the threshold in detect mode) or pass (under it).",
+                &["route", "rule", "action"],
+            ),
             upgrades: UpgradeMetrics {
                 open: gauge(
                     "upgraded_connections",
@@ -208,6 +214,13 @@ impl Metrics {
     /// A plugin refused a request (`plugin` and `reason` are fixed strings).
     pub fn rejected(&self, route: &str, plugin: &str, reason: &str) {
         self.rejections.with_label_values(&[route, plugin, reason]).inc();
+    }
+
+    /// A WAF rule matched a request of `route`.
+    pub fn waf_match(&self, route: &str, rule: u32, action: &str) {
+        self.waf_matches
+            .with_label_values(&[route, &rule.to_string(), action])
+            .inc();
     }
 
     pub fn rate_limit_store_error(&self, route: &str) {

@@ -249,7 +249,7 @@ pub const RULES: &[Rule] = &[
         Critical,
         Values,
         Pattern(
-            r"(?:\bunion\b.{0,40}?\bselect\b|\bselect\b.{1,100}?\bfrom\b.{1,100}?\b(?:information_schema|mysql\.|pg_catalog|sysobjects|sqlite_master)|\b(?:sleep|benchmark|pg_sleep)\s*\(|\bwaitfor\s+delay\b|\bload_file\s*\(|\binto\s+(?:out|dump)file\b|;\s*(?:drop|alter|truncate|create|delete|insert|update|shutdown|exec)\b)",
+            r"(?:\bunion\s+(?:all\s+|distinct\s+)?\(?\s*select\b|\bselect\b.{1,100}?\bfrom\b.{1,100}?\b(?:information_schema|mysql\.|pg_catalog|sysobjects|sqlite_master)|\b(?:sleep|benchmark|pg_sleep)\s*\(|\bwaitfor\s+delay\b|\bload_file\s*\(|\binto\s+(?:out|dump)file\b|;\s*(?:drop|alter|truncate|create|delete|insert|update|shutdown|exec)\b)",
         ),
         "SQL: UNION SELECT, catalog tables, time delays, file access or a stacked statement",
     ),

@@ -23,6 +23,7 @@ mod tracing;
 mod transcode;
 mod transform;
 mod upstream_protocols;
+mod waf;
 mod websocket;
 mod xml;
 
