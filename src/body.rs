@@ -27,6 +27,78 @@ pub enum Inbound {
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
+impl Inbound {
+    /// Reads ahead up to `limit` bytes: what was read, whether it is the
+    /// whole body, and the body again, whole, for the way upstream.
+    pub async fn read_ahead(mut self, limit: u64) -> Result<(Bytes, bool, Inbound), BodyError> {
+        let mut ahead = bytes::BytesMut::new();
+        let mut trailers = None;
+        let complete = loop {
+            if ahead.len() as u64 >= limit {
+                break self.is_end_stream();
+            }
+            match std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
+                None => break true,
+                Some(Err(e)) => return Err(BodyError::Client(e)),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => ahead.extend_from_slice(&data),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+            }
+        };
+        let ahead = ahead.freeze();
+        let again = Prefixed {
+            prefix: (!ahead.is_empty()).then(|| ahead.clone()),
+            trailers,
+            rest: (!complete).then_some(self),
+        };
+        Ok((ahead, complete, Inbound::Boxed(UnsyncBoxBody::new(again))))
+    }
+}
+
+/// What was read ahead, then the rest of the body.
+struct Prefixed {
+    prefix: Option<Bytes>,
+    /// Trailers read ahead with a complete body.
+    trailers: Option<http::HeaderMap>,
+    rest: Option<Inbound>,
+}
+
+impl Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.trailers.is_none() && self.rest.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ahead = self.prefix.as_ref().map_or(0, |b| b.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(ahead),
+            Some(rest) => {
+                let hint = rest.size_hint();
+                let mut total = SizeHint::new();
+                total.set_lower(hint.lower() + ahead);
+                if let Some(upper) = hint.upper() {
+                    total.set_upper(upper + ahead);
+                }
+                total
+            }
+        }
+    }
+}
+
 impl From<Incoming> for Inbound {
     fn from(body: Incoming) -> Inbound {
         Inbound::Hyper(body)

@@ -277,6 +277,24 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
+    /// `Some(n)` when it inspects request bodies (`waf`): up to `n` bytes
+    /// are read ahead and given to `inspect_request_body`; the body then
+    /// goes on whole, the rest streamed untouched.
+    fn body_inspection_limit(&self) -> Option<u64> {
+        None
+    }
+
+    /// Looks at the start of the body (`complete` when it is all of it).
+    fn inspect_request_body(
+        &self,
+        _body: &[u8],
+        _complete: bool,
+        _request: &http::request::Parts,
+        _ctx: &RequestContext<'_>,
+    ) -> Result<(), ProxyError> {
+        Ok(())
+    }
+
     /// Checks or changes the body; `Ok(true)` when it changed it.
     fn transform_request_body(
         &self,
@@ -537,6 +555,25 @@ impl PluginChain {
     /// Reads a request body once (JSON, or what `format` converts from),
     /// lets each plugin check or change it, and writes it out again, with
     /// its new `Content-Type` when converted. Malformed input is a 400.
+    /// How much of a request body the route's plugins inspect, if any do.
+    pub fn body_inspection_limit(&self) -> Option<u64> {
+        self.plugins.iter().filter_map(|p| p.body_inspection_limit()).max()
+    }
+
+    /// Gives the start of the body to the plugins that inspect bodies.
+    pub fn inspect_request_body(
+        &self,
+        body: &[u8],
+        complete: bool,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+    ) -> Result<(), ProxyError> {
+        for plugin in &self.plugins {
+            plugin.inspect_request_body(body, complete, request, ctx)?;
+        }
+        Ok(())
+    }
+
     pub fn transform_request_body(
         &self,
         body: bytes::Bytes,

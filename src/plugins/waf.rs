@@ -34,6 +34,9 @@ struct Config {
     allowed_methods: Vec<String>,
     #[serde(default)]
     exclude: Vec<ExcludeConfig>,
+    /// How much of a request body is inspected; the rest streams on unread.
+    #[serde(default = "default_max_body")]
+    max_body: crate::config::ByteSize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +56,10 @@ fn default_threshold() -> u32 {
     5
 }
 
+fn default_max_body() -> crate::config::ByteSize {
+    crate::config::ByteSize(128 * 1024)
+}
+
 fn default_methods() -> Vec<String> {
     ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
         .map(String::from)
@@ -63,8 +70,13 @@ pub struct Waf {
     engine: Engine,
     mode: Mode,
     threshold: u32,
+    max_body: u64,
     metrics: Arc<Metrics>,
 }
+
+/// The score the request head reached, for the body's rules to add to.
+#[derive(Debug, Clone, Copy)]
+struct HeadScore(u32);
 
 pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
     let config: Config = setup.parse(value)?;
@@ -117,6 +129,7 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         engine,
         mode: config.mode,
         threshold: config.threshold,
+        max_body: config.max_body.0,
         metrics: setup.context.metrics.clone(),
     }))
 }
@@ -131,12 +144,47 @@ fn valid_location(location: &str) -> bool {
 }
 
 impl Waf {
-    fn action(&self, verdict: &Verdict) -> &'static str {
-        match (verdict.score >= self.threshold, self.mode) {
+    fn action(&self, score: u32) -> &'static str {
+        match (score >= self.threshold, self.mode) {
             (false, _) => "pass",
             (true, Mode::Block) => "block",
             (true, Mode::Detect) => "detect",
         }
+    }
+
+    /// Logs and counts the matches, and refuses the request when `score`
+    /// (the request's whole, with what was found before) reaches the threshold.
+    fn decide(&self, verdict: &Verdict, score: u32, ctx: &RequestContext<'_>) -> Result<(), ProxyError> {
+        if verdict.matches.is_empty() {
+            return Ok(());
+        }
+        let action = self.action(score);
+        let incident = ctx.request_id.to_str().unwrap_or_default();
+        for found in &verdict.matches {
+            self.metrics.waf_match(ctx.route, found.rule.id, action);
+            tracing::warn!(
+                incident,
+                route = ctx.route,
+                rule = found.rule.id,
+                location = %found.location,
+                sample = %found.sample,
+                score,
+                action,
+                "{}",
+                found.rule.message
+            );
+        }
+        if action != "block" {
+            return Ok(());
+        }
+        let mut error = ProxyError::rejected(
+            ErrorKind::Forbidden,
+            "waf",
+            "anomaly_score",
+            "the request was refused by the web application firewall; quote the incident id to have it looked at",
+        );
+        error.extra = Some(Box::new(serde_json::json!({ "incident": incident })));
+        Err(error)
     }
 }
 
@@ -155,39 +203,30 @@ impl Plugin for Waf {
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
         let verdict = self.engine.inspect(request);
-        if verdict.matches.is_empty() {
-            return Box::pin(std::future::ready(Ok(Flow::Continue)));
-        }
-        let action = self.action(&verdict);
-        let incident = ctx.request_id.to_str().unwrap_or_default();
-        for found in &verdict.matches {
-            self.metrics.waf_match(ctx.route, found.rule.id, action);
-            tracing::warn!(
-                incident,
-                route = ctx.route,
-                rule = found.rule.id,
-                location = %found.location,
-                sample = %found.sample,
-                score = verdict.score,
-                action,
-                "{}",
-                found.rule.message
-            );
-        }
-        let result = match action {
-            "block" => {
-                let mut error = ProxyError::rejected(
-                    ErrorKind::Forbidden,
-                    "waf",
-                    "anomaly_score",
-                    "the request was refused by the web application firewall; quote the incident id to have it looked at",
-                );
-                error.extra = Some(Box::new(serde_json::json!({ "incident": incident })));
-                Err(error)
-            }
-            _ => Ok(Flow::Continue),
-        };
+        request.extensions.insert(HeadScore(verdict.score));
+        let result = self.decide(&verdict, verdict.score, ctx).map(|()| Flow::Continue);
         Box::pin(std::future::ready(result))
+    }
+
+    fn body_inspection_limit(&self) -> Option<u64> {
+        Some(self.max_body)
+    }
+
+    fn inspect_request_body(
+        &self,
+        body: &[u8],
+        complete: bool,
+        request: &http::request::Parts,
+        ctx: &RequestContext<'_>,
+    ) -> Result<(), ProxyError> {
+        let content_type = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let mut verdict = Verdict::default();
+        self.engine.inspect_body(content_type, body, complete, &mut verdict);
+        let before = request.extensions.get::<HeadScore>().map_or(0, |s| s.0);
+        self.decide(&verdict, before + verdict.score, ctx)
     }
 
     fn explain(&self, request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
@@ -203,7 +242,7 @@ impl Plugin for Waf {
             self.threshold,
             rules.join(", ")
         );
-        match self.action(&verdict) {
+        match self.action(verdict.score) {
             "block" => Decision::deny(http::StatusCode::FORBIDDEN, detail),
             _ => Decision::pass(detail),
         }

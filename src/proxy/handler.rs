@@ -252,6 +252,23 @@ async fn serve(
                 Err(error) => return Err(error),
             }
         }
+        // Plugins that inspect bodies (`waf`) see their start before anything goes on.
+        let body = match route.plugins.body_inspection_limit() {
+            Some(limit) if !body.is_end_stream() => {
+                let limit = conn.listener.max_request_body.map_or(limit, |most| most.min(limit));
+                let (ahead, complete, body) = body
+                    .read_ahead(limit)
+                    .await
+                    .map_err(|e| client_body_error(Fault::of(&e).unwrap_or(Fault::Unreadable), Some(limit)))?;
+                // A frame may bring more than the limit: only the limit is read.
+                let seen = ahead.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+                route
+                    .plugins
+                    .inspect_request_body(&ahead[..seen], complete && seen == ahead.len(), &parts, &ctx)?;
+                body
+            }
+            _ => body,
+        };
         let response = match &route.action {
             Action::Respond(fixed) => fixed_response(fixed),
             Action::Aggregate(aggregate) => {

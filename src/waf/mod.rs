@@ -172,9 +172,97 @@ impl Engine {
         verdict
     }
 
-    /// Inspects one value of a body (a form field, a JSON string, a part).
-    pub fn inspect_value(&self, location: &Location, raw: &str, verdict: &mut Verdict) {
-        self.check_value(location, raw, verdict);
+    /// Inspects the start of a body (all of it when `complete`) as its
+    /// content type says: form fields, JSON keys and strings, multipart
+    /// fields and text parts, or text whole. Binary bodies are not read.
+    pub fn inspect_body(&self, content_type: Option<&str>, body: &[u8], complete: bool, verdict: &mut Verdict) {
+        let media = content_type
+            .and_then(|t| t.split(';').next())
+            .map(|t| t.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match media.as_str() {
+            "application/x-www-form-urlencoded" => {
+                for pair in String::from_utf8_lossy(body).split('&').filter(|p| !p.is_empty()) {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    self.check_value(&Location::Body(normalize::decode(name).into_owned()), value, verdict);
+                }
+            }
+            "multipart/form-data" => {
+                let inspected = content_type
+                    .and_then(|t| multer::parse_boundary(t).ok())
+                    .and_then(|boundary| self.inspect_multipart(body, boundary, verdict));
+                if inspected.is_none() {
+                    self.check_value(&Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
+                }
+            }
+            json if json == "application/json" || json.ends_with("+json") => {
+                match complete
+                    .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+                    .flatten()
+                {
+                    Some(value) => self.inspect_json(&value, &mut String::new(), verdict),
+                    // Cut short, or not JSON after all: read as text.
+                    None => self.check_value(&Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict),
+                }
+            }
+            text if text.is_empty() || text.starts_with("text/") || text.ends_with("xml") => {
+                self.check_value(&Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
+            }
+            _ => {}
+        }
+    }
+
+    /// Keys and strings of a JSON document, each at its dotted path
+    /// (`body:user.bio`; array positions are not part of it).
+    fn inspect_json(&self, value: &serde_json::Value, path: &mut String, verdict: &mut Verdict) {
+        match value {
+            serde_json::Value::String(text) => {
+                let at = if path.is_empty() { "raw" } else { path.as_str() };
+                self.check_value(&Location::Body(at.to_string()), text, verdict);
+            }
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    self.inspect_json(item, path, verdict);
+                }
+            }
+            serde_json::Value::Object(members) => {
+                for (key, member) in members {
+                    let before = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                    self.check_value(&Location::QueryName, key, verdict);
+                    self.inspect_json(member, path, verdict);
+                    path.truncate(before);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The fields of a multipart body, and its text parts; `None` when it
+    /// cannot be read as multipart.
+    fn inspect_multipart(&self, body: &[u8], boundary: String, verdict: &mut Verdict) -> Option<()> {
+        use futures_util::FutureExt;
+        let chunk = bytes::Bytes::copy_from_slice(body);
+        let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(chunk) });
+        let mut multipart = multer::Multipart::new(stream, boundary);
+        // Everything is in memory: each step is ready at once.
+        while let Some(field) = multipart.next_field().now_or_never()?.ok()? {
+            let name = field.name().unwrap_or("").to_string();
+            if let Some(file) = field.file_name() {
+                self.check_value(&Location::Body(format!("{name}.filename")), file, verdict);
+            }
+            let text = field
+                .content_type()
+                .is_none_or(|t| t.type_() == "text" || t.subtype() == "json" || t.subtype() == "xml");
+            let bytes = field.bytes().now_or_never()?.ok()?;
+            if text {
+                self.check_value(&Location::Body(name), &String::from_utf8_lossy(&bytes), verdict);
+            }
+        }
+        Some(())
     }
 
     fn check_head(&self, request: &http::request::Parts, verdict: &mut Verdict) {
