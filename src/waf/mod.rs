@@ -439,3 +439,91 @@ mod tests {
         assert_eq!(sample(&"x".repeat(100)).chars().count(), SAMPLE + 1);
     }
 }
+
+/// Fuzzing: hostile bytes through the normaliser, the detectors and body
+/// parsing must never panic. `PROPTEST_CASES` sets the effort.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text built of what attacks are made of: encodings, quotes, tags,
+    /// comments, keywords, and any byte.
+    fn hostile() -> impl Strategy<Value = String> {
+        let pieces = prop_oneof![
+            Just("%".to_string()),
+            Just("%u".to_string()),
+            Just("%c0%ae".to_string()),
+            Just("%25".to_string()),
+            Just("&#x".to_string()),
+            Just("&lt;".to_string()),
+            Just("'".to_string()),
+            Just("\"".to_string()),
+            Just("/*".to_string()),
+            Just("*/".to_string()),
+            Just("--".to_string()),
+            Just("<".to_string()),
+            Just(">".to_string()),
+            Just("script".to_string()),
+            Just("union select".to_string()),
+            Just("or 1=1".to_string()),
+            Just("../".to_string()),
+            Just("${".to_string()),
+            Just("`".to_string()),
+            "[0-9a-fA-F]{1,4}".prop_map(|s| s),
+            any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(pieces, 0..40).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_never_panics(text in hostile()) {
+            let decoded = normalize::decode(&text);
+            let _ = normalize::canonical(&decoded);
+        }
+
+        #[test]
+        fn the_detectors_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), text in hostile()) {
+            // Called bare: a panic here is a finding, not a match.
+            let _ = libinjectionrs::detect_sqli(&bytes).is_injection();
+            let _ = libinjectionrs::detect_xss(&bytes).is_injection();
+            let _ = libinjectionrs::detect_sqli(text.as_bytes()).is_injection();
+            let _ = libinjectionrs::detect_xss(text.as_bytes()).is_injection();
+        }
+
+        #[test]
+        fn any_body_of_any_type_is_inspected_without_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..300),
+            text in hostile(),
+            complete in any::<bool>(),
+        ) {
+            let engine = Engine::new(4, vec![http::Method::GET], Vec::new()).unwrap();
+            for content_type in [
+                "application/x-www-form-urlencoded",
+                "application/json",
+                "multipart/form-data; boundary=b",
+                "text/plain",
+            ] {
+                let mut verdict = Verdict::default();
+                engine.inspect_body(Some(content_type), &body, complete, &mut verdict);
+                engine.inspect_body(Some(content_type), text.as_bytes(), complete, &mut verdict);
+            }
+        }
+
+        #[test]
+        fn any_query_and_cookie_are_inspected_without_panic(text in hostile()) {
+            let engine = Engine::new(4, vec![http::Method::GET], Vec::new()).unwrap();
+            let encoded: String = percent_encoding::utf8_percent_encode(&text, percent_encoding::CONTROLS).to_string();
+            let uri = format!("/p?a={}&{}", encoded.replace(['#', ' '], ""), encoded.replace(['#', ' '], ""));
+            if let Ok(request) = http::Request::get(uri.as_str()).body(()) {
+                let (mut parts, ()) = request.into_parts();
+                if let Ok(cookie) = http::HeaderValue::from_str(&encoded) {
+                    parts.headers.insert(http::header::COOKIE, cookie.clone());
+                    parts.headers.insert(http::header::USER_AGENT, cookie);
+                }
+                let _ = engine.inspect(&parts);
+            }
+        }
+    }
+}
