@@ -17,6 +17,7 @@ mod openapi;
 mod operations;
 mod resilience;
 mod routing;
+mod smuggling;
 mod streaming;
 mod tls;
 mod tracing;
