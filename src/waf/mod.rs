@@ -340,12 +340,12 @@ impl Engine {
     }
 }
 
-/// Words, numbers, identifiers (`sku-0042`, `ada.lovelace`, `42`): no rule
+/// Words, numbers, identifiers (`sku-0042`, `dark_blue`, `42`): no rule
 /// can match them, so the detectors are spared most values of a request.
+/// (Not `.`: `document.domain` and `..` are made of it.)
 fn plainly_safe(raw: &str) -> bool {
     raw.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
-        && !raw.contains("..")
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
 /// A detector's answer; a detector that panics (a bug on hostile input)
@@ -491,7 +491,7 @@ mod fuzz {
 
     proptest! {
         #[test]
-        fn the_values_the_fast_path_skips_match_no_rule(raw in "[A-Za-z0-9_.-]{1,24}") {
+        fn the_values_the_fast_path_skips_match_no_rule(raw in "[A-Za-z0-9_-]{1,24}") {
             prop_assume!(plainly_safe(&raw));
             let engine = Engine::new(4, vec![http::Method::GET], Vec::new()).unwrap();
             let mut verdict = Verdict::default();
