@@ -352,6 +352,8 @@ fn plainly_safe(raw: &str) -> bool {
         && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         // `0x1or-0` is SQL to libinjection: a dashed word starts with a letter.
         && (!dashed || word.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()))
+        // `__proto__` is prototype pollution.
+        && !word.contains("__")
         && parts.all(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -517,6 +519,7 @@ mod fuzz {
                     Just("sleep".to_string()),
                     Just("null".to_string()),
                     Just("0x1".to_string()),
+                    Just("__proto__".to_string()),
                     Just("1".to_string()),
                     Just("_".to_string()),
                 ],
