@@ -86,17 +86,19 @@ impl Body for Prefixed {
         let ahead = self.prefix.as_ref().map_or(0, |b| b.len() as u64);
         match &self.rest {
             None => SizeHint::with_exact(ahead),
-            Some(rest) => {
-                let hint = rest.size_hint();
-                let mut total = SizeHint::new();
-                total.set_lower(hint.lower() + ahead);
-                if let Some(upper) = hint.upper() {
-                    total.set_upper(upper + ahead);
-                }
-                total
-            }
+            Some(rest) => after(ahead, rest.size_hint()),
         }
     }
+}
+
+/// The size of `ahead` bytes followed by a body of size `rest`.
+fn after(ahead: u64, rest: SizeHint) -> SizeHint {
+    let mut total = SizeHint::new();
+    total.set_lower(rest.lower() + ahead);
+    if let Some(upper) = rest.upper() {
+        total.set_upper(upper + ahead);
+    }
+    total
 }
 
 impl From<Incoming> for Inbound {
@@ -528,16 +530,7 @@ impl Body for ResponseBody {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(body) => body.inner.size_hint(),
-            Kind::Prefixed(prefix, rest) => {
-                let ahead = prefix.as_ref().map_or(0, |b| b.len() as u64);
-                let hint = rest.size_hint();
-                let mut total = SizeHint::new();
-                total.set_lower(hint.lower() + ahead);
-                if let Some(upper) = hint.upper() {
-                    total.set_upper(upper + ahead);
-                }
-                total
-            }
+            Kind::Prefixed(prefix, rest) => after(prefix.as_ref().map_or(0, |b| b.len() as u64), rest.size_hint()),
             Kind::GrpcWeb(..) => SizeHint::new(),
         }
     }
