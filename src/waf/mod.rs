@@ -132,34 +132,38 @@ impl Engine {
         let mut verdict = Verdict::default();
         self.check_head(request, &mut verdict);
         let path = request.uri.path();
-        self.check_value(&Location::Path, path, &mut verdict);
+        self.check_value(|| Location::Path, path, &mut verdict);
         if let Some(query) = request.uri.query() {
             // Split here, not by a form decoder: the values must reach
             // `normalize` still encoded (a decoder would turn overlong
             // UTF-8 into replacement characters first).
             for pair in query.split('&').filter(|p| !p.is_empty()) {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                self.check_value(&Location::QueryName, name, &mut verdict);
-                let location = Location::Query(normalize::decode(name).into_owned());
-                self.check_value(&location, value, &mut verdict);
+                self.check_value(|| Location::QueryName, name, &mut verdict);
+                self.check_value(
+                    || Location::Query(normalize::decode(name).into_owned()),
+                    value,
+                    &mut verdict,
+                );
             }
         }
         for header in request.headers.get_all(http::header::COOKIE) {
             let Ok(text) = header.to_str() else { continue };
             for pair in text.split(';') {
                 let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                self.check_value(&Location::Cookie(name.trim().to_string()), value.trim(), &mut verdict);
+                self.check_value(|| Location::Cookie(name.trim().to_string()), value.trim(), &mut verdict);
             }
         }
         if let Some(referer) = request.headers.get(http::header::REFERER).and_then(|v| v.to_str().ok()) {
-            self.check_value(&Location::Header("referer"), referer, &mut verdict);
+            self.check_value(|| Location::Header("referer"), referer, &mut verdict);
         }
         if let Some(agent) = request
             .headers
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
         {
-            let canonical = normalize::canonical(&normalize::decode(agent));
+            let decoded = normalize::decode(agent);
+            let canonical = normalize::canonical(&decoded);
             for index in self.agents.matches(&canonical).iter() {
                 self.record(
                     self.agent_rules[index],
@@ -184,7 +188,7 @@ impl Engine {
             "application/x-www-form-urlencoded" => {
                 for pair in String::from_utf8_lossy(body).split('&').filter(|p| !p.is_empty()) {
                     let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-                    self.check_value(&Location::Body(normalize::decode(name).into_owned()), value, verdict);
+                    self.check_value(|| Location::Body(normalize::decode(name).into_owned()), value, verdict);
                 }
             }
             "multipart/form-data" => {
@@ -192,7 +196,7 @@ impl Engine {
                     .and_then(|t| multer::parse_boundary(t).ok())
                     .and_then(|boundary| self.inspect_multipart(body, boundary, verdict));
                 if inspected.is_none() {
-                    self.check_value(&Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
+                    self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
                 }
             }
             json if json == "application/json" || json.ends_with("+json") => {
@@ -202,11 +206,11 @@ impl Engine {
                 {
                     Some(value) => self.inspect_json(&value, &mut String::new(), verdict),
                     // Cut short, or not JSON after all: read as text.
-                    None => self.check_value(&Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict),
+                    None => self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict),
                 }
             }
             text if text.is_empty() || text.starts_with("text/") || text.ends_with("xml") => {
-                self.check_value(&Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
+                self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
             }
             _ => {}
         }
@@ -218,7 +222,7 @@ impl Engine {
         match value {
             serde_json::Value::String(text) => {
                 let at = if path.is_empty() { "raw" } else { path.as_str() };
-                self.check_value(&Location::Body(at.to_string()), text, verdict);
+                self.check_value(|| Location::Body(at.to_string()), text, verdict);
             }
             serde_json::Value::Array(items) => {
                 for item in items {
@@ -232,7 +236,7 @@ impl Engine {
                         path.push('.');
                     }
                     path.push_str(key);
-                    self.check_value(&Location::QueryName, key, verdict);
+                    self.check_value(|| Location::QueryName, key, verdict);
                     self.inspect_json(member, path, verdict);
                     path.truncate(before);
                 }
@@ -252,14 +256,14 @@ impl Engine {
         while let Some(field) = multipart.next_field().now_or_never()?.ok()? {
             let name = field.name().unwrap_or("").to_string();
             if let Some(file) = field.file_name() {
-                self.check_value(&Location::Body(format!("{name}.filename")), file, verdict);
+                self.check_value(|| Location::Body(format!("{name}.filename")), file, verdict);
             }
             let text = field
                 .content_type()
                 .is_none_or(|t| t.type_() == "text" || t.subtype() == "json" || t.subtype() == "xml");
             let bytes = field.bytes().now_or_never()?.ok()?;
             if text {
-                self.check_value(&Location::Body(name), &String::from_utf8_lossy(&bytes), verdict);
+                self.check_value(|| Location::Body(name), &String::from_utf8_lossy(&bytes), verdict);
             }
         }
         Some(())
@@ -296,11 +300,13 @@ impl Engine {
         }
     }
 
-    fn check_value(&self, location: &Location, raw: &str, verdict: &mut Verdict) {
+    /// Runs the value rules on `raw`, unless it is plainly safe; the
+    /// location is only made (and allocated) for a value that is checked.
+    fn check_value(&self, location: impl FnOnce() -> Location, raw: &str, verdict: &mut Verdict) {
         if raw.is_empty() || plainly_safe(raw) {
             return;
         }
-        self.run_rules(location, raw, verdict);
+        self.run_rules(&location(), raw, verdict);
     }
 
     /// Every value rule on `raw`.

@@ -31,7 +31,16 @@ pub fn decode(raw: &str) -> Cow<'_, str> {
 /// The decoded value in one canonical spelling for keyword rules:
 /// lowercase, comments (`/*…*/`) as a space, runs of whitespace as one
 /// space, backslashes as slashes.
-pub fn canonical(decoded: &str) -> String {
+pub fn canonical(decoded: &str) -> Cow<'_, str> {
+    // Most values are canonical already: no copy for them.
+    let already = decoded
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase() && b != b'\\' && (b == b' ' || !b.is_ascii_whitespace()))
+        && !decoded.contains("/*")
+        && !decoded.contains("  ");
+    if already {
+        return Cow::Borrowed(decoded);
+    }
     let lower = decoded.to_lowercase();
     let mut out = String::with_capacity(lower.len());
     let mut rest = lower.as_str();
@@ -58,7 +67,7 @@ pub fn canonical(decoded: &str) -> String {
             space = false;
         }
     }
-    compressed
+    Cow::Owned(compressed)
 }
 
 /// One round of `%XX`, `%uXXXX` and `+` decoding; overlong UTF-8 sequences
