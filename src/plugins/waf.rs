@@ -143,12 +143,32 @@ fn valid_location(location: &str) -> bool {
     }
 }
 
+/// What is done with a request that matched rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Under the threshold.
+    Pass,
+    Block,
+    /// Over the threshold, in detect mode.
+    Detect,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Pass => "pass",
+            Action::Block => "block",
+            Action::Detect => "detect",
+        }
+    }
+}
+
 impl Waf {
-    fn action(&self, score: u32) -> &'static str {
+    fn action(&self, score: u32) -> Action {
         match (score >= self.threshold, self.mode) {
-            (false, _) => "pass",
-            (true, Mode::Block) => "block",
-            (true, Mode::Detect) => "detect",
+            (false, _) => Action::Pass,
+            (true, Mode::Block) => Action::Block,
+            (true, Mode::Detect) => Action::Detect,
         }
     }
 
@@ -161,7 +181,7 @@ impl Waf {
         let action = self.action(score);
         let incident = ctx.request_id.to_str().unwrap_or_default();
         for found in &verdict.matches {
-            self.metrics.waf_match(ctx.route, found.rule.id, action);
+            self.metrics.waf_match(ctx.route, found.rule.id, action.as_str());
             tracing::warn!(
                 incident,
                 route = ctx.route,
@@ -169,12 +189,12 @@ impl Waf {
                 location = %found.location,
                 sample = %found.sample,
                 score,
-                action,
+                action = action.as_str(),
                 "{}",
                 found.rule.message
             );
         }
-        if action != "block" {
+        if action != Action::Block {
             return Ok(());
         }
         let mut error = ProxyError::rejected(
@@ -243,8 +263,8 @@ impl Plugin for Waf {
             rules.join(", ")
         );
         match self.action(verdict.score) {
-            "block" => Decision::deny(http::StatusCode::FORBIDDEN, detail),
-            _ => Decision::pass(detail),
+            Action::Block => Decision::deny(http::StatusCode::FORBIDDEN, detail),
+            Action::Pass | Action::Detect => Decision::pass(detail),
         }
     }
 }

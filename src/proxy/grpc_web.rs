@@ -76,7 +76,7 @@ pub fn content_type(mode: Mode) -> HeaderValue {
 
 /// The trailers as gRPC-Web's last message: flag 0x80, a 4-byte length,
 /// then `name: value\r\n` lines.
-pub fn trailer_message(trailers: &HeaderMap) -> Bytes {
+fn trailer_message(trailers: &HeaderMap) -> Bytes {
     let mut block = Vec::new();
     for (name, value) in trailers {
         block.extend_from_slice(name.as_str().as_bytes());

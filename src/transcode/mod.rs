@@ -244,11 +244,6 @@ impl Rule {
         self.template.matches(self.grpc_path.path()).is_some() && self.template.variables.is_empty()
     }
 
-    /// The gRPC method, `package.Service.Method`.
-    pub fn name(&self) -> &str {
-        self.grpc_method.full_name()
-    }
-
     /// The input message from the request, as one gRPC message (flag, length, bytes).
     pub fn request(&self, values: &[String], query: Option<&str>, body: &[u8]) -> Result<Bytes, ProxyError> {
         let input = self.grpc_method.input();

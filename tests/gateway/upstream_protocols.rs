@@ -334,6 +334,11 @@ async fn upstream_protocol_and_tls_errors_name_the_field_and_the_fix() {
             "only used to verify",
         ),
         (
+            "{ targets: [\"127.0.0.1:1\"], timeouts: { websocket_idle: 0s } }",
+            "upstreams.backend.timeouts.websocket_idle",
+            "longer than zero",
+        ),
+        (
             "{ targets: [\"127.0.0.1:1\"], protocol: http3 }",
             "upstreams.backend.protocol",
             "h2c",
