@@ -278,12 +278,18 @@ async fn serve(
                 };
                 crate::aggregate::run(aggregate, conn, &parts, &ctx, shared).await?
             }
-            Action::Proxy(forward) if forward.transcode.is_some() => {
+            Action::Proxy(
+                forward @ Forward {
+                    transcode: Some(transcoder),
+                    ..
+                },
+            ) => {
                 let shared = CallContext {
                     metrics: exchange.metrics.as_ref(),
                     trace: exchange.trace.as_ref(),
                 };
-                crate::transcode::transcode(forward, conn, parts, body, request_id, shared, &mut exchange.call).await?
+                let call = (forward, &**transcoder);
+                crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut exchange.call).await?
             }
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_cap(&parts.headers)? {

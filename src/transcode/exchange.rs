@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 
 /// Serves a request on a route with `grpc_transcode`.
 pub(crate) async fn transcode(
-    forward: &Forward,
+    (forward, transcoder): (&Forward, &super::Transcoder),
     conn: &Connection,
     mut parts: http::request::Parts,
     body: crate::body::Inbound,
@@ -22,10 +22,6 @@ pub(crate) async fn transcode(
     shared: CallContext<'_>,
     record: &mut CallRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    let transcoder = forward
-        .transcode
-        .as_deref()
-        .ok_or_else(|| ProxyError::new(ErrorKind::Internal, "the route has no transcoder"))?;
     let (rule, values) = match transcoder.find(&parts.method, parts.uri.path()) {
         Ok(found) => found,
         Err(allowed) if allowed.is_empty() => {
