@@ -21,6 +21,12 @@ pub enum ErrorKind {
     MethodNotAllowed,
     PayloadTooLarge,
     HeadersTooLarge,
+    /// The request target is longer than the listener allows.
+    UriTooLong,
+    /// The client sent its request too slowly.
+    RequestTimeout,
+    /// The request's framing is ambiguous (request smuggling).
+    AmbiguousFraming,
     /// The upstream refused the connection.
     UpstreamConnect,
     /// The upstream broke the exchange (reset, closed, malformed answer).
@@ -53,7 +59,9 @@ pub enum ErrorKind {
 impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest | ErrorKind::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -79,6 +87,9 @@ impl ErrorKind {
             | ErrorKind::MethodNotAllowed
             | ErrorKind::PayloadTooLarge
             | ErrorKind::HeadersTooLarge
+            | ErrorKind::UriTooLong
+            | ErrorKind::RequestTimeout
+            | ErrorKind::AmbiguousFraming
             | ErrorKind::Unauthorized
             | ErrorKind::Forbidden
             | ErrorKind::RateLimited
@@ -93,6 +104,12 @@ impl ErrorKind {
         }
     }
 
+    /// True when the connection cannot carry another request after this
+    /// error: what is left of the request on it cannot be trusted or waited for.
+    pub fn closes_connection(self) -> bool {
+        matches!(self, ErrorKind::RequestTimeout | ErrorKind::AmbiguousFraming)
+    }
+
     /// Short name for logs and metrics.
     pub fn code(self) -> &'static str {
         match self {
@@ -101,6 +118,9 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::PayloadTooLarge => "body_too_large",
             ErrorKind::HeadersTooLarge => "headers_too_large",
+            ErrorKind::UriTooLong => "uri_too_long",
+            ErrorKind::RequestTimeout => "request_timeout",
+            ErrorKind::AmbiguousFraming => "ambiguous_framing",
             ErrorKind::UpstreamConnect => "upstream_connect_failed",
             ErrorKind::UpstreamBroken => "upstream_failed",
             ErrorKind::UpstreamTimeout => "upstream_timeout",

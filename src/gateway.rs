@@ -50,6 +50,15 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     pub action: Action,
     pub plugins: PluginChain,
+    /// `max_request_body` on the route, in place of the listener's.
+    pub max_request_body: Option<u64>,
+}
+
+impl Route {
+    /// The request body limit on this route: its own, or else the listener's.
+    pub fn body_limit(&self, listener: &ListenerSettings) -> Option<u64> {
+        self.max_request_body.or(listener.max_request_body)
+    }
 }
 
 #[derive(Debug)]
@@ -92,6 +101,12 @@ pub struct ListenerSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub max_request_body: Option<u64>,
+    pub max_uri_bytes: usize,
+    /// How slowly a request body may arrive.
+    pub pace: crate::body::pace::Pace,
+    /// Connection caps and per-IP rates.
+    pub admission: crate::proxy::admission::AdmissionLimits,
+    pub http2_max_streams: u32,
     /// HTTPS, when set.
     pub tls: Option<Arc<crate::proxy::tls::TlsSettings>>,
     /// `Strict-Transport-Security`, made once.

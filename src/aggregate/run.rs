@@ -194,6 +194,8 @@ async fn make_call<'a>(
             body: ClientBody::Transformed(body),
             path_and_query: None,
             request_id: ctx.request_id,
+            // Made by the gateway, from a body read within the limit.
+            body_limit: None,
             upgrade: None,
         };
         let response = proxy(&call.forward, conn, request, shared, &mut CallRecord::default()).await?;

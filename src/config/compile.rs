@@ -12,6 +12,7 @@ use crate::gateway::{
     Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
 };
 use crate::plugins::{BuildContext as PluginContext, PluginChain, PluginState, REGISTRY};
+use crate::proxy::admission::AdmissionLimits;
 use crate::proxy::rewrite::Rewrite;
 use crate::ratelimit::local::LocalStore;
 use crate::ratelimit::redis::RedisStore;
@@ -246,13 +247,39 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
             errors,
         );
         check_positive(&format!("{path}.timeouts.idle"), listener.timeouts.idle, errors);
+        check_positive(
+            &format!("{path}.timeouts.body_read"),
+            listener.timeouts.body_read,
+            errors,
+        );
         let limits = &listener.limits;
+        let admission = compile_admission(limits, &path, errors);
         if limits.max_headers == 0 {
             errors.push(format!("{path}.limits.max_headers"), "must be at least 1");
         }
         if limits.max_header_bytes.get() < 1024 {
             errors.push(format!("{path}.limits.max_header_bytes"), "must be at least 1KiB");
         }
+        if limits.max_uri_bytes.get() < 256 {
+            errors.push(format!("{path}.limits.max_uri_bytes"), "must be at least 256 bytes");
+        }
+        if limits.http2_max_streams == 0 {
+            errors.push(format!("{path}.limits.http2_max_streams"), "must be at least 1");
+        }
+        let min_rate = limits.min_body_rate.map(|rate| {
+            let at = format!("{path}.limits.min_body_rate");
+            if rate.per_second.get() == 0 {
+                errors.push(
+                    format!("{at}.per_second"),
+                    "must be more than 0; to turn the check off, set min_body_rate: null",
+                );
+            }
+            check_positive(&format!("{at}.grace"), rate.grace, errors);
+            crate::body::pace::MinRate {
+                per_second: rate.per_second.get(),
+                grace: rate.grace.get(),
+            }
+        });
         let tls = listener.tls.as_ref().and_then(|tls| {
             crate::proxy::tls::compile(tls)
                 .map_err(|field_errors| errors.extend_at(&format!("{path}.tls"), field_errors))
@@ -267,6 +294,13 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
             max_header_bytes: usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX),
             max_headers: limits.max_headers,
             max_request_body: limits.max_request_body.map(|size| size.get()),
+            max_uri_bytes: usize::try_from(limits.max_uri_bytes.get()).unwrap_or(usize::MAX),
+            pace: crate::body::pace::Pace {
+                body_read: listener.timeouts.body_read.get(),
+                min_rate,
+            },
+            admission,
+            http2_max_streams: limits.http2_max_streams,
             tls,
             hsts: listener.tls.as_ref().and_then(|t| t.hsts.as_ref()).and_then(|hsts| {
                 let mut value = format!("max-age={}", hsts.max_age.get().as_secs());
@@ -288,6 +322,39 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
         }
     }
     out
+}
+
+/// A listener's connection caps and per-IP rates.
+fn compile_admission(limits: &ListenerLimits, path: &str, errors: &mut ConfigErrors) -> AdmissionLimits {
+    use crate::proxy::admission::Rate;
+    for (field, value) in [
+        ("max_connections", limits.max_connections),
+        ("max_connections_per_ip", limits.max_connections_per_ip),
+    ] {
+        if value == Some(0) {
+            errors.push(
+                format!("{path}.limits.{field}"),
+                "must be at least 1; leave it out for no limit",
+            );
+        }
+    }
+    let mut rate = |field: &str, counted: &str, count: u32, per: crate::config::units::Duration| {
+        if count == 0 {
+            errors.push(format!("{path}.limits.{field}.{counted}"), "must be at least 1");
+        }
+        check_positive(&format!("{path}.limits.{field}.per"), per, errors);
+        Rate { count, per: per.get() }
+    };
+    AdmissionLimits {
+        max_connections: limits.max_connections,
+        max_connections_per_ip: limits.max_connections_per_ip,
+        connection_rate_per_ip: limits
+            .connection_rate_per_ip
+            .map(|r| rate("connection_rate_per_ip", "connections", r.connections, r.per)),
+        request_rate_per_ip: limits
+            .request_rate_per_ip
+            .map(|r| rate("request_rate_per_ip", "requests", r.requests, r.per)),
+    }
 }
 
 fn compile_upstreams(
@@ -685,6 +752,7 @@ fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher,
                     metrics: Arc::new(known.metrics.route(&route.name, route.upstream.as_deref())),
                     action,
                     plugins,
+                    max_request_body: route.max_request_body.map(|size| size.get()),
                 },
             ));
         }

@@ -215,6 +215,9 @@ pub enum TlsVersion {
 pub struct ListenerTimeouts {
     /// Time a client has to send a complete request head (slowloris guard).
     pub header_read: Duration,
+    /// Longest wait for the next bytes of a request body, counted only
+    /// while the gateway is waiting for them.
+    pub body_read: Duration,
     /// Time an open connection with no request in flight is kept.
     pub idle: Duration,
 }
@@ -223,6 +226,7 @@ impl Default for ListenerTimeouts {
     fn default() -> Self {
         ListenerTimeouts {
             header_read: Duration::from_secs(10),
+            body_read: Duration::from_secs(30),
             idle: Duration::from_secs(60),
         }
     }
@@ -237,6 +241,21 @@ pub struct ListenerLimits {
     pub max_headers: usize,
     /// Request body size; unset means unlimited (bodies stream through).
     pub max_request_body: Option<ByteSize>,
+    /// Length of the request target (path and query); longer is a 414.
+    pub max_uri_bytes: ByteSize,
+    /// The slowest a request body may arrive (slow POST); `null` turns it off.
+    pub min_body_rate: Option<MinBodyRate>,
+    /// Open client connections on this listener; more are refused at accept.
+    pub max_connections: Option<usize>,
+    /// Open client connections from one IP address.
+    pub max_connections_per_ip: Option<usize>,
+    /// New connections one IP address may open: a token bucket refilled
+    /// with `connections` every `per`.
+    pub connection_rate_per_ip: Option<ConnectionRate>,
+    /// Requests one IP address may send, checked before routing.
+    pub request_rate_per_ip: Option<RequestRate>,
+    /// Streams an HTTP/2 client may have open at once on one connection.
+    pub http2_max_streams: u32,
 }
 
 impl Default for ListenerLimits {
@@ -245,8 +264,52 @@ impl Default for ListenerLimits {
             max_header_bytes: ByteSize(32 * 1024),
             max_headers: 100,
             max_request_body: None,
+            max_uri_bytes: ByteSize(8 * 1024),
+            min_body_rate: Some(MinBodyRate::default()),
+            max_connections: Some(10_000),
+            max_connections_per_ip: None,
+            connection_rate_per_ip: None,
+            request_rate_per_ip: None,
+            http2_max_streams: 256,
         }
     }
+}
+
+/// A request body must average `per_second` bytes over the time the gateway
+/// spends waiting for it, once `grace` of waiting has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinBodyRate {
+    pub per_second: ByteSize,
+    #[serde(default = "default_body_rate_grace")]
+    pub grace: Duration,
+}
+
+impl Default for MinBodyRate {
+    fn default() -> Self {
+        MinBodyRate {
+            per_second: ByteSize(256),
+            grace: default_body_rate_grace(),
+        }
+    }
+}
+
+fn default_body_rate_grace() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRate {
+    pub connections: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRate {
+    pub requests: u32,
+    pub per: Duration,
 }
 
 /// A named pool of targets that routes send requests to.
@@ -643,6 +706,8 @@ pub struct RouteConfig {
     pub timeouts: Option<RouteTimeouts>,
     /// Replaces the upstream's retry policy for this route.
     pub retries: Option<RetriesConfig>,
+    /// Request body size on this route, in place of the listener's limit.
+    pub max_request_body: Option<ByteSize>,
     #[serde(default)]
     pub plugins: IndexMap<String, Value>,
 }

@@ -6,11 +6,14 @@
 //! - `header_read`: the first bytes of a request head arrived, while no
 //!   request was in flight, and the head is still not complete (slowloris).
 //!
+//! The head's bytes are also watched for ambiguous framing (`framing`).
+//!
 //! hyper can bound the head itself, but with a new timer for every request,
 //! and a timer due before all others makes tokio wake its driver through an
 //! eventfd: one extra syscall and wake-up per request. Here the timer is
 //! re-armed only when it fires, to the earliest deadline then pending.
 
+use super::framing::HeadScan;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -28,13 +31,16 @@ pub struct ActiveRequests {
     in_flight: AtomicUsize,
     /// Requests begun so far: a change means a head was read whole.
     started: AtomicUsize,
+    /// The number (counted from 1) of a request whose head had both
+    /// `Content-Length` and `Transfer-Encoding`; 0 for none.
+    ambiguous: AtomicUsize,
 }
 
 impl ActiveRequests {
     pub fn begin(self: &Arc<Self>) -> RequestActive {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.started.fetch_add(1, Ordering::Relaxed);
-        RequestActive(self.clone())
+        let number = self.started.fetch_add(1, Ordering::Relaxed) + 1;
+        RequestActive(self.clone(), number)
     }
 
     fn any(&self) -> bool {
@@ -46,9 +52,18 @@ impl ActiveRequests {
     }
 }
 
-/// Held by a request until its response body is done.
+/// Held by a request until its response body is done; knows its number
+/// on the connection.
 #[derive(Debug)]
-pub struct RequestActive(Arc<ActiveRequests>);
+pub struct RequestActive(Arc<ActiveRequests>, usize);
+
+impl RequestActive {
+    /// True when this request's head had both `Content-Length` and
+    /// `Transfer-Encoding` (seen on the wire; hyper keeps only one).
+    pub fn framing_ambiguous(&self) -> bool {
+        self.0.ambiguous.load(Ordering::Relaxed) == self.1
+    }
+}
 
 impl Drop for RequestActive {
     fn drop(&mut self) {
@@ -66,6 +81,10 @@ pub struct ClientTimeouts<T> {
     /// flight, and how many requests had begun then: once another begins,
     /// that head was read whole.
     head_started: Option<(Instant, usize)>,
+    /// Watches the head being read for ambiguous framing; `None` between
+    /// heads, and for good once the connection proves to be HTTP/2.
+    scan: Option<HeadScan>,
+    http2: bool,
     timer: Pin<Box<Sleep>>,
     /// When bytes last moved. The timer is re-armed from it only when it
     /// fires, not on every read and write, which keeps timer-wheel updates
@@ -81,6 +100,8 @@ impl<T> ClientTimeouts<T> {
             idle,
             header_read,
             head_started: None,
+            scan: None,
+            http2: false,
             timer: Box::pin(tokio::time::sleep(idle.min(header_read))),
             last_activity: Instant::now(),
         }
@@ -97,12 +118,27 @@ impl<T> ClientTimeouts<T> {
         }
     }
 
-    fn record_read(&mut self) {
+    fn record_read(&mut self, read: &[u8]) {
         let now = Instant::now();
         self.last_activity = now;
         self.forget_finished_head();
+        if self.head_started.is_none() {
+            self.scan = None;
+        }
         if self.head_started.is_none() && !self.active.any() {
             self.head_started = Some((now, self.active.started()));
+            // The HTTP/2 preface starts like a request line; frames are not heads.
+            self.http2 |= read.starts_with(b"PRI * HTTP/2.0");
+            self.scan = (!self.http2).then(HeadScan::default);
+        }
+        if let Some(scan) = &mut self.scan {
+            if let Some(ambiguous) = scan.feed(read) {
+                self.scan = None;
+                if let (true, Some((_, begun))) = (ambiguous, self.head_started) {
+                    // This head becomes the connection's next request.
+                    self.active.ambiguous.store(begun + 1, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -143,7 +179,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientTimeouts<T> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    self.record_read();
+                    self.record_read(&buf.filled()[before..]);
                 }
                 Poll::Ready(result)
             }

@@ -61,9 +61,11 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::NotFound | ErrorKind::MethodNotAllowed => Code::Unimplemented,
         ErrorKind::Unauthorized => Code::Unauthenticated,
         ErrorKind::Forbidden => Code::PermissionDenied,
-        ErrorKind::RateLimited | ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge => Code::ResourceExhausted,
-        ErrorKind::UpstreamTimeout => Code::DeadlineExceeded,
-        ErrorKind::BadRequest | ErrorKind::UnsupportedMediaType => Code::InvalidArgument,
+        ErrorKind::RateLimited | ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::UriTooLong => {
+            Code::ResourceExhausted
+        }
+        ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => Code::DeadlineExceeded,
+        ErrorKind::BadRequest | ErrorKind::AmbiguousFraming | ErrorKind::UnsupportedMediaType => Code::InvalidArgument,
         ErrorKind::UpstreamConnect
         | ErrorKind::UpstreamBroken
         | ErrorKind::NoTarget

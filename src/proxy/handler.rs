@@ -1,7 +1,7 @@
 //! The request's way through the gateway: limits, route, plugin phases, then
 //! the upstream or a fixed answer, and the access log at the end.
 
-use super::client_timeouts::ActiveRequests;
+use super::client_timeouts::{ActiveRequests, RequestActive};
 use super::forward::{self, ClientSide};
 use super::grpc;
 use super::grpc_web;
@@ -33,6 +33,8 @@ use tokio::time::Instant;
 
 /// What one client connection's requests share.
 pub struct Connection {
+    /// Counted against the listener's connection caps while it lives.
+    pub admitted: super::admission::Admitted,
     pub gateway: Arc<ArcSwap<Gateway>>,
     pub listener: Arc<ListenerSettings>,
     pub peer: SocketAddr,
@@ -116,10 +118,17 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
         ..Exchange::default()
     };
 
-    let served = match conn.listener.redirect_https {
-        Some(port) => Err(to_https(&request, port)),
-        None => serve(&gateway, &conn, request, &request_id, &mut exchange).await,
+    let served = match check_listener_limits(&conn, &request, &active, &gateway) {
+        Err(error) => Err(error),
+        Ok(()) => match conn.listener.redirect_https {
+            Some(port) => Err(to_https(&request, port)),
+            None => {
+                let request = request.map(|body| body.paced(conn.listener.pace));
+                serve(&gateway, &conn, request, &request_id, &mut exchange).await
+            }
+        },
     };
+    let mut close_connection = false;
     let mut response = match served {
         Ok(response) => response,
         Err(error) => {
@@ -133,6 +142,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
                 }
             }
             exchange.error = Some(error.kind.code());
+            if error.kind == ErrorKind::RequestTimeout {
+                gateway.metrics.listener_refused(&conn.listener.name, error.kind.code());
+            }
+            close_connection |= error.kind.closes_connection();
             match grpc {
                 Some(web) => {
                     let mut response = grpc::error_response(&error);
@@ -165,7 +178,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     if let Some(alt_svc) = &conn.alt_svc {
         response.headers_mut().insert(http::header::ALT_SVC, alt_svc.clone());
     }
-    if version < Version::HTTP_2 && conn.draining.load(Ordering::Relaxed) {
+    if version < Version::HTTP_2 && (close_connection || conn.draining.load(Ordering::Relaxed)) {
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -208,7 +221,6 @@ async fn serve(
     request_id: &HeaderValue,
     exchange: &mut Exchange,
 ) -> Result<Response<ResponseBody>, ProxyError> {
-    check_header_limits(request.headers(), &conn.listener)?;
     let (mut parts, body) = request.into_parts();
     let extended_connect = upgrade::from_extended_connect(&mut parts);
     let (route, params, rewritten) = {
@@ -255,7 +267,7 @@ async fn serve(
         // Plugins that inspect bodies (`waf`) see their start before anything goes on.
         let body = match route.plugins.body_inspection_limit() {
             Some(limit) if !body.is_end_stream() => {
-                let limit = conn.listener.max_request_body.map_or(limit, |most| most.min(limit));
+                let limit = route.body_limit(&conn.listener).map_or(limit, |most| most.min(limit));
                 let (ahead, complete, body) = body
                     .read_ahead(limit)
                     .await
@@ -288,7 +300,7 @@ async fn serve(
                     metrics: exchange.metrics.as_ref(),
                     trace: exchange.trace.as_ref(),
                 };
-                let call = (forward, &**transcoder);
+                let call = (forward, &**transcoder, route.body_limit(&conn.listener));
                 crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut exchange.call).await?
             }
             Action::Proxy(forward) => {
@@ -296,7 +308,7 @@ async fn serve(
                     Some(cap) => {
                         // Read as any body is: the listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
-                        let cap = conn.listener.max_request_body.map_or(cap, |limit| limit.min(cap));
+                        let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
                         let bytes = read_client_body(body, cap, &mut exchange.call).await?;
                         let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
                         if let Some(content_type) = content_type {
@@ -334,6 +346,7 @@ async fn serve(
                     .await;
                 }
                 let upstream_request = UpstreamRequest {
+                    body_limit: route.body_limit(&conn.listener),
                     path_and_query: upstream_path_and_query(rewritten.as_deref(), &parts.uri)?,
                     parts,
                     body,
@@ -383,6 +396,7 @@ async fn cached(
     let fetch = |head: http::request::Parts| {
         let body = body.take().unwrap_or(ClientBody::Transformed(Bytes::new()));
         let request = UpstreamRequest {
+            body_limit: route.body_limit(&conn.listener),
             parts: head,
             body,
             path_and_query: path_and_query.clone(),
@@ -447,6 +461,7 @@ fn refresh_in_background(
         };
         let fetch = |head: http::request::Parts| {
             let request = UpstreamRequest {
+                body_limit: None,
                 parts: head,
                 body: ClientBody::Transformed(Bytes::new()),
                 path_and_query: path_and_query.clone(),
@@ -563,6 +578,71 @@ pub(crate) fn method_not_allowed(method: &http::Method, allow: &[http::Method]) 
     error
 }
 
+/// The listener's own checks, before anything else: framing, the client's
+/// request rate, the size of the target and the headers. Refusals are
+/// counted by reason.
+fn check_listener_limits(
+    conn: &Connection,
+    request: &Request<Inbound>,
+    active: &RequestActive,
+    gateway: &Gateway,
+) -> Result<(), ProxyError> {
+    let listener = &conn.listener;
+    let checked = check_framing(request, active)
+        .and_then(|()| check_request_rate(conn))
+        .and_then(|()| check_uri_length(request.uri(), listener))
+        .and_then(|()| check_header_limits(request.headers(), listener));
+    if let Err(error) = &checked {
+        let reason = match error.kind {
+            ErrorKind::RateLimited => "request_rate_per_ip",
+            kind => kind.code(),
+        };
+        gateway.metrics.listener_refused(&listener.name, reason);
+    }
+    checked
+}
+
+/// Both `Content-Length` and `Transfer-Encoding` (request smuggling): hyper
+/// would read it by the coding; it is refused instead, never forwarded.
+fn check_framing(request: &Request<Inbound>, active: &RequestActive) -> Result<(), ProxyError> {
+    if request.version() == Version::HTTP_11
+        && request.headers().contains_key(http::header::TRANSFER_ENCODING)
+        && active.framing_ambiguous()
+    {
+        return Err(ProxyError::new(
+            ErrorKind::AmbiguousFraming,
+            "the request has both Content-Length and Transfer-Encoding; send one",
+        ));
+    }
+    Ok(())
+}
+
+fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
+    conn.admitted.request(&conn.listener.admission).map_err(|wait| {
+        let mut error = ProxyError::new(ErrorKind::RateLimited, "too many requests from your address");
+        error.retry_after = Some(wait.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+        error
+    })
+}
+
+fn check_uri_length(uri: &Uri, listener: &ListenerSettings) -> Result<(), ProxyError> {
+    // Origin-form is the path and query; absolute-form counts whole.
+    let length = match uri.scheme() {
+        None => uri.path_and_query().map_or(0, |target| target.as_str().len()),
+        Some(_) => uri.to_string().len(),
+    };
+    if length > listener.max_uri_bytes {
+        return Err(ProxyError::new(
+            ErrorKind::UriTooLong,
+            format!(
+                "the request target is {length} bytes; the limit is {}",
+                listener.max_uri_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_header_limits(headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
     if headers.len() > listener.max_headers {
         return Err(ProxyError::new(
@@ -612,6 +692,8 @@ pub(crate) struct UpstreamRequest<'a> {
     /// Rewritten path and query; `None` keeps the client's.
     pub path_and_query: Option<PathAndQuery>,
     pub request_id: &'a HeaderValue,
+    /// The route's (or else the listener's) request body limit.
+    pub body_limit: Option<u64>,
     /// The client's side of an upgrade it asked for (WebSocket).
     pub upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
@@ -628,6 +710,7 @@ pub(crate) async fn proxy(
         body,
         path_and_query,
         request_id,
+        body_limit: limit,
         mut upgrade,
     } = request;
     let pool = &forward.pool;
@@ -640,7 +723,6 @@ pub(crate) async fn proxy(
         error.retry_after = Some(wait.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         return Err(error);
     }
-    let limit = conn.listener.max_request_body;
     let declared_length = content_length(&parts.headers);
     let grpc_deadline = grpc::timeout(&parts.headers);
     if let (Some(limit), Some(length)) = (limit, declared_length) {
@@ -964,6 +1046,10 @@ fn client_body_error(fault: Fault, limit: Option<u64>) -> ProxyError {
         Fault::Unreadable => ProxyError::new(
             ErrorKind::BadRequest,
             "the request body could not be read from the client",
+        ),
+        Fault::TooSlow => ProxyError::new(
+            ErrorKind::RequestTimeout,
+            "the request body arrived too slowly; send it at a steady pace",
         ),
     }
 }

@@ -24,6 +24,7 @@ pub(crate) struct Serving {
     pub(crate) gateway: Arc<ArcSwap<Gateway>>,
     pub(crate) listener: Arc<ArcSwap<super::server::ListenerState>>,
     pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) admission: Arc<super::admission::Admission>,
 }
 
 /// `Alt-Svc` for a listener serving HTTP/3 on `port`: clients may switch for a day.
@@ -53,9 +54,24 @@ pub(crate) fn start(
     tokio::spawn(async move {
         while let Some(incoming) = accepting.accept().await {
             let serving = serving.clone();
+            let peer = incoming.remote_address();
+            let listener = serving.listener.load().settings.clone();
+            let admitted = match serving.admission.admit(peer.ip(), &listener.admission) {
+                Ok(admitted) => admitted,
+                Err(refusal) => {
+                    tracing::debug!(listener = &*listener.name, %peer, reason = refusal.reason(), "QUIC connection refused");
+                    serving
+                        .gateway
+                        .load()
+                        .metrics
+                        .listener_refused(&listener.name, refusal.reason());
+                    incoming.refuse();
+                    continue;
+                }
+            };
             tokio::spawn(async move {
                 match incoming.await {
-                    Ok(connection) => serve_connection(connection, &serving).await,
+                    Ok(connection) => serve_connection(connection, &serving, admitted).await,
                     Err(error) => tracing::debug!(%error, "QUIC handshake failed"),
                 }
             });
@@ -64,7 +80,7 @@ pub(crate) fn start(
     Ok(endpoint)
 }
 
-async fn serve_connection(connection: quinn::Connection, serving: &Serving) {
+async fn serve_connection(connection: quinn::Connection, serving: &Serving, admitted: super::admission::Admitted) {
     let _open = super::server::OpenConnection::new(&serving.gateway.load().metrics);
     let peer = connection.remote_address();
     let client_certificate = connection
@@ -78,6 +94,7 @@ async fn serve_connection(connection: quinn::Connection, serving: &Serving) {
         .map(Arc::new);
     let state = serving.listener.load();
     let conn = Arc::new(Connection {
+        admitted,
         gateway: serving.gateway.clone(),
         listener: state.settings.clone(),
         peer,

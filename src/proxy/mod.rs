@@ -2,8 +2,10 @@
 //! through the gateway (`handler`), and the rules for what crosses it
 //! (`forward`, `rewrite`, `request_id`, `client_timeouts`).
 
+pub mod admission;
 pub mod client_timeouts;
 pub mod forward;
+pub mod framing;
 pub mod grpc;
 pub mod grpc_web;
 pub mod handler;

@@ -1,6 +1,7 @@
 //! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 (prior knowledge)
 //! on them, and drain on shutdown.
 
+use super::admission::{Admission, Refusal};
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::handler::{handle, Connection};
 use crate::body::Inbound;
@@ -214,6 +215,8 @@ impl RunningListener {
         let connections = Arc::new(GracefulShutdown::new());
         let (stop, stopped) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
+        // Counts outlive reloads: they are of the socket, not of a config.
+        let admission = Arc::new(Admission::default());
         let quic = match quic_config {
             None => None,
             Some(config) => {
@@ -221,6 +224,7 @@ impl RunningListener {
                     gateway: gateway.clone(),
                     listener: state.clone(),
                     draining: draining.clone(),
+                    admission: admission.clone(),
                 };
                 let endpoint = super::http3::start(local, config, serving).map_err(|e| {
                     io::Error::new(
@@ -239,6 +243,7 @@ impl RunningListener {
             gateway: gateway.clone(),
             connections: connections.clone(),
             metrics: metrics.clone(),
+            admission,
         };
         Ok(RunningListener {
             configured,
@@ -337,7 +342,7 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_header_bytes + HEADROOM).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(settings.http2_max_streams)
         // RFC 8441: WebSocket over HTTP/2 streams.
         .enable_connect_protocol()
         // Rapid reset (CVE-2023-44487): streams a client opens and resets
@@ -355,6 +360,7 @@ struct Acceptor {
     gateway: Arc<ArcSwap<Gateway>>,
     connections: Arc<GracefulShutdown>,
     metrics: Arc<Metrics>,
+    admission: Arc<Admission>,
 }
 
 impl Acceptor {
@@ -376,11 +382,24 @@ impl Acceptor {
     }
 
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
-        let _ = stream.set_nodelay(true);
         let state = self.state.load();
-        let active = Arc::new(ActiveRequests::default());
         let settings = &state.settings;
+        let admitted = match self.admission.admit(peer.ip(), &settings.admission) {
+            Ok(admitted) => admitted,
+            Err(refusal) => {
+                tracing::debug!(listener = &*settings.name, %peer, reason = refusal.reason(), "connection refused");
+                self.metrics.listener_refused(&settings.name, refusal.reason());
+                if settings.tls.is_none() {
+                    // A plain HTTP client hears why; a TLS one cannot without a handshake.
+                    let _ = stream.try_write(&refusal_response(refusal));
+                }
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let active = Arc::new(ActiveRequests::default());
         let mut conn = Connection {
+            admitted,
             gateway: self.gateway.clone(),
             listener: settings.clone(),
             peer,
@@ -438,6 +457,36 @@ impl Acceptor {
             drop(open);
         });
     }
+}
+
+/// The answer a plain HTTP client gets when its connection is refused at
+/// accept, before any of its request was read.
+fn refusal_response(refusal: Refusal) -> Vec<u8> {
+    let (status, detail) = match refusal {
+        Refusal::MaxConnections => (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway has too many connections",
+        ),
+        Refusal::MaxConnectionsPerIp => (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "too many connections from your address",
+        ),
+        Refusal::ConnectionRatePerIp => (
+            http::StatusCode::TOO_MANY_REQUESTS,
+            "too many new connections from your address",
+        ),
+    };
+    let body = serde_json::json!({
+        "title": status.canonical_reason(),
+        "status": status.as_u16(),
+        "detail": detail,
+    })
+    .to_string();
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// Counts a client connection in the open-connections gauge while it lives.

@@ -37,6 +37,7 @@ pub struct Metrics {
     config_info: IntGaugeVec,
     upgrades: UpgradeMetrics,
     waf_matches: IntCounterVec,
+    listener_refusals: IntCounterVec,
     unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
 }
 
@@ -150,6 +151,11 @@ impl Metrics {
                 "WAF rule matches, by rule and what was done with the request: block, detect (over the threshold in detect mode) or pass (under it).",
                 &["route", "rule", "action"],
             ),
+            listener_refusals: counter(
+                "listener_refusals_total",
+                "Connections and requests a listener refused before routing, by reason: max_connections, max_connections_per_ip, connection_rate_per_ip, request_rate_per_ip, uri_too_long, headers_too_large, request_timeout (a body too slow), ambiguous_framing.",
+                &["listener", "reason"],
+            ),
             upgrades: UpgradeMetrics {
                 open: gauge(
                     "upgraded_connections",
@@ -214,6 +220,11 @@ impl Metrics {
     /// A plugin refused a request (`plugin` and `reason` are fixed strings).
     pub fn rejected(&self, route: &str, plugin: &str, reason: &str) {
         self.rejections.with_label_values(&[route, plugin, reason]).inc();
+    }
+
+    /// A listener refused a connection or a request before routing it.
+    pub fn listener_refused(&self, listener: &str, reason: &str) {
+        self.listener_refusals.with_label_values(&[listener, reason]).inc();
     }
 
     /// A WAF rule matched a request of `route`.

@@ -12,9 +12,10 @@ use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCOD
 use http::{Method, Response};
 use http_body_util::BodyExt;
 
-/// Serves a request on a route with `grpc_transcode`.
+/// Serves a request on a route with `grpc_transcode`; `route_body_limit`
+/// is the route's request body limit, if it has one.
 pub(crate) async fn transcode(
-    (forward, transcoder): (&Forward, &super::Transcoder),
+    (forward, transcoder, route_body_limit): (&Forward, &super::Transcoder, Option<u64>),
     conn: &Connection,
     mut parts: http::request::Parts,
     body: crate::body::Inbound,
@@ -32,10 +33,7 @@ pub(crate) async fn transcode(
         }
         Err(allowed) => return Err(method_not_allowed(&parts.method, &allowed)),
     };
-    let cap = conn
-        .listener
-        .max_request_body
-        .map_or(transcoder.max_body, |limit| limit.min(transcoder.max_body));
+    let cap = route_body_limit.map_or(transcoder.max_body, |limit| limit.min(transcoder.max_body));
     let json = read_client_body(body, cap, record).await?;
     let message = rule.request(&values, parts.uri.query(), &json)?;
 
@@ -52,6 +50,8 @@ pub(crate) async fn transcode(
         body: ClientBody::Transformed(message),
         path_and_query: Some(rule.grpc_path.clone()),
         request_id,
+        // Made by the gateway, from a body read within the limit.
+        body_limit: None,
         upgrade: None,
     };
     let response = proxy(forward, conn, request, shared, record).await?;

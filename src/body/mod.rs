@@ -2,6 +2,8 @@
 //! upstream, and the response body on its way back. Both stream frame by frame;
 //! neither is ever collected in memory.
 
+pub mod pace;
+
 use crate::proxy::client_timeouts::RequestActive;
 use crate::proxy::grpc_web::{Encoder, Mode, TextDecoder};
 use crate::telemetry::access_log::Entry;
@@ -24,10 +26,25 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// (HTTP/1.1 and HTTP/2), or another boxed (HTTP/3).
 pub enum Inbound {
     Hyper(Incoming),
+    /// hyper's, held to the listener's pace.
+    Paced(pace::Paced<Incoming>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
 impl Inbound {
+    /// The body, failing with [`pace::TooSlow`] if the client sends it
+    /// slower than `pace`. An empty body is left as it is.
+    pub fn paced(self, pace: pace::Pace) -> Inbound {
+        if self.is_end_stream() {
+            return self;
+        }
+        match self {
+            Inbound::Hyper(body) => Inbound::Paced(pace::Paced::new(body, pace)),
+            Inbound::Boxed(body) => Inbound::Boxed(UnsyncBoxBody::new(pace::Paced::new(body, pace))),
+            paced @ Inbound::Paced(_) => paced,
+        }
+    }
+
     /// Reads ahead up to `limit` bytes: what was read, whether it is the
     /// whole body, and the body again, whole, for the way upstream.
     pub async fn read_ahead(mut self, limit: u64) -> Result<(Bytes, bool, Inbound), BodyError> {
@@ -114,6 +131,7 @@ impl Body for Inbound {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Inbound::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inbound::Paced(body) => Pin::new(body).poll_frame(cx),
             Inbound::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -121,6 +139,7 @@ impl Body for Inbound {
     fn is_end_stream(&self) -> bool {
         match self {
             Inbound::Hyper(body) => body.is_end_stream(),
+            Inbound::Paced(body) => body.is_end_stream(),
             Inbound::Boxed(body) => body.is_end_stream(),
         }
     }
@@ -128,6 +147,7 @@ impl Body for Inbound {
     fn size_hint(&self) -> SizeHint {
         match self {
             Inbound::Hyper(body) => body.size_hint(),
+            Inbound::Paced(body) => body.size_hint(),
             Inbound::Boxed(body) => body.size_hint(),
         }
     }
@@ -166,6 +186,7 @@ pub enum Fault {
     TooLarge = 1,
     Unreadable = 2,
     NotBase64 = 3,
+    TooSlow = 4,
 }
 
 impl BodyProgress {
@@ -178,6 +199,7 @@ impl BodyProgress {
             1 => Some(Fault::TooLarge),
             2 => Some(Fault::Unreadable),
             3 => Some(Fault::NotBase64),
+            4 => Some(Fault::TooSlow),
             _ => None,
         }
     }
@@ -194,6 +216,7 @@ impl Fault {
     pub fn of(error: &BodyError) -> Option<Fault> {
         match error {
             BodyError::TooLarge { .. } => Some(Fault::TooLarge),
+            BodyError::Client(e) if e.is::<pace::TooSlow>() => Some(Fault::TooSlow),
             BodyError::Client(_) => Some(Fault::Unreadable),
             BodyError::NotBase64(_) => Some(Fault::NotBase64),
             BodyError::Upstream(_) | BodyError::UpstreamIdle(_) => None,
