@@ -10,6 +10,7 @@ mod cache;
 mod failures;
 mod forwarding;
 mod grpc;
+mod hardening;
 mod jwt;
 mod limits;
 mod limits_rate;
