@@ -3,6 +3,7 @@
 //! head itself), undone encodings (`normalize`), the rules (`rules`), and
 //! the anomaly score they add up to, as in the OWASP Core Rule Set.
 
+mod json;
 pub mod normalize;
 pub mod rules;
 
@@ -200,46 +201,24 @@ impl Engine {
                 }
             }
             json if json == "application/json" || json.ends_with("+json") => {
-                match complete
-                    .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
-                    .flatten()
-                {
-                    Some(value) => self.inspect_json(&value, &mut String::new(), verdict),
+                // Keys and strings at their dotted paths (`body:user.bio`).
+                let walked = complete
+                    && json::walk(body, &mut |path, text, key| {
+                        if key {
+                            self.check_value(|| Location::QueryName, text, verdict);
+                        } else {
+                            let at = if path.is_empty() { "raw" } else { path };
+                            self.check_value(|| Location::Body(at.to_string()), text, verdict);
+                        }
+                    })
+                    .is_ok();
+                if !walked {
                     // Cut short, or not JSON after all: read as text.
-                    None => self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict),
+                    self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
                 }
             }
             text if text.is_empty() || text.starts_with("text/") || text.ends_with("xml") => {
                 self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
-            }
-            _ => {}
-        }
-    }
-
-    /// Keys and strings of a JSON document, each at its dotted path
-    /// (`body:user.bio`; array positions are not part of it).
-    fn inspect_json(&self, value: &serde_json::Value, path: &mut String, verdict: &mut Verdict) {
-        match value {
-            serde_json::Value::String(text) => {
-                let at = if path.is_empty() { "raw" } else { path.as_str() };
-                self.check_value(|| Location::Body(at.to_string()), text, verdict);
-            }
-            serde_json::Value::Array(items) => {
-                for item in items {
-                    self.inspect_json(item, path, verdict);
-                }
-            }
-            serde_json::Value::Object(members) => {
-                for (key, member) in members {
-                    let before = path.len();
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(key);
-                    self.check_value(|| Location::QueryName, key, verdict);
-                    self.inspect_json(member, path, verdict);
-                    path.truncate(before);
-                }
             }
             _ => {}
         }
