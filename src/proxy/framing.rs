@@ -62,16 +62,26 @@ impl HeadScan {
     /// Feeds the next bytes read. `Some` once the head has ended (or is
     /// past all reason): whether it carried both framing fields.
     pub fn feed(&mut self, bytes: &[u8]) -> Option<bool> {
-        for &byte in bytes {
-            self.seen += 1;
+        let mut rest = bytes;
+        while let Some((&byte, after)) = rest.split_first() {
             if self.seen > MOST {
                 return Some(false);
             }
+            if let State::RequestLine | State::Skip = self.state {
+                // Most of a head is lines of no interest: on to the next one.
+                let Some(at) = memchr::memchr(b'\n', rest) else {
+                    self.seen += rest.len();
+                    return None;
+                };
+                self.seen += at + 1;
+                rest = &rest[at + 1..];
+                self.state = State::LineStart;
+                continue;
+            }
+            self.seen += 1;
+            rest = after;
             self.state = match self.state {
-                State::RequestLine | State::Skip => match byte {
-                    b'\n' => State::LineStart,
-                    _ => self.state,
-                },
+                State::RequestLine | State::Skip => State::LineStart,
                 State::LineStart => match byte.to_ascii_lowercase() {
                     b'\r' => State::BlankLine,
                     b'\n' => return Some(self.ambiguous()),

@@ -11,11 +11,7 @@ use std::fmt;
 pub fn walk(body: &[u8], visit: &mut dyn FnMut(&str, &str, bool)) -> Result<(), serde_json::Error> {
     let mut path = String::new();
     let mut deserializer = serde_json::Deserializer::from_slice(body);
-    Walk {
-        path: &mut path,
-        visit,
-    }
-    .deserialize(&mut deserializer)?;
+    Walk { path: &mut path, visit }.deserialize(&mut deserializer)?;
     deserializer.end()
 }
 
@@ -140,7 +136,8 @@ mod tests {
 
     #[test]
     fn keys_and_strings_come_with_their_dotted_paths() {
-        let (seen, ok) = visited(r#"{"user":{"bio":"hi \"there\"","tags":["a",{"k":"v"}],"age":3,"x":null},"top":"t"}"#);
+        let (seen, ok) =
+            visited(r#"{"user":{"bio":"hi \"there\"","tags":["a",{"k":"v"}],"age":3,"x":null},"top":"t"}"#);
         assert!(ok);
         let expected = [
             ("", "user", true),
@@ -160,7 +157,10 @@ mod tests {
             .map(|(p, t, k)| (p.to_string(), t.to_string(), *k))
             .collect();
         assert_eq!(seen, expected);
-        assert_eq!(visited(r#""just a string""#).0, [(String::new(), "just a string".to_string(), false)]);
+        assert_eq!(
+            visited(r#""just a string""#).0,
+            [(String::new(), "just a string".to_string(), false)]
+        );
     }
 
     #[test]
