@@ -165,7 +165,11 @@ impl Engine {
         {
             let decoded = normalize::decode(agent);
             let canonical = normalize::canonical(&decoded);
-            for index in self.agents.matches(&canonical).iter() {
+            let matched = self
+                .agents
+                .is_match(&canonical)
+                .then(|| self.agents.matches(&canonical));
+            for index in matched.iter().flat_map(|m| m.iter()) {
                 self.record(
                     self.agent_rules[index],
                     &Location::Header("user-agent"),
@@ -292,11 +296,17 @@ impl Engine {
     fn run_rules(&self, location: &Location, raw: &str, verdict: &mut Verdict) {
         let decoded = normalize::decode(raw);
         let canonical = normalize::canonical(&decoded);
-        for index in self.values.matches(&canonical).iter() {
-            self.record(self.value_rules[index], location, raw, verdict);
+        // Most values match nothing: `is_match` says so without the set of matches.
+        if self.values.is_match(&canonical) {
+            for index in self.values.matches(&canonical).iter() {
+                self.record(self.value_rules[index], location, raw, verdict);
+            }
         }
         if let Some(rule) = self.sqli {
-            if detect(|| libinjectionrs::detect_sqli(decoded.as_bytes()).is_injection()) {
+            // `detect_sqli` would fingerprint once more for its report.
+            let sqli =
+                || libinjectionrs::SqliState::new(decoded.as_bytes(), libinjectionrs::SqliFlags::FLAG_NONE).detect();
+            if detect(sqli) {
                 self.record(rule, location, raw, verdict);
             }
         }
