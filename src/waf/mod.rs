@@ -205,26 +205,33 @@ impl Engine {
                 }
             }
             json if json == "application/json" || json.ends_with("+json") => {
-                // Keys and strings at their dotted paths (`body:user.bio`).
-                let walked = complete
-                    && json::walk(body, &mut |path, text, key| {
-                        if key {
-                            self.check_value(|| Location::QueryName, text, verdict);
-                        } else {
-                            let at = if path.is_empty() { "raw" } else { path };
-                            self.check_value(|| Location::Body(at.to_string()), text, verdict);
-                        }
-                    })
-                    .is_ok();
-                if !walked {
-                    // Cut short, or not JSON after all: read as text.
-                    self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
+                if !(complete && json::plainly_safe(body)) {
+                    self.inspect_json(body, complete, verdict);
                 }
             }
             text if text.is_empty() || text.starts_with("text/") || text.ends_with("xml") => {
                 self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
             }
             _ => {}
+        }
+    }
+
+    /// Keys and strings of a JSON body at their dotted paths
+    /// (`body:user.bio`), or the body as text when it is cut short or is
+    /// not JSON after all.
+    fn inspect_json(&self, body: &[u8], complete: bool, verdict: &mut Verdict) {
+        let walked = complete
+            && json::walk(body, &mut |path, text, key| {
+                if key {
+                    self.check_value(|| Location::QueryName, text, verdict);
+                } else {
+                    let at = if path.is_empty() { "raw" } else { path };
+                    self.check_value(|| Location::Body(at.to_string()), text, verdict);
+                }
+            })
+            .is_ok();
+        if !walked {
+            self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
         }
     }
 
@@ -560,6 +567,34 @@ mod fuzz {
             let mut verdict = Verdict::default();
             engine.run_rules(&Location::Path, &raw, &mut verdict);
             prop_assert!(verdict.matches.is_empty(), "{raw:?}: {:?}", verdict.matches);
+        }
+
+        #[test]
+        fn json_bodies_the_fast_path_skips_match_no_rule(
+            tokens in proptest::collection::vec(
+                prop_oneof![
+                    Just("{".to_string()), Just("}".to_string()), Just("[".to_string()), Just("]".to_string()),
+                    Just(":".to_string()), Just(",".to_string()), Just(" ".to_string()), Just("\"".to_string()),
+                    Just("true".to_string()), Just("false".to_string()), Just("null".to_string()),
+                    Just("-1e5".to_string()), Just("0.5".to_string()), Just("+".to_string()),
+                    Just("\"\"".to_string()),
+                    "\"[A-Za-z0-9_]{1,6}(-[0-9]{1,3})?\"",
+                    Just("\"or\"".to_string()), Just("\"union\"".to_string()), Just("\"select\"".to_string()),
+                    Just("\"sleep\"".to_string()), Just("\"0x1\"".to_string()), Just("\"1\"".to_string()),
+                    Just("\"script\"".to_string()), Just("\"etc\"".to_string()), Just("\"passwd\"".to_string()),
+                    Just("1".to_string()), Just("0".to_string()), Just("e".to_string()), Just("-".to_string()),
+                ],
+                0..24,
+            ),
+        ) {
+            let body = tokens.concat();
+            if !json::plainly_safe(body.as_bytes()) {
+                return Ok(());
+            }
+            let engine = Engine::new(4, vec![http::Method::POST], Vec::new()).unwrap();
+            let mut verdict = Verdict::default();
+            engine.inspect_json(body.as_bytes(), true, &mut verdict);
+            prop_assert!(verdict.matches.is_empty(), "{body:?}: {:?}", verdict.matches);
         }
 
         #[test]
