@@ -48,22 +48,30 @@ impl Inbound {
     /// Reads ahead up to `limit` bytes: what was read, whether it is the
     /// whole body, and the body again, whole, for the way upstream.
     pub async fn read_ahead(mut self, limit: u64) -> Result<(Bytes, bool, Inbound), BodyError> {
-        let mut ahead = bytes::BytesMut::new();
+        // A body in one frame (the usual small one) is kept as it came, not copied.
+        let mut first = Bytes::new();
+        let mut more = bytes::BytesMut::new();
         let mut trailers = None;
         let complete = loop {
-            if ahead.len() as u64 >= limit {
+            if (first.len() + more.len()) as u64 >= limit {
                 break self.is_end_stream();
             }
             match std::future::poll_fn(|cx| Pin::new(&mut self).poll_frame(cx)).await {
                 None => break true,
                 Some(Err(e)) => return Err(BodyError::Client(e)),
                 Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => ahead.extend_from_slice(&data),
+                    Ok(data) if first.is_empty() && more.is_empty() => first = data,
+                    Ok(data) => {
+                        if more.is_empty() {
+                            more.extend_from_slice(&std::mem::take(&mut first));
+                        }
+                        more.extend_from_slice(&data);
+                    }
                     Err(frame) => trailers = frame.into_trailers().ok(),
                 },
             }
         };
-        let ahead = ahead.freeze();
+        let ahead = if more.is_empty() { first } else { more.freeze() };
         let again = Prefixed {
             prefix: (!ahead.is_empty()).then(|| ahead.clone()),
             trailers,

@@ -24,13 +24,14 @@ pub fn plainly_safe(body: &[u8]) -> bool {
     while let Some(&byte) = body.get(at) {
         at += match byte {
             b'"' => {
+                // A plainly safe string is made of these bytes only (so it
+                // has no escapes, and is ASCII): its end is the first other.
                 let rest = &body[at + 1..];
-                let Some(end) = memchr::memchr(b'"', rest) else {
-                    return false;
-                };
-                // Not UTF-8 is not plainly safe either.
-                let text = std::str::from_utf8(&rest[..end]).unwrap_or("\\");
-                if !text.is_empty() && !super::plainly_safe(text) {
+                let end = rest
+                    .iter()
+                    .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+                    .unwrap_or(rest.len());
+                if rest.get(end) != Some(&b'"') || (end > 0 && !super::plainly_safe_bytes(&rest[..end])) {
                     return false;
                 }
                 end + 2
