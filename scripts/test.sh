@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test. The Redis tests start a real redis-server, and the docs
-# page is loaded in a real headless Chromium, so both are installed first from
-# Debian's packages when missing; the tests fail loudly, never skip, without.
+# Runs every test. The Redis tests start a real redis-server, the docs page is
+# loaded in a real headless Chromium, and the Core Rule Set engine needs
+# libmodsecurity and the CRS files, so all are installed first from Debian's
+# packages when missing; the tests fail loudly, never skip, without.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -14,4 +15,10 @@ if ! command -v redis-server >/dev/null; then
   $sudo_cmd systemctl disable --now redis-server 2>/dev/null || $sudo_cmd pkill -x redis-server || true
 fi
 command -v chromium >/dev/null || install chromium
-exec cargo test --locked "$@"
+# The Core Rule Set engine (`--features crs`) links libmodsecurity and reads
+# Debian's CRS files.
+{ pkg-config --exists modsecurity && [ -d /usr/share/modsecurity-crs/rules ]; } ||
+  install libmodsecurity-dev modsecurity-crs pkg-config
+cargo test --locked "$@"
+# Then the tests of the CRS engine, in a build with it.
+exec cargo test --locked --features crs --lib --test gateway -- crs

@@ -6,7 +6,9 @@
 //! model the proxy serves from. `control` runs it: start, reload (signal,
 //! admin API, file change), shutdown; `admin` is the operators' HTTP API.
 
-#![forbid(unsafe_code)]
+// No unsafe code, but for the optional binding to libmodsecurity (`waf::crs`).
+#![cfg_attr(not(feature = "crs"), forbid(unsafe_code))]
+#![cfg_attr(feature = "crs", deny(unsafe_code))]
 
 pub mod admin;
 pub mod aggregate;

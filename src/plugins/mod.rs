@@ -284,7 +284,8 @@ pub trait Plugin: Send + Sync + 'static {
         None
     }
 
-    /// Looks at the start of the body (`complete` when it is all of it).
+    /// Looks at the start of the body (`complete` when it is all of it;
+    /// empty, and complete, when the request has none).
     fn inspect_request_body(
         &self,
         _body: &[u8],
@@ -383,6 +384,8 @@ pub mod rate_limit;
 pub mod transform;
 pub mod validate;
 pub mod waf;
+#[cfg(feature = "crs")]
+mod waf_crs;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]

@@ -13,15 +13,58 @@ use std::sync::Arc;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-enum Mode {
+pub(crate) enum Mode {
     #[default]
     Block,
     Detect,
 }
 
+/// Which rules run: Portico's own (always built), or the OWASP Core Rule
+/// Set through libmodsecurity (the `crs` cargo feature).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum EngineKind {
+    #[default]
+    Builtin,
+    Crs,
+}
+
+/// Where the Core Rule Set is, for `engine: crs` (Debian's paths by default).
+#[cfg_attr(not(feature = "crs"), allow(dead_code))]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CrsConfig {
+    #[serde(default = "default_crs_setup")]
+    pub(crate) setup: String,
+    /// A directory whose `*.conf` files are loaded in name order.
+    #[serde(default = "default_crs_rules")]
+    pub(crate) rules: String,
+}
+
+impl Default for CrsConfig {
+    fn default() -> Self {
+        CrsConfig {
+            setup: default_crs_setup(),
+            rules: default_crs_rules(),
+        }
+    }
+}
+
+fn default_crs_setup() -> String {
+    "/etc/modsecurity/crs/crs-setup.conf".into()
+}
+
+fn default_crs_rules() -> String {
+    "/usr/share/modsecurity-crs/rules".into()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    #[serde(default)]
+    engine: EngineKind,
+    #[serde(default)]
+    crs: Option<CrsConfig>,
     #[serde(default)]
     mode: Mode,
     /// 1 (default) to 4: higher runs more rules, with more false positives.
@@ -97,6 +140,15 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
             Err(_) => errors.push(setup.error(&format!("allowed_methods[{i}]"), format!("{method:?} is not a method"))),
         }
     }
+    if config.engine == EngineKind::Crs {
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        return crs_engine(config, methods, setup);
+    }
+    if config.crs.is_some() {
+        return Err(vec![setup.error("crs", "`crs` settings need `engine: crs`")]);
+    }
     let mut exclusions = Vec::new();
     for (i, exclude) in config.exclude.iter().enumerate() {
         let at = format!("exclude[{i}]");
@@ -132,6 +184,44 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         max_body: config.max_body.0,
         metrics: setup.context.metrics.clone(),
     }))
+}
+
+/// The Core Rule Set engine, in a build with it.
+#[cfg(feature = "crs")]
+fn crs_engine(
+    config: Config,
+    methods: Vec<http::Method>,
+    setup: &Setup<'_>,
+) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
+    if let Some(at) = config
+        .exclude
+        .iter()
+        .position(|e| !e.locations.is_empty() || e.rules.is_empty())
+    {
+        return Err(vec![setup.error(
+            &format!("exclude[{at}]"),
+            "with engine: crs, exclude whole rules by id; exclude by location in CRS's own exclusion rules (REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf)",
+        )]);
+    }
+    let settings = super::waf_crs::Settings {
+        crs: config.crs.unwrap_or_default(),
+        mode: config.mode,
+        paranoia: config.paranoia,
+        threshold: config.threshold,
+        allowed_methods: methods,
+        excluded_rules: config.exclude.iter().flat_map(|e| e.rules.iter().copied()).collect(),
+        max_body: config.max_body.0,
+    };
+    super::waf_crs::build(settings, setup)
+}
+
+/// Without the `crs` feature, `engine: crs` says how to get it.
+#[cfg(not(feature = "crs"))]
+fn crs_engine(_: Config, _: Vec<http::Method>, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
+    Err(vec![setup.error(
+        "engine",
+        "this build has no Core Rule Set engine: build Portico with `cargo build --release --features crs` (it needs Debian's libmodsecurity-dev and modsecurity-crs), or use engine: builtin",
+    )])
 }
 
 fn valid_location(location: &str) -> bool {
@@ -197,15 +287,21 @@ impl Waf {
         if action != Action::Block {
             return Ok(());
         }
-        let mut error = ProxyError::rejected(
-            ErrorKind::Forbidden,
-            "waf",
-            "anomaly_score",
-            "the request was refused by the web application firewall; quote the incident id to have it looked at",
-        );
-        error.extra = Some(Box::new(serde_json::json!({ "incident": incident })));
-        Err(error)
+        Err(blocked(incident))
     }
+}
+
+/// The 403 a blocked request gets: an incident id (the request id) to quote,
+/// never what matched.
+pub(super) fn blocked(incident: &str) -> ProxyError {
+    let mut error = ProxyError::rejected(
+        ErrorKind::Forbidden,
+        "waf",
+        "anomaly_score",
+        "the request was refused by the web application firewall; quote the incident id to have it looked at",
+    );
+    error.extra = Some(Box::new(serde_json::json!({ "incident": incident })));
+    error
 }
 
 impl Plugin for Waf {

@@ -266,7 +266,12 @@ async fn serve(
         }
         // Plugins that inspect bodies (`waf`) see their start before anything goes on.
         let body = match route.plugins.body_inspection_limit() {
-            Some(limit) if !body.is_end_stream() => {
+            // No body: the inspection still runs (the Core Rule Set decides with it).
+            Some(_) if body.is_end_stream() => {
+                route.plugins.inspect_request_body(&[], true, &parts, &ctx)?;
+                body
+            }
+            Some(limit) => {
                 let limit = route.body_limit(&conn.listener).map_or(limit, |most| most.min(limit));
                 let (ahead, complete, body) = body
                     .read_ahead(limit)

@@ -3,6 +3,9 @@
 //! head itself), undone encodings (`normalize`), the rules (`rules`), and
 //! the anomaly score they add up to, as in the OWASP Core Rule Set.
 
+#[cfg(feature = "crs")]
+#[allow(unsafe_code)]
+pub mod crs;
 mod json;
 pub mod normalize;
 pub mod rules;

@@ -26,6 +26,7 @@ mod transcode;
 mod transform;
 mod upstream_protocols;
 mod waf;
+mod waf_crs;
 mod websocket;
 mod xml;
 
