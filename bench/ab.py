@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""A/B of two Portico binaries on plain proxying (GET /small through one
+route), to find which change moved a figure: the binaries alternate within
+each round, one worker pinned to the proxy core, the nginx backend and wrk
+on the other; medians and the paired rounds are printed.
+
+Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5]
+Build an older commit into its own binary with, for example:
+  git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release) && cp /tmp/old/target/release/portico /tmp/portico-old
+"""
+import argparse, os, statistics, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import BACKEND, LOAD_CORE, PROXY_CORE, scratch_dir, start_backend, wait_port
+
+GATEWAY = 18087
+CONFIG = """
+listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
+access_log: {{ enabled: false }}
+upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
+routes:
+  - {{ name: plain, match: {{ path: / }}, upstream: backend }}
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--duration", type=int, default=5)
+    args = parser.parse_args()
+    tmp = scratch_dir("portico-ab-")
+    backend = start_backend(tmp)
+    conf = os.path.join(tmp, "portico.yaml")
+    with open(conf, "w") as f:
+        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    wait_port(BACKEND)
+    results = {"old": [], "new": []}
+    try:
+        for _ in range(args.rounds):
+            for name in ("old", "new"):
+                proxy = subprocess.Popen(["taskset", "-c", PROXY_CORE, getattr(args, name), "run", "--config", conf,
+                                          "--workers", "1", "--no-watch"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wait_port(GATEWAY)
+                    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}",
+                                          f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}/small"],
+                                         capture_output=True, text=True, check=True).stdout
+                    line = next(l for l in out.splitlines() if l.startswith("Requests/sec"))
+                    results[name].append(float(line.split()[1]))
+                finally:
+                    proxy.terminate()
+                    proxy.wait(timeout=40)
+                time.sleep(0.3)
+    finally:
+        backend.terminate()
+    old, new = results["old"], results["new"]
+    print(f"req/s median: old {statistics.median(old):,.0f}, new {statistics.median(new):,.0f} "
+          f"({statistics.median(new) / statistics.median(old):.2f}x)")
+    print("paired rounds (old, new):", ", ".join(f"({a:,.0f}, {b:,.0f})" for a, b in zip(old, new)))
+    print(f"new ahead in {sum(b > a for a, b in zip(old, new))} of {len(old)} rounds")
+
+
+if __name__ == "__main__":
+    main()
