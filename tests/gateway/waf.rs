@@ -5,7 +5,8 @@
 use crate::config;
 use crate::support::*;
 
-fn gateway_config(upstream: &Upstream, waf: &str) -> String {
+/// A gateway with one route to `upstream` under `waf: WAF`, and the admin API.
+pub(crate) fn gateway_config(upstream: &Upstream, waf: &str) -> String {
     config(
         r#"
 listeners: [ { name: main, addr: "127.0.0.1:0" } ]

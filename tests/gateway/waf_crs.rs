@@ -2,26 +2,10 @@
 //! libmodsecurity, in a build with the `crs` feature (the test command
 //! builds one). Without the feature, the config says how to get it.
 
-use crate::config;
+#[cfg(feature = "crs")]
 use crate::support::*;
-
-fn gateway_config(upstream: &Upstream, waf: &str) -> String {
-    config(
-        r#"
-listeners: [ { name: main, addr: "127.0.0.1:0" } ]
-access_log: { enabled: false }
-admin: { addr: "127.0.0.1:0", token: "$TOKEN" }
-upstreams: { app: { targets: [ "$U" ] } }
-routes:
-  - { name: app, match: { path: / }, upstream: app, plugins: { waf: $WAF } }
-"#,
-        &[
-            ("U", upstream.addr.to_string()),
-            ("WAF", waf.to_string()),
-            ("TOKEN", ADMIN_TOKEN.to_string()),
-        ],
-    )
-}
+#[cfg(feature = "crs")]
+use crate::waf::gateway_config;
 
 #[cfg(feature = "crs")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,7 +129,6 @@ fn crs_config_errors_name_the_fix() {
 #[cfg(not(feature = "crs"))]
 #[test]
 fn without_the_crs_feature_the_config_says_how_to_get_it() {
-    let _ = gateway_config;
     let errors = match portico::config::build(
         "listeners: [{ name: p, addr: '127.0.0.1:0' }]\nroutes:\n  - { name: r, match: { path: / }, respond: { body: x }, plugins: { waf: { engine: crs } } }\n",
     ) {
