@@ -311,7 +311,7 @@ async fn serve(
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_cap(&parts.headers)? {
                     Some(cap) => {
-                        // Read as any body is: the listener's limit (or the plugin's cap,
+                        // Read as any body is: the route's or listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
                         let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
                         let bytes = read_client_body(body, cap, &mut exchange.call).await?;
