@@ -32,6 +32,8 @@ pub struct Gateway {
     pub hash: String,
     /// `None` without a `tracing` block.
     pub traces: Option<Arc<Traces>>,
+    /// The dashboard's live view; `None` without an admin API.
+    pub live: Option<Arc<crate::telemetry::live::Live>>,
 }
 
 impl Route {

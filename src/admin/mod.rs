@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 const OPENAPI: &str = include_str!("openapi.json");
+/// The dashboard: one self-contained page (no CDN, no build step).
+const DASHBOARD: &str = include_str!("dashboard.html");
 /// Request bodies the admin API reads (target lists, explain requests).
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -159,23 +161,9 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
                 json(status, &ready)
             })
         }
-        // The page holds no data: it asks for the token to fetch the document.
-        ["docs"] => {
-            return only(&method, &[Method::GET], || {
-                let mut response = Response::new(ResponseBody::full(Bytes::from_static(
-                    crate::openapi::docs::PAGE.as_bytes(),
-                )));
-                let headers = response.headers_mut();
-                headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-                headers.insert(
-                    http::header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static(
-                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
-                    ),
-                );
-                Ok(response)
-            })
-        }
+        // The pages hold no data: they ask for the token to fetch it.
+        ["docs"] => return only(&method, &[Method::GET], || page(crate::openapi::docs::PAGE)),
+        [] | ["dashboard"] => return only(&method, &[Method::GET], || page(DASHBOARD)),
         _ => {}
     }
     authorize(control, &request)?;
@@ -185,6 +173,14 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
         }),
         ["routes"] => only(&method, &[Method::GET], || {
             json(StatusCode::OK, &views::routes(control))
+        }),
+        ["stats"] => only(&method, &[Method::GET], || {
+            let seconds = query_number(&request, "seconds").unwrap_or(120);
+            json(StatusCode::OK, &views::stats(control, seconds))
+        }),
+        ["requests"] => only(&method, &[Method::GET], || {
+            let limit = query_number(&request, "limit").unwrap_or(100);
+            json(StatusCode::OK, &control.metrics().live.recent(limit))
         }),
         ["upstreams"] => only(&method, &[Method::GET], || {
             json(StatusCode::OK, &views::upstreams(&control.gateway()))
@@ -282,6 +278,28 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
             "no such admin endpoint; GET /openapi.json lists them",
         )),
     }
+}
+
+/// A self-contained HTML page: inline script and style, nothing fetched
+/// from elsewhere.
+fn page(html: &'static str) -> Answer {
+    let mut response = Response::new(ResponseBody::full(Bytes::from_static(html.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+        ),
+    );
+    Ok(response)
+}
+
+/// A whole-number query parameter, if present and valid.
+fn query_number(request: &Request<Incoming>, name: &str) -> Option<usize> {
+    form_urlencoded::parse(request.uri().query()?.as_bytes())
+        .find(|(key, _)| key == name)
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// Checks the bearer token in constant time (of the token's length).

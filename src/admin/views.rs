@@ -79,6 +79,16 @@ pub fn status(control: &Control) -> Status {
     }
 }
 
+/// The dashboard's numbers: the last `seconds` second by second, and each
+/// route's requests and errors so far.
+pub fn stats(control: &Control, seconds: usize) -> serde_json::Value {
+    let metrics = control.metrics();
+    serde_json::json!({
+        "series": metrics.live.series(seconds),
+        "routes": metrics.route_totals(),
+    })
+}
+
 /// The routes as configured, plugin secrets redacted, in file order.
 pub fn routes(control: &Control) -> serde_json::Value {
     let mut routes = serde_json::to_value(&control.gateway().source.routes).unwrap_or_default();

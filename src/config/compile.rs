@@ -93,6 +93,8 @@ pub fn compile(
             source: config.clone(),
             hash: String::new(),
             traces,
+            // The dashboard is the admin API's: without one, nothing is kept.
+            live: admin.as_ref().map(|_| context.metrics.live.clone()),
         },
         listeners,
         admin,

@@ -51,7 +51,7 @@ pub struct Connection {
 
 /// The request's details only the access log uses.
 struct Logged {
-    log: Arc<AccessLog>,
+    log: Option<Arc<AccessLog>>,
     path: String,
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
@@ -100,11 +100,12 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     let version = request.version();
     // gRPC clients get gateway errors as gRPC statuses (in gRPC-Web's content type for those).
     let grpc = grpc::is_grpc(request.headers()).then(|| grpc_web::mode(request.headers()));
-    // What only the log line needs is copied only when there is a log.
-    let logged = gateway.access_log.as_ref().map(|log| {
+    // What only the log line (and the dashboard's tail) needs is copied only
+    // when there is one.
+    let logged = (gateway.access_log.is_some() || gateway.live.is_some()).then(|| {
         let headers = request.headers();
         Logged {
-            log: log.clone(),
+            log: gateway.access_log.clone(),
             path: request.uri().path().to_string(),
             user_agent: headers.get(http::header::USER_AGENT).cloned(),
             referer: headers.get(http::header::REFERER).cloned(),
@@ -186,7 +187,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     let holds = std::mem::take(&mut exchange.holds);
     let status = response.status().as_u16();
     let (log, path, user_agent, referer) = match logged {
-        Some(l) => (Some(l.log), l.path, l.user_agent, l.referer),
+        Some(l) => (l.log, l.path, l.user_agent, l.referer),
         None => (None, String::new(), None, None),
     };
     response.body_mut().set_log(Box::new(Entry {
@@ -209,6 +210,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
         trace_id: exchange.trace.as_ref().and_then(|(_, span)| span.trace_id()),
         span: exchange.trace.map(|(_, span)| span),
         log,
+        live: gateway.live.clone(),
     }));
     response.body_mut().hold(active, holds);
     Ok(response)

@@ -71,10 +71,13 @@ pub struct Entry {
     pub metrics: Arc<RouteMetrics>,
     /// `None` when the access log is off.
     pub log: Option<Arc<AccessLog>>,
+    /// The dashboard's live view, when the admin API serves one.
+    pub live: Option<Arc<crate::telemetry::live::Live>>,
 }
 
 impl Entry {
-    pub fn finish(&self, bytes_out: u64) {
+    /// Records the finished request: metrics, trace, log line, live view.
+    pub fn finish(&mut self, bytes_out: u64) {
         let elapsed = self.started.elapsed();
         let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.received());
         self.metrics
@@ -82,6 +85,24 @@ impl Entry {
         if let Some(span) = &self.span {
             span.finish(self.status, self.error);
         }
+        self.write_line(elapsed, bytes_in, bytes_out);
+        if let Some(live) = &self.live {
+            let recent = crate::telemetry::live::Recent {
+                at: crate::telemetry::live::now_ms(),
+                method: self.method.to_string(),
+                // The log line is written: the path can move.
+                path: std::mem::take(&mut self.path),
+                route: self.route.as_deref().map(str::to_string),
+                status: self.status,
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                request_id: self.request_id.to_str().unwrap_or_default().to_string(),
+                error: self.error,
+            };
+            live.record(elapsed, self.status >= 500, Some(recent));
+        }
+    }
+
+    fn write_line(&self, elapsed: Duration, bytes_in: u64, bytes_out: u64) {
         let (Some(log), Some(sink)) = (&self.log, LogSink::get()) else {
             return;
         };

@@ -38,6 +38,8 @@ pub struct Metrics {
     upgrades: UpgradeMetrics,
     waf_matches: IntCounterVec,
     listener_refusals: IntCounterVec,
+    /// The dashboard's series and request tail, kept across reloads like the counters.
+    pub live: std::sync::Arc<super::live::Live>,
     unmatched: OnceLock<std::sync::Arc<RouteMetrics>>,
 }
 
@@ -151,6 +153,7 @@ impl Metrics {
                 "WAF rule matches, by rule and what was done with the request: block, detect (over the threshold in detect mode) or pass (under it).",
                 &["route", "rule", "action"],
             ),
+            live: std::sync::Arc::default(),
             listener_refusals: counter(
                 "listener_refusals_total",
                 "Connections and requests a listener refused before routing, by reason: max_connections, max_connections_per_ip, connection_rate_per_ip, request_rate_per_ip, uri_too_long, headers_too_large, request_timeout (a body too slow), ambiguous_framing.",
@@ -186,6 +189,33 @@ impl Metrics {
             tracing::error!(%error, "metrics could not be encoded");
         }
         text
+    }
+
+    /// Requests answered so far by route, and how many of them were 4xx and
+    /// 5xx, from `portico_requests_total`.
+    pub fn route_totals(&self) -> std::collections::BTreeMap<String, RouteTotals> {
+        let mut totals = std::collections::BTreeMap::<String, RouteTotals>::new();
+        for family in prometheus::core::Collector::collect(&self.requests) {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|l| l.name() == name)
+                        .map(|l| l.value().to_string())
+                        .unwrap_or_default()
+                };
+                let count = metric.get_counter().get_value() as u64;
+                let entry = totals.entry(label("route")).or_default();
+                entry.requests += count;
+                match label("status").as_str() {
+                    "4xx" => entry.client_errors += count,
+                    "5xx" => entry.server_errors += count,
+                    _ => {}
+                }
+            }
+        }
+        totals
     }
 
     /// Handles for one route's metrics.
@@ -270,6 +300,14 @@ const METHODS: [&str; 10] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
 ];
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A route's requests so far, for the dashboard.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RouteTotals {
+    pub requests: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+}
 
 /// One route's metric handles.
 pub struct RouteMetrics {

@@ -3,6 +3,7 @@
 
 pub mod access_log;
 pub mod log_sink;
+pub mod live;
 pub mod metrics;
 pub mod traces;
 

@@ -7,6 +7,7 @@ mod auth;
 mod balancing;
 mod binary;
 mod cache;
+mod dashboard;
 mod failures;
 mod forwarding;
 mod grpc;
