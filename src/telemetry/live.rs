@@ -228,7 +228,11 @@ mod tests {
         let live = Live::default();
         let second = now().as_secs();
         for i in 0..100 {
-            let latency = if i < 98 { Duration::from_micros(120) } else { Duration::from_millis(30) };
+            let latency = if i < 98 {
+                Duration::from_micros(120)
+            } else {
+                Duration::from_millis(30)
+            };
             live.record(latency, i % 10 == 0, None);
         }
         // The current second is still filling: read it directly.

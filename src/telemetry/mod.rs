@@ -2,8 +2,8 @@
 //! diagnostics (stderr, through `tracing`).
 
 pub mod access_log;
-pub mod log_sink;
 pub mod live;
+pub mod log_sink;
 pub mod metrics;
 pub mod traces;
 

@@ -29,7 +29,7 @@ impl Browser {
                 "--no-sandbox",
                 "--disable-gpu",
                 "--remote-debugging-port=0",
-                "--window-size=1400,2200",
+                "--window-size=1280,1000",
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
@@ -120,6 +120,14 @@ impl Browser {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
+        // `PORTICO_BLESS=1` refreshes the README's picture from the test.
+        if name == "target-down" && std::env::var_os("PORTICO_BLESS").is_some() {
+            std::fs::write(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png"),
+                &png,
+            )
+            .unwrap();
+        }
         assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     }
 }
@@ -171,7 +179,11 @@ routes:
         assert_eq!(get(&gw.url("/users/7")).await.status, 401);
         assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
     }
-    let marked = get_with(&gw.url("/orders/look-for-me"), &[("x-request-id", "dashboard-e2e-0001")]).await;
+    let marked = get_with(
+        &gw.url("/orders/look-for-me"),
+        &[("x-request-id", "dashboard-e2e-0001")],
+    )
+    .await;
     assert_eq!(marked.status, 200);
 
     // The JSON the page is drawn from, usable without it.
@@ -184,15 +196,28 @@ routes:
     // The page itself is open (it holds no data), and self-contained.
     let page = get(&gw.admin_url("/")).await;
     assert_eq!(page.header("content-type"), "text/html; charset=utf-8");
-    assert!(!page.text().contains("http://") && !page.text().contains("https://"), "no external assets");
+    assert!(
+        !page.text().contains("http://") && !page.text().contains("https://"),
+        "no external assets"
+    );
 
     let mut browser = Browser::open(&format!("{}#token={ADMIN_TOKEN}", gw.admin_url("/"))).await;
-    browser.wait_for("document.body.dataset.loaded === 'true'", "the dashboard loaded").await;
+    browser
+        .wait_for("document.body.dataset.loaded === 'true'", "the dashboard loaded")
+        .await;
     // Routes, with their plugins; secrets never shown.
     browser
-        .wait_for("document.querySelector('#routes-body tr[data-route=users]')", "the users route")
+        .wait_for(
+            "document.querySelector('#routes-body tr[data-route=users]')",
+            "the users route",
+        )
         .await;
-    assert_eq!(browser.eval("document.querySelectorAll('#routes-body tr').length").await, 2);
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#routes-body tr').length")
+            .await,
+        2
+    );
     let routes_text = browser.eval("document.getElementById('routes').innerText").await;
     assert!(routes_text.as_str().unwrap().contains("key_auth"), "{routes_text}");
     let whole = browser.eval("document.body.innerText").await;
