@@ -118,6 +118,9 @@ struct TargetView {
     ejected: bool,
     ejections: u32,
     in_flight: usize,
+    /// Recent average time to the response head, in ms; absent before any answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     circuit_breaker: Option<&'static str>,
 }
@@ -141,6 +144,9 @@ pub fn upstream(pool: &UpstreamPool) -> UpstreamView {
         ejected: target.health.is_ejected(),
         ejections: target.health.ejections(),
         in_flight: target.in_flight(),
+        latency_ms: target
+            .recent_latency()
+            .map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0),
         circuit_breaker: target.breaker.as_ref().map(|b| b.state().as_str()),
     };
     UpstreamView {

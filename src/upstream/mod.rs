@@ -50,6 +50,9 @@ pub struct Target {
     pub breaker: Option<CircuitBreaker>,
     /// Response-time estimate for `balance: ewma`.
     pub latency: balance::PeakEwma,
+    /// Time to the response head, averaged over the last requests (an
+    /// exponential average, 1/8 weight for each new one), in µs; 0 before any.
+    recent_latency: std::sync::atomic::AtomicU64,
 }
 
 impl Target {
@@ -69,7 +72,30 @@ impl Target {
             health: Health::default(),
             breaker: None,
             latency: balance::PeakEwma::default(),
+            recent_latency: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Folds one response time into [`Target::recent_latency`]. A race with
+    /// another request loses one sample, which an average can spare.
+    fn record_latency(&self, latency: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let sample = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+        let before = self.recent_latency.load(Ordering::Relaxed);
+        let next = if before == 0 {
+            sample
+        } else {
+            before - before / 8 + sample / 8
+        };
+        self.recent_latency.store(next.max(1), Ordering::Relaxed);
+    }
+
+    /// The recent average time to a response head, if any response came yet.
+    pub fn recent_latency(&self) -> Option<std::time::Duration> {
+        match self.recent_latency.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            micros => Some(std::time::Duration::from_micros(micros)),
+        }
     }
 
     /// Connects to the target with the pool's protocol and TLS.
@@ -362,8 +388,10 @@ impl UpstreamPool {
             .cloned()
     }
 
-    /// Records a response head's time to arrive (for `balance: ewma`).
+    /// Records a response head's time to arrive: for the dashboard, and for
+    /// `balance: ewma`.
     pub fn observe_latency(&self, target: &Target, latency: std::time::Duration) {
+        target.record_latency(latency);
         if self.balance == Balance::Ewma {
             target.latency.observe(latency);
         }

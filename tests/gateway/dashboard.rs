@@ -241,6 +241,17 @@ routes:
             "the requests chart drawn",
         )
         .await;
+    // Each target's recent latency.
+    let users_target = users.addr.to_string();
+    let latency = browser
+        .eval(&format!(
+            "document.querySelector('#upstreams-body tr[data-target=\"{users_target}\"]').lastElementChild.textContent"
+        ))
+        .await;
+    assert!(
+        latency.as_str().and_then(|ms| ms.parse::<f64>().ok()).is_some(),
+        "{latency}"
+    );
     browser.screenshot("overview").await;
 
     // A target killed: shown down.
