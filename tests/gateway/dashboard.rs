@@ -201,7 +201,25 @@ routes:
         "no external assets"
     );
 
-    let mut browser = Browser::open(&format!("{}#token={ADMIN_TOKEN}", gw.admin_url("/"))).await;
+    // The login form: a wrong token is refused, the right one opens the dashboard.
+    let mut browser = Browser::open(&gw.admin_url("/")).await;
+    browser
+        .wait_for("!document.getElementById('login').hidden", "the login form")
+        .await;
+    browser
+        .eval("document.getElementById('token').value = 'wrong'; document.getElementById('login-form').requestSubmit(); true")
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('login-error').textContent.includes('refused')",
+            "the wrong token refused",
+        )
+        .await;
+    browser
+        .eval(&format!(
+            "document.getElementById('token').value = '{ADMIN_TOKEN}'; document.getElementById('login-form').requestSubmit(); true"
+        ))
+        .await;
     browser
         .wait_for("document.body.dataset.loaded === 'true'", "the dashboard loaded")
         .await;
@@ -234,6 +252,25 @@ routes:
         .await
         .as_bool()
         .unwrap());
+    // Filtered: by text, and to failed requests only.
+    browser
+        .eval("const f = document.getElementById('tail-filter'); f.value = 'look-for-me'; f.dispatchEvent(new Event('input')); true")
+        .await;
+    browser
+        .wait_for(
+            "document.querySelectorAll('#tail-body tr').length === 1",
+            "the tail filtered to one request",
+        )
+        .await;
+    browser
+        .eval("const g = document.getElementById('tail-filter'); g.value = ''; const c = document.getElementById('tail-failed'); c.checked = true; c.dispatchEvent(new Event('change')); true")
+        .await;
+    browser
+        .wait_for(
+            "[...document.querySelectorAll('#tail-body tr')].every(r => r.classList.contains('failed')) && document.querySelectorAll('#tail-body tr').length === 10",
+            "only the 10 failed requests",
+        )
+        .await;
     // The charts drew the traffic (the second it came in has to be over).
     browser
         .wait_for(
@@ -295,6 +332,33 @@ routes:
         )
         .await;
     browser.screenshot("reload").await;
+
+    // A reload of a broken file: refused, its error shown, the running config kept.
+    gw.write_config("routes: [ { name: broken } ]\n");
+    browser.eval("document.getElementById('reload').click(); true").await;
+    browser
+        .wait_for(
+            "document.getElementById('reload-result').textContent.startsWith('refused')",
+            "the refused reload",
+        )
+        .await;
+    browser
+        .wait_for(
+            "document.getElementById('config-body').innerText.includes('failed (admin_api)')",
+            "the failed reload and its errors in the config section",
+        )
+        .await;
+    let shown = browser.eval("document.getElementById('config-body').innerText").await;
+    assert!(
+        shown.as_str().unwrap().contains("routes[0]"),
+        "the error names its place: {shown}"
+    );
+    assert_eq!(
+        get(&gw.url("/users/2")).await.status,
+        401,
+        "the old config still serves"
+    );
+    browser.screenshot("reload-refused").await;
 }
 
 #[tokio::test]
