@@ -89,13 +89,13 @@ impl Entry {
         if let Some(live) = &self.live {
             let recent = crate::telemetry::live::Recent {
                 at: crate::telemetry::live::now_ms(),
-                method: self.method.to_string(),
+                method: self.method.clone(),
                 // The log line is written: the path can move.
                 path: std::mem::take(&mut self.path),
-                route: self.route.as_deref().map(str::to_string),
+                route: self.route.clone(),
                 status: self.status,
                 latency_ms: elapsed.as_secs_f64() * 1000.0,
-                request_id: self.request_id.to_str().unwrap_or_default().to_string(),
+                request_id: self.request_id.clone(),
                 error: self.error,
             };
             live.record(elapsed, self.status >= 500, Some(recent));
