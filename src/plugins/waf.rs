@@ -319,7 +319,10 @@ impl Plugin for Waf {
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
         let verdict = self.engine.inspect(request);
-        request.extensions.insert(HeadScore(verdict.score));
+        // Most heads score nothing; the body's check reads a missing score as 0.
+        if verdict.score > 0 {
+            request.extensions.insert(HeadScore(verdict.score));
+        }
         let result = self.decide(&verdict, verdict.score, ctx).map(|()| Flow::Continue);
         Box::pin(std::future::ready(result))
     }

@@ -115,8 +115,9 @@ impl Engine {
                 .filter(move |r| r.target == target)
                 .collect::<Vec<_>>()
         };
-        let (values, value_rules) = rules::pattern_set(&of(Target::Values)).map_err(|e| e.to_string())?;
-        let (agents, agent_rules) = rules::pattern_set(&of(Target::UserAgent)).map_err(|e| e.to_string())?;
+        let (values, value_rules) = rules::pattern_set(&of(Target::Values), false).map_err(|e| e.to_string())?;
+        // Scanner names need no canonical form, only their case ignored.
+        let (agents, agent_rules) = rules::pattern_set(&of(Target::UserAgent), true).map_err(|e| e.to_string())?;
         let find = |detector: Detector| active.iter().copied().find(|r| r.detector == detector);
         Ok(Engine {
             values,
@@ -167,11 +168,7 @@ impl Engine {
             .and_then(|v| v.to_str().ok())
         {
             let decoded = normalize::decode(agent);
-            let canonical = normalize::canonical(&decoded);
-            let matched = self
-                .agents
-                .is_match(&canonical)
-                .then(|| self.agents.matches(&canonical));
+            let matched = self.agents.is_match(&decoded).then(|| self.agents.matches(&decoded));
             for index in matched.iter().flat_map(|m| m.iter()) {
                 self.record(
                     self.agent_rules[index],

@@ -83,8 +83,9 @@ use Protocol::{AmbiguousFraming, BodyOnGet, Method, NoHost};
 use Severity::{Critical, Error, Notice, Warning};
 use Target::{Head, UserAgent, Values};
 
-/// Every rule. Patterns see the canonical text: lowercase, `/**/` and
-/// runs of whitespace as one space, `\` as `/`.
+/// Every rule. Value patterns see the canonical text: lowercase, `/**/`
+/// and runs of whitespace as one space, `\` as `/`. User-agent patterns see
+/// the decoded text, with case ignored.
 pub const RULES: &[Rule] = &[
     // 911, 920: protocol.
     rule(
@@ -126,7 +127,7 @@ pub const RULES: &[Rule] = &[
         Critical,
         UserAgent,
         Pattern(
-            r"(?:sqlmap|nikto|nmap|masscan|acunetix|nessus|openvas|wpscan|dirbuster|gobuster|\bdirb\b|zgrab|nuclei|fimap|havij|w3af|arachni|skipfish|jaeles|feroxbuster|\bffuf\b|whatweb|commix|xsstrike|netsparker|appscan|webinspect|burp ?collaborator|zmeu|morfeus|paros|webshag)",
+            r"(?:sqlmap|nikto|nmap|masscan|acunetix|nessus|openvas|wpscan|dirbuster|gobuster|\bdirb\b|zgrab|nuclei|fimap|havij|w3af|arachni|skipfish|jaeles|feroxbuster|\bffuf\b|whatweb|commix|xsstrike|netsparker|appscan|webinspect|burp\s*collaborator|zmeu|morfeus|paros|webshag)",
         ),
         "a scanner or attack tool's user agent",
     ),
@@ -313,16 +314,20 @@ pub const RULES: &[Rule] = &[
 ];
 
 /// The patterns of `rules` as one set, with each pattern's rule.
-pub fn pattern_set(rules: &[&'static Rule]) -> Result<(RegexSet, Vec<&'static Rule>), regex::Error> {
+/// The pattern rules among `rules` as one set; `ignore_case` for text that
+/// is not lowercased first (user agents).
+pub fn pattern_set(rules: &[&'static Rule], ignore_case: bool) -> Result<(RegexSet, Vec<&'static Rule>), regex::Error> {
     let with_patterns: Vec<&'static Rule> = rules
         .iter()
         .copied()
         .filter(|r| matches!(r.detector, Detector::Pattern(_)))
         .collect();
-    let set = RegexSet::new(with_patterns.iter().map(|r| match r.detector {
+    let set = regex::RegexSetBuilder::new(with_patterns.iter().map(|r| match r.detector {
         Detector::Pattern(p) => p,
         _ => "",
-    }))?;
+    }))
+    .case_insensitive(ignore_case)
+    .build()?;
     Ok((set, with_patterns))
 }
 
@@ -333,7 +338,7 @@ mod tests {
     #[test]
     fn every_pattern_compiles_and_ids_are_unique() {
         let all: Vec<&'static Rule> = RULES.iter().collect();
-        pattern_set(&all).unwrap();
+        pattern_set(&all, false).unwrap();
         let mut ids: Vec<u32> = RULES.iter().map(|r| r.id).collect();
         ids.sort_unstable();
         ids.dedup();
