@@ -61,7 +61,7 @@ impl Backend {
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match acceptor {
                         None => {
-                            let service = service_fn(|r| async move { answer(r, false) });
+                            let service = service_fn(|r| answer(r, false));
                             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                         }
                         Some(acceptor) => {
@@ -70,7 +70,7 @@ impl Backend {
                                 return;
                             };
                             let client_cert = stream.get_ref().1.peer_certificates().is_some();
-                            let service = service_fn(move |r| async move { answer(r, client_cert) });
+                            let service = service_fn(move |r| answer(r, client_cert));
                             let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                         }
                     }
@@ -81,8 +81,14 @@ impl Backend {
     }
 }
 
-fn answer(request: http::Request<Incoming>, client_cert: bool) -> Result<http::Response<Full<Bytes>>, Infallible> {
+/// Describes the request, after reading its body as a service would (so an
+/// answer never comes before the body has been sent, or failed).
+async fn answer(
+    request: http::Request<Incoming>,
+    client_cert: bool,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
     let body = describe(&request, client_cert);
+    let _ = http_body_util::BodyExt::collect(request.into_body()).await;
     Ok(http::Response::builder()
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
