@@ -1,6 +1,7 @@
-//! The HTTP side: listeners and connections (`server`), the request's way
-//! through the gateway (`handler`), and the rules for what crosses it
-//! (`forward`, `rewrite`, `request_id`, `client_timeouts`).
+//! The HTTP side: listeners and connections (`server`), who may connect and
+//! how often (`admission`), the request's way through the gateway
+//! (`handler`), and the rules for what crosses it (`forward`, `rewrite`,
+//! `request_id`, `client_timeouts`, `framing`).
 
 pub mod admission;
 pub mod client_timeouts;

@@ -1,7 +1,9 @@
 //! The web application firewall's engine: what of a request is inspected
 //! (path, query names and values, cookies, `Referer`, `User-Agent`, the
-//! head itself), undone encodings (`normalize`), the rules (`rules`), and
-//! the anomaly score they add up to, as in the OWASP Core Rule Set.
+//! head itself) and bodies (JSON through `json`), undone encodings
+//! (`normalize`), the rules (`rules`), and the anomaly score they add up to,
+//! as in the OWASP Core Rule Set. `crs` (the `crs` feature) runs the Core
+//! Rule Set itself through libmodsecurity instead.
 
 #[cfg(feature = "crs")]
 #[allow(unsafe_code)]
