@@ -94,7 +94,8 @@ impl Entry {
                 path: std::mem::take(&mut self.path),
                 route: self.route.clone(),
                 status: self.status,
-                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                // Microseconds, shown as milliseconds.
+                latency_ms: (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0,
                 request_id: self.request_id.clone(),
                 error: self.error,
             };
