@@ -10,4 +10,5 @@ if [ ${#need[@]} -gt 0 ]; then
   # Debian starts the packaged nginx on port 80; the benchmarks run their own.
   $sudo_cmd systemctl stop nginx 2>/dev/null || $sudo_cmd pkill -x nginx || true
 fi
-cargo build --release --locked
+# PORTICO_FEATURES (for example `crs`) builds with those cargo features.
+cargo build --release --locked ${PORTICO_FEATURES:+--features "$PORTICO_FEATURES"}

@@ -6,7 +6,11 @@ paranoia), in one run.
 Portico is pinned to core 0 with one worker; the backend and wrk share core 1;
 the routes alternate within each round; medians.
 
-Usage: bench/waf.sh [--rounds 5] [--duration 5]
+Usage: bench/waf.sh [--rounds 5] [--duration 5] [--crs]
+
+--crs adds the same route with `waf: { engine: crs }` (the OWASP Core Rule
+Set through libmodsecurity); Portico must then be built with
+`cargo build --release --features crs`.
 """
 import json, os, subprocess, sys
 
@@ -26,11 +30,16 @@ routes:
   - {{ name: waf, match: {{ path: /waf }}, upstream: backend, rewrite: {{ path: /small }}, plugins: {{ waf: {{}} }} }}
 """
 
+CRS_ROUTE = """  - {{ name: crs, match: {{ path: /crs }}, upstream: backend, rewrite: {{ path: /small }}, plugins: {{ waf: {{ engine: crs }} }} }}
+"""
+
 QUERY = "?q=running+shoes&size=42&color=dark%20blue&page=2&sort=-price&utm_source=newsletter"
 
 
 def main():
-    args = arg_parser().parse_args()
+    parser = arg_parser()
+    parser.add_argument("--crs", action="store_true", help="also the Core Rule Set engine")
+    args = parser.parse_args()
     tmp = scratch_dir("portico-waf-bench-")
     script = os.path.join(tmp, "post.lua")
     with open(script, "w") as f:
@@ -41,14 +50,15 @@ def main():
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
-        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND) + (CRS_ROUTE.format() if args.crs else ""))
     portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1",
                                 "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(BACKEND)
         wait_port(GATEWAY)
         cases = [(name, GATEWAY, portico.pid, path + QUERY, ["-s", script])
-                 for name, path in [("plain proxying", "/plain"), ("waf, paranoia 1", "/waf")]]
+                 for name, path in [("plain proxying", "/plain"), ("waf, paranoia 1", "/waf")]
+                 + ([("waf, engine: crs", "/crs")] if args.crs else [])]
         for _, port, _, path, options in cases:
             wrk(f"http://127.0.0.1:{port}{path}", args.connections, 1, options)
         print_table(rounds(cases, args), "plain proxying", args, "Portico")
