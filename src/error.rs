@@ -220,6 +220,17 @@ impl ProxyError {
 
 /// An RFC 9457 problem document; `extra` (a JSON object) adds members.
 pub fn problem(status: StatusCode, detail: &str, extra: serde_json::Value) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(problem_document(status, detail, extra)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The problem+json document itself, for answers written without hyper
+/// (connections refused at accept).
+pub fn problem_document(status: StatusCode, detail: &str, extra: serde_json::Value) -> String {
     let mut body = serde_json::json!({
         "type": "about:blank",
         "title": status.canonical_reason().unwrap_or("Error"),
@@ -229,12 +240,7 @@ pub fn problem(status: StatusCode, detail: &str, extra: serde_json::Value) -> Re
     if let (Some(body), serde_json::Value::Object(extra)) = (body.as_object_mut(), extra) {
         body.extend(extra);
     }
-    let mut response = Response::new(ResponseBody::full(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    body.to_string()
 }
 
 impl std::fmt::Display for ProxyError {

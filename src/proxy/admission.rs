@@ -122,9 +122,21 @@ impl Default for Admission {
 }
 
 impl Admission {
-    /// Admits a connection from `ip`, or says why not. The connection counts
-    /// until the returned guard is dropped.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, limits: &AdmissionLimits) -> Result<Admitted, Refusal> {
+    /// Admits a connection from `peer` to `listener`, or logs and counts why
+    /// not. The connection counts until the returned guard is dropped.
+    pub fn admit(
+        self: &Arc<Self>,
+        peer: std::net::SocketAddr,
+        listener: &crate::gateway::ListenerSettings,
+        metrics: &crate::telemetry::metrics::Metrics,
+    ) -> Result<Admitted, Refusal> {
+        self.admit_ip(peer.ip(), &listener.admission).inspect_err(|refusal| {
+            tracing::debug!(listener = &*listener.name, %peer, reason = refusal.reason(), "connection refused");
+            metrics.listener_refused(&listener.name, refusal.reason());
+        })
+    }
+
+    fn admit_ip(self: &Arc<Self>, ip: IpAddr, limits: &AdmissionLimits) -> Result<Admitted, Refusal> {
         let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
         let mut admitted = Admitted {
             admission: self.clone(),
@@ -215,17 +227,19 @@ mod tests {
             max_connections_per_ip: Some(2),
             ..AdmissionLimits::default()
         };
-        let a1 = admission.admit(ip(1), &limits).expect("first");
-        let a2 = admission.admit(ip(1), &limits).expect("second from the same address");
+        let a1 = admission.admit_ip(ip(1), &limits).expect("first");
+        let a2 = admission
+            .admit_ip(ip(1), &limits)
+            .expect("second from the same address");
         assert_eq!(
-            admission.admit(ip(1), &limits).err(),
+            admission.admit_ip(ip(1), &limits).err(),
             Some(Refusal::MaxConnectionsPerIp)
         );
-        let b1 = admission.admit(ip(2), &limits).expect("another address");
-        assert_eq!(admission.admit(ip(3), &limits).err(), Some(Refusal::MaxConnections));
+        let b1 = admission.admit_ip(ip(2), &limits).expect("another address");
+        assert_eq!(admission.admit_ip(ip(3), &limits).err(), Some(Refusal::MaxConnections));
         assert_eq!(admission.open(), 3, "refused connections are not counted");
         drop(a1);
-        let _a3 = admission.admit(ip(1), &limits).expect("a slot freed");
+        let _a3 = admission.admit_ip(ip(1), &limits).expect("a slot freed");
         drop((a2, b1));
         assert_eq!(admission.open(), 1);
     }
@@ -242,17 +256,17 @@ mod tests {
             request_rate_per_ip: Some(rate),
             ..AdmissionLimits::default()
         };
-        let first = admission.admit(ip(1), &limits).expect("burst 1");
-        let _second = admission.admit(ip(1), &limits).expect("burst 2");
+        let first = admission.admit_ip(ip(1), &limits).expect("burst 1");
+        let _second = admission.admit_ip(ip(1), &limits).expect("burst 2");
         assert_eq!(
-            admission.admit(ip(1), &limits).err(),
+            admission.admit_ip(ip(1), &limits).err(),
             Some(Refusal::ConnectionRatePerIp)
         );
         let _other = admission
-            .admit(ip(2), &limits)
+            .admit_ip(ip(2), &limits)
             .expect("addresses have their own buckets");
         tokio::time::advance(Duration::from_millis(500)).await;
-        let _third = admission.admit(ip(1), &limits).expect("half a second refills one");
+        let _third = admission.admit_ip(ip(1), &limits).expect("half a second refills one");
 
         assert_eq!(first.request(&limits), Ok(()));
         assert_eq!(first.request(&limits), Ok(()));
@@ -263,7 +277,9 @@ mod tests {
     #[test]
     fn without_per_ip_limits_no_address_is_remembered() {
         let admission = Arc::new(Admission::default());
-        let admitted = admission.admit(ip(1), &AdmissionLimits::default()).expect("no limits");
+        let admitted = admission
+            .admit_ip(ip(1), &AdmissionLimits::default())
+            .expect("no limits");
         assert!(admitted.client.is_none());
         assert!(admission.clients.iter().all(|shard| lock(shard).is_empty()));
     }

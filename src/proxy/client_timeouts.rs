@@ -124,12 +124,12 @@ impl<T> ClientTimeouts<T> {
         self.forget_finished_head();
         if self.head_started.is_none() {
             self.scan = None;
-        }
-        if self.head_started.is_none() && !self.active.any() {
-            self.head_started = Some((now, self.active.started()));
-            // The HTTP/2 preface starts like a request line; frames are not heads.
-            self.http2 |= read.starts_with(b"PRI * HTTP/2.0");
-            self.scan = (!self.http2).then(HeadScan::default);
+            if !self.active.any() {
+                self.head_started = Some((now, self.active.started()));
+                // The HTTP/2 preface starts like a request line; frames are not heads.
+                self.http2 |= read.starts_with(b"PRI * HTTP/2.0");
+                self.scan = (!self.http2).then(HeadScan::default);
+            }
         }
         if let Some(scan) = &mut self.scan {
             if let Some(ambiguous) = scan.feed(read) {

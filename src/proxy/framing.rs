@@ -25,9 +25,9 @@ pub struct HeadScan {
 
 #[derive(Debug, Default, Clone, Copy)]
 enum State {
-    /// The request line.
+    /// The rest of a line that is of no interest, the request line first.
     #[default]
-    RequestLine,
+    Skip,
     LineStart,
     /// A `\r` at the start of a line: the blank line, if `\n` follows.
     BlankLine,
@@ -36,8 +36,6 @@ enum State {
         field: Field,
         matched: u8,
     },
-    /// The rest of a line that is of no interest.
-    Skip,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +65,7 @@ impl HeadScan {
             if self.seen > MOST {
                 return Some(false);
             }
-            if let State::RequestLine | State::Skip = self.state {
+            if let State::Skip = self.state {
                 // Most of a head is lines of no interest: on to the next one.
                 let Some(at) = memchr::memchr(b'\n', rest) else {
                     self.seen += rest.len();
@@ -80,52 +78,63 @@ impl HeadScan {
             }
             self.seen += 1;
             rest = after;
-            self.state = match self.state {
-                State::RequestLine | State::Skip => State::LineStart,
-                State::LineStart => match byte.to_ascii_lowercase() {
-                    b'\r' => State::BlankLine,
-                    b'\n' => return Some(self.ambiguous()),
-                    b'c' => State::Name {
-                        field: Field::ContentLength,
-                        matched: 1,
-                    },
-                    b't' => State::Name {
-                        field: Field::TransferEncoding,
-                        matched: 1,
-                    },
-                    _ => State::Skip,
-                },
-                State::BlankLine => match byte {
-                    b'\n' => return Some(self.ambiguous()),
-                    _ => State::Skip,
-                },
-                State::Name { field, matched } => {
-                    let name = field.name();
-                    let matched = usize::from(matched);
-                    if byte == b'\n' {
-                        State::LineStart
-                    } else if matched == name.len() {
-                        // The whole name, then the colon (hyper refuses a
-                        // space before it, but it is still no other field).
-                        if matches!(byte, b':' | b' ' | b'\t') {
-                            match field {
-                                Field::ContentLength => self.length = true,
-                                Field::TransferEncoding => self.coding = true,
-                            }
-                        }
-                        State::Skip
-                    } else if byte.to_ascii_lowercase() == name[matched] {
-                        State::Name {
-                            field,
-                            matched: (matched + 1) as u8,
-                        }
-                    } else {
-                        State::Skip
-                    }
-                }
-            };
+            match self.step(byte) {
+                Ok(next) => self.state = next,
+                Err(head_ended) => return Some(head_ended),
+            }
         }
         None
+    }
+
+    /// The state after `byte`, or `Err` with the verdict when the head ends.
+    /// `feed` jumps over skipped lines itself; here a skipped byte only
+    /// looks for the line's end.
+    fn step(&mut self, byte: u8) -> Result<State, bool> {
+        Ok(match self.state {
+            State::Skip if byte == b'\n' => State::LineStart,
+            State::Skip => State::Skip,
+            State::LineStart => match byte.to_ascii_lowercase() {
+                b'\r' => State::BlankLine,
+                b'\n' => return Err(self.ambiguous()),
+                b'c' => State::Name {
+                    field: Field::ContentLength,
+                    matched: 1,
+                },
+                b't' => State::Name {
+                    field: Field::TransferEncoding,
+                    matched: 1,
+                },
+                _ => State::Skip,
+            },
+            State::BlankLine => match byte {
+                b'\n' => return Err(self.ambiguous()),
+                _ => State::Skip,
+            },
+            State::Name { field, matched } => {
+                let name = field.name();
+                let matched = usize::from(matched);
+                if byte == b'\n' {
+                    State::LineStart
+                } else if matched == name.len() {
+                    // The whole name, then the colon (hyper refuses a
+                    // space before it, but it is still no other field).
+                    if matches!(byte, b':' | b' ' | b'\t') {
+                        match field {
+                            Field::ContentLength => self.length = true,
+                            Field::TransferEncoding => self.coding = true,
+                        }
+                    }
+                    State::Skip
+                } else if byte.to_ascii_lowercase() == name[matched] {
+                    State::Name {
+                        field,
+                        matched: (matched + 1) as u8,
+                    }
+                } else {
+                    State::Skip
+                }
+            }
+        })
     }
 
     fn ambiguous(&self) -> bool {

@@ -129,7 +129,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             }
         },
     };
-    let mut close_connection = false;
+    let close_connection = served.as_ref().is_err_and(|error| error.kind.closes_connection());
     let mut response = match served {
         Ok(response) => response,
         Err(error) => {
@@ -146,7 +146,6 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             if error.kind == ErrorKind::RequestTimeout {
                 gateway.metrics.listener_refused(&conn.listener.name, error.kind.code());
             }
-            close_connection |= error.kind.closes_connection();
             match grpc {
                 Some(web) => {
                     let mut response = grpc::error_response(&error);

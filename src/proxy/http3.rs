@@ -56,18 +56,12 @@ pub(crate) fn start(
             let serving = serving.clone();
             let peer = incoming.remote_address();
             let listener = serving.listener.load().settings.clone();
-            let admitted = match serving.admission.admit(peer.ip(), &listener.admission) {
-                Ok(admitted) => admitted,
-                Err(refusal) => {
-                    tracing::debug!(listener = &*listener.name, %peer, reason = refusal.reason(), "QUIC connection refused");
-                    serving
-                        .gateway
-                        .load()
-                        .metrics
-                        .listener_refused(&listener.name, refusal.reason());
-                    incoming.refuse();
-                    continue;
-                }
+            let Ok(admitted) = serving
+                .admission
+                .admit(peer, &listener, &serving.gateway.load().metrics)
+            else {
+                incoming.refuse();
+                continue;
             };
             tokio::spawn(async move {
                 match incoming.await {

@@ -384,11 +384,9 @@ impl Acceptor {
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let state = self.state.load();
         let settings = &state.settings;
-        let admitted = match self.admission.admit(peer.ip(), &settings.admission) {
+        let admitted = match self.admission.admit(peer, settings, &self.metrics) {
             Ok(admitted) => admitted,
             Err(refusal) => {
-                tracing::debug!(listener = &*settings.name, %peer, reason = refusal.reason(), "connection refused");
-                self.metrics.listener_refused(&settings.name, refusal.reason());
                 if settings.tls.is_none() {
                     // A plain HTTP client hears why; a TLS one cannot without a handshake.
                     let _ = stream.try_write(&refusal_response(refusal));
@@ -476,12 +474,7 @@ fn refusal_response(refusal: Refusal) -> Vec<u8> {
             "too many new connections from your address",
         ),
     };
-    let body = serde_json::json!({
-        "title": status.canonical_reason(),
-        "status": status.as_u16(),
-        "detail": detail,
-    })
-    .to_string();
+    let body = crate::error::problem_document(status, detail, serde_json::json!({}));
     format!(
         "HTTP/1.1 {status}\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()

@@ -206,18 +206,23 @@ impl Engine {
                     self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
                 }
             }
-            json if (json == "application/json" || json.ends_with("+json"))
-                && !(complete && json::plainly_safe(body)) =>
-            {
-                self.inspect_json(body, complete, verdict);
+            json if json == "application/json" || json.ends_with("+json") => {
+                self.inspect_json_body(body, complete, verdict);
             }
-            // JSON of identifiers, numbers and literals only: nothing to inspect.
-            json if json == "application/json" || json.ends_with("+json") => {}
             text if text.is_empty() || text.starts_with("text/") || text.ends_with("xml") => {
                 self.check_value(|| Location::Body("raw".into()), &String::from_utf8_lossy(body), verdict);
             }
             _ => {}
         }
+    }
+
+    /// A JSON body, unless it is made of identifiers, numbers and literals
+    /// only (`json::plainly_safe`): then there is nothing to inspect.
+    fn inspect_json_body(&self, body: &[u8], complete: bool, verdict: &mut Verdict) {
+        if complete && json::plainly_safe(body) {
+            return;
+        }
+        self.inspect_json(body, complete, verdict);
     }
 
     /// Keys and strings of a JSON body at their dotted paths

@@ -187,6 +187,10 @@ async fn waf_config_errors_name_the_field() {
             "{ exclude: [ {} ] }",
             "plugins.waf.exclude[0]: name `rules`, `locations`, or both",
         ),
+        (
+            "{ crs: { rules: /usr/share/modsecurity-crs/rules } }",
+            "plugins.waf.crs: `crs` settings need `engine: crs`",
+        ),
     ] {
         let errors = match portico::config::build(&gateway_config(&upstream, waf)) {
             Ok(_) => panic!("accepted: {waf}"),
