@@ -21,13 +21,33 @@ pub static X_CONSUMER_GROUPS: HeaderName = HeaderName::from_static("x-consumer-g
 pub static X_AUTHENTICATED_SCOPE: HeaderName = HeaderName::from_static("x-authenticated-scope");
 pub static X_ANONYMOUS_CONSUMER: HeaderName = HeaderName::from_static("x-anonymous-consumer");
 
-/// Headers Portico sets for upstreams to trust; a client's own are removed.
-pub static IDENTITY_HEADERS: [&HeaderName; 4] = [
+/// What the upstream is told of a verified client certificate (mTLS).
+pub static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
+pub static X_CLIENT_CERT_NAMES: HeaderName = HeaderName::from_static("x-client-cert-names");
+
+/// Headers Portico sets for upstreams to trust on every route; a client's
+/// own are removed.
+pub static IDENTITY_HEADERS: [&HeaderName; 6] = [
     &X_CONSUMER_NAME,
     &X_CONSUMER_GROUPS,
     &X_AUTHENTICATED_SCOPE,
     &X_ANONYMOUS_CONSUMER,
+    &X_CLIENT_CERT_SUBJECT,
+    &X_CLIENT_CERT_NAMES,
 ];
+
+/// The gateway's one list of trusted headers: the identity headers and
+/// every header a plugin of any route sets for upstreams to trust
+/// (`claims_to_headers`), each once. Computed once per config.
+pub fn trusted_headers<'a>(from_plugins: impl Iterator<Item = &'a HeaderName>) -> Arc<[HeaderName]> {
+    let mut names: Vec<HeaderName> = IDENTITY_HEADERS.iter().map(|name| (*name).clone()).collect();
+    for name in from_plugins {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names.into()
+}
 
 /// One consumer, compiled.
 #[derive(Debug)]
@@ -48,7 +68,10 @@ pub struct Consumers {
     all: Vec<Arc<Consumer>>,
     by_key_digest: HashMap<[u8; 32], usize>,
     by_username: HashMap<String, usize>,
-    by_certificate: HashMap<String, usize>,
+    /// By certificate subject (RFC 4514, spaces around separators dropped).
+    by_subject: HashMap<String, usize>,
+    /// By subject alternative name (DNS name, URI, e-mail address).
+    by_certificate_name: HashMap<String, usize>,
 }
 
 impl Consumers {
@@ -111,9 +134,15 @@ impl Consumers {
             }
             for (i, name) in config.credentials.certificates.iter().enumerate() {
                 let at = format!("consumers[{index}].credentials.certificates[{i}]");
-                if name.trim().is_empty() {
-                    errors.push((at, "a certificate subject or name is not empty".into()));
-                } else if consumers.by_certificate.insert(name.clone(), index).is_some() {
+                let taken = match name.trim() {
+                    "" => {
+                        errors.push((at, "a certificate subject or name is not empty".into()));
+                        continue;
+                    }
+                    subject if is_subject(subject) => consumers.by_subject.insert(tidy_subject(subject), index),
+                    other => consumers.by_certificate_name.insert(other.to_string(), index),
+                };
+                if taken.is_some() {
                     errors.push((at, format!("{name:?} belongs to another consumer too")));
                 }
             }
@@ -147,11 +176,22 @@ impl Consumers {
 
     /// The consumer a verified client certificate names: by subject, then
     /// by each subject alternative name.
+    /// Subjects and names are looked up apart: a SAN that spells a subject
+    /// is not that subject.
     pub fn by_certificate(&self, subject: &str, names: &[String]) -> Option<&Arc<Consumer>> {
-        std::iter::once(subject)
-            .chain(names.iter().map(String::as_str))
-            .find_map(|name| self.by_certificate.get(name))
+        self.by_subject
+            .get(subject)
+            .or_else(|| names.iter().find_map(|name| self.by_certificate_name.get(name)))
             .map(|i| &self.all[*i])
+    }
+
+    /// Some consumer's password hash, to spend on an unknown username the
+    /// time a known one costs.
+    pub fn any_password_hash(&self) -> Option<String> {
+        self.all
+            .iter()
+            .find_map(|c| c.basic.as_ref())
+            .map(|(_, hash)| hash.clone())
     }
 
     pub fn by_username(&self, username: &str) -> Option<&Arc<Consumer>> {
@@ -181,6 +221,38 @@ fn key_digest(key: &str) -> Result<[u8; 32], String> {
         }
         None => Ok(Sha256::digest(key.as_bytes()).into()),
     }
+}
+
+/// A certificate credential that is a subject (`CN=app,O=Example`), not a
+/// subject alternative name: it starts with an attribute type and `=`.
+fn is_subject(text: &str) -> bool {
+    text.split_once('=').is_some_and(|(kind, _)| {
+        !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    })
+}
+
+/// A configured subject as certificates' subjects are written: no spaces
+/// around the `,` and `+` that separate attributes (escaped ones are values).
+fn tidy_subject(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    let mut chars = subject.trim().chars();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '\\' => {
+                out.push(ch);
+                out.extend(chars.next());
+            }
+            ',' | '+' => {
+                while out.ends_with(' ') {
+                    out.pop();
+                }
+                out.push(ch);
+                chars = chars.as_str().trim_start().chars();
+            }
+            _ => out.push(ch),
+        }
+    }
+    out
 }
 
 /// Who a request is, once authenticated.
@@ -331,6 +403,25 @@ mod tests {
         assert_eq!(&*consumers.by_api_key(plain.as_bytes()).unwrap().name, "a");
         assert_eq!(&*consumers.by_api_key(hashed.as_bytes()).unwrap().name, "b");
         assert!(consumers.by_api_key(b"k-0123456789abcdeX").is_none());
+    }
+
+    #[test]
+    fn certificate_subjects_and_names_are_looked_up_apart() {
+        let mut admin = consumer("admin", &[]);
+        admin.credentials.certificates = vec!["CN=admin, O=Example".into()];
+        let mut app = consumer("app", &[]);
+        app.credentials.certificates = vec!["app.internal".into()];
+        let consumers = Consumers::compile(&[admin, app]).unwrap();
+        let found = |subject: &str, names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            consumers.by_certificate(subject, &names).map(|c| c.name.to_string())
+        };
+        assert_eq!(found("CN=admin,O=Example", &[]).as_deref(), Some("admin"));
+        // A CN that spells two attributes is escaped, so it is another subject.
+        assert_eq!(found("CN=admin\\,O\\=Example", &[]), None);
+        // A SAN that spells the subject is a name, not that subject.
+        assert_eq!(found("CN=mallory", &["CN=admin,O=Example"]), None);
+        assert_eq!(found("CN=anything", &["app.internal"]).as_deref(), Some("app"));
     }
 
     #[test]

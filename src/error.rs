@@ -33,6 +33,9 @@ pub enum ErrorKind {
     UpstreamBroken,
     /// Connect or response deadline passed.
     UpstreamTimeout,
+    /// The deadline the client chose (`grpc-timeout`) passed first: the
+    /// client's 504, never held against the upstream.
+    DeadlineExceeded,
     /// The pool has no target to offer.
     NoTarget,
     /// The upstream's circuit breaker is open.
@@ -67,7 +70,7 @@ impl ErrorKind {
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorKind::UpstreamConnect | ErrorKind::UpstreamBroken => StatusCode::BAD_GATEWAY,
-            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::UpstreamTimeout | ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::NoTarget | ErrorKind::CircuitOpen | ErrorKind::AuthUnavailable | ErrorKind::LimitUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -94,6 +97,7 @@ impl ErrorKind {
             | ErrorKind::Forbidden
             | ErrorKind::RateLimited
             | ErrorKind::UnsupportedMediaType
+            | ErrorKind::DeadlineExceeded
             | ErrorKind::PermanentRedirect => Side::Client,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamBroken
@@ -124,6 +128,7 @@ impl ErrorKind {
             ErrorKind::UpstreamConnect => "upstream_connect_failed",
             ErrorKind::UpstreamBroken => "upstream_failed",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
             ErrorKind::NoTarget => "no_target",
             ErrorKind::CircuitOpen => "circuit_open",
             ErrorKind::Unauthorized => "unauthorized",

@@ -8,7 +8,8 @@
 use crate::config::model::{MatchConfig, RouteConfig};
 use crate::gateway::{Action, Forward, Gateway};
 use crate::plugins::{Decision, Phase, RequestContext};
-use crate::router::{normalize, request_host, Condition, Lookup, Params, RequestHead};
+use crate::proxy::canonical::canonicalise_with;
+use crate::router::{request_host, Condition, Lookup, Params, PathPolicy, RequestHead};
 use crate::upstream::{PickContext, UpstreamPool};
 use http::{HeaderValue, Method, Request, Uri};
 use indexmap::IndexMap;
@@ -105,7 +106,7 @@ const MAX_PATH_MISSES: usize = 20;
 /// request (a bad method, URL or header).
 pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, String> {
     let request = build_request(question)?;
-    let (parts, ()) = request.into_parts();
+    let (mut parts, ()) = request.into_parts();
     let host = request_host(&parts.uri, &parts.headers).map(|h| h.into_owned());
     let mut explanation = Explanation {
         request: Summary {
@@ -124,12 +125,21 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         plugins: Vec::new(),
         upstream: None,
     };
-    let Some(path) = normalize(parts.uri.path()) else {
-        explanation.detail = "the path is not a valid absolute path (or climbs above /): 400".into();
+    // The canonical request, as the first listener makes it.
+    let policy = gateway
+        .source
+        .listeners
+        .first()
+        .map(|listener| PathPolicy::from(&listener.path))
+        .unwrap_or_default();
+    if let Err(error) = canonicalise_with(&mut parts, &policy, false, &gateway.trusted_headers) {
+        explanation.detail = format!("{}: 400", error.detail);
         return Ok(explanation);
-    };
+    }
+    let path = parts.uri.path();
     explanation.request.normalized_path = Some(path.to_string());
-    let head = RequestHead::of(&parts, &path, host.as_deref());
+    let host = request_host(&parts.uri, &parts.headers).map(|h| h.into_owned());
+    let head = RequestHead::of(&parts, path, host.as_deref());
     let lookup = gateway.routes.find(&head);
     let winner = match &lookup {
         Lookup::Found { route, .. } => Some(&*route.name),
@@ -162,7 +172,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     let request_id = HeaderValue::from_static("explain");
     let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
     let service_path = match &route.action {
-        Action::Proxy(forward) => Some(forward.rewrite.apply(&path, &params)),
+        Action::Proxy(forward) => Some(forward.rewrite.apply(path, &params)),
         Action::Respond(_) | Action::Aggregate(_) => None,
     };
     let mut ctx = RequestContext::new(&request_id, client, &route.name, &params, route.upstream());
@@ -230,7 +240,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
                 headers: &parts.headers,
                 client_ip: client.ip(),
             };
-            let destination = destination(forward, &path, &params, &parts, &pick);
+            let destination = destination(forward, path, &params, &parts, &pick);
             let pool = &forward.pool;
             if pool.breaker.as_ref().is_some_and(|b| b.is_refusing()) {
                 explanation.outcome = "unavailable";
@@ -264,7 +274,12 @@ fn build_request(question: &Question) -> Result<Request<()>, String> {
             question.url
         ));
     }
-    let mut builder = Request::builder().method(method).uri(uri);
+    // Asked as HTTP/2 asks: the URL's authority if it has one, else Host,
+    // and neither required.
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(uri)
+        .version(http::Version::HTTP_2);
     for (name, value) in &question.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }

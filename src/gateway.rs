@@ -34,6 +34,10 @@ pub struct Gateway {
     pub traces: Option<Arc<Traces>>,
     /// The dashboard's live view; `None` without an admin API.
     pub live: Option<Arc<crate::telemetry::live::Live>>,
+    /// Every header Portico sets for upstreams to trust (identity, claims,
+    /// client certificates), from every plugin of every route: removed from
+    /// each client request, on every route, before routing.
+    pub trusted_headers: Arc<[http::HeaderName]>,
 }
 
 impl Route {
@@ -115,6 +119,21 @@ pub struct ListenerSettings {
     pub hsts: Option<http::HeaderValue>,
     /// Redirect every request to HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// How request paths are made canonical.
+    pub path: crate::router::PathPolicy,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl ListenerSettings {
+    /// Whether `peer` is one of the listener's trusted proxies (an IPv4
+    /// peer on a dual-stack socket counts by its IPv4 address).
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        !self.trusted_proxies.is_empty() && {
+            let peer = peer.to_canonical();
+            self.trusted_proxies.iter().any(|net| net.contains(&peer))
+        }
+    }
 }
 
 /// The admin API's listener.

@@ -112,7 +112,16 @@ impl CallTemplate {
                 Piece::Text(text) => out.push_str(text),
                 Piece::Param(name) => {
                     let value = ctx.params.iter().find(|(n, _)| &**n == name.as_str());
-                    out.push_str(value.map_or("", |(_, v)| v.as_str()));
+                    let value = value.map_or("", |(_, v)| v.as_str());
+                    match escape {
+                        // A path segment as the client escaped it: decoded, then escaped
+                        // as one component, so that `7&tenant=x` or `7%2F..` stays one value.
+                        Escape::Url => push(
+                            &percent_encoding::percent_decode_str(value).decode_utf8_lossy(),
+                            &mut out,
+                        ),
+                        Escape::Raw => out.push_str(value),
+                    }
                 }
                 Piece::Answer(call, path) => {
                     let Some(answer) = answers.get(*call).and_then(Option::as_ref) else {

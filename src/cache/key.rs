@@ -69,8 +69,13 @@ pub fn primary(
         }
     }
     if settings.consumer {
-        text.push_str("\nconsumer:");
-        text.push_str(ctx.identity.as_ref().map_or("", |i| &i.name));
+        // The method too: a token's subject and a consumer may share a name.
+        if let Some(identity) = &ctx.identity {
+            text.push_str("\nconsumer:");
+            text.push_str(identity.method);
+            text.push(':');
+            text.push_str(&identity.name);
+        }
     }
     format!("{:032x}", xxh3_128(text.as_bytes()))
 }

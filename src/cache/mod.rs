@@ -51,6 +51,9 @@ pub struct Settings {
     /// Defaults for answers that do not say.
     pub stale_while_revalidate: Duration,
     pub stale_if_error: Duration,
+    /// Consumers' answers may be shared between them (`shared: true`):
+    /// the config says they are the same for everyone.
+    pub shared: bool,
 }
 
 pub struct Cache {
@@ -123,7 +126,14 @@ impl Cache {
         if client.no_store {
             return Ok((self.mark(fetch(upstream_head(request)).await?, Outcome::Bypass), None));
         }
-        let primary = key::primary(&self.route, request, ctx, &self.settings.key);
+        if !self.may_share(ctx) {
+            // An authenticated consumer's answer, on a cache neither keyed by
+            // consumer nor declared shared: neither served from nor stored.
+            return Ok((self.mark(fetch(upstream_head(request)).await?, Outcome::Bypass), None));
+        }
+        // The route's own name, even for a global `cache` block: two routes
+        // never serve each other's answers.
+        let primary = key::primary(ctx.route, request, ctx, &self.settings.key);
         let now = SystemTime::now();
         let mut stored = self.find(&primary, request).await;
         if stored.is_none() && !client.only_if_cached {
@@ -180,6 +190,14 @@ impl Cache {
             Ok((response, outcome)) => Ok((self.mark(response, outcome), None)),
             Err(error) => Err(error),
         }
+    }
+
+    /// Whether this request's answer may be looked up and stored: a
+    /// consumer's answer only in a cache keyed by consumer, or one the
+    /// config declares the same for everyone (`shared: true`).
+    fn may_share(&self, ctx: &RequestContext<'_>) -> bool {
+        let identified = ctx.identity.as_ref().is_some_and(|identity| !identity.anonymous);
+        !identified || self.settings.key.consumer || self.settings.shared
     }
 
     /// Revalidates an answer served stale (`stale-while-revalidate`), once
@@ -346,7 +364,10 @@ impl Cache {
                 }
             }
             if self.settings.force_ttl || !explicit {
-                let value = format!("max-age={0}, s-maxage={0}", ttl.as_secs());
+                // `max-age` only: `s-maxage` would make an answer to a request
+                // with `Authorization` storable (RFC 9111 section 3.5), and
+                // only the upstream may say that.
+                let value = format!("max-age={}", ttl.as_secs());
                 if let Ok(value) = HeaderValue::from_str(&value) {
                     seen.headers.append(header::CACHE_CONTROL, value);
                 }
@@ -362,6 +383,12 @@ impl Cache {
         let mut policy_request = self.policy_request(request);
         if self.settings.force_ttl {
             policy_request.headers.remove(header::AUTHORIZATION);
+        } else if ctx.facts.sent_authorization {
+            // Decided on the request as the client sent it: an authentication
+            // plugin may have removed the credential since.
+            policy_request
+                .headers
+                .insert(header::AUTHORIZATION, HeaderValue::from_static("[redacted]"));
         }
         let policy = CachePolicy::new_options(&policy_request, &seen, requested_at, options);
         if !policy.is_storable() || policy.time_to_live(now).is_zero() && !has_validators(&headers) {

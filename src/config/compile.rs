@@ -83,8 +83,11 @@ pub fn compile(
         .tracing
         .as_ref()
         .and_then(|tracing| compile_tracing(tracing, context, &mut errors));
+    let trusted_headers =
+        crate::consumers::trusted_headers(routes.iter().flat_map(|(_, route)| route.plugins.trusted_headers()));
     errors.into_result(Compiled {
         gateway: Gateway {
+            trusted_headers,
             routes: RouteTable::new(routes),
             upstreams,
             access_log,
@@ -315,6 +318,8 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
                 http::HeaderValue::from_str(&value).ok()
             }),
             redirect_https: listener.redirect_https,
+            path: crate::router::PathPolicy::from(&listener.path),
+            trusted_proxies: compile_networks(&listener.trusted_proxies, &format!("{path}.trusted_proxies"), errors),
         });
         if listener.redirect_https.is_some() && listener.tls.is_some() {
             errors.push(
@@ -324,6 +329,40 @@ fn compile_listeners(listeners: &[ListenerConfig], errors: &mut ConfigErrors) ->
         }
     }
     out
+}
+
+/// Addresses and CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`, `10.1.0.1`).
+pub fn compile_networks(list: &[String], at: &str, errors: &mut ConfigErrors) -> Vec<ipnet::IpNet> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, text)| match parse_network(text) {
+            Some(net) => Some(net),
+            None => {
+                errors.push(
+                    format!("{at}[{i}]"),
+                    format!("{text:?} is not an address or CIDR block, like 10.0.0.0/8 or 2001:db8::/32"),
+                );
+                None
+            }
+        })
+        .collect()
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address; IPv4-mapped IPv6 is
+/// taken as the IPv4 it maps.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let net = text
+        .parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))?
+        .trunc();
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(ipnet::IpNet::V4),
+            None => Some(net),
+        },
+        net => Some(net),
+    }
 }
 
 /// A listener's connection caps and per-IP rates.

@@ -11,7 +11,7 @@ pub mod model;
 mod source_map;
 mod units;
 
-pub use compile::BuildContext;
+pub use compile::{parse_network, BuildContext};
 pub use error::{did_you_mean, suggestion, ConfigError, ConfigErrors};
 pub use model::ConfigFile;
 pub use source_map::Location;

@@ -148,6 +148,63 @@ pub struct ListenerConfig {
     /// Answer every request with a 308 to the same URL in HTTPS, on this
     /// port (a plain listener in front of a TLS one).
     pub redirect_https: Option<u16>,
+    /// How request paths are made canonical before routing.
+    #[serde(default)]
+    pub path: PathConfig,
+    /// Proxies in front of this listener (addresses or CIDR blocks) whose
+    /// `Forwarded`, `X-Forwarded-*`, `X-Real-IP` and `Via` are believed;
+    /// from anyone else they are removed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// A listener's path canonicalisation; the defaults make the classic
+/// route bypasses impossible (README, "Security model").
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    /// `//` is `/`, as nginx's `merge_slashes`.
+    #[serde(default = "yes")]
+    pub merge_slashes: bool,
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+    #[serde(default)]
+    pub semicolons: Semicolons,
+}
+
+impl Default for PathConfig {
+    fn default() -> PathConfig {
+        PathConfig {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::default(),
+            semicolons: Semicolons::default(),
+        }
+    }
+}
+
+/// What to do with `%2F` in a path (Envoy's `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// Kept escaped: part of a segment (`/packages/@scope%2Fname`).
+    #[default]
+    Keep,
+    /// The request is refused (400).
+    Reject,
+    /// Decoded to `/` before anything else: a separator like any other.
+    Decode,
+}
+
+/// What to do with `;` in a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Semicolons {
+    /// The request is refused (400).
+    #[default]
+    Reject,
+    /// Kept as part of the segment. Only for services that do not read `;`
+    /// as a path parameter (not Tomcat, Jetty or Spring).
+    Keep,
 }
 
 /// A listener's TLS: rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.

@@ -171,18 +171,23 @@ impl Plugin for BasicAuth {
             let consumer = match cached {
                 Some(consumer) => consumer,
                 None => {
-                    let Some(consumer) = self.consumers.by_username(&user).cloned() else {
-                        return self.fail("invalid_credentials", "the username or password is wrong");
-                    };
-                    let Some((_, hash)) = consumer.basic.clone() else {
-                        return self.fail("invalid_credentials", "the username or password is wrong");
+                    let found = self.consumers.by_username(&user).cloned();
+                    let hash = found
+                        .as_ref()
+                        .and_then(|c| c.basic.as_ref())
+                        .map(|(_, hash)| hash.clone());
+                    // An unknown user costs a hash too, another consumer's: the
+                    // answer's time does not tell which usernames exist.
+                    let (known, hash) = match hash.or_else(|| self.consumers.any_password_hash()) {
+                        Some(hash) => (found.is_some(), hash),
+                        None => return self.fail("invalid_credentials", "the username or password is wrong"),
                     };
                     let ok = tokio::task::spawn_blocking(move || verify(&password, &hash))
                         .await
                         .unwrap_or(false);
-                    if !ok {
+                    let (true, true, Some(consumer)) = (ok, known, found) else {
                         return self.fail("invalid_credentials", "the username or password is wrong");
-                    }
+                    };
                     self.remember(digest, consumer.clone());
                     consumer
                 }

@@ -47,6 +47,11 @@ struct Config {
     stale_if_error: Option<ConfigDuration>,
     /// `memory` or `redis` (`cluster.redis`); default: redis when set.
     store: Option<StoreKind>,
+    /// Answers to authenticated consumers are the same for everyone: store
+    /// and share them without keying by consumer. Without it (and without
+    /// `key.consumer`), an authenticated request is never cached.
+    #[serde(default)]
+    shared: bool,
     /// The memory store's bound, for every route together (default 64 MiB):
     /// set it in one block, the global one say. A new bound starts an empty store.
     memory: Option<ByteSize>,
@@ -180,6 +185,12 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         }
         None => None,
     };
+    if config.shared && config.key.consumer {
+        errors.push(setup.error(
+            "shared",
+            "answers keyed by consumer are each consumer's own: drop `shared` or `key.consumer`",
+        ));
+    }
     if config.force_ttl && config.ttl.is_none() {
         errors.push(setup.error("force_ttl", "forces `ttl`: set it"));
     }
@@ -224,6 +235,7 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         coalesce: Some(config.coalesce.get()).filter(|d| !d.is_zero()),
         stale_while_revalidate: config.stale_while_revalidate.map_or(Duration::ZERO, |d| d.get()),
         stale_if_error: config.stale_if_error.map_or(Duration::ZERO, |d| d.get()),
+        shared: config.shared,
     };
     Ok(Arc::new(CachePlugin {
         cache: Arc::new(Cache::new(settings, store, setup.scope, setup.context.metrics.clone())),

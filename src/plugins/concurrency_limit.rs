@@ -45,7 +45,9 @@ fn default_queue_timeout() -> ConfigDuration {
 /// The in-flight counters of one `concurrency_limit` block, by key.
 #[derive(Default)]
 pub struct Slots {
-    by_key: Mutex<HashMap<String, Arc<KeySlots>>>,
+    /// Keyed by a 128-bit hash of the key: a client-chosen key (a header)
+    /// costs 16 bytes here however long it is.
+    by_key: Mutex<HashMap<u128, Arc<KeySlots>>>,
 }
 
 struct KeySlots {
@@ -91,16 +93,16 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
 }
 
 impl ConcurrencyLimit {
-    fn key(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> String {
+    fn key(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> u128 {
         let mut key = String::new();
         match &self.by {
             By::Upstream => key.push_str(ctx.upstream.unwrap_or("")),
             By::Part(part) => part.append(&mut key, request, ctx),
         }
-        key
+        xxhash_rust::xxh3::xxh3_128(key.as_bytes())
     }
 
-    fn slots_for(&self, key: String) -> Arc<KeySlots> {
+    fn slots_for(&self, key: u128) -> Arc<KeySlots> {
         let mut by_key = self.slots.by_key.lock().unwrap_or_else(|p| p.into_inner());
         if by_key.len() >= KEY_LIMIT && !by_key.contains_key(&key) {
             let max = self.max;

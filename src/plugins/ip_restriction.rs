@@ -62,41 +62,41 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
     }
 }
 
-/// `10.0.0.0/8`, `2001:db8::/32`, or one address.
-fn parse_net(text: &str) -> Option<IpNet> {
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
-        .map(|net| net.trunc())
-}
+use crate::config::parse_network as parse_net;
 
 impl IpRestriction {
     fn trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// The client's address, looking through trusted proxies only.
-    fn client(&self, request: &http::request::Parts, peer: IpAddr) -> IpAddr {
+    /// The client's address, looking through trusted proxies only; `None`
+    /// when the hop where the client should be is not an address (a chain
+    /// a proxy did not write): then the client is unknown, and refused.
+    /// An IPv4 address on a dual-stack socket (`::ffff:a.b.c.d`) is its IPv4.
+    fn client(&self, request: &http::request::Parts, peer: IpAddr) -> Option<IpAddr> {
+        let peer = peer.to_canonical();
         if !self.trusted(peer) {
-            return peer;
+            return Some(peer);
         }
-        let chain: Vec<IpAddr> = request
+        let mut hops: Vec<&str> = request
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or(""))
             .flat_map(|v| v.split(','))
-            .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
             .collect();
-        chain.into_iter().rev().find(|ip| !self.trusted(*ip)).unwrap_or(peer)
+        let mut client = peer;
+        while let Some(hop) = hops.pop() {
+            let ip = hop.trim().parse::<IpAddr>().ok()?.to_canonical();
+            client = ip;
+            if !self.trusted(ip) {
+                break;
+            }
+        }
+        Some(client)
     }
 
-    fn check(&self, ip: IpAddr) -> Result<String, ProxyError> {
-        // An IPv4 client on a dual-stack socket arrives as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+    fn check(&self, ip: Option<IpAddr>) -> Result<String, ProxyError> {
         let refused = |reason| {
             ProxyError::rejected(
                 ErrorKind::Forbidden,
@@ -104,6 +104,9 @@ impl IpRestriction {
                 reason,
                 "this address may not reach this route",
             )
+        };
+        let Some(ip) = ip.map(|ip| ip.to_canonical()) else {
+            return Err(refused("ip_unknown"));
         };
         if self.deny.iter().any(|net| net.contains(&ip)) {
             return Err(refused("ip_denied"));
@@ -139,7 +142,13 @@ impl Plugin for IpRestriction {
         let ip = self.client(request, ctx.client.ip());
         match self.check(ip) {
             Ok(detail) => Decision::pass(detail),
-            Err(_) => Decision::deny(http::StatusCode::FORBIDDEN, format!("{ip} is refused")),
+            Err(_) => Decision::deny(
+                http::StatusCode::FORBIDDEN,
+                match ip {
+                    Some(ip) => format!("{ip} is refused"),
+                    None => "the client's address in X-Forwarded-For is not an address: refused".into(),
+                },
+            ),
         }
     }
 }
@@ -160,12 +169,15 @@ mod tests {
     #[test]
     fn cidrs_of_both_families_and_deny_wins() {
         let p = plugin(&["10.0.0.0/8", "2001:db8::/32"], &["10.9.0.0/16"], &[]);
-        assert!(p.check("10.1.2.3".parse().unwrap()).is_ok());
-        assert!(p.check("::ffff:10.1.2.3".parse().unwrap()).is_ok());
-        assert!(p.check("2001:db8:1::7".parse().unwrap()).is_ok());
-        assert!(p.check("10.9.1.1".parse().unwrap()).is_err());
-        assert!(p.check("2001:db9::1".parse().unwrap()).is_err());
-        assert!(p.check("192.168.1.1".parse().unwrap()).is_err());
+        let check = |ip: &str| p.check(Some(ip.parse().unwrap()));
+        assert!(check("10.1.2.3").is_ok());
+        assert!(check("::ffff:10.1.2.3").is_ok());
+        assert!(check("2001:db8:1::7").is_ok());
+        assert!(check("10.9.1.1").is_err());
+        assert!(check("::ffff:10.9.1.1").is_err());
+        assert!(check("2001:db9::1").is_err());
+        assert!(check("192.168.1.1").is_err());
+        assert!(p.check(None).is_err());
     }
 
     #[test]
@@ -175,13 +187,15 @@ mod tests {
         parts
             .headers
             .insert("x-forwarded-for", "1.1.1.1, 2.2.2.2, 10.0.0.5".parse().unwrap());
-        assert_eq!(
-            p.client(&parts, "10.0.0.1".parse().unwrap()),
-            "2.2.2.2".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(
-            p.client(&parts, "8.8.8.8".parse().unwrap()),
-            "8.8.8.8".parse::<IpAddr>().unwrap()
-        );
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        assert_eq!(p.client(&parts, "10.0.0.1".parse().unwrap()), ip("2.2.2.2"));
+        assert_eq!(p.client(&parts, "8.8.8.8".parse().unwrap()), ip("8.8.8.8"));
+        // A trusted proxy on a dual-stack socket is still trusted.
+        assert_eq!(p.client(&parts, "::ffff:10.0.0.1".parse().unwrap()), ip("2.2.2.2"));
+        // A hop that is not an address, where the client should be: unknown.
+        parts
+            .headers
+            .insert("x-forwarded-for", "1.1.1.1, evil, 10.0.0.5".parse().unwrap());
+        assert_eq!(p.client(&parts, "10.0.0.1".parse().unwrap()), None);
     }
 }

@@ -475,10 +475,10 @@ impl Jwt {
             .ok()
             .and_then(|shard| shard.get(&digest).cloned());
         if let Some(hit) = cached.filter(|v| now < v.cached_at + CACHE_TTL) {
-            if hit.exp.is_some_and(|exp| now > exp + self.leeway) {
+            if hit.exp.is_some_and(|exp| now > exp.saturating_add(self.leeway)) {
                 return Err(Refusal::invalid("expired", "the token has expired"));
             }
-            if hit.nbf.is_some_and(|nbf| nbf > now + self.leeway) {
+            if hit.nbf.is_some_and(|nbf| nbf > now.saturating_add(self.leeway)) {
                 return Err(Refusal::invalid("not_yet_valid", "the token is not valid yet (nbf)"));
             }
             return Ok(hit.claims.clone());
@@ -518,8 +518,8 @@ impl Jwt {
             }
         };
         let verified = Arc::new(Verified {
-            exp: claims.get("exp").and_then(Json::as_u64),
-            nbf: claims.get("nbf").and_then(Json::as_u64),
+            exp: claims.get("exp").map(|v| numeric_date(v).unwrap_or(0)),
+            nbf: claims.get("nbf").map(|v| numeric_date(v).unwrap_or(u64::MAX)),
             claims: Arc::new(claims),
             cached_at: now,
         });
@@ -711,5 +711,29 @@ impl Jwt {
                 .map_err(|e| describe(&e))
                 .and_then(|header| self.check_with(token, &header, keys)),
         )
+    }
+}
+
+/// A NumericDate (RFC 7519 section 2): seconds, possibly with a fraction,
+/// taken to the whole second below. `None` for anything else, which the
+/// cache then reads as expired (`exp`) or not yet valid (`nbf`).
+fn numeric_date(value: &Json) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let seconds = value.as_f64()?;
+        (seconds.is_finite() && seconds >= 0.0).then(|| seconds.floor() as u64)
+    })
+}
+
+#[cfg(test)]
+mod numeric_date_tests {
+    use super::*;
+
+    #[test]
+    fn numeric_dates_may_have_fractions_and_anything_else_is_refused() {
+        assert_eq!(numeric_date(&serde_json::json!(1_700_000_000)), Some(1_700_000_000));
+        assert_eq!(numeric_date(&serde_json::json!(1_700_000_000.9)), Some(1_700_000_000));
+        assert_eq!(numeric_date(&serde_json::json!(-1.0)), None);
+        assert_eq!(numeric_date(&serde_json::json!("1700000000")), None);
+        assert_eq!(numeric_date(&serde_json::json!(1e300)), Some(u64::MAX));
     }
 }

@@ -56,6 +56,17 @@ pub enum Flow {
     Respond(Box<Response<ResponseBody>>),
 }
 
+/// What the client's own request said, before any plugin changed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientFacts {
+    /// The client sent `Authorization`: the cache decides storability on
+    /// that (RFC 9111 section 3.5), whatever a plugin removed since.
+    pub sent_authorization: bool,
+    /// The request has a body, however it is framed (`Content-Length`,
+    /// chunked, HTTP/2 or HTTP/3 DATA): every body check goes by this.
+    pub has_body: bool,
+}
+
 /// Per-request state shared by the phases.
 pub struct RequestContext<'a> {
     pub request_id: &'a HeaderValue,
@@ -64,6 +75,8 @@ pub struct RequestContext<'a> {
     pub params: &'a Params,
     /// Who the request is, once the authenticate phase has found out.
     pub identity: Option<Identity>,
+    /// What the client's own request said, before any plugin changed it.
+    pub facts: ClientFacts,
     /// Headers to add to the response, whoever answers (upstream, plugin, error).
     pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// The upstream the route sends to, if it proxies.
@@ -91,6 +104,7 @@ impl<'a> RequestContext<'a> {
             route,
             params,
             identity: None,
+            facts: ClientFacts::default(),
             response_headers: Vec::new(),
             upstream,
             upstream_path: None,
@@ -227,7 +241,8 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// Request headers this plugin sets for upstreams to trust; a client's
-    /// own are removed before any plugin runs.
+    /// own are removed from every request on every route, before routing
+    /// (`Gateway::trusted_headers`).
     fn trusted_headers(&self) -> &[http::HeaderName] {
         &[]
     }
@@ -510,6 +525,11 @@ impl PluginChain {
         self.plugins.iter().filter_map(|p| p.api_spec())
     }
 
+    /// The headers the route's plugins set for upstreams to trust.
+    pub fn trusted_headers(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.plugins.iter().flat_map(|p| p.trusted_headers())
+    }
+
     pub fn answers_preflight(&self) -> bool {
         self.plugins.iter().any(|p| p.answers_preflight())
     }
@@ -518,7 +538,9 @@ impl PluginChain {
     /// smallest cap) for the plugins that check or change it, `None` to
     /// stream it untouched. A body a plugin requires, in another format than
     /// it reads, is a 415.
-    pub fn request_body_cap(&self, headers: &http::HeaderMap) -> Result<Option<u64>, ProxyError> {
+    /// `has_body` is the client's framing (`ClientFacts::has_body`), never
+    /// the headers alone: an HTTP/2 body needs no `Content-Length`.
+    pub fn request_body_cap(&self, headers: &http::HeaderMap, has_body: bool) -> Result<Option<u64>, ProxyError> {
         let Some(cap) = self.plugins.iter().filter_map(|p| p.request_body_limit()).min() else {
             return Ok(None);
         };
@@ -527,7 +549,7 @@ impl PluginChain {
             return Ok(Some(cap));
         }
         match self.plugins.iter().find(|p| p.requires_request_body()) {
-            Some(plugin) if has_body(headers) => Err(ProxyError::rejected(
+            Some(plugin) if has_body => Err(ProxyError::rejected(
                 ErrorKind::UnsupportedMediaType,
                 plugin.name(),
                 "wrong_content_type",
@@ -623,11 +645,6 @@ impl PluginChain {
         request: &mut http::request::Parts,
         ctx: &mut RequestContext<'_>,
     ) -> Result<Flow, ProxyError> {
-        for plugin in &self.plugins {
-            for name in plugin.trusted_headers() {
-                request.headers.remove(name);
-            }
-        }
         let mut authenticated = false;
         for plugin in &self.plugins {
             if plugin.phase() == Phase::Authenticate {
@@ -819,15 +836,6 @@ fn through_json(
         // A body only checked goes on as it came.
         None => Ok((body, None)),
     }
-}
-
-/// Does the request carry a body?
-pub(crate) fn has_body(headers: &http::HeaderMap) -> bool {
-    headers.contains_key(http::header::TRANSFER_ENCODING)
-        || headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
 }
 
 fn unknown_plugin(registry: &[PluginFactory], name: &str) -> String {

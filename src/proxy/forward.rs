@@ -77,18 +77,6 @@ fn accepts_trailers(headers: &HeaderMap) -> bool {
         .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
 }
 
-/// Removes identity headers (`X-Consumer-Name`, ...) a client sent: only
-/// Portico's authentication sets them, and upstreams trust them.
-pub fn strip_identity(headers: &mut HeaderMap) {
-    use crate::consumers::IDENTITY_HEADERS;
-    if !headers.keys().any(|name| IDENTITY_HEADERS.contains(&name)) {
-        return;
-    }
-    for name in IDENTITY_HEADERS {
-        headers.remove(name);
-    }
-}
-
 /// The `Via` entry for a message received with `version`.
 fn via(version: Version) -> HeaderValue {
     HeaderValue::from_static(match version {
@@ -116,9 +104,7 @@ pub struct ClientSide<'a> {
     pub client_certificate: Option<&'a super::tls::ClientCertificate>,
 }
 
-/// What the upstream is told of a client certificate; never what a client says.
-static X_CLIENT_CERT_SUBJECT: HeaderName = HeaderName::from_static("x-client-cert-subject");
-static X_CLIENT_CERT_NAMES: HeaderName = HeaderName::from_static("x-client-cert-names");
+use crate::consumers::{X_CLIENT_CERT_NAMES, X_CLIENT_CERT_SUBJECT};
 
 /// Rewrites the headers of a request about to go upstream.
 pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
@@ -148,8 +134,7 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
         client.ip.clone()
     };
     headers.insert(&X_FORWARDED_FOR, forwarded_for);
-    headers.remove(&X_CLIENT_CERT_SUBJECT);
-    headers.remove(&X_CLIENT_CERT_NAMES);
+    // A client's own were removed with the other trusted headers (`canonical`).
     if let Some(certificate) = client.client_certificate {
         if let Ok(subject) = HeaderValue::from_str(&certificate.subject) {
             headers.insert(&X_CLIENT_CERT_SUBJECT, subject);

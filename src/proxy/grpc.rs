@@ -64,7 +64,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::RateLimited | ErrorKind::PayloadTooLarge | ErrorKind::HeadersTooLarge | ErrorKind::UriTooLong => {
             Code::ResourceExhausted
         }
-        ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout => Code::DeadlineExceeded,
+        ErrorKind::UpstreamTimeout | ErrorKind::RequestTimeout | ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::BadRequest | ErrorKind::AmbiguousFraming | ErrorKind::UnsupportedMediaType => Code::InvalidArgument,
         ErrorKind::UpstreamConnect
         | ErrorKind::UpstreamBroken

@@ -1,6 +1,7 @@
 //! The request's way through the gateway: limits, route, plugin phases, then
 //! the upstream or a fixed answer, and the access log at the end.
 
+use super::canonical;
 use super::client_timeouts::{ActiveRequests, RequestActive};
 use super::forward::{self, ClientSide};
 use super::grpc;
@@ -11,7 +12,7 @@ use crate::body::{BodyError, Fault, Inbound, RequestBody, ResponseBody};
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::{Flow, RequestContext};
-use crate::router::{normalize, request_host, Lookup, RequestHead};
+use crate::router::{request_host, Lookup, RequestHead};
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
@@ -224,11 +225,13 @@ async fn serve(
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     let extended_connect = upgrade::from_extended_connect(&mut parts);
+    // From here on, the request is the canonical one: routes, plugins and
+    // the upstream see nothing else.
+    let facts = canonical::canonicalise(&mut parts, &conn.listener, conn.peer.ip(), &gateway.trusted_headers)?;
     let (route, params, rewritten) = {
-        let path = normalize(parts.uri.path())
-            .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the request path is not a valid absolute path"))?;
+        let path = parts.uri.path();
         let host = request_host(&parts.uri, &parts.headers);
-        let head = RequestHead::of(&parts, &path, host.as_deref());
+        let head = RequestHead::of(&parts, path, host.as_deref());
         let (route, params) = match gateway.routes.find(&head) {
             Lookup::Found { route, params } => (route, params),
             Lookup::MethodNotAllowed { allow } => match preflight_route(gateway, &head, &parts) {
@@ -241,7 +244,7 @@ async fn serve(
         };
         // Only the path: the query is joined after the plugins, which may change it.
         let rewritten = match &route.action {
-            Action::Proxy(forward) => rewritten_path(forward.rewrite.apply(&path, &params), &parts.uri),
+            Action::Proxy(forward) => rewritten_path(forward.rewrite.apply(path, &params), &parts.uri),
             Action::Respond(_) | Action::Aggregate(_) => None,
         };
         (route, params, rewritten)
@@ -252,11 +255,11 @@ async fn serve(
         span.set_route(&parts.method, &route.name);
     }
 
-    // Identity headers are Portico's to set: a client's own never pass.
-    forward::strip_identity(&mut parts.headers);
     let mut ctx = RequestContext::new(request_id, conn.peer, &route.name, &params, route.upstream());
     ctx.upstream_path = rewritten.as_deref();
     ctx.client_certificate = conn.client_certificate.as_deref();
+    ctx.facts = facts;
+    ctx.facts.has_body = !body.is_end_stream();
     let answer = async {
         if !route.plugins.is_empty() {
             match route.plugins.on_request(&mut parts, &mut ctx).await {
@@ -310,7 +313,7 @@ async fn serve(
                 crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut exchange.call).await?
             }
             Action::Proxy(forward) => {
-                let body = match route.plugins.request_body_cap(&parts.headers)? {
+                let body = match route.plugins.request_body_cap(&parts.headers, ctx.facts.has_body)? {
                     Some(cap) => {
                         // Read as any body is: the route's or listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
@@ -426,7 +429,7 @@ async fn cached(
             conn.clone(),
             route.name.clone(),
             parts,
-            ctx.params.clone(),
+            ctx,
             path_and_query,
             request_id.clone(),
             job,
@@ -443,11 +446,13 @@ fn refresh_in_background(
     conn: Arc<Connection>,
     route_name: Arc<str>,
     head: http::request::Parts,
-    params: crate::router::Params,
+    ctx: &RequestContext<'_>,
     path_and_query: Option<PathAndQuery>,
     request_id: HeaderValue,
     job: crate::cache::Refresh,
 ) {
+    // Whom the answer is for, so that the refresh keys and stores it as the request did.
+    let (params, identity, facts) = (ctx.params.clone(), ctx.identity.clone(), ctx.facts);
     tokio::spawn(async move {
         let Some(route) = gateway
             .routes
@@ -460,7 +465,9 @@ fn refresh_in_background(
         let (Action::Proxy(forward), Some(cache)) = (&route.action, route.plugins.cache()) else {
             return;
         };
-        let ctx = RequestContext::new(&request_id, conn.peer, &route.name, &params, route.upstream());
+        let mut ctx = RequestContext::new(&request_id, conn.peer, &route.name, &params, route.upstream());
+        ctx.identity = identity;
+        ctx.facts = facts;
         let shared = CallContext {
             metrics: Some(&route.metrics),
             trace: None,
@@ -818,6 +825,7 @@ pub(crate) async fn proxy(
         (a, b) => a.or(b),
     };
     let deadline = whole.map(|timeout| Instant::now() + timeout);
+    let client_deadline = grpc_deadline.map(|timeout| Instant::now() + timeout);
     let mut tried: Vec<Arc<crate::upstream::Target>> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
     let mut retries = 0;
@@ -955,6 +963,17 @@ pub(crate) async fn proxy(
                     Some(again) => (error, again),
                     None => return Err(error),
                 }
+            }
+            // The client's own deadline passed first: its 504, not the target's failure.
+            Err(_) if client_deadline.is_some_and(|d| Instant::now() >= d) => {
+                return Err(ProxyError::new(
+                    ErrorKind::DeadlineExceeded,
+                    format!(
+                        "upstream {:?} did not answer within the client's deadline ({}), set by its grpc-timeout",
+                        &*pool.name,
+                        humantime::format_duration(grpc_deadline.unwrap_or_default())
+                    ),
+                ));
             }
             Err(_) => {
                 pool.record(&target, Outcome::Failure);

@@ -35,9 +35,15 @@ pub fn alt_svc(port: u16) -> Option<HeaderValue> {
 /// Binds the QUIC endpoint and accepts until it is closed.
 pub(crate) fn start(
     addr: SocketAddr,
-    config: quinn::ServerConfig,
+    mut config: quinn::ServerConfig,
     serving: Serving,
 ) -> std::io::Result<quinn::Endpoint> {
+    // A connection with nothing to say is closed after the listener's idle
+    // timeout, as its TCP connections are.
+    let idle = serving.listener.load().settings.idle_timeout;
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    config.transport_config(Arc::new(transport));
     // SO_REUSEPORT, so that a new binary can bind the port while this one
     // drains (TCP listeners are handed over; UDP sockets are bound again).
     let socket = socket2::Socket::new(
@@ -98,7 +104,13 @@ async fn serve_connection(connection: quinn::Connection, serving: &Serving, admi
         client_certificate,
         alt_svc: None,
     });
-    let mut h3 = match h3::server::Connection::<_, Bytes>::new(h3_quinn::Connection::new(connection)).await {
+    // The head is bounded before it is decoded: QPACK's field section size
+    // is the listener's header limit, told to the client in SETTINGS.
+    let max_head = u64::try_from(state.settings.max_header_bytes).unwrap_or(u64::MAX);
+    let header_read = state.settings.header_read_timeout;
+    let mut builder = h3::server::builder();
+    builder.max_field_section_size(max_head);
+    let mut h3 = match builder.build::<_, Bytes>(h3_quinn::Connection::new(connection)).await {
         Ok(h3) => h3,
         Err(error) => {
             tracing::debug!(%peer, %error, "HTTP/3 connection setup failed");
@@ -110,9 +122,12 @@ async fn serve_connection(connection: quinn::Connection, serving: &Serving, admi
             Ok(Some(resolver)) => {
                 let conn = conn.clone();
                 tokio::spawn(async move {
-                    match resolver.resolve_request().await {
-                        Ok((request, stream)) => serve_request(conn, request, stream).await,
-                        Err(error) => tracing::debug!(%error, "HTTP/3 request head unreadable"),
+                    // A stream that never finishes its head is dropped (reset) after
+                    // the listener's header-read timeout.
+                    match tokio::time::timeout(header_read, resolver.resolve_request()).await {
+                        Ok(Ok((request, stream))) => serve_request(conn, request, stream).await,
+                        Ok(Err(error)) => tracing::debug!(%error, "HTTP/3 request head unreadable"),
+                        Err(_) => tracing::debug!("HTTP/3 request head not sent within the header-read timeout"),
                     }
                 });
             }

@@ -4,6 +4,7 @@
 //! `request_id`, `client_timeouts`, `framing`).
 
 pub mod admission;
+pub mod canonical;
 pub mod client_timeouts;
 pub mod forward;
 pub mod framing;

@@ -251,8 +251,96 @@ impl ClientCertificate {
             })
             .unwrap_or_default();
         Some(ClientCertificate {
-            subject: cert.subject().to_string(),
+            subject: distinguished_name(cert.subject()),
             names,
         })
+    }
+}
+
+/// A name as RFC 4514 writes it (`CN=app,O=Example`, `+` inside a
+/// multi-valued RDN), each value escaped: a CN of `app,O=Example` is
+/// `CN=app\,O\=Example`, never the two attributes it spells.
+fn distinguished_name(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::objects::{oid2abbrev, oid_registry};
+    let mut out = String::new();
+    for (i, rdn) in name.iter_rdn().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, attribute) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            match oid2abbrev(attribute.attr_type(), oid_registry()) {
+                Ok(abbreviation) => out.push_str(abbreviation),
+                Err(_) => out.push_str(&attribute.attr_type().to_id_string()),
+            }
+            out.push('=');
+            match attribute.as_str() {
+                Ok(value) => escape_dn_value(value, &mut out),
+                // Not a string type: its bytes in hex, as RFC 4514 section 2.4 writes them.
+                Err(_) => {
+                    out.push('#');
+                    for byte in attribute.attr_value().data.iter() {
+                        out.push_str(&format!("{byte:02x}"));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// RFC 4514 section 2.4: the characters that would end or split a value.
+fn escape_dn_value(value: &str, out: &mut String) {
+    let last = value.chars().count().saturating_sub(1);
+    for (i, ch) in value.chars().enumerate() {
+        let special = matches!(ch, ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=')
+            || (i == 0 && matches!(ch, ' ' | '#'))
+            || (i == last && ch == ' ');
+        if special {
+            out.push('\\');
+        }
+        if ch == '\0' {
+            out.push_str("\\00");
+        } else {
+            out.push(ch);
+        }
+    }
+}
+
+#[cfg(test)]
+mod distinguished_name_tests {
+    use super::*;
+
+    #[test]
+    fn values_are_escaped_so_they_cannot_spell_other_attributes() {
+        let escaped = |value: &str| {
+            let mut out = String::new();
+            escape_dn_value(value, &mut out);
+            out
+        };
+        assert_eq!(escaped("app"), "app");
+        assert_eq!(escaped("app,O=Example"), "app\\,O\\=Example");
+        assert_eq!(escaped("a+b"), "a\\+b");
+        assert_eq!(escaped(" lead"), "\\ lead");
+        assert_eq!(escaped("#x"), "\\#x");
+        assert_eq!(escaped("trail "), "trail\\ ");
+    }
+
+    #[test]
+    fn a_certificate_subject_is_written_as_rfc_4514_does() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "app,O=Example");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let read = ClientCertificate::of(cert.der()).unwrap();
+        assert_eq!(read.subject, "CN=app\\,O\\=Example,O=Example");
     }
 }

@@ -10,11 +10,13 @@
 //! 5. more conditions first (methods, headers, query parameters);
 //! 6. declaration order.
 
+pub mod canonical;
 mod host;
 pub mod path;
 
+pub use canonical::{canonical_path, EscapedSlashes, PathError, PathPolicy, Semicolons};
 pub use host::{request_host, HostPattern};
-pub use path::{normalize, Params, PathKind, PathPattern};
+pub use path::{Params, PathKind, PathPattern};
 
 use crate::config::model::MatchConfig;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};

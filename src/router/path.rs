@@ -1,8 +1,7 @@
-//! Path patterns (`/prefix`, `= /exact`, `/users/{id}`, `/files/{*rest}`, `~ regex`)
-//! and the normalisation applied to request paths before they are matched.
+//! Path patterns (`/prefix`, `= /exact`, `/users/{id}`, `/files/{*rest}`, `~ regex`),
+//! matched against canonical paths (`canonical`).
 
 use regex::Regex;
-use std::borrow::Cow;
 use std::sync::Arc;
 
 /// Values captured from the path, in pattern order: `{id}` gives `("id", "7")`.
@@ -225,78 +224,6 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Normalises a request path before matching, so that one resource has one
-/// spelling: `/a/./b/../c` is `/a/c`, `%7E` is `~`. Percent-escapes of
-/// reserved characters (`%2F`, `%3F`) stay escaped, so they never turn into
-/// separators. Returns `None` for paths that do not start with `/` or climb
-/// above the root.
-pub fn normalize(path: &str) -> Option<Cow<'_, str>> {
-    if !path.starts_with('/') {
-        return None;
-    }
-    let needs_work = path.contains('%') || path.contains("/.");
-    if !needs_work {
-        return Some(Cow::Borrowed(path));
-    }
-    let decoded = decode_unreserved(path)?;
-    remove_dot_segments(&decoded).map(Cow::Owned)
-}
-
-fn decode_unreserved(path: &str) -> Option<String> {
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = path.get(i + 1..i + 3)?;
-            let value = u8::from_str_radix(hex, 16).ok()?;
-            if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
-                out.push(value as char);
-            } else {
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
-            }
-            i += 3;
-        } else {
-            // Multi-byte UTF-8 cannot appear in a URI hyper accepted, but copy safely anyway.
-            let ch = path[i..].chars().next()?;
-            out.push(ch);
-            i += ch.len_utf8();
-        }
-    }
-    Some(out)
-}
-
-/// RFC 3986 section 5.2.4, refusing paths that climb above the root.
-fn remove_dot_segments(path: &str) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    let mut trailing_slash = false;
-    for (i, segment) in segments.iter().enumerate() {
-        match *segment {
-            "." => trailing_slash = i == last,
-            ".." => {
-                out.pop()?;
-                trailing_slash = i == last;
-            }
-            other => {
-                out.push(other);
-                trailing_slash = false;
-            }
-        }
-    }
-    let mut result = String::with_capacity(path.len());
-    for segment in &out {
-        result.push('/');
-        result.push_str(segment);
-    }
-    if trailing_slash || result.is_empty() {
-        result.push('/');
-    }
-    Some(result)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,17 +296,5 @@ mod tests {
         assert!(PathPattern::parse("/u/{id}/{id}").unwrap_err().contains("twice"));
         assert!(PathPattern::parse("/u/x{id}").unwrap_err().contains("whole segment"));
         assert!(PathPattern::parse("~ ^/(").unwrap_err().contains("invalid regex"));
-    }
-
-    #[test]
-    fn normalisation_resolves_dots_and_unreserved_escapes() {
-        assert_eq!(normalize("/a/b").unwrap(), "/a/b");
-        assert_eq!(normalize("/a/./b/../c").unwrap(), "/a/c");
-        assert_eq!(normalize("/a/b/..").unwrap(), "/a/");
-        assert_eq!(normalize("/%61dmin").unwrap(), "/admin");
-        assert_eq!(normalize("/a%2fb").unwrap(), "/a%2Fb");
-        assert!(normalize("/../etc/passwd").is_none());
-        assert!(normalize("/a/%zz").is_none());
-        assert!(normalize("*").is_none());
     }
 }

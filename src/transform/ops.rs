@@ -157,9 +157,12 @@ impl HeaderOps {
             headers.remove(name);
         }
         for ((name, _), value) in self.set.iter().zip(set) {
-            if let Some(value) = value {
-                headers.insert(name, value);
-            }
+            // `set` replaces: a value that cannot be a header (a claim with a
+            // newline, say) leaves none, never the client's own.
+            match value {
+                Some(value) => headers.insert(name, value),
+                None => headers.remove(name),
+            };
         }
         for ((name, _), value) in self.add.iter().zip(add) {
             if let Some(value) = value {

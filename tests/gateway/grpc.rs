@@ -233,7 +233,7 @@ async fn the_gateways_own_errors_are_grpc_statuses() {
     assert_eq!(answer.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED: {answer:?}");
     let message = answer.headers()["grpc-message"].to_str().unwrap();
     assert!(
-        message.contains("did not answer within the request's deadline (300ms)"),
+        message.contains("did not answer within the client's deadline (300ms)"),
         "{message}"
     );
     assert!(started.elapsed() < Duration::from_millis(1500));

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod adversarial;
 mod aggregate;
 mod auth;
 mod balancing;

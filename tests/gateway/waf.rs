@@ -43,7 +43,9 @@ const ATTACKS: &[(&str, &[(&str, &str)])] = &[
     ("/download?file=..%2F..%2F..%2Fetc%2Fpasswd", &[]),
     ("/download?file=%252e%252e%252f%252e%252e%252fetc%252fpasswd", &[]),
     ("/download?file=..%c0%af..%c0%afwindows%c0%afwin.ini", &[]),
-    ("/static/..%2f..%2f..%2fetc/shadow", &[]),
+    // (`..%2f` in the path itself never reaches the WAF: the canonical path
+    // refuses it first, a 400 the adversarial tests check.)
+    ("/static/%252e%252e%252f%252e%252e%252fetc/shadow", &[]),
     ("/ping?host=8.8.8.8%3Bcat%20%2Fetc%2Fpasswd", &[]),
     ("/ping?host=%24(whoami)", &[]),
     ("/ping?host=x%7Cbash%20-i", &[]),

@@ -231,7 +231,7 @@ impl Validate {
         let reject_unknown = self.api.as_ref().is_some_and(|a| a.reject_unknown);
         match self.operation(request, ctx) {
             Some(Found::Operation(operation, params)) => {
-                if let Err(message) = operation.check_head(request, &params, &mut found) {
+                if let Err(message) = operation.check_head(request, ctx.facts.has_body, &params, &mut found) {
                     return Err(ProxyError::rejected(
                         ErrorKind::UnsupportedMediaType,
                         "validate",

@@ -167,9 +167,11 @@ impl Operations {
 impl Operation {
     /// Checks the parameters, and that a body is there when required and
     /// of a type the operation takes (`Err` is a 415 message).
+    /// `has_body` is whether the request carries one, however it is framed.
     pub fn check_head(
         &self,
         request: &http::request::Parts,
+        has_body: bool,
         path_params: &[(String, String)],
         found: &mut Vec<Json>,
     ) -> Result<(), String> {
@@ -215,7 +217,7 @@ impl Operation {
             }
         }
         let Some(body) = &self.body else { return Ok(()) };
-        if !crate::plugins::has_body(&request.headers) {
+        if !has_body {
             if body.required {
                 found.push(json!({ "pointer": "/body", "message": "a request body is required" }));
             }
