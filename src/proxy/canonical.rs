@@ -18,6 +18,7 @@
 //!   `-Prefix`, `-Server`, `X-Real-IP`, `Via`) pass only from the
 //!   listener's `trusted_proxies`.
 
+use super::forward::{accepts_trailers, connection_named, tokens};
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::ListenerSettings;
 use crate::plugins::ClientFacts;
@@ -143,22 +144,10 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
 /// WebSocket's. `Connection` is left saying only `upgrade` (for WebSocket)
 /// and `TE` only `trailers`, which is all the way upstream reads of them.
 fn strip_connection_named(headers: &mut HeaderMap) {
-    let websocket = headers
-        .get_all(UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("websocket"));
+    let websocket = tokens(headers, &UPGRADE).any(|token| token.eq_ignore_ascii_case("websocket"));
     if headers.contains_key(CONNECTION) {
         let mut upgrade = false;
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_named(headers) {
             if name == UPGRADE {
                 upgrade = true;
             } else {
@@ -176,12 +165,7 @@ fn strip_connection_named(headers: &mut HeaderMap) {
         headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     }
     if headers.contains_key(TE) {
-        let trailers = headers
-            .get_all(TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("trailers"));
+        let trailers = accepts_trailers(headers);
         headers.remove(TE);
         if trailers {
             headers.insert(TE, HeaderValue::from_static("trailers"));

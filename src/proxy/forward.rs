@@ -30,6 +30,23 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
     &PROXY_CONNECTION,
 ];
 
+/// The comma-separated tokens of every `name` field, trimmed.
+pub fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
+/// The fields `Connection` names.
+pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    tokens(headers, &CONNECTION)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
+}
+
 /// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the few names a message has is cheaper than a lookup for
@@ -38,14 +55,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
+        for name in connection_named(headers) {
             headers.remove(name);
         }
         headers.remove(CONNECTION);
@@ -57,24 +67,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The protocol an HTTP/1.1 message switches to: `Upgrade` named in `Connection`.
 pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asked = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let asked = tokens(headers, &CONNECTION).any(|token| token.eq_ignore_ascii_case("upgrade"));
     asked.then(|| headers.get(http::header::UPGRADE).cloned()).flatten()
 }
 
 /// Does the client take trailers (`TE: trailers`)? gRPC needs them, and its
 /// services check that the request says so.
-fn accepts_trailers(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+pub fn accepts_trailers(headers: &HeaderMap) -> bool {
+    tokens(headers, &TE).any(|token| token.eq_ignore_ascii_case("trailers"))
 }
 
 /// The `Via` entry for a message received with `version`.
