@@ -136,11 +136,11 @@ fn validate(path: &Path) -> ExitCode {
     match portico::config::build_file(path) {
         Ok(compiled) => {
             println!(
-                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                "{}: ok ({}, {}, {})",
                 path.display(),
-                compiled.listeners.len(),
-                compiled.gateway.upstreams.len(),
-                compiled.gateway.routes.iter().count()
+                count(compiled.listeners.len(), "listener"),
+                count(compiled.gateway.upstreams.len(), "upstream"),
+                count(compiled.gateway.routes.iter().count(), "route")
             );
             ExitCode::SUCCESS
         }
@@ -149,6 +149,11 @@ fn validate(path: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `1 route`, `2 routes`.
+fn count(n: usize, noun: &str) -> String {
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
 }
 
 fn hash_password(argon2: bool) -> ExitCode {

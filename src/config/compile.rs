@@ -5,7 +5,7 @@
 //! that owns its syntax (router, rewrite, upstream), once, and a config that
 //! compiles is by construction a valid one.
 
-use super::error::{suggestion, ConfigErrors};
+use super::error::{list_names, suggestion, ConfigErrors};
 use super::model::*;
 use crate::consumers::Consumers;
 use crate::gateway::{
@@ -942,8 +942,12 @@ fn find_pool<'a>(
         errors.push(
             format!("{path}.upstream"),
             format!(
-                "unknown upstream {upstream:?}{}",
-                suggestion(upstream, declared.map(String::as_str))
+                "unknown upstream {upstream:?}{}; {}",
+                suggestion(upstream, declared.clone().map(String::as_str)),
+                match list_names(declared.map(String::as_str), 12) {
+                    names if names.is_empty() => "no upstreams are declared: add one under `upstreams:`".to_string(),
+                    names => format!("the upstreams are {names}"),
+                }
             ),
         );
     }

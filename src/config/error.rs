@@ -10,6 +10,9 @@ pub struct ConfigError {
     pub path: String,
     pub message: String,
     pub location: Option<Location>,
+    /// The offending line with a caret, for errors the line itself explains
+    /// (YAML syntax); printed under the message.
+    pub excerpt: Option<String>,
 }
 
 impl fmt::Display for ConfigError {
@@ -20,6 +23,12 @@ impl fmt::Display for ConfigError {
         f.write_str(&self.message)?;
         if let Some(place) = self.location {
             write!(f, " (line {}, column {})", place.line, place.column)?;
+        }
+        if let Some(excerpt) = &self.excerpt {
+            // Indented to sit under the message when listed as `  {error}`.
+            for line in excerpt.lines() {
+                write!(f, "\n      {line}")?;
+            }
         }
         Ok(())
     }
@@ -37,7 +46,12 @@ impl ConfigErrors {
             path: path.into(),
             message: message.into(),
             location: None,
+            excerpt: None,
         });
+    }
+
+    pub fn push_error(&mut self, error: ConfigError) {
+        self.errors.push(error);
     }
 
     /// Adds errors given relative to `prefix` as `(field, message)`.
@@ -96,19 +110,64 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-/// The closest of `known` to `given`, when it is close enough to be a typo.
-pub fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    known
+/// Every name of `known` closest to `given`, when they are close enough to be
+/// a typo: two names as close as each other are both offered, so the user
+/// picks, not the gateway.
+pub fn did_you_mean<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let close: Vec<(usize, &str)> = known
         .into_iter()
         .map(|k| (strsim::damerau_levenshtein(given, k), k))
         .filter(|(distance, k)| *distance <= 2.max(k.len() / 3))
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, k)| k)
+        .collect();
+    let Some(best) = close.iter().map(|(distance, _)| *distance).min() else {
+        return Vec::new();
+    };
+    let mut names: Vec<&str> = close.into_iter().filter(|(d, _)| *d == best).map(|(_, k)| k).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
 }
 
-/// ` (did you mean "x"?)` or nothing.
+/// ` (did you mean "x"?)`, ` (did you mean "x" or "y"?)`, or nothing.
 pub fn suggestion<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> String {
-    did_you_mean(given, known)
-        .map(|k| format!(" (did you mean {k:?}?)"))
-        .unwrap_or_default()
+    let names = did_you_mean(given, known);
+    match names.split_last() {
+        None => String::new(),
+        Some((last, [])) => format!(" (did you mean {last:?}?)"),
+        Some((last, rest)) => {
+            let rest: Vec<String> = rest.iter().map(|n| format!("{n:?}")).collect();
+            format!(" (did you mean {} or {last:?}?)", rest.join(", "))
+        }
+    }
+}
+
+/// `a, b and c`, or the first `limit` names and how many more.
+pub fn list_names<'a>(names: impl IntoIterator<Item = &'a str>, limit: usize) -> String {
+    let mut names: Vec<&str> = names.into_iter().collect();
+    names.sort_unstable();
+    let more = names.len().saturating_sub(limit);
+    names.truncate(limit);
+    let mut out = names.join(", ");
+    if more > 0 {
+        out.push_str(&format!(" and {more} more"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equally_close_names_are_all_offered() {
+        assert_eq!(suggestion("user", ["users", "usera", "orders"]), " (did you mean \"usera\" or \"users\"?)");
+        assert_eq!(suggestion("orderz", ["users", "orders"]), " (did you mean \"orders\"?)");
+        assert_eq!(suggestion("zzzzzz", ["users", "orders"]), "");
+    }
+
+    #[test]
+    fn long_lists_are_cut() {
+        assert_eq!(list_names(["b", "a", "c"], 5), "a, b, c");
+        assert_eq!(list_names(["b", "a", "c"], 2), "a, b and 1 more");
+    }
 }

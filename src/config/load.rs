@@ -2,7 +2,7 @@
 //! then each listener, upstream and route on its own, so that one typo does
 //! not hide the errors after it.
 
-use super::env;
+use super::{env, yaml_syntax};
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
 use serde::de::DeserializeOwned;
@@ -22,7 +22,7 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
     let mut root: Value = match serde_yaml_ng::from_str(text) {
         Ok(value) => value,
         Err(e) => {
-            errors.push("", format!("invalid YAML: {e}"));
+            errors.push_error(yaml_syntax::describe(text, &e));
             return Err(errors);
         }
     };

@@ -10,6 +10,7 @@ pub use load::block;
 pub mod model;
 mod source_map;
 mod units;
+mod yaml_syntax;
 
 pub use compile::{parse_network, BuildContext};
 pub use error::{did_you_mean, suggestion, ConfigError, ConfigErrors};

@@ -55,6 +55,7 @@ fn validate_reports_every_error_with_its_place_and_fix() {
   - { name: public, addr: "127.0.0.1:8080" }
 upstreams:
   users: { targets: ["127.0.0.1:9001"] }
+  userx: { targets: ["127.0.0.1:9002"] }
 routes:
   - name: a
     match: { path: /a }
@@ -74,7 +75,10 @@ routes:
     assert!(text.contains(": 3 errors"), "{text}");
     assert!(text.contains("routes[1].name: duplicate route name \"a\""), "{text}");
     assert!(
-        text.contains("routes[2].upstream: unknown upstream \"userz\" (did you mean \"users\"?) (line 14, column 5)"),
+        text.contains(
+            "routes[2].upstream: unknown upstream \"userz\" (did you mean \"users\" or \"userx\"?); \
+             the upstreams are users, userx (line 15, column 5)"
+        ),
         "{text}"
     );
     assert!(text.contains("routes[3].match.colour: unknown key `colour`"), "{text}");
@@ -85,6 +89,12 @@ fn validate_refuses_malformed_yaml_and_unknown_keys() {
     let (code, text) = validate_text("listeners: [\n  { name: a, addr: 127.0.0.1:1 \n");
     assert_eq!(code, 2);
     assert!(text.contains("invalid YAML") && text.contains("line"), "{text}");
+
+    // An item's key outside the item: the fix, and the line with a caret under it.
+    let (code, text) = validate_text("listeners:\n  - name: a\n  addr: 127.0.0.1:1\n");
+    assert_eq!(code, 2);
+    assert!(text.contains("inside the list that starts at line 2 but is not one of its items"), "{text}");
+    assert!(text.contains("3 |   addr: 127.0.0.1:1\n") && text.contains("|   ^"), "{text}");
 
     let (code, text) = validate_text("listeners: [{ name: a, addr: '127.0.0.1:1' }]\nlisteners_extra: 1\n");
     assert_eq!(code, 2);
