@@ -7,7 +7,7 @@
 # sudo) and dpkg; cargo-deb is installed by scripts/test.sh when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo -n"
 fail() { echo "test-package: $*" >&2; exit 1; }
 
 # The release profile takes minutes of LTO; the test build's binary is the

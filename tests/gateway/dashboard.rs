@@ -120,10 +120,10 @@ impl Browser {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
-        // `PORTICO_BLESS=1` refreshes the README's picture from the test.
+        // `PORTICO_BLESS=1` refreshes the book's picture from the test.
         if name == "target-down" && std::env::var_os("PORTICO_BLESS").is_some() {
             std::fs::write(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/dashboard.png"),
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/dashboard.png"),
                 &png,
             )
             .unwrap();

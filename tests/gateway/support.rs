@@ -878,3 +878,11 @@ where
     });
     addr
 }
+
+/// Held by tests that use the documented fixed ports (8080, 8081, 9001, 9002,
+/// 9901: the quickstart and the README's walkthrough), so they take turns.
+pub fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
+    static PORTS: Mutex<()> = Mutex::new(());
+    // A test that failed while holding it leaves nothing behind to protect.
+    PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
