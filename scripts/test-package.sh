@@ -11,11 +11,14 @@ sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo -n"
 fail() { echo "test-package: $*" >&2; exit 1; }
 
 # The release profile takes minutes of LTO; the test build's binary is the
-# same program. cargo-deb warns that dev profiles are meant for testing, which
+# same program (stripped, without the debug-symbol package, which only takes
+# time here). cargo-deb warns that dev profiles are meant for testing, which
 # is what this is.
 cargo build --locked --bin portico
-cargo deb --no-build --profile dev -o target/debian/ 2>&1 | grep -v -e 'dev profile' -e 'debug symbols set' || true
-deb=$(ls -t target/debian/portico_*.deb | head -1)
+rm -rf target/debian && mkdir -p target/debian
+cargo deb --no-build --profile dev --no-dbgsym --strip -o target/debian/ >target/debian/build.log 2>&1 ||
+  { cat target/debian/build.log >&2; fail "cargo deb failed"; }
+deb=$(echo target/debian/portico_*.deb)
 [ -f "$deb" ] || fail "cargo deb made no package"
 
 installed_before=""; dpkg-query -W -f='${Status}' portico 2>/dev/null | grep -q "install ok installed" && installed_before=yes

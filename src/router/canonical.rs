@@ -13,8 +13,9 @@
 //! - empty segments are merged (`//` is `/`), as nginx does;
 //! - `\` and `%5C` are refused: no service needs them, and some read them
 //!   as separators;
-//! - `;` is refused: Tomcat, Jetty and Spring read what follows as path
-//!   parameters and drop it, so `/admin;x` would reach `/admin`;
+//! - `;` and `%3B` are refused: Tomcat, Jetty and Spring read what follows
+//!   as path parameters and drop it, so `/admin;x` would reach `/admin`
+//!   (and `/api%3B/admin` `/api/admin`, where a service decodes first);
 //! - `%00` is refused: some services end the path there;
 //! - encoded slashes (`%2F`) are kept as they are (or refused, or decoded,
 //!   as the listener says), but never around a dot segment
@@ -106,13 +107,15 @@ pub fn canonical_path<'a>(path: &'a str, policy: &PathPolicy) -> Result<Cow<'a, 
     if !needs_work {
         return Ok(Cow::Borrowed(path));
     }
-    let decoded = decode(path, policy.escaped_slashes)?;
+    let decoded = decode(path, policy)?;
     resolve_segments(&decoded, policy).map(Cow::Owned)
 }
 
 /// Decodes escapes of unreserved characters (and `%2F` when asked to);
-/// others stay escaped, upper-cased.
-fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
+/// others stay escaped, upper-cased. An escaped `;` is refused as a bare one
+/// is: a service that decodes before it splits off path parameters would
+/// read `/api%3B/admin` as `/api/admin`.
+fn decode(path: &str, policy: &PathPolicy) -> Result<String, PathError> {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
@@ -133,7 +136,8 @@ fn decode(path: &str, slashes: EscapedSlashes) -> Result<String, PathError> {
         match value {
             0 => return Err(PathError::Nul),
             b'\\' => return Err(PathError::Backslash),
-            b'/' => match slashes {
+            b';' if policy.semicolons == Semicolons::Reject => return Err(PathError::Semicolon),
+            b'/' => match policy.escaped_slashes {
                 EscapedSlashes::Keep => out.push_str("%2F"),
                 EscapedSlashes::Reject => return Err(PathError::EscapedSlash),
                 EscapedSlashes::Decode => out.push('/'),
@@ -186,14 +190,15 @@ fn resolve_segments(path: &str, policy: &PathPolicy) -> Result<String, PathError
 
 /// A segment that is not a dot segment here but becomes one where a
 /// service splits it: at an escaped slash (`x%2F..`), or before `;`
-/// parameters (`..;x`, when semicolons are kept).
+/// parameters (`..;x` or `..%3Bx`, when semicolons are kept).
 fn hides_dot_segment(segment: &str) -> bool {
-    if !segment.contains("%2F") && !segment.contains(';') {
+    if !segment.contains("%2F") && !segment.contains(';') && !segment.contains("%3B") {
         return false;
     }
     segment
         .split("%2F")
         .map(|part| part.split(';').next().unwrap_or(part))
+        .map(|part| part.split("%3B").next().unwrap_or(part))
         .any(|part| part == "." || part == "..")
 }
 
@@ -254,6 +259,8 @@ mod tests {
         assert_eq!(canon("/api/x\\..\\admin"), Err(PathError::Backslash));
         assert_eq!(canon("/api/x%5C..%5Cadmin"), Err(PathError::Backslash));
         assert_eq!(canon("/api/admin;x/users"), Err(PathError::Semicolon));
+        assert_eq!(canon("/api%3B/admin"), Err(PathError::Semicolon));
+        assert_eq!(canon("/api%3b/admin"), Err(PathError::Semicolon));
         assert_eq!(canon("/api/public/..;/admin"), Err(PathError::Semicolon));
         assert_eq!(canon("/a%00.json"), Err(PathError::Nul));
         assert_eq!(canon("/api/x%2F..%2Fadmin"), Err(PathError::EscapedDotSegment));
@@ -288,6 +295,8 @@ mod tests {
         };
         assert_eq!(with(keep, "/a;jsessionid=1/b").unwrap(), "/a;jsessionid=1/b");
         assert_eq!(with(keep, "/api/public/..;/admin"), Err(PathError::EscapedDotSegment));
+        assert_eq!(with(keep, "/api/public/..%3B/admin"), Err(PathError::EscapedDotSegment));
+        assert_eq!(with(keep, "/a%3bx/b").unwrap(), "/a%3Bx/b");
     }
 
     /// How a lenient service reads a path (Tomcat, Spring, nginx with

@@ -38,6 +38,8 @@ const BYPASSES: &[&str] = &[
     "/api///admin/users",
     "/api/admin;x/users",
     "/api/admin;jsessionid=1/users",
+    "/api%3B/admin/users",
+    "/api/admin%3bx/users",
     "/api/public/..;/admin/users",
     "/api/public/..;x=1/admin/users",
     "/api/x\\..\\admin/users",
