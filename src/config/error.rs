@@ -160,7 +160,10 @@ mod tests {
 
     #[test]
     fn equally_close_names_are_all_offered() {
-        assert_eq!(suggestion("user", ["users", "usera", "orders"]), " (did you mean \"usera\" or \"users\"?)");
+        assert_eq!(
+            suggestion("user", ["users", "usera", "orders"]),
+            " (did you mean \"usera\" or \"users\"?)"
+        );
         assert_eq!(suggestion("orderz", ["users", "orders"]), " (did you mean \"orders\"?)");
         assert_eq!(suggestion("zzzzzz", ["users", "orders"]), "");
     }

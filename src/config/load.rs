@@ -2,9 +2,9 @@
 //! then each listener, upstream and route on its own, so that one typo does
 //! not hide the errors after it.
 
-use super::{env, yaml_syntax};
 use super::error::{suggestion, ConfigErrors};
 use super::model::*;
+use super::{env, yaml_syntax};
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 

@@ -159,7 +159,7 @@ pub struct ListenerConfig {
 }
 
 /// A listener's path canonicalisation; the defaults make the classic
-/// route bypasses impossible (README, "Security model").
+/// route bypasses impossible (docs/src/security.md).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathConfig {

@@ -106,7 +106,11 @@ mod tests {
     #[test]
     fn a_key_outside_its_list_item_says_how_to_indent_or_add_a_dash() {
         let error = error_for("routes:\n  - name: a\n  upstream: b\n");
-        assert!(error.message.contains("inside the list that starts at line 2"), "{}", error.message);
+        assert!(
+            error.message.contains("inside the list that starts at line 2"),
+            "{}",
+            error.message
+        );
         assert!(error.message.contains("begin it with `- `"), "{}", error.message);
         assert_eq!(error.excerpt.as_deref(), Some("  |\n3 |   upstream: b\n  |   ^"));
     }
@@ -114,13 +118,21 @@ mod tests {
     #[test]
     fn a_line_indented_too_deep_is_told_to_line_up() {
         let error = error_for("routes:\n  - name: a\n     upstream: x\n");
-        assert!(error.message.contains("indented deeper than the key before it"), "{}", error.message);
+        assert!(
+            error.message.contains("indented deeper than the key before it"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]
     fn unclosed_quotes_and_brackets_point_at_their_start() {
-        assert!(error_for("routes:\n  - name: \"a\n").message.contains("starts at line 2 is never closed"));
-        assert!(error_for("routes: [a, b\n").message.contains("starts at line 1 is not closed"));
+        assert!(error_for("routes:\n  - name: \"a\n")
+            .message
+            .contains("starts at line 2 is never closed"));
+        assert!(error_for("routes: [a, b\n")
+            .message
+            .contains("starts at line 1 is not closed"));
     }
 
     #[test]
@@ -132,6 +144,10 @@ mod tests {
     #[test]
     fn other_errors_keep_the_parsers_words() {
         let error = error_for("a: &x 1\nb: *y\n");
-        assert!(error.message.starts_with("invalid YAML: unknown anchor"), "{}", error.message);
+        assert!(
+            error.message.starts_with("invalid YAML: unknown anchor"),
+            "{}",
+            error.message
+        );
     }
 }

@@ -23,7 +23,7 @@
 //!   decodes them would climb.
 //!
 //! Each knob has a listener setting ([`PathPolicy`]), documented with its
-//! risk in the README's security model.
+//! risk in the book's security model (docs/src/security.md).
 
 pub use crate::config::model::{EscapedSlashes, Semicolons};
 use std::borrow::Cow;

@@ -43,7 +43,9 @@ fn every_example_config_validates_with_only_the_variables_it_names() {
                 .flat_map(|names| names.split(" (").next().unwrap_or("").split_whitespace())
                 .collect();
             let mut command = Command::new(env!("CARGO_BIN_EXE_portico"));
-            command.env_clear().args(["validate", "--config", path.to_str().unwrap()]);
+            command
+                .env_clear()
+                .args(["validate", "--config", path.to_str().unwrap()]);
             for name in &named {
                 command.env(name, format!("{}-example-value-0123456789", name.to_lowercase()));
             }
@@ -121,8 +123,14 @@ fn validate_refuses_malformed_yaml_and_unknown_keys() {
     // An item's key outside the item: the fix, and the line with a caret under it.
     let (code, text) = validate_text("listeners:\n  - name: a\n  addr: 127.0.0.1:1\n");
     assert_eq!(code, 2);
-    assert!(text.contains("inside the list that starts at line 2 but is not one of its items"), "{text}");
-    assert!(text.contains("3 |   addr: 127.0.0.1:1\n") && text.contains("|   ^"), "{text}");
+    assert!(
+        text.contains("inside the list that starts at line 2 but is not one of its items"),
+        "{text}"
+    );
+    assert!(
+        text.contains("3 |   addr: 127.0.0.1:1\n") && text.contains("|   ^"),
+        "{text}"
+    );
 
     let (code, text) = validate_text("listeners: [{ name: a, addr: '127.0.0.1:1' }]\nlisteners_extra: 1\n");
     assert_eq!(code, 2);
@@ -186,7 +194,7 @@ shutdown: { drain_timeout: 10s }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quickstart_serves_its_mock_routes() {
-    let _ports = fixed_ports();
+    let _ports = fixed_ports().await;
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.yaml")).unwrap();
     let _gateway = Process::start(&text);
     let health = get("http://127.0.0.1:8080/healthz").await;

@@ -110,7 +110,11 @@ fn every_relative_link_and_anchor_resolves() {
             } else if !anchor.is_empty() {
                 let ids = docs.get(&target).map(|d| &d.ids);
                 if !ids.is_some_and(|ids| ids.contains(anchor)) {
-                    broken.push(format!("{}: {link}: no heading #{anchor} in {}", from.display(), target.display()));
+                    broken.push(format!(
+                        "{}: {link}: no heading #{anchor} in {}",
+                        from.display(),
+                        target.display()
+                    ));
                 }
             }
         }
@@ -127,7 +131,10 @@ fn the_readme_parts_the_book_includes_have_no_relative_links() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let book = std::fs::read_to_string(root().join("docs/src/getting-started.md")).unwrap();
     for name in ["install", "quickstart", "first-gateway"] {
-        assert!(book.contains(&format!("{{{{#include ../../README.md:{name}}}}}")), "{name} is not included");
+        assert!(
+            book.contains(&format!("{{{{#include ../../README.md:{name}}}}}")),
+            "{name} is not included"
+        );
         let part = readme
             .split(&format!("<!-- ANCHOR: {name} -->"))
             .nth(1)
@@ -149,32 +156,60 @@ fn every_chapter_is_in_the_table_of_contents() {
     for path in documents().iter().filter(|p| p.starts_with("docs/src")) {
         let chapter = path.strip_prefix("docs/src").unwrap().to_str().unwrap().to_string();
         if chapter != "SUMMARY.md" {
-            assert!(summary.contains(&format!("]({chapter})")), "docs/src/SUMMARY.md lacks {chapter}");
+            assert!(
+                summary.contains(&format!("]({chapter})")),
+                "docs/src/SUMMARY.md lacks {chapter}"
+            );
         }
     }
     // Each chapter starts with its one title.
     for path in documents() {
         let text = std::fs::read_to_string(root().join(&path)).unwrap();
         let titles = Parser::new(&text)
-            .filter(|e| matches!(e, Event::Start(Tag::Heading { level: HeadingLevel::H1, .. })))
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::Start(Tag::Heading {
+                        level: HeadingLevel::H1,
+                        ..
+                    })
+                )
+            })
             .count();
         let expected = if path.ends_with("SUMMARY.md") { 1..=10 } else { 1..=1 };
-        assert!(expected.contains(&titles), "{} has {titles} top-level titles", path.display());
+        assert!(
+            expected.contains(&titles),
+            "{} has {titles} top-level titles",
+            path.display()
+        );
     }
 }
 
 #[test]
 fn the_readme_is_short_and_the_docs_tell_no_project_history() {
     let readme = std::fs::metadata(root().join("README.md")).unwrap().len();
-    assert!(readme < 15 * 1024, "README.md is {readme} bytes: move detail into docs/");
+    assert!(
+        readme < 15 * 1024,
+        "README.md is {readme} bytes: move detail into docs/"
+    );
     for path in documents() {
         let text = std::fs::read_to_string(root().join(&path)).unwrap().to_lowercase();
-        for words in ["still to come", "their issues", "from issue", "this release is", "not here yet"] {
+        for words in [
+            "still to come",
+            "their issues",
+            "from issue",
+            "this release is",
+            "not here yet",
+        ] {
             assert!(!text.contains(words), "{} says {words:?}", path.display());
         }
         for (i, _) in text.match_indices("issue ") {
             let next = text[i + 6..].chars().next();
-            assert!(!next.is_some_and(|c| c.is_ascii_digit()), "{} names an issue number", path.display());
+            assert!(
+                !next.is_some_and(|c| c.is_ascii_digit()),
+                "{} names an issue number",
+                path.display()
+            );
         }
     }
 }

@@ -28,9 +28,9 @@ mod tracing;
 mod transcode;
 mod transform;
 mod upstream_protocols;
-mod walkthrough;
 mod waf;
 mod waf_crs;
+mod walkthrough;
 mod websocket;
 mod xml;
 

@@ -879,10 +879,16 @@ where
     addr
 }
 
-/// Held by tests that use the documented fixed ports (8080, 8081, 9001, 9002,
-/// 9901: the quickstart and the README's walkthrough), so they take turns.
-pub fn fixed_ports() -> std::sync::MutexGuard<'static, ()> {
-    static PORTS: Mutex<()> = Mutex::new(());
-    // A test that failed while holding it leaves nothing behind to protect.
-    PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// The documented fixed ports (8080, 8081, 9001, 9002, 9901: the quickstart
+/// and the README's walkthrough), held by the tests that use them so they
+/// take turns. A tokio mutex: the async tests hold it across their awaits.
+static FIXED_PORTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn fixed_ports() -> tokio::sync::MutexGuard<'static, ()> {
+    FIXED_PORTS.lock().await
+}
+
+/// [`fixed_ports`] for a test outside any runtime.
+pub fn fixed_ports_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    FIXED_PORTS.blocking_lock()
 }

@@ -5,7 +5,7 @@
 //! must be what the README shows under it. Edit the walkthrough and this test
 //! follows; break the gateway and the walkthrough fails.
 
-use crate::support::fixed_ports;
+use crate::support::fixed_ports_blocking;
 use pulldown_cmark::{CodeBlockKind, Event, Parser, Tag, TagEnd};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -73,18 +73,29 @@ fn steps(readme: &str) -> Vec<Step> {
 }
 
 fn tidy(text: &str) -> String {
-    text.lines().map(str::trim_end).collect::<Vec<_>>().join("\n").trim_end().to_string()
+    text.lines()
+        .map(str::trim_end)
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
 }
 
 #[test]
 fn the_first_gateway_walkthrough_runs_as_written() {
-    let _ports = fixed_ports();
+    let _ports = fixed_ports_blocking();
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let steps = steps(&readme);
     assert!(steps.len() >= 15, "found only {} commands", steps.len());
     for tool in ["python3", "curl"] {
-        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
-        assert!(found.status.success(), "the walkthrough needs {tool}: install it (apt-get install {tool})");
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        assert!(
+            found.status.success(),
+            "the walkthrough needs {tool}: install it (apt-get install {tool})"
+        );
     }
 
     const MARK: &str = "@@walkthrough step@@";
@@ -110,7 +121,9 @@ fn the_first_gateway_walkthrough_runs_as_written() {
     struct Group(u32);
     impl Drop for Group {
         fn drop(&mut self) {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0)]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.0)])
+                .status();
         }
     }
     let _group = Group(shell.id());
