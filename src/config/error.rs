@@ -141,7 +141,7 @@ pub fn suggestion<'a>(given: &str, known: impl IntoIterator<Item = &'a str>) -> 
     }
 }
 
-/// `a, b and c`, or the first `limit` names and how many more.
+/// `a, b, c` sorted, or the first `limit` of them and how many more.
 pub fn list_names<'a>(names: impl IntoIterator<Item = &'a str>, limit: usize) -> String {
     let mut names: Vec<&str> = names.into_iter().collect();
     names.sort_unstable();
