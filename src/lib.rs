@@ -1,8 +1,9 @@
 //! Portico: an API gateway. One binary, one YAML file.
 //!
-//! The request's way: `proxy::server` accepts, `proxy::handler` drives the
-//! phases, `router` matches, `plugins` run by phase, `upstream` picks and
-//! reaches a target. `config` turns the file into the immutable `gateway`
+//! The request's way: `proxy::server` accepts, `proxy::session` serves a
+//! request and logs it, `proxy::phases` drives the phases (`router` matches,
+//! `plugins` run by phase), and `proxy::exchange` has `upstream` pick and
+//! reach a target. `config` turns the file into the immutable `gateway`
 //! model the proxy serves from. `control` runs it: start, reload (signal,
 //! admin API, file change), shutdown; `admin` is the operators' HTTP API.
 

@@ -8,7 +8,8 @@ use super::{Aggregate, Call};
 use crate::body::ResponseBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::plugins::RequestContext;
-use crate::proxy::handler::{proxy, CallContext, CallRecord, ClientBody, Connection, UpstreamRequest};
+use crate::proxy::connection::Connection;
+use crate::proxy::exchange::{self, CallContext, CallRecord, ClientBody, UpstreamRequest};
 use crate::transform::{self, ReadAnswer};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -198,7 +199,7 @@ async fn make_call<'a>(
             body_limit: None,
             upgrade: None,
         };
-        let response = proxy(&call.forward, conn, request, shared, &mut CallRecord::default()).await?;
+        let response = exchange::send(&call.forward, conn, request, shared, &mut CallRecord::default()).await?;
         let (head, body) = response.into_parts();
         if !head.status.is_success() {
             return Err(ProxyError::new(

@@ -15,7 +15,7 @@ pub mod store;
 use crate::body::ResponseBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::plugins::RequestContext;
-use crate::proxy::handler::clone_head;
+use crate::proxy::exchange::clone_head;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{self, ReadAnswer};
 use bytes::Bytes;

@@ -1,10 +1,11 @@
 //! HTTP/3 on a TLS listener (`tls: { http3: true }`): a QUIC endpoint
 //! (quinn) on the listener's port over UDP, each request served by the
-//! same handler as HTTP/1.1 and HTTP/2 (h3). Clients learn of it from the
+//! same session as HTTP/1.1 and HTTP/2 (h3). Clients learn of it from the
 //! `Alt-Svc` header the TCP listener's answers carry.
 
 use super::client_timeouts::ActiveRequests;
-use super::handler::{handle, Connection};
+use super::connection::Connection;
+use super::session::handle;
 use crate::body::{Inbound, ResponseBody};
 use crate::gateway::Gateway;
 use arc_swap::ArcSwap;

@@ -3,7 +3,8 @@
 
 use super::admission::{Admission, Refusal};
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
-use super::handler::{handle, Connection};
+use super::connection::Connection;
+use super::session::handle;
 use crate::body::Inbound;
 use crate::control::upgrade;
 use crate::gateway::{Compiled, Drain, Gateway, ListenerSettings};

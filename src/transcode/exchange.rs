@@ -5,9 +5,9 @@
 use crate::body::ResponseBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::Forward;
-use crate::proxy::handler::{
-    method_not_allowed, proxy, read_client_body, CallContext, CallRecord, ClientBody, Connection, UpstreamRequest,
-};
+use crate::proxy::connection::Connection;
+use crate::proxy::errors::method_not_allowed;
+use crate::proxy::exchange::{self, read_client_body, CallContext, CallRecord, ClientBody, UpstreamRequest};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{Method, Response};
 use http_body_util::BodyExt;
@@ -54,7 +54,7 @@ pub(crate) async fn transcode(
         body_limit: None,
         upgrade: None,
     };
-    let response = proxy(forward, conn, request, shared, record).await?;
+    let response = exchange::send(forward, conn, request, shared, record).await?;
     let (head, body) = response.into_parts();
     let collected = http_body_util::Limited::new(body, transcoder.max_body as usize)
         .collect()

@@ -1,0 +1,286 @@
+//! The request's phases: the canonical request, the route, the plugins by
+//! phase, then the route's action (a fixed answer, an aggregate, a
+//! transcoded call, the cache, or the upstream exchange), and the response
+//! plugins on the way back.
+
+use crate::body::{Fault, Inbound, ResponseBody};
+use crate::error::{ErrorKind, ProxyError};
+use crate::gateway::{Action, FixedResponse, Forward, Gateway, Route};
+use crate::plugins::{Flow, RequestContext};
+use crate::proxy::cached::cached;
+use crate::proxy::canonical;
+use crate::proxy::connection::Connection;
+use crate::proxy::errors::{client_body_error, method_not_allowed};
+use crate::proxy::exchange::{self, read_client_body, CallContext, CallRecord, ClientBody, UpstreamRequest};
+use crate::proxy::forward::{self};
+use crate::proxy::upgrade;
+use crate::router::{request_host, Lookup, RequestHead};
+use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::traces::{RequestSpan, Traces};
+use crate::transform::{self, ReadAnswer};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Body;
+use std::sync::Arc;
+
+/// What the session observes along the way, for the access log and metrics.
+#[derive(Default)]
+pub(crate) struct Observed {
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) metrics: Option<Arc<RouteMetrics>>,
+    /// What the upstream exchange did, for the log.
+    pub(crate) call: CallRecord,
+    pub(crate) error: Option<&'static str>,
+    /// The request's server span, when tracing is on.
+    pub(crate) trace: Option<(Arc<Traces>, RequestSpan)>,
+    /// Headers plugins add to whatever response the request gets (CORS).
+    pub(crate) response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// What plugins keep until the response body has been sent.
+    pub(crate) holds: Vec<Box<dyn Send + Sync>>,
+}
+
+/// The request after the listener's checks: made canonical, routed, through
+/// its plugins by phase, then the route's action and the response plugins.
+pub(crate) async fn serve(
+    gateway: &Arc<Gateway>,
+    conn: &Arc<Connection>,
+    request: Request<Inbound>,
+    request_id: &HeaderValue,
+    observed: &mut Observed,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
+    let extended_connect = upgrade::from_extended_connect(&mut parts);
+    // From here on, the request is the canonical one: routes, plugins and
+    // the upstream see nothing else.
+    let facts = canonical::canonicalise(&mut parts, &conn.listener, conn.peer.ip(), &gateway.trusted_headers)?;
+    let (route, params, rewritten) = {
+        let path = parts.uri.path();
+        let host = request_host(&parts.uri, &parts.headers);
+        let head = RequestHead::of(&parts, path, host.as_deref());
+        let (route, params) = match gateway.routes.find(&head) {
+            Lookup::Found { route, params } => (route, params),
+            Lookup::MethodNotAllowed { allow } => match preflight_route(gateway, &head, &parts) {
+                Some(found) => found,
+                None => return Err(method_not_allowed(&parts.method, &allow)),
+            },
+            Lookup::NotFound => {
+                return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
+            }
+        };
+        // Only the path: the query is joined after the plugins, which may change it.
+        let rewritten = match &route.action {
+            Action::Proxy(forward) => rewritten_path(forward.rewrite.apply(path, &params), &parts.uri),
+            Action::Respond(_) | Action::Aggregate(_) => None,
+        };
+        (route, params, rewritten)
+    };
+    observed.route = Some(route.name.clone());
+    observed.metrics = Some(route.metrics.clone());
+    if let Some((_, span)) = &observed.trace {
+        span.set_route(&parts.method, &route.name);
+    }
+
+    let mut ctx = RequestContext::new(request_id, conn.peer, &route.name, &params, route.upstream());
+    ctx.upstream_path = rewritten.as_deref();
+    ctx.client_certificate = conn.client_certificate.as_deref();
+    ctx.facts = facts;
+    ctx.facts.has_body = !body.is_end_stream();
+    let answer = async {
+        if !route.plugins.is_empty() {
+            match route.plugins.on_request(&mut parts, &mut ctx).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Respond(response)) => return Ok(*response),
+                Err(error) => return Err(error),
+            }
+        }
+        // Plugins that inspect bodies (`waf`) see their start before anything goes on.
+        let body = match route.plugins.body_inspection_limit() {
+            // No body: the inspection still runs (the Core Rule Set decides with it).
+            Some(_) if body.is_end_stream() => {
+                route.plugins.inspect_request_body(&[], true, &parts, &ctx)?;
+                body
+            }
+            Some(limit) => {
+                let limit = route.body_limit(&conn.listener).map_or(limit, |most| most.min(limit));
+                let (ahead, complete, body) = body
+                    .read_ahead(limit)
+                    .await
+                    .map_err(|e| client_body_error(Fault::of(&e).unwrap_or(Fault::Unreadable), Some(limit)))?;
+                // A frame may bring more than the limit: only the limit is read.
+                let seen = ahead.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+                route
+                    .plugins
+                    .inspect_request_body(&ahead[..seen], complete && seen == ahead.len(), &parts, &ctx)?;
+                body
+            }
+            _ => body,
+        };
+        let response = match &route.action {
+            Action::Respond(fixed) => fixed_response(fixed),
+            Action::Aggregate(aggregate) => {
+                let shared = CallContext {
+                    metrics: observed.metrics.as_ref(),
+                    trace: observed.trace.as_ref(),
+                };
+                crate::aggregate::run(aggregate, conn, &parts, &ctx, shared).await?
+            }
+            Action::Proxy(
+                forward @ Forward {
+                    transcode: Some(transcoder),
+                    ..
+                },
+            ) => {
+                let shared = CallContext {
+                    metrics: observed.metrics.as_ref(),
+                    trace: observed.trace.as_ref(),
+                };
+                let call = (forward, &**transcoder, route.body_limit(&conn.listener));
+                crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut observed.call).await?
+            }
+            Action::Proxy(forward) => {
+                let body = match route.plugins.request_body_cap(&parts.headers, ctx.facts.has_body)? {
+                    Some(cap) => {
+                        // Read as any body is: the route's or listener's limit (or the plugin's cap,
+                        // if smaller) answers 413, and its bytes are counted for the log.
+                        let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
+                        let bytes = read_client_body(body, cap, &mut observed.call).await?;
+                        let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
+                        if let Some(content_type) = content_type {
+                            parts.headers.insert(CONTENT_TYPE, content_type);
+                        }
+                        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
+                        parts.headers.remove(http::header::TRANSFER_ENCODING);
+                        ClientBody::Transformed(changed)
+                    }
+                    None => ClientBody::Stream(body),
+                };
+                let upgrade = match forward::upgrade_of(&parts.headers) {
+                    Some(_) if parts.version == Version::HTTP_11 || extended_connect => {
+                        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+                    }
+                    _ => None,
+                };
+                // An upgrade is never a cached exchange.
+                if route.plugins.cache().is_some() && upgrade.is_none() {
+                    // The cache answers, or goes upstream and runs the response plugins
+                    // itself, so that what it stores is what clients get.
+                    let path_and_query = upstream_path_and_query(rewritten.as_deref(), &parts.uri)?;
+                    return cached(
+                        route,
+                        forward,
+                        gateway,
+                        conn,
+                        parts,
+                        body,
+                        path_and_query,
+                        request_id,
+                        &ctx,
+                        observed,
+                    )
+                    .await;
+                }
+                let upstream_request = UpstreamRequest {
+                    body_limit: route.body_limit(&conn.listener),
+                    path_and_query: upstream_path_and_query(rewritten.as_deref(), &parts.uri)?,
+                    parts,
+                    body,
+                    request_id,
+                    upgrade,
+                };
+                let shared = CallContext {
+                    metrics: observed.metrics.as_ref(),
+                    trace: observed.trace.as_ref(),
+                };
+                exchange::send(forward, conn, upstream_request, shared, &mut observed.call).await?
+            }
+        };
+        run_response_plugins(route, response, &ctx).await
+    }
+    .await;
+    observed.response_headers = std::mem::take(&mut ctx.response_headers);
+    observed.holds = std::mem::take(&mut ctx.holds);
+    answer
+}
+
+/// A CORS preflight (`OPTIONS` asking about another method) is routed as
+/// that method, when the route it reaches answers preflights itself.
+pub(crate) fn preflight_route<'g>(
+    gateway: &'g Gateway,
+    head: &RequestHead<'_>,
+    parts: &http::request::Parts,
+) -> Option<(&'g Route, crate::router::Params)> {
+    if !crate::plugins::cors::is_preflight(parts) {
+        return None;
+    }
+    let asked = parts.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?;
+    let method = http::Method::from_bytes(asked.as_bytes()).ok()?;
+    let as_asked = RequestHead {
+        method: &method,
+        ..*head
+    };
+    match gateway.routes.find(&as_asked) {
+        Lookup::Found { route, params } if route.plugins.answers_preflight() => Some((route, params)),
+        _ => None,
+    }
+}
+
+pub(crate) async fn run_response_plugins(
+    route: &Route,
+    response: Response<ResponseBody>,
+    ctx: &RequestContext<'_>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if route.plugins.is_empty() {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    route.plugins.on_response(&mut parts, ctx);
+    let body = match route.plugins.response_body_cap(&parts.headers) {
+        Some((cap, must)) => {
+            let bytes = match transform::read_response(body, cap, must).await? {
+                ReadAnswer::Whole(bytes) => bytes,
+                ReadAnswer::TooLarge(body) => {
+                    tracing::debug!(
+                        route = ctx.route,
+                        cap,
+                        "the answer is too large to check; passed on unchecked"
+                    );
+                    return Ok(Response::from_parts(parts, body));
+                }
+            };
+            let (changed, content_type) = route.plugins.transform_response_body(bytes, ctx)?;
+            if let Some(content_type) = content_type {
+                parts.headers.insert(CONTENT_TYPE, content_type);
+            }
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
+            parts.headers.remove(http::header::TRANSFER_ENCODING);
+            ResponseBody::full(changed)
+        }
+        None => body,
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// The path after the route's rewrite; `None` when it is the client's.
+pub(crate) fn rewritten_path(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Option<String> {
+    (path != uri.path()).then(|| path.into_owned())
+}
+
+/// `None` when the client's path and query go upstream unchanged.
+pub(crate) fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
+    let Some(path) = path else { return Ok(None) };
+    let text = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    PathAndQuery::try_from(text)
+        .map(Some)
+        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the rewritten path is not a valid URI path"))
+}
+
+pub(crate) fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    *response.headers_mut() = fixed.headers.clone();
+    response
+}
