@@ -140,7 +140,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     explanation.request.normalized_path = Some(path.to_string());
     let host = request_host(&parts.uri, &parts.headers).map(|h| h.into_owned());
     let head = RequestHead::of(&parts, path, host.as_deref());
-    let lookup = gateway.routes.find(&head);
+    let lookup = gateway.route(&head, &parts);
     let winner = match &lookup {
         Lookup::Found { route, .. } => Some(&*route.name),
         _ => None,

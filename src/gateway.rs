@@ -4,7 +4,7 @@
 use crate::config::ConfigFile;
 use crate::plugins::PluginChain;
 use crate::proxy::rewrite::Rewrite;
-use crate::router::RouteTable;
+use crate::router::{Lookup, RequestHead, RouteTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::telemetry::traces::Traces;
@@ -38,6 +38,29 @@ pub struct Gateway {
     /// client certificates), from every plugin of every route: removed from
     /// each client request, on every route, before routing.
     pub trusted_headers: Arc<[http::HeaderName]>,
+}
+
+impl Gateway {
+    /// The route for a canonical request: what `serve` routes and `explain`
+    /// explains. A request whose method the path lacks goes to the route of
+    /// another method when a plugin there answers it on that method's behalf
+    /// (a CORS preflight); otherwise it is a 405 with the path's methods.
+    pub fn route(&self, head: &RequestHead<'_>, request: &http::request::Parts) -> Lookup<'_, Route> {
+        match self.routes.find(head) {
+            Lookup::MethodNotAllowed { allow } => {
+                for method in &allow {
+                    let as_method = RequestHead { method, ..*head };
+                    if let Lookup::Found { route, params } = self.routes.find(&as_method) {
+                        if route.plugins.answers_for(request, method) {
+                            return Lookup::Found { route, params };
+                        }
+                    }
+                }
+                Lookup::MethodNotAllowed { allow }
+            }
+            found_or_not => found_or_not,
+        }
+    }
 }
 
 impl Route {

@@ -203,8 +203,13 @@ impl Plugin for Cors {
         Phase::Access
     }
 
-    fn answers_preflight(&self) -> bool {
-        true
+    /// A preflight is answered for the method it asks about.
+    fn answers_for(&self, request: &http::request::Parts, method: &Method) -> bool {
+        is_preflight(request)
+            && request
+                .headers
+                .get(ACCESS_CONTROL_REQUEST_METHOD)
+                .is_some_and(|asked| asked.as_bytes() == method.as_str().as_bytes())
     }
 
     fn on_request<'a>(

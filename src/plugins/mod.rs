@@ -203,9 +203,11 @@ pub trait Plugin: Send + Sync + 'static {
     /// The one place it takes in the chain.
     fn phase(&self) -> Phase;
 
-    /// Whether it answers CORS preflights: then an `OPTIONS` preflight is
-    /// routed as the method it asks about, so that it reaches this plugin.
-    fn answers_preflight(&self) -> bool {
+    /// Whether it answers `request` on behalf of `method`, a method the
+    /// request's path has where the request's own method has none: the
+    /// request is then routed as `method` (a CORS preflight, `OPTIONS`,
+    /// reaches the route of the method it asks about).
+    fn answers_for(&self, _request: &http::request::Parts, _method: &http::Method) -> bool {
         false
     }
 
@@ -530,8 +532,10 @@ impl PluginChain {
         self.plugins.iter().flat_map(|p| p.trusted_headers())
     }
 
-    pub fn answers_preflight(&self) -> bool {
-        self.plugins.iter().any(|p| p.answers_preflight())
+    /// Whether a plugin answers `request` on behalf of `method` (see
+    /// [`Plugin::answers_for`]).
+    pub fn answers_for(&self, request: &http::request::Parts, method: &http::Method) -> bool {
+        self.plugins.iter().any(|p| p.answers_for(request, method))
     }
 
     /// How to take the request body: `Some(cap)` to read it whole (up to the

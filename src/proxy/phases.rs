@@ -58,12 +58,9 @@ pub(crate) async fn serve(
         let path = parts.uri.path();
         let host = request_host(&parts.uri, &parts.headers);
         let head = RequestHead::of(&parts, path, host.as_deref());
-        let (route, params) = match gateway.routes.find(&head) {
+        let (route, params) = match gateway.route(&head, &parts) {
             Lookup::Found { route, params } => (route, params),
-            Lookup::MethodNotAllowed { allow } => match preflight_route(gateway, &head, &parts) {
-                Some(found) => found,
-                None => return Err(method_not_allowed(&parts.method, &allow)),
-            },
+            Lookup::MethodNotAllowed { allow } => return Err(method_not_allowed(&parts.method, &allow)),
             Lookup::NotFound => {
                 return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
             }
@@ -201,28 +198,6 @@ pub(crate) async fn serve(
     observed.response_headers = std::mem::take(&mut ctx.response_headers);
     observed.holds = std::mem::take(&mut ctx.holds);
     answer
-}
-
-/// A CORS preflight (`OPTIONS` asking about another method) is routed as
-/// that method, when the route it reaches answers preflights itself.
-pub(crate) fn preflight_route<'g>(
-    gateway: &'g Gateway,
-    head: &RequestHead<'_>,
-    parts: &http::request::Parts,
-) -> Option<(&'g Route, crate::router::Params)> {
-    if !crate::plugins::cors::is_preflight(parts) {
-        return None;
-    }
-    let asked = parts.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD)?;
-    let method = http::Method::from_bytes(asked.as_bytes()).ok()?;
-    let as_asked = RequestHead {
-        method: &method,
-        ..*head
-    };
-    match gateway.routes.find(&as_asked) {
-        Lookup::Found { route, params } if route.plugins.answers_preflight() => Some((route, params)),
-        _ => None,
-    }
 }
 
 pub(crate) async fn run_response_plugins(

@@ -358,6 +358,21 @@ async fn cors_preflights_are_answered_and_allowed_origins_get_headers() {
         );
     }
     assert_eq!(upstream.count(), 0, "preflights are answered by the gateway");
+    // `explain` routes a preflight as serving does: to the route of the asked
+    // method, answered by `cors`; a method no route serves is the same 405.
+    for (method, route, status) in [
+        ("POST", serde_json::json!("app"), 204),
+        ("DELETE", serde_json::Value::Null, 405),
+    ] {
+        let question = serde_json::json!({
+            "method": "OPTIONS",
+            "url": "/app",
+            "headers": { "origin": "https://app.example.com", "access-control-request-method": method },
+        });
+        let explained = gw.admin("POST", "/explain", &question.to_string()).await.json();
+        assert_eq!(explained["route"], route, "{explained}");
+        assert_eq!(explained["status"], status, "{explained}");
+    }
 
     let simple = get_with(
         &gw.url("/app"),
