@@ -122,7 +122,7 @@ impl Consumers {
                         "a username is not empty and has no `:` (RFC 7617)".into(),
                     ));
                 }
-                if let Err(e) = crate::plugins::basic_auth::check_hash(hash) {
+                if let Err(e) = crate::password::check_hash(hash) {
                     errors.push((format!("{basic_at}.password"), e));
                 }
                 if consumers.by_username.insert(username.clone(), index).is_some() {

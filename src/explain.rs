@@ -6,8 +6,9 @@
 //! `POST /explain` (on the running config, with live target health).
 
 use crate::config::model::{MatchConfig, RouteConfig};
+use crate::context::RequestContext;
 use crate::gateway::{Action, Forward, Gateway};
-use crate::plugins::{Decision, Phase, RequestContext};
+use crate::plugins::{Decision, Phase};
 use crate::proxy::canonical::canonicalise_with;
 use crate::router::{request_host, Condition, Lookup, Params, PathPolicy, RequestHead};
 use crate::upstream::{PickContext, UpstreamPool};

@@ -1,7 +1,7 @@
 //! The compiled config: what the proxy serves from. Immutable once built; a
 //! reload builds a new one and swaps it in atomically.
 
-use crate::config::ConfigFile;
+use crate::config::model::ConfigFile;
 use crate::plugins::PluginChain;
 use crate::proxy::rewrite::Rewrite;
 use crate::router::{Lookup, RequestHead, RouteTable};

@@ -162,7 +162,7 @@ fn hash_password(argon2: bool) -> ExitCode {
         eprintln!("portico: give the password on standard input, like: portico hash-password < file");
         return ExitCode::from(2);
     }
-    match portico::plugins::basic_auth::hash(line.trim_end_matches(['\r', '\n']), argon2) {
+    match portico::password::hash(line.trim_end_matches(['\r', '\n']), argon2) {
         Ok(hash) => {
             println!("{hash}");
             ExitCode::SUCCESS

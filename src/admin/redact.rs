@@ -2,7 +2,7 @@
 //! a secret is replaced, wherever it sits (admin token, plugin credentials,
 //! consumers' keys, passwords).
 
-use crate::config::ConfigFile;
+use crate::config::model::ConfigFile;
 use serde_json::Value;
 
 pub const REDACTED: &str = "[redacted]";

@@ -7,7 +7,7 @@
 //! A field the answer does not have, or a request value that is absent,
 //! renders empty; several values (through `[*]`) are joined with commas.
 
-use crate::plugins::RequestContext;
+use crate::context::RequestContext;
 use crate::transform::path::JsonPath;
 use crate::transform::template::Template;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};

@@ -6,8 +6,6 @@ pub mod pace;
 
 use crate::proxy::client_timeouts::RequestActive;
 use crate::proxy::grpc_web::{Encoder, Mode, TextDecoder};
-use crate::telemetry::access_log::Entry;
-use crate::upstream::{InFlight, Lease};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -338,13 +336,30 @@ impl Body for RequestBody {
     }
 }
 
+/// What a response body reports to when it is done (sent, failed, or
+/// dropped because the client left): the request's access-log entry. A trait,
+/// so that bodies know nothing of logs, metrics or traces.
+pub trait OnDone: Send + Sync {
+    /// `error` is set when the body did not end cleanly.
+    fn done(&mut self, bytes_out: u64, error: Option<&'static str>);
+}
+
+/// What an upstream body holds of its target until it is done: the target's
+/// in-flight count, and the connection to give back once the body has been
+/// read whole. A trait, so that bodies know nothing of pools.
+pub trait UpstreamHold: Send + Sync {
+    /// The body has been read whole: the connection may be reused. Called
+    /// at most once.
+    fn release(&mut self);
+}
+
 /// A response on its way to the client: a fixed body made by Portico, or an
 /// upstream's body streamed through. When it is done (sent, failed, or dropped
 /// because the client left) it writes the request's access-log line.
 pub struct ResponseBody {
     kind: Kind,
     sent: u64,
-    log: Option<Box<Entry>>,
+    log: Option<Box<dyn OnDone>>,
     /// Keeps the client connection counted as busy until the body is done.
     _active: Option<RequestActive>,
     /// What plugins keep until the body has been sent (concurrency permits).
@@ -368,10 +383,10 @@ struct UpstreamBody {
     /// Armed lazily: most bodies arrive with their head and never wait.
     timer: Option<Pin<Box<Sleep>>>,
     progressed: bool,
-    /// Keeps the target's in-flight count until the body is done.
-    _in_flight: InFlight,
-    /// The connection, returned to its target's pool when the body ends cleanly.
-    lease: Option<Lease>,
+    /// The target's in-flight count and the connection, given back to its
+    /// pool when the body ends cleanly.
+    hold: Box<dyn UpstreamHold>,
+    released: bool,
 }
 
 impl ResponseBody {
@@ -391,14 +406,14 @@ impl ResponseBody {
         ResponseBody::full(Bytes::new())
     }
 
-    pub fn upstream(inner: Incoming, idle: Duration, in_flight: InFlight, lease: Lease) -> ResponseBody {
+    pub fn upstream(inner: Incoming, idle: Duration, hold: Box<dyn UpstreamHold>) -> ResponseBody {
         let mut body = UpstreamBody {
             inner,
             idle,
             timer: None,
             progressed: false,
-            _in_flight: in_flight,
-            lease: Some(lease),
+            hold,
+            released: false,
         };
         body.release_if_done();
         let kind = Kind::Upstream(body);
@@ -434,7 +449,7 @@ impl ResponseBody {
     }
 
     /// Attaches the access-log entry written when the body is done.
-    pub fn set_log(&mut self, entry: Box<Entry>) {
+    pub fn set_log(&mut self, entry: Box<dyn OnDone>) {
         self.log = Some(entry);
     }
 
@@ -446,10 +461,7 @@ impl ResponseBody {
 
     fn finish(&mut self, error: Option<&'static str>) {
         if let Some(mut entry) = self.log.take() {
-            if error.is_some() {
-                entry.error = error;
-            }
-            entry.finish(self.sent);
+            entry.done(self.sent, error);
         }
     }
 }
@@ -474,10 +486,9 @@ impl Drop for ResponseBody {
 impl UpstreamBody {
     /// Returns the connection for reuse once the whole body has been read.
     fn release_if_done(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release();
-            }
+        if self.inner.is_end_stream() && !self.released {
+            self.released = true;
+            self.hold.release();
         }
     }
 

@@ -3,7 +3,7 @@
 //! hashed. Answers with `Vary` are stored under a variant key that adds
 //! the values of the headers they vary on.
 
-use crate::plugins::RequestContext;
+use crate::context::RequestContext;
 use http::HeaderName;
 use xxhash_rust::xxh3::xxh3_128;
 

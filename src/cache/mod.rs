@@ -13,11 +13,11 @@ mod key;
 pub mod store;
 
 use crate::body::ResponseBody;
+use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
-use crate::plugins::RequestContext;
-use crate::proxy::exchange::clone_head;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{self, ReadAnswer};
+use crate::upstream::clone_head;
 use bytes::Bytes;
 use entry::{Entry, Slot};
 use flights::{Flights, Joined};

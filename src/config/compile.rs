@@ -7,6 +7,7 @@
 
 use super::error::{list_names, suggestion, ConfigErrors};
 use super::model::*;
+use super::units::parse_network;
 use crate::consumers::Consumers;
 use crate::gateway::{
     Action, AdminSettings, Compiled, Drain, FixedResponse, Forward, Gateway, ListenerSettings, Route,
@@ -346,23 +347,6 @@ pub fn compile_networks(list: &[String], at: &str, errors: &mut ConfigErrors) ->
             }
         })
         .collect()
-}
-
-/// `10.0.0.0/8`, `2001:db8::/32`, or one address; IPv4-mapped IPv6 is
-/// taken as the IPv4 it maps.
-pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
-    let net = text
-        .parse::<ipnet::IpNet>()
-        .ok()
-        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))?
-        .trunc();
-    match net {
-        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
-            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(ipnet::IpNet::V4),
-            None => Some(net),
-        },
-        net => Some(net),
-    }
 }
 
 /// A listener's connection caps and per-IP rates.

@@ -4,19 +4,19 @@
 
 mod compile;
 mod env;
-mod error;
-mod load;
+pub mod error;
+pub mod load;
 pub use load::block;
 pub mod model;
 mod source_map;
-mod units;
+pub mod units;
 mod yaml_syntax;
 
-pub use compile::{parse_network, BuildContext};
+pub use compile::BuildContext;
 pub use error::{did_you_mean, suggestion, ConfigError, ConfigErrors};
 pub use model::ConfigFile;
 pub use source_map::Location;
-pub use units::{ByteSize, Duration, Percent};
+pub use units::{parse_network, ByteSize, Duration, Percent};
 
 use crate::gateway::Compiled;
 use source_map::SourceMap;

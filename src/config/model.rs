@@ -4,7 +4,7 @@
 //! (cross-references, patterns) and `config::compile` turns them into the
 //! immutable runtime model the proxy serves from.
 
-use super::units::{ByteSize, Duration};
+use super::units::{ByteSize, Duration, Percent};
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
@@ -88,13 +88,13 @@ pub struct TracingConfig {
     pub otlp: OtlpConfig,
     /// Share of new traces recorded; a client's sampled flag is followed.
     #[serde(default = "full_sample")]
-    pub sample_ratio: super::Percent,
+    pub sample_ratio: Percent,
     #[serde(default = "default_service_name")]
     pub service_name: String,
 }
 
-fn full_sample() -> super::Percent {
-    super::Percent(100.0)
+fn full_sample() -> Percent {
+    Percent(100.0)
 }
 
 fn default_service_name() -> String {
@@ -428,7 +428,7 @@ pub struct UpstreamTlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerConfig {
     /// Share of failed requests (connect failures, broken exchanges, 5xx) that opens it.
-    pub failure_rate: super::Percent,
+    pub failure_rate: Percent,
     /// Requests the window must hold before the rate is judged.
     pub min_requests: u32,
     pub window: Duration,
@@ -441,7 +441,7 @@ pub struct CircuitBreakerConfig {
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
         CircuitBreakerConfig {
-            failure_rate: super::Percent(50.0),
+            failure_rate: Percent(50.0),
             min_requests: 20,
             window: Duration::from_secs(10),
             open_for: Duration::from_secs(15),
@@ -549,7 +549,7 @@ pub struct RetriesConfig {
     /// Retry only GET, HEAD, OPTIONS, PUT, DELETE and TRACE (RFC 9110 9.2.2).
     pub idempotent_only: bool,
     /// Retries allowed as a share of recent requests, like `20%`.
-    pub budget: super::Percent,
+    pub budget: Percent,
     /// First backoff between attempts; doubles each retry, with full jitter.
     pub backoff: Duration,
     /// Request bodies up to this size are buffered so they can be sent again;
@@ -568,7 +568,7 @@ impl Default for RetriesConfig {
                 RetryOn::Status(504),
             ],
             idempotent_only: true,
-            budget: super::Percent(20.0),
+            budget: Percent(20.0),
             backoff: Duration(std::time::Duration::from_millis(25)),
             buffer_body: ByteSize(64 * 1024),
         }

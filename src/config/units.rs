@@ -144,6 +144,23 @@ impl Serialize for Percent {
     }
 }
 
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address; IPv4-mapped IPv6 is
+/// taken as the IPv4 it maps.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let net = text
+        .parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))?
+        .trunc();
+    match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok().map(ipnet::IpNet::V4),
+            None => Some(net),
+        },
+        net => Some(net),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

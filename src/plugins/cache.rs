@@ -6,7 +6,7 @@
 use super::{Phase, Plugin, Setup};
 use crate::cache::store::{MemoryStore, Store};
 use crate::cache::{Cache, KeySettings, QueryKey, Settings};
-use crate::config::{ByteSize, Duration as ConfigDuration};
+use crate::config::units::{ByteSize, Duration as ConfigDuration};
 use http::{HeaderName, Method, StatusCode};
 use serde::Deserialize;
 use serde_yaml_ng::Value;

@@ -8,7 +8,7 @@
 
 use super::rate_limit::KeyPart;
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
-use crate::config::Duration as ConfigDuration;
+use crate::config::units::Duration as ConfigDuration;
 use crate::error::{ErrorKind, ProxyError};
 use serde::Deserialize;
 use serde_yaml_ng::Value;

@@ -6,7 +6,7 @@
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::body::ResponseBody;
-use crate::config::Duration as ConfigDuration;
+use crate::config::units::Duration as ConfigDuration;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,

@@ -5,7 +5,7 @@
 //! around the JSON transforms and validation, which see JSON either way.
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
-use crate::config::ByteSize;
+use crate::config::units::ByteSize;
 use crate::transform::xml::XmlOptions;
 use crate::transform::{BodyFormat, Conversion};
 use http::HeaderValue;

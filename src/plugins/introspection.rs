@@ -7,7 +7,7 @@
 //! not the problem.
 
 use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
-use crate::config::Duration as ConfigDuration;
+use crate::config::units::Duration as ConfigDuration;
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
 use base64::Engine;

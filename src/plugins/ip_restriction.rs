@@ -62,7 +62,7 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
     }
 }
 
-use crate::config::parse_network as parse_net;
+use crate::config::units::parse_network as parse_net;
 
 impl IpRestriction {
     fn trusted(&self, ip: IpAddr) -> bool {

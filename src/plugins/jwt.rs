@@ -17,7 +17,7 @@
 //! `exp` and `nbf` are checked again on every use.
 
 use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
-use crate::config::Duration as ConfigDuration;
+use crate::config::units::Duration as ConfigDuration;
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
 use arc_swap::ArcSwapOption;

@@ -10,17 +10,16 @@
 
 use crate::body::ResponseBody;
 use crate::consumers::{Consumers, Identity};
+pub use crate::context::{ClientFacts, RequestContext};
 use crate::error::{ErrorKind, ProxyError};
 use crate::ratelimit::local::LocalStore;
 use crate::ratelimit::redis::RedisStore;
-use crate::router::Params;
 use crate::telemetry::metrics::Metrics;
 use crate::transform::{BodyFormat, Conversion};
 use http::{HeaderValue, Response};
 use indexmap::IndexMap;
 use serde_yaml_ng::Value;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -54,64 +53,6 @@ pub enum Flow {
     /// Answer now; the upstream is not called. Boxed: `Continue` is the
     /// common case and should stay small.
     Respond(Box<Response<ResponseBody>>),
-}
-
-/// What the client's own request said, before any plugin changed it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ClientFacts {
-    /// The client sent `Authorization`: the cache decides storability on
-    /// that (RFC 9111 section 3.5), whatever a plugin removed since.
-    pub sent_authorization: bool,
-    /// The request has a body, however it is framed (`Content-Length`,
-    /// chunked, HTTP/2 or HTTP/3 DATA): every body check goes by this.
-    pub has_body: bool,
-}
-
-/// Per-request state shared by the phases.
-pub struct RequestContext<'a> {
-    pub request_id: &'a HeaderValue,
-    pub client: SocketAddr,
-    pub route: &'a str,
-    pub params: &'a Params,
-    /// Who the request is, once the authenticate phase has found out.
-    pub identity: Option<Identity>,
-    /// What the client's own request said, before any plugin changed it.
-    pub facts: ClientFacts,
-    /// Headers to add to the response, whoever answers (upstream, plugin, error).
-    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
-    /// The upstream the route sends to, if it proxies.
-    pub upstream: Option<&'a str>,
-    /// The path the service receives, when the route's `rewrite` changed it.
-    pub upstream_path: Option<&'a str>,
-    /// The certificate the client presented over TLS, verified (mTLS).
-    pub client_certificate: Option<&'a crate::proxy::tls::ClientCertificate>,
-    /// Kept until the response body has been sent (concurrency permits).
-    pub holds: Vec<Box<dyn Send + Sync>>,
-}
-
-impl<'a> RequestContext<'a> {
-    /// A request's context before any phase has run.
-    pub fn new(
-        request_id: &'a HeaderValue,
-        client: SocketAddr,
-        route: &'a str,
-        params: &'a Params,
-        upstream: Option<&'a str>,
-    ) -> RequestContext<'a> {
-        RequestContext {
-            request_id,
-            client,
-            route,
-            params,
-            identity: None,
-            facts: ClientFacts::default(),
-            response_headers: Vec::new(),
-            upstream,
-            upstream_path: None,
-            client_certificate: None,
-            holds: Vec::new(),
-        }
-    }
 }
 
 /// State plugins keep for as long as the gateway runs, across reloads,
@@ -181,7 +122,7 @@ pub type BuildErrors = Vec<(String, String)>;
 impl Setup<'_> {
     /// Reads the block as `T` (unknown keys refused, with did-you-mean).
     pub fn parse<T: serde::de::DeserializeOwned>(&self, value: &Value) -> Result<T, BuildErrors> {
-        crate::config::block(value.clone(), self.at).map_err(|e| vec![e])
+        crate::config::load::block(value.clone(), self.at).map_err(|e| vec![e])
     }
 
     /// An error at `field` of the block (`""` for the block itself).
@@ -849,7 +790,7 @@ fn unknown_plugin(registry: &[PluginFactory], name: &str) -> String {
     let names: Vec<&str> = registry.iter().map(|f| f.name).collect();
     format!(
         "unknown plugin {name:?}{}; available: {}",
-        crate::config::suggestion(name, names.iter().copied()),
+        crate::config::error::suggestion(name, names.iter().copied()),
         names.join(", ")
     )
 }
@@ -857,6 +798,7 @@ fn unknown_plugin(registry: &[PluginFactory], name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::router::Params;
     use std::sync::Mutex;
 
     /// Records the order it ran in; answers 403 when configured to.

@@ -5,7 +5,7 @@
 //! ratelimit-headers); a refused request gets 429 with `Retry-After`.
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
-use crate::config::Duration as ConfigDuration;
+use crate::config::units::Duration as ConfigDuration;
 use crate::error::{ErrorKind, ProxyError};
 use crate::ratelimit::calendar::Period;
 use crate::ratelimit::local::LocalStore;

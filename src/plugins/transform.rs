@@ -3,7 +3,7 @@
 //! The operations themselves live in `crate::transform`.
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
-use crate::config::ByteSize;
+use crate::config::units::ByteSize;
 use crate::transform::ops::{FieldOpsConfig, HeaderOps, JsonOps, JsonOpsConfig, QueryOps};
 use http::StatusCode;
 use indexmap::IndexMap;

@@ -79,7 +79,7 @@ struct Config {
     exclude: Vec<ExcludeConfig>,
     /// How much of a request body is inspected; the rest streams on unread.
     #[serde(default = "default_max_body")]
-    max_body: crate::config::ByteSize,
+    max_body: crate::config::units::ByteSize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,8 +99,8 @@ fn default_threshold() -> u32 {
     5
 }
 
-fn default_max_body() -> crate::config::ByteSize {
-    crate::config::ByteSize(128 * 1024)
+fn default_max_body() -> crate::config::units::ByteSize {
+    crate::config::units::ByteSize(128 * 1024)
 }
 
 fn default_methods() -> Vec<String> {

@@ -122,17 +122,19 @@ impl Default for Admission {
 }
 
 impl Admission {
-    /// Admits a connection from `peer` to `listener`, or logs and counts why
-    /// not. The connection counts until the returned guard is dropped.
+    /// Admits a connection from `peer` to the listener `name` under its
+    /// `limits`, or logs and counts why not. The connection counts until the
+    /// returned guard is dropped.
     pub fn admit(
         self: &Arc<Self>,
         peer: std::net::SocketAddr,
-        listener: &crate::gateway::ListenerSettings,
+        name: &str,
+        limits: &AdmissionLimits,
         metrics: &crate::telemetry::metrics::Metrics,
     ) -> Result<Admitted, Refusal> {
-        self.admit_ip(peer.ip(), &listener.admission).inspect_err(|refusal| {
-            tracing::debug!(listener = &*listener.name, %peer, reason = refusal.reason(), "connection refused");
-            metrics.listener_refused(&listener.name, refusal.reason());
+        self.admit_ip(peer.ip(), limits).inspect_err(|refusal| {
+            tracing::debug!(listener = name, %peer, reason = refusal.reason(), "connection refused");
+            metrics.listener_refused(name, refusal.reason());
         })
     }
 

@@ -3,9 +3,9 @@
 //! the background with the request's identity.
 
 use crate::body::ResponseBody;
+use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::{Action, Forward, Gateway, Route};
-use crate::plugins::RequestContext;
 use crate::proxy::connection::Connection;
 use crate::proxy::exchange::{self, CallContext, CallRecord, ClientBody, UpstreamRequest};
 use crate::proxy::phases::{run_response_plugins, Observed};

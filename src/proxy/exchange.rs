@@ -14,7 +14,7 @@ use crate::proxy::grpc_web;
 use crate::proxy::upgrade;
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
-use crate::upstream::{connections, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
+use crate::upstream::{clone_head, connections, Checkout, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::{PathAndQuery, Uri};
@@ -280,7 +280,11 @@ pub(crate) async fn send(
                             None => {}
                         }
                         parts.version = client_version;
-                        let mut body = ResponseBody::upstream(body, forward.timeouts.response, in_flight, lease);
+                        let mut body = ResponseBody::upstream(
+                            body,
+                            forward.timeouts.response,
+                            Box::new(Checkout::new(in_flight, lease)),
+                        );
                         if let Some(mode) = web.filter(|_| grpc::is_grpc(&parts.headers)) {
                             // A trailers-only answer has its status in the head, as gRPC-Web reads it.
                             if !parts.headers.contains_key("grpc-status") {
@@ -378,17 +382,6 @@ pub(crate) fn connect_failure(error: &SendError) -> bool {
         error,
         SendError::Connect(_) | SendError::ConnectTimeout(_) | SendError::Tls(_) | SendError::Protocol(_)
     )
-}
-
-/// The request head again, for another attempt (extensions are not carried).
-/// A request head without its body or extensions, to send again.
-pub(crate) fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
-    head
 }
 
 pub(crate) fn replayed(replay: &Option<(http::request::Parts, Bytes)>) -> Option<Request<RequestBody>> {

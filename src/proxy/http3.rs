@@ -63,10 +63,12 @@ pub(crate) fn start(
             let serving = serving.clone();
             let peer = incoming.remote_address();
             let listener = serving.listener.load().settings.clone();
-            let Ok(admitted) = serving
-                .admission
-                .admit(peer, &listener, &serving.gateway.load().metrics)
-            else {
+            let Ok(admitted) = serving.admission.admit(
+                peer,
+                &listener.name,
+                &listener.admission,
+                &serving.gateway.load().metrics,
+            ) else {
                 incoming.refuse();
                 continue;
             };
@@ -150,6 +152,7 @@ async fn serve_request(
     let body = Inbound::Boxed(http_body_util::combinators::UnsyncBoxBody::new(QuicBody {
         stream: recv,
         data_done: false,
+        ended: false,
     }));
     let Ok(response) = handle(conn, request.map(|()| body)).await;
     let (parts, mut body) = response.into_parts();
@@ -185,6 +188,19 @@ async fn send_body(
 struct QuicBody {
     stream: RequestStream<h3_quinn::RecvStream, Bytes>,
     data_done: bool,
+    /// The client finished the request stream, and all of it was read.
+    ended: bool,
+}
+
+impl Drop for QuicBody {
+    /// A request whose rest is not needed (a route that answers without its
+    /// body) stops the client sending with H3_NO_ERROR, as RFC 9114 section
+    /// 4.1 asks, rather than quinn's bare code 0, which clients read as an error.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
 }
 
 impl Body for QuicBody {
@@ -204,8 +220,14 @@ impl Body for QuicBody {
             }
         }
         match self.stream.poll_recv_trailers(cx) {
-            Poll::Ready(Ok(Some(trailers))) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Ok(Some(trailers))) => {
+                self.ended = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Poll::Ready(Ok(None)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
             Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error.into()))),
             Poll::Pending => Poll::Pending,
         }

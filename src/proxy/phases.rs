@@ -4,9 +4,10 @@
 //! plugins on the way back.
 
 use crate::body::{Fault, Inbound, ResponseBody};
+use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway, Route};
-use crate::plugins::{Flow, RequestContext};
+use crate::plugins::Flow;
 use crate::proxy::cached::cached;
 use crate::proxy::canonical;
 use crate::proxy::connection::Connection;

@@ -385,7 +385,10 @@ impl Acceptor {
     fn serve(&self, stream: TcpStream, peer: SocketAddr) {
         let state = self.state.load();
         let settings = &state.settings;
-        let admitted = match self.admission.admit(peer, settings, &self.metrics) {
+        let admitted = match self
+            .admission
+            .admit(peer, &settings.name, &settings.admission, &self.metrics)
+        {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 if settings.tls.is_none() {

@@ -75,6 +75,15 @@ pub struct Entry {
     pub live: Option<Arc<crate::telemetry::live::Live>>,
 }
 
+impl crate::body::OnDone for Entry {
+    fn done(&mut self, bytes_out: u64, error: Option<&'static str>) {
+        if error.is_some() {
+            self.error = error;
+        }
+        self.finish(bytes_out);
+    }
+}
+
 impl Entry {
     /// Records the finished request: metrics, trace, log line, live view.
     pub fn finish(&mut self, bytes_out: u64) {

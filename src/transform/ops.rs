@@ -6,7 +6,7 @@
 
 use super::path::JsonPath;
 use super::template::Template;
-use crate::plugins::RequestContext;
+use crate::context::RequestContext;
 use http::{HeaderName, HeaderValue};
 use indexmap::IndexMap;
 use serde::Deserialize;

@@ -4,7 +4,7 @@
 //! not capture is a config error; anything else that is absent from a
 //! request renders as the empty string.
 
-use crate::plugins::RequestContext;
+use crate::context::RequestContext;
 use http::HeaderName;
 
 #[derive(Debug, Clone, PartialEq)]

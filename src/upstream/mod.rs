@@ -146,6 +146,41 @@ impl Drop for InFlight {
     }
 }
 
+/// A request head without its body or extensions, to send again.
+pub fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut head, ()) = http::Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// What an upstream response body holds of its target until it is done:
+/// the in-flight count, and the connection, given back for reuse once the
+/// body has been read whole.
+pub struct Checkout {
+    _in_flight: InFlight,
+    lease: Option<Lease>,
+}
+
+impl Checkout {
+    pub fn new(in_flight: InFlight, lease: Lease) -> Checkout {
+        Checkout {
+            _in_flight: in_flight,
+            lease: Some(lease),
+        }
+    }
+}
+
+impl crate::body::UpstreamHold for Checkout {
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            lease.release();
+        }
+    }
+}
+
 /// Checks a target address: `host:port` with a port, no scheme or path.
 pub fn parse_target(addr: &str) -> Result<Authority, String> {
     let fix = "write it as host:port, like 127.0.0.1:9001 or users.internal:8080";

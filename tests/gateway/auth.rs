@@ -21,7 +21,7 @@ fn sha256_hex(text: &str) -> String {
 /// Consumers with keys and passwords, an upstream, and `$ROUTES`.
 fn gateway_config(upstream: &Upstream, routes: &str) -> String {
     let bcrypt = bcrypt::hash("open sesame", 4).unwrap();
-    let argon = portico::plugins::basic_auth::hash("correct horse", true).unwrap();
+    let argon = portico::password::hash("correct horse", true).unwrap();
     config(
         r#"
 listeners: [{ name: public, addr: "127.0.0.1:0" }]

@@ -544,7 +544,7 @@ async fn secrets_never_reach_logs_errors_or_the_admin_api() {
     let password = "pa55w0rd-never-logged";
     let jwt_secret = "jwt-s3cret-of-at-least-32-bytes-long!!";
     let client_secret = "introspection-cl1ent-s3cret";
-    let hash = portico::plugins::basic_auth::hash(password, true).unwrap();
+    let hash = portico::password::hash(password, true).unwrap();
     let yaml = config(
         r#"
 listeners: [{ name: public, addr: "127.0.0.1:0" }]

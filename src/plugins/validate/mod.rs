@@ -12,7 +12,7 @@
 mod openapi;
 
 use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
-use crate::config::ByteSize;
+use crate::config::units::ByteSize;
 use crate::error::{ErrorKind, ProxyError};
 use openapi::{Found, Operations};
 use serde::Deserialize;

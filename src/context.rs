@@ -1,0 +1,66 @@
+//! The per-request context: what one request carries through the phases,
+//! created when it is routed and shared by plugins, the cache, transforms and
+//! aggregate calls (each of those gets its own by [`RequestContext::new`]).
+
+use crate::consumers::Identity;
+use crate::router::Params;
+use http::HeaderValue;
+use std::net::SocketAddr;
+
+/// What the client's own request said, before any plugin changed it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientFacts {
+    /// The client sent `Authorization`: the cache decides storability on
+    /// that (RFC 9111 section 3.5), whatever a plugin removed since.
+    pub sent_authorization: bool,
+    /// The request has a body, however it is framed (`Content-Length`,
+    /// chunked, HTTP/2 or HTTP/3 DATA): every body check goes by this.
+    pub has_body: bool,
+}
+
+/// Per-request state shared by the phases.
+pub struct RequestContext<'a> {
+    pub request_id: &'a HeaderValue,
+    pub client: SocketAddr,
+    pub route: &'a str,
+    pub params: &'a Params,
+    /// Who the request is, once the authenticate phase has found out.
+    pub identity: Option<Identity>,
+    /// What the client's own request said, before any plugin changed it.
+    pub facts: ClientFacts,
+    /// Headers to add to the response, whoever answers (upstream, plugin, error).
+    pub response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// The upstream the route sends to, if it proxies.
+    pub upstream: Option<&'a str>,
+    /// The path the service receives, when the route's `rewrite` changed it.
+    pub upstream_path: Option<&'a str>,
+    /// The certificate the client presented over TLS, verified (mTLS).
+    pub client_certificate: Option<&'a crate::proxy::tls::ClientCertificate>,
+    /// Kept until the response body has been sent (concurrency permits).
+    pub holds: Vec<Box<dyn Send + Sync>>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// A request's context before any phase has run.
+    pub fn new(
+        request_id: &'a HeaderValue,
+        client: SocketAddr,
+        route: &'a str,
+        params: &'a Params,
+        upstream: Option<&'a str>,
+    ) -> RequestContext<'a> {
+        RequestContext {
+            request_id,
+            client,
+            route,
+            params,
+            identity: None,
+            facts: ClientFacts::default(),
+            response_headers: Vec::new(),
+            upstream,
+            upstream_path: None,
+            client_certificate: None,
+            holds: Vec::new(),
+        }
+    }
+}
