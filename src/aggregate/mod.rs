@@ -15,7 +15,7 @@ pub mod template;
 pub(crate) use run::run;
 
 use crate::config::model::AggregateConfig;
-use crate::gateway::Forward;
+use crate::gateway::forward::Forward;
 use crate::transform::path::JsonPath;
 use http::{HeaderName, Method};
 use std::time::Duration;

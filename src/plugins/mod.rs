@@ -749,6 +749,47 @@ impl PluginChain {
             plugin.on_response(response, ctx);
         }
     }
+
+    /// The response phases, on the way back: the head's hooks, then the
+    /// body read whole for the plugins that check or change it. An answer too
+    /// large to read goes on unchanged when they only watch it.
+    pub async fn respond(
+        &self,
+        response: Response<ResponseBody>,
+        ctx: &RequestContext<'_>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if self.is_empty() {
+            return Ok(response);
+        }
+        let (mut parts, body) = response.into_parts();
+        self.on_response(&mut parts, ctx);
+        let body = match self.response_body_cap(&parts.headers) {
+            Some((cap, must)) => {
+                let bytes = match crate::transform::read_response(body, cap, must).await? {
+                    crate::transform::ReadAnswer::Whole(bytes) => bytes,
+                    crate::transform::ReadAnswer::TooLarge(body) => {
+                        tracing::debug!(
+                            route = ctx.route,
+                            cap,
+                            "the answer is too large to check; passed on unchecked"
+                        );
+                        return Ok(Response::from_parts(parts, body));
+                    }
+                };
+                let (changed, content_type) = self.transform_response_body(bytes, ctx)?;
+                if let Some(content_type) = content_type {
+                    parts.headers.insert(http::header::CONTENT_TYPE, content_type);
+                }
+                parts
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(changed.len()));
+                parts.headers.remove(http::header::TRANSFER_ENCODING);
+                ResponseBody::full(changed)
+            }
+            None => body,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
 }
 
 /// Decodes a body (JSON, or what `conversion` reads), lets `apply` check or

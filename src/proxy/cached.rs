@@ -8,7 +8,6 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::{Action, Forward, Gateway, Route};
 use crate::proxy::connection::Connection;
 use crate::proxy::exchange::{self, CallContext, CallRecord, ClientBody, UpstreamRequest};
-use crate::proxy::phases::{run_response_plugins, Observed};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Response};
@@ -27,14 +26,11 @@ pub(crate) async fn cached(
     path_and_query: Option<PathAndQuery>,
     request_id: &HeaderValue,
     ctx: &RequestContext<'_>,
-    observed: &mut Observed,
+    shared: CallContext<'_>,
+    call: &mut CallRecord,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Some(cache) = route.plugins.cache() else {
         return Err(ProxyError::new(ErrorKind::Internal, "the route has no cache"));
-    };
-    let shared = CallContext {
-        metrics: observed.metrics.as_ref(),
-        trace: observed.trace.as_ref(),
     };
     // Sent once at most: only the first exchange carries the client's body.
     let mut body = Some(body);
@@ -54,11 +50,11 @@ pub(crate) async fn cached(
             let mut call = CallRecord::default();
             let response = exchange::send(forward, conn, request, shared, &mut call).await;
             *record.lock().unwrap_or_else(|p| p.into_inner()) = call;
-            run_response_plugins(route, response?, ctx).await
+            route.plugins.respond(response?, ctx).await
         }
     };
     let served = cache.serve(&parts, ctx, fetch).await;
-    observed.call = record.into_inner().unwrap_or_else(|p| p.into_inner());
+    *call = record.into_inner().unwrap_or_else(|p| p.into_inner());
     let (response, refresh) = served?;
     if let Some(job) = refresh {
         refresh_in_background(
@@ -121,7 +117,7 @@ pub(crate) fn refresh_in_background(
             let (conn, ctx) = (&conn, &ctx);
             async move {
                 let response = exchange::send(forward, conn, request, shared, &mut CallRecord::default()).await?;
-                run_response_plugins(route, response, ctx).await
+                route.plugins.respond(response, ctx).await
             }
         };
         cache.refresh(job, &head, &ctx, fetch).await;

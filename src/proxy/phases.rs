@@ -6,7 +6,7 @@
 use crate::body::{Fault, Inbound, ResponseBody};
 use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
-use crate::gateway::{Action, FixedResponse, Forward, Gateway, Route};
+use crate::gateway::{Action, FixedResponse, Forward, Gateway};
 use crate::plugins::Flow;
 use crate::proxy::cached::cached;
 use crate::proxy::canonical;
@@ -18,7 +18,6 @@ use crate::proxy::upgrade;
 use crate::router::{request_host, Lookup, RequestHead};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
-use crate::transform::{self, ReadAnswer};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Request, Response, Version};
@@ -174,7 +173,11 @@ pub(crate) async fn serve(
                         path_and_query,
                         request_id,
                         &ctx,
-                        observed,
+                        CallContext {
+                            metrics: observed.metrics.as_ref(),
+                            trace: observed.trace.as_ref(),
+                        },
+                        &mut observed.call,
                     )
                     .await;
                 }
@@ -193,48 +196,12 @@ pub(crate) async fn serve(
                 exchange::send(forward, conn, upstream_request, shared, &mut observed.call).await?
             }
         };
-        run_response_plugins(route, response, &ctx).await
+        route.plugins.respond(response, &ctx).await
     }
     .await;
     observed.response_headers = std::mem::take(&mut ctx.response_headers);
     observed.holds = std::mem::take(&mut ctx.holds);
     answer
-}
-
-pub(crate) async fn run_response_plugins(
-    route: &Route,
-    response: Response<ResponseBody>,
-    ctx: &RequestContext<'_>,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    if route.plugins.is_empty() {
-        return Ok(response);
-    }
-    let (mut parts, body) = response.into_parts();
-    route.plugins.on_response(&mut parts, ctx);
-    let body = match route.plugins.response_body_cap(&parts.headers) {
-        Some((cap, must)) => {
-            let bytes = match transform::read_response(body, cap, must).await? {
-                ReadAnswer::Whole(bytes) => bytes,
-                ReadAnswer::TooLarge(body) => {
-                    tracing::debug!(
-                        route = ctx.route,
-                        cap,
-                        "the answer is too large to check; passed on unchecked"
-                    );
-                    return Ok(Response::from_parts(parts, body));
-                }
-            };
-            let (changed, content_type) = route.plugins.transform_response_body(bytes, ctx)?;
-            if let Some(content_type) = content_type {
-                parts.headers.insert(CONTENT_TYPE, content_type);
-            }
-            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
-            parts.headers.remove(http::header::TRANSFER_ENCODING);
-            ResponseBody::full(changed)
-        }
-        None => body,
-    };
-    Ok(Response::from_parts(parts, body))
 }
 
 /// The path after the route's rewrite; `None` when it is the client's.

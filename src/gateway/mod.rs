@@ -3,18 +3,20 @@
 
 use crate::config::model::ConfigFile;
 use crate::plugins::PluginChain;
-use crate::proxy::rewrite::Rewrite;
 use crate::router::{Lookup, RequestHead, RouteTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::telemetry::traces::Traces;
-use crate::upstream::{RetryPolicy, Timeouts, UpstreamPool};
+use crate::upstream::UpstreamPool;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use indexmap::IndexMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod forward;
+pub use forward::Forward;
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -95,22 +97,6 @@ pub enum Action {
     Proxy(Forward),
     Respond(FixedResponse),
     Aggregate(crate::aggregate::Aggregate),
-}
-
-/// How a route sends requests to its upstream.
-#[derive(Debug)]
-pub struct Forward {
-    pub pool: Arc<UpstreamPool>,
-    /// The pool's timeouts with the route's overrides applied.
-    pub timeouts: Timeouts,
-    /// The whole exchange up to the response head, retries included.
-    pub request_timeout: Option<Duration>,
-    /// The route's retry policy, or else the pool's.
-    pub retry: Option<RetryPolicy>,
-    pub rewrite: Rewrite,
-    pub preserve_host: bool,
-    /// `grpc_transcode`: JSON requests become gRPC calls.
-    pub transcode: Option<Arc<crate::transcode::Transcoder>>,
 }
 
 #[derive(Debug)]
