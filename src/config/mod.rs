@@ -1,8 +1,12 @@
 //! Config in three steps: the file model (`model`, read by `load`), the checks
-//! and compilation into the runtime model (`compile`), and the errors of both,
-//! each with its place in the file (`error`, `source_map`).
+//! and compilation into the runtime model (`compile`, which calls each
+//! domain's own compiler; `check` holds the checks they share), and the
+//! errors of both, each with its place in the file (`error`, `source_map`,
+//! `yaml_syntax`).
 
-mod compile;
+pub mod build_context;
+pub mod check;
+pub mod compile;
 mod env;
 pub mod error;
 pub mod load;
@@ -12,7 +16,7 @@ mod source_map;
 pub mod units;
 mod yaml_syntax;
 
-pub use compile::BuildContext;
+pub use build_context::BuildContext;
 pub use error::{did_you_mean, suggestion, ConfigError, ConfigErrors};
 pub use model::ConfigFile;
 pub use source_map::Location;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod forward;
+pub mod routes;
 pub use forward::Forward;
 
 #[derive(Debug)]

@@ -21,6 +21,7 @@ pub mod grpc;
 pub mod grpc_web;
 pub mod http3;
 pub mod listener_checks;
+pub mod listeners;
 pub mod phases;
 pub mod request_id;
 pub mod rewrite;

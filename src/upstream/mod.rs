@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod breaker;
+pub mod compile;
 pub mod connections;
 pub mod discovery;
 pub mod health;
