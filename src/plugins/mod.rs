@@ -342,8 +342,6 @@ pub mod rate_limit;
 pub mod transform;
 pub mod validate;
 pub mod waf;
-#[cfg(feature = "crs")]
-mod waf_crs;
 
 /// Every plugin Portico knows, one line each.
 #[rustfmt::skip]

@@ -26,3 +26,25 @@ pub struct Connection {
     /// `Alt-Svc` announcing the listener's HTTP/3, on its TCP connections.
     pub alt_svc: Option<HeaderValue>,
 }
+
+/// What a listener's new connections are served with; replaced on reload.
+pub(crate) struct ListenerState {
+    pub(crate) settings: Arc<ListenerSettings>,
+    pub(crate) builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+}
+
+/// Counts a client connection in the open-connections gauge while it lives.
+pub(crate) struct OpenConnection(prometheus::IntGauge);
+
+impl OpenConnection {
+    pub(crate) fn new(metrics: &crate::telemetry::metrics::Metrics) -> OpenConnection {
+        metrics.client_connections.inc();
+        OpenConnection(metrics.client_connections.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -23,7 +23,7 @@ use std::task::{Context, Poll};
 /// What an HTTP/3 connection is served with.
 pub(crate) struct Serving {
     pub(crate) gateway: Arc<ArcSwap<Gateway>>,
-    pub(crate) listener: Arc<ArcSwap<super::server::ListenerState>>,
+    pub(crate) listener: Arc<ArcSwap<super::connection::ListenerState>>,
     pub(crate) draining: Arc<AtomicBool>,
     pub(crate) admission: Arc<super::admission::Admission>,
 }
@@ -84,7 +84,7 @@ pub(crate) fn start(
 }
 
 async fn serve_connection(connection: quinn::Connection, serving: &Serving, admitted: super::admission::Admitted) {
-    let _open = super::server::OpenConnection::new(&serving.gateway.load().metrics);
+    let _open = super::connection::OpenConnection::new(&serving.gateway.load().metrics);
     let peer = connection.remote_address();
     let client_certificate = connection
         .peer_identity()

@@ -3,7 +3,7 @@
 
 use super::admission::{Admission, Refusal};
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
-use super::connection::Connection;
+use super::connection::{Connection, ListenerState, OpenConnection};
 use super::session::handle;
 use crate::body::Inbound;
 use crate::control::upgrade;
@@ -49,12 +49,6 @@ struct RunningListener {
     draining: Arc<AtomicBool>,
     /// HTTP/3, on the same port over UDP, when the listener's TLS asks for it.
     quic: Option<quinn::Endpoint>,
-}
-
-/// What a listener's new connections are served with; replaced on reload.
-pub(crate) struct ListenerState {
-    pub(crate) settings: Arc<ListenerSettings>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
 }
 
 /// How a shutdown ended.
@@ -484,20 +478,4 @@ fn refusal_response(refusal: Refusal) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// Counts a client connection in the open-connections gauge while it lives.
-pub(crate) struct OpenConnection(prometheus::IntGauge);
-
-impl OpenConnection {
-    pub(crate) fn new(metrics: &Metrics) -> OpenConnection {
-        metrics.client_connections.inc();
-        OpenConnection(metrics.client_connections.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }

@@ -7,7 +7,7 @@
 //! cleanly; one abandoned mid-response is closed by hyper. Expired or closed
 //! connections are dropped as the stack is used, so it needs no sweeper task.
 
-use super::transport::{to_http2, Sender};
+use super::transport::{to_http2, SendError, Sender};
 use crate::body::RequestBody;
 use crate::config::model::UpstreamProtocol;
 use http::uri::Scheme;
@@ -15,7 +15,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1::SendRequest, http2};
 use std::collections::VecDeque;
-use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,21 +27,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 
 /// Idle connections kept per target; more are closed when released.
 const MAX_IDLE: usize = 512;
-
-/// Why a request could not be exchanged with a target.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("connect failed: {0}")]
-    Connect(#[source] io::Error),
-    #[error("connect timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("TLS handshake failed: {0}")]
-    Tls(#[source] io::Error),
-    #[error("{0}")]
-    Protocol(&'static str),
-    #[error("HTTP exchange failed: {0}")]
-    Http(#[source] hyper::Error),
-}
 
 /// A failed [`send`]; `unsent` holds the request when it never left Portico
 /// (the connection could not be made), so it may go to another target.

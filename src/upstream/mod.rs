@@ -14,10 +14,11 @@ mod window;
 
 pub use balance::{Balancer, HashOn, PickContext};
 pub use breaker::{BreakerPolicy, CircuitBreaker};
-pub use connections::{Lease, SendError};
+pub use connections::Lease;
 pub use health::{Health, Outcome, PassivePolicy};
 pub use health_check::ActiveCheck;
 pub use retry::{RetryBudget, RetryPolicy};
+pub use transport::SendError;
 pub use transport::Transport;
 
 use crate::config::model::Balance;

@@ -1,7 +1,6 @@
 //! How connections to a pool's targets are made: TCP, then TLS when the
 //! upstream has `tls:`, then the HTTP/1.1 or HTTP/2 handshake.
 
-use super::connections::SendError;
 use crate::body::RequestBody;
 use crate::config::model::{UpstreamProtocol, UpstreamTlsConfig};
 use crate::proxy::tls::ca_roots;
@@ -20,6 +19,21 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use xxhash_rust::xxh3::xxh3_64;
+
+/// Why a request could not be exchanged with a target.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("TLS handshake failed: {0}")]
+    Tls(#[source] std::io::Error),
+    #[error("{0}")]
+    Protocol(&'static str),
+    #[error("HTTP exchange failed: {0}")]
+    Http(#[source] hyper::Error),
+}
 
 /// A pool's way to its targets. Equal when made from the same config and
 /// the same file contents: a reload keeps the connections only then.

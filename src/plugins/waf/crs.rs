@@ -4,9 +4,9 @@
 //! scoring decides, with Portico's `paranoia`, `threshold`, `mode`,
 //! `allowed_methods` and rule exclusions set as CRS's variables.
 
-use super::waf::{blocked, CrsConfig, Mode};
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{blocked, CrsConfig, Mode};
 use crate::error::ProxyError;
+use crate::plugins::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::telemetry::metrics::Metrics;
 use crate::waf::crs::{rule_of, Crs, Request};
 use std::fmt::Write as _;
@@ -29,7 +29,7 @@ pub(super) struct CrsWaf {
     metrics: Arc<Metrics>,
 }
 
-pub(super) fn build(settings: Settings, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
+pub(super) fn build(settings: Settings, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, crate::plugins::BuildErrors> {
     for (field, path) in [("crs.setup", &settings.crs.setup), ("crs.rules", &settings.crs.rules)] {
         if !std::path::Path::new(path).exists() {
             return Err(vec![setup.error(

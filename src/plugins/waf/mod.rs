@@ -11,6 +11,9 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::sync::Arc;
 
+#[cfg(feature = "crs")]
+mod crs;
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Mode {
@@ -203,7 +206,7 @@ fn crs_engine(
             "with engine: crs, exclude whole rules by id; exclude by location in CRS's own exclusion rules (REQUEST-900-EXCLUSION-RULES-BEFORE-CRS.conf)",
         )]);
     }
-    let settings = super::waf_crs::Settings {
+    let settings = crs::Settings {
         crs: config.crs.unwrap_or_default(),
         mode: config.mode,
         paranoia: config.paranoia,
@@ -212,7 +215,7 @@ fn crs_engine(
         excluded_rules: config.exclude.iter().flat_map(|e| e.rules.iter().copied()).collect(),
         max_body: config.max_body.0,
     };
-    super::waf_crs::build(settings, setup)
+    crs::build(settings, setup)
 }
 
 /// Without the `crs` feature, `engine: crs` says how to get it.
