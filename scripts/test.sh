@@ -65,6 +65,8 @@ cargo test --locked "$@"
 cargo test --locked --features crs --lib --test gateway -- crs
 # The book builds (its links are checked by the docs tests above).
 mdbook build docs
+# No module imports another that imports it back.
+python3 scripts/module-cycles.py
 # The Dockerfile, linted; building it needs a Docker daemon and the base images.
 hadolint Dockerfile
 # The Debian package installs, and its config validates.
