@@ -7,10 +7,14 @@
 mod redact;
 mod views;
 
+pub use views::ReloadReport;
+
 use crate::body::ResponseBody;
-use crate::control::{upgrade, Control};
+use crate::control::upgrade;
 use crate::error::problem;
+use crate::gateway::{AdminSettings, Gateway};
 use crate::proxy::request_id;
+use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -26,6 +30,29 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// What the admin API operates: the running gateway and its controls. The
+/// controller implements it (`control`), so the API knows nothing else of it
+/// and the controller may start the API without the two importing each other.
+pub trait Operated: Send + Sync + 'static {
+    /// The config serving now.
+    fn gateway(&self) -> Arc<Gateway>;
+    fn metrics(&self) -> &Metrics;
+    /// Reloads the config file now; the report says what happened.
+    fn reload(
+        self: Arc<Self>,
+        trigger: &'static str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ReloadReport> + Send>>;
+    fn admin_settings(&self) -> Option<Arc<AdminSettings>>;
+    /// The listeners serving, by name, with the addresses they are bound to.
+    fn listeners(&self) -> Vec<(Arc<str>, SocketAddr)>;
+    /// What plugins keep across reloads (the cache's memory store).
+    fn plugin_state(&self) -> &crate::plugins::PluginState;
+    /// When the running config was loaded, and the last reload's report.
+    fn reload_status(&self) -> (std::time::SystemTime, Option<ReloadReport>);
+    fn started(&self) -> std::time::SystemTime;
+    fn config_path(&self) -> &std::path::Path;
+}
 
 const OPENAPI: &str = include_str!("openapi.json");
 /// The dashboard: one self-contained page (no CDN, no build step).
@@ -44,7 +71,7 @@ pub struct AdminListener {
 impl AdminListener {
     /// Binds `addr` and serves the admin API for `control` (held weakly: the
     /// listener must not keep a stopped gateway alive).
-    pub fn start(addr: SocketAddr, control: Weak<Control>) -> std::io::Result<AdminListener> {
+    pub fn start(addr: SocketAddr, control: Weak<dyn Operated>) -> std::io::Result<AdminListener> {
         let std_listener = match upgrade::take("admin", addr) {
             Some(inherited) => inherited,
             None => std::net::TcpListener::bind(addr)?,
@@ -98,7 +125,7 @@ impl AdminListener {
     }
 }
 
-async fn handle(control: Weak<Control>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+async fn handle(control: Weak<dyn Operated>, request: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
     let request_id = request_id::from_request(request.headers());
     let answer = match control.upgrade() {
         Some(control) => route(&control, request).await,
@@ -143,7 +170,8 @@ impl Problem {
     }
 }
 
-async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
+async fn route(operated: &Arc<dyn Operated>, request: Request<Incoming>) -> Answer {
+    let control: &dyn Operated = &**operated;
     let path = request.uri().path().trim_end_matches('/').to_string();
     let method = request.method().clone();
     let segments: Vec<&str> = path.split('/').skip(1).collect();
@@ -206,7 +234,7 @@ async fn route(control: &Arc<Control>, request: Request<Incoming>) -> Answer {
             if method != Method::POST {
                 return Err(not_allowed(&[Method::POST]));
             }
-            let report = control.reload("admin_api").await;
+            let report = operated.clone().reload("admin_api").await;
             if report.ok {
                 json(StatusCode::OK, &report)
             } else {
@@ -303,7 +331,7 @@ fn query_number(request: &Request<Incoming>, name: &str) -> Option<usize> {
 }
 
 /// Checks the bearer token in constant time (of the token's length).
-fn authorize(control: &Control, request: &Request<Incoming>) -> Result<(), Problem> {
+fn authorize(control: &dyn Operated, request: &Request<Incoming>) -> Result<(), Problem> {
     use subtle::ConstantTimeEq;
     let expected = control.admin_settings().map(|a| a.token.clone());
     let given = request

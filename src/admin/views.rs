@@ -1,8 +1,8 @@
 //! What each admin endpoint shows, as serializable views of the running state.
 
+use super::Operated;
 use super::{error, json, redact, Answer};
 use crate::config::model::TargetConfig;
-use crate::control::{Control, ReloadReport};
 use crate::gateway::Gateway;
 use crate::upstream::{parse_target, Target, TargetSpec, UpstreamPool};
 use http::StatusCode;
@@ -10,6 +10,21 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::SystemTime;
+
+/// What a reload did, as `/status` and `POST /reload` report it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    /// `signal`, `admin_api` or `file_changed`.
+    pub trigger: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub ok: bool,
+    /// The config hash serving now (the new one, or the kept one).
+    pub hash: String,
+    /// Every error, with its place in the file, when the config was refused.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
 
 #[derive(Serialize)]
 pub struct Health {
@@ -28,8 +43,8 @@ pub struct Ready {
 
 /// Ready once a config is loaded and every listener is bound: a gateway that
 /// runs has both, so this turns false only while it shuts down.
-pub fn ready(control: &Control) -> Ready {
-    let listeners = control.server().addrs().len();
+pub fn ready(control: &dyn Operated) -> Ready {
+    let listeners = control.listeners().len();
     Ready {
         ready: listeners > 0,
         listeners,
@@ -57,7 +72,7 @@ struct ConfigStatus {
     loaded_at: SystemTime,
 }
 
-pub fn status(control: &Control) -> Status {
+pub fn status(control: &dyn Operated) -> Status {
     let (loaded_at, last_reload) = control.reload_status();
     Status {
         version: env!("CARGO_PKG_VERSION"),
@@ -71,8 +86,7 @@ pub fn status(control: &Control) -> Status {
         },
         last_reload,
         listeners: control
-            .server()
-            .addrs()
+            .listeners()
             .into_iter()
             .map(|(name, addr)| (name.to_string(), addr.to_string()))
             .collect(),
@@ -81,7 +95,7 @@ pub fn status(control: &Control) -> Status {
 
 /// The dashboard's numbers: the last `seconds` second by second, and each
 /// route's requests and errors so far.
-pub fn stats(control: &Control, seconds: usize) -> serde_json::Value {
+pub fn stats(control: &dyn Operated, seconds: usize) -> serde_json::Value {
     let metrics = control.metrics();
     serde_json::json!({
         "series": metrics.live.series(seconds),
@@ -90,7 +104,7 @@ pub fn stats(control: &Control, seconds: usize) -> serde_json::Value {
 }
 
 /// The routes as configured, plugin secrets redacted, in file order.
-pub fn routes(control: &Control) -> serde_json::Value {
+pub fn routes(control: &dyn Operated) -> serde_json::Value {
     let mut routes = serde_json::to_value(&control.gateway().source.routes).unwrap_or_default();
     redact::redact(&mut routes);
     routes
@@ -221,7 +235,7 @@ pub fn put_targets(gateway: &Gateway, name: &str, body: serde_json::Value) -> An
 
 /// Sets the gauges that describe state rather than count events, from the
 /// running config, just before a scrape.
-pub fn refresh_gauges(control: &Control) {
+pub fn refresh_gauges(control: &dyn Operated) {
     let metrics = control.metrics();
     metrics.target_healthy.reset();
     metrics.target_in_flight.reset();
@@ -259,14 +273,14 @@ fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::
 
 /// The cache stores in use: the memory store's bound and bytes held, and
 /// whether answers are also kept in Redis.
-pub fn cache(control: &Control) -> serde_json::Value {
+pub fn cache(control: &dyn Operated) -> serde_json::Value {
     let memory = memory_store(control)
         .map(|store| serde_json::json!({ "bound_bytes": store.bound(), "used_bytes": store.weighted_size() }));
     serde_json::json!({ "memory": memory, "redis": redis_url(control).is_some() })
 }
 
 /// Purges the memory store and, with `cluster.redis`, the Redis store.
-pub async fn purge(control: &Control, what: &crate::cache::store::Purge) -> Result<serde_json::Value, String> {
+pub async fn purge(control: &dyn Operated, what: &crate::cache::store::Purge) -> Result<serde_json::Value, String> {
     use crate::cache::store::Store;
     let mut purged = Vec::new();
     if let Some(store) = memory_store(control) {
@@ -284,7 +298,7 @@ pub async fn purge(control: &Control, what: &crate::cache::store::Purge) -> Resu
     Ok(serde_json::json!({ "purged": purged }))
 }
 
-fn memory_store(control: &Control) -> Option<std::sync::Arc<crate::cache::store::MemoryStore>> {
+fn memory_store(control: &dyn Operated) -> Option<std::sync::Arc<crate::cache::store::MemoryStore>> {
     use crate::plugins::cache::{MemoryStores, MEMORY_STORES};
     control
         .plugin_state()
@@ -292,6 +306,6 @@ fn memory_store(control: &Control) -> Option<std::sync::Arc<crate::cache::store:
         .current()
 }
 
-fn redis_url(control: &Control) -> Option<String> {
+fn redis_url(control: &dyn Operated) -> Option<String> {
     control.gateway().source.cluster.as_ref()?.redis.clone()
 }

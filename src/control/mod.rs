@@ -7,7 +7,8 @@
 pub mod upgrade;
 mod watch;
 
-use crate::admin::AdminListener;
+pub use crate::admin::ReloadReport;
+use crate::admin::{AdminListener, Operated};
 use crate::config::{BuildContext, ConfigErrors};
 use crate::gateway::{AdminSettings, Gateway};
 use crate::plugins::PluginState;
@@ -16,9 +17,8 @@ use crate::ratelimit::local::LocalStore;
 use crate::telemetry::log_sink::{Destination, LogSink};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwapOption;
-use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 /// How often the config file is looked at for changes.
@@ -44,21 +44,6 @@ pub struct Control {
 struct Status {
     loaded_at: SystemTime,
     last_reload: Option<ReloadReport>,
-}
-
-/// What a reload did, as `/status` and `POST /reload` report it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    /// `signal`, `admin_api` or `file_changed`.
-    pub trigger: &'static str,
-    #[serde(serialize_with = "rfc3339")]
-    pub at: SystemTime,
-    pub ok: bool,
-    /// The config hash serving now (the new one, or the kept one).
-    pub hash: String,
-    /// Every error, with its place in the file, when the config was refused.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<String>,
 }
 
 /// Why a gateway could not start.
@@ -111,7 +96,7 @@ impl Control {
             admin: Mutex::new(None),
         });
         if let Some(settings) = admin_settings {
-            let admin = AdminListener::start(settings.addr, Arc::downgrade(&control))?;
+            let admin = AdminListener::start(settings.addr, Arc::downgrade(&control) as Weak<dyn Operated>)?;
             *control.lock_admin() = Some(admin);
         }
         if options.watch {
@@ -168,10 +153,12 @@ impl Control {
         // A new admin address is bound before anything changes.
         let moved = admin.as_ref().map(|a| a.addr) != self.admin_settings.load().as_ref().map(|a| a.addr);
         let new_admin = match (&admin, moved) {
-            (Some(settings), true) => match AdminListener::start(settings.addr, Arc::downgrade(self)) {
-                Ok(listener) => Some(listener),
-                Err(e) => return Err(vec![format!("admin.addr: cannot bind {}: {e}", settings.addr)]),
-            },
+            (Some(settings), true) => {
+                match AdminListener::start(settings.addr, Arc::downgrade(self) as Weak<dyn Operated>) {
+                    Ok(listener) => Some(listener),
+                    Err(e) => return Err(vec![format!("admin.addr: cannot bind {}: {e}", settings.addr)]),
+                }
+            }
             _ => None,
         };
         let log = prepare_log(&compiled.gateway).map_err(|e| vec![e.to_string()])?;
@@ -312,6 +299,44 @@ async fn build(
     })
 }
 
-fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+/// The admin API's view of the controller.
+impl Operated for Control {
+    fn gateway(&self) -> Arc<Gateway> {
+        Control::gateway(self)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        Control::metrics(self)
+    }
+
+    fn reload(
+        self: Arc<Self>,
+        trigger: &'static str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ReloadReport> + Send>> {
+        Box::pin(async move { Control::reload(&self, trigger).await })
+    }
+
+    fn admin_settings(&self) -> Option<Arc<AdminSettings>> {
+        Control::admin_settings(self)
+    }
+
+    fn listeners(&self) -> Vec<(Arc<str>, std::net::SocketAddr)> {
+        self.server.addrs()
+    }
+
+    fn plugin_state(&self) -> &PluginState {
+        Control::plugin_state(self)
+    }
+
+    fn reload_status(&self) -> (SystemTime, Option<ReloadReport>) {
+        Control::reload_status(self)
+    }
+
+    fn started(&self) -> SystemTime {
+        Control::started(self)
+    }
+
+    fn config_path(&self) -> &Path {
+        Control::config_path(self)
+    }
 }
