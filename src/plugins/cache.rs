@@ -3,7 +3,7 @@
 //! around the upstream (`Plugin::cache`), so this module only reads the
 //! block and picks the store.
 
-use super::{Phase, Plugin, Setup};
+use super::{Needs, Phase, Plugin, Setup};
 use crate::cache::store::{MemoryStore, Store};
 use crate::cache::{Cache, KeySettings, QueryKey, Settings};
 use crate::config::units::{ByteSize, Duration as ConfigDuration};
@@ -251,8 +251,11 @@ impl Plugin for CachePlugin {
         Phase::Cache
     }
 
-    fn cache(&self) -> Option<&Arc<Cache>> {
-        Some(&self.cache)
+    fn needs(&self) -> Needs {
+        Needs {
+            cache: Some(self.cache.clone()),
+            ..Needs::default()
+        }
     }
 
     fn explain(&self, request: &http::request::Parts, _ctx: &super::RequestContext<'_>) -> super::Decision {

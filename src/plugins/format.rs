@@ -4,7 +4,7 @@
 //! `crate::transform::xml`. The conversion itself runs in the plugin chain,
 //! around the JSON transforms and validation, which see JSON either way.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::config::units::ByteSize;
 use crate::transform::xml::XmlOptions;
 use crate::transform::{BodyFormat, Conversion};
@@ -142,24 +142,15 @@ impl Plugin for Format {
         Box::pin(std::future::ready(Ok(Flow::Continue)))
     }
 
-    fn request_body_limit(&self) -> Option<u64> {
-        self.request.as_ref().map(|_| self.max_body)
-    }
-
-    fn requires_request_body(&self) -> bool {
-        self.request.is_some()
-    }
-
-    fn request_conversion(&self) -> Option<&Arc<Conversion>> {
-        self.request.as_ref()
-    }
-
-    fn response_body_limit(&self) -> Option<u64> {
-        self.response.as_ref().map(|_| self.max_body)
-    }
-
-    fn response_conversion(&self) -> Option<&Arc<Conversion>> {
-        self.response.as_ref()
+    fn needs(&self) -> Needs {
+        Needs {
+            request_body: self.request.as_ref().map(|_| self.max_body),
+            requires_request_body: self.request.is_some(),
+            request_conversion: self.request.clone(),
+            response_body: self.response.as_ref().map(|_| self.max_body),
+            response_conversion: self.response.clone(),
+            ..Needs::default()
+        }
     }
 
     fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {

@@ -202,44 +202,10 @@ pub trait Plugin: Send + Sync + 'static {
     /// Called with the response head before it goes to the client.
     fn on_response(&self, _response: &mut http::response::Parts, _ctx: &RequestContext<'_>) {}
 
-    /// `Some(cap)` when it changes JSON request bodies: the body is then read
-    /// whole (up to `cap`, else 413) and given to `transform_request_body`.
-    fn request_body_limit(&self) -> Option<u64> {
-        None
-    }
-
-    /// Whether a request body must be readable by it: one in another format
-    /// is then a 415, where otherwise it would stream past untouched.
-    fn requires_request_body(&self) -> bool {
-        false
-    }
-
-    /// The conversion it asks of request bodies (`format`): the plugins
-    /// that read them see JSON either way.
-    fn request_conversion(&self) -> Option<&Arc<Conversion>> {
-        None
-    }
-
-    /// The conversion it asks of response bodies.
-    fn response_conversion(&self) -> Option<&Arc<Conversion>> {
-        None
-    }
-
-    /// The OpenAPI document it validates against, for the API docs.
-    fn api_spec(&self) -> Option<&Arc<crate::openapi::Spec>> {
-        None
-    }
-
-    /// The response cache the proxy asks before going upstream (`cache`).
-    fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
-        None
-    }
-
-    /// `Some(n)` when it inspects request bodies (`waf`): up to `n` bytes
-    /// are read ahead and given to `inspect_request_body`; the body then
-    /// goes on whole, the rest streamed untouched.
-    fn body_inspection_limit(&self) -> Option<u64> {
-        None
+    /// What it needs from the core, declared once when it is built (see
+    /// [`Needs`]); the chain reads it then, never per request.
+    fn needs(&self) -> Needs {
+        Needs::default()
     }
 
     /// Looks at the start of the body (`complete` when it is all of it;
@@ -262,17 +228,6 @@ pub trait Plugin: Send + Sync + 'static {
         _ctx: &RequestContext<'_>,
     ) -> Result<bool, ProxyError> {
         Ok(false)
-    }
-
-    /// `Some(cap)` when it changes JSON response bodies (over `cap`: 502).
-    fn response_body_limit(&self) -> Option<u64> {
-        None
-    }
-
-    /// Whether it only watches the answers it reads (logs, counts, never
-    /// changes or refuses them): one too large to read then goes on unread.
-    fn only_watches_responses(&self) -> bool {
-        false
     }
 
     /// Checks or changes the answer's body; `Ok(true)` when it changed it.
@@ -369,10 +324,88 @@ pub const REGISTRY: &[PluginFactory] = &[
 #[derive(Clone, Default)]
 pub struct PluginChain {
     plugins: Vec<Arc<dyn Plugin>>,
+    /// What the chain's plugins need, put together once when it is built:
+    /// the proxy asks on every request.
+    needs: ChainNeeds,
+}
+
+/// What a plugin needs from the core beyond its phase hooks, declared in one
+/// value when it is built. Each field is one thing the core does for the
+/// plugins that ask: none of them names a plugin.
+#[derive(Default, Clone)]
+pub struct Needs {
+    /// Reads JSON request bodies whole, up to this many bytes (over: 413),
+    /// for [`Plugin::transform_request_body`].
+    pub request_body: Option<u64>,
+    /// A request body in another format than it reads is a 415, where
+    /// otherwise it would stream past untouched.
+    pub requires_request_body: bool,
+    /// Reads JSON response bodies whole, up to this many bytes (over: 502),
+    /// for [`Plugin::transform_response_body`].
+    pub response_body: Option<u64>,
+    /// It only watches the answers it reads (logs, counts, never changes or
+    /// refuses them): one too large to read then goes on unread.
+    pub only_watches_responses: bool,
+    /// Up to this many bytes of the request body are read ahead and given to
+    /// [`Plugin::inspect_request_body`]; the body then goes on whole.
+    pub body_inspection: Option<u64>,
+    /// The conversion it asks of request bodies (`format`): the plugins that
+    /// read them see JSON either way.
+    pub request_conversion: Option<Arc<Conversion>>,
+    /// The conversion it asks of response bodies.
+    pub response_conversion: Option<Arc<Conversion>>,
+    /// The OpenAPI document it validates against, for the API docs.
+    pub api_spec: Option<Arc<crate::openapi::Spec>>,
+    /// The response cache the proxy asks before going upstream.
+    pub cache: Option<Arc<crate::cache::Cache>>,
+}
+
+/// The needs of a chain's plugins, together.
+#[derive(Default, Clone)]
+struct ChainNeeds {
+    /// The smallest request-body cap of the plugins that read bodies.
+    request_body: Option<u64>,
+    /// The plugin for which a request body must be readable.
+    body_required_by: Option<&'static str>,
+    response_body: Option<u64>,
+    /// An answer too large to read is an error, not passed on unread.
+    must_read_responses: bool,
+    /// The largest read-ahead of the plugins that inspect bodies.
+    body_inspection: Option<u64>,
     request_conversion: Option<Arc<Conversion>>,
     response_conversion: Option<Arc<Conversion>>,
-    /// Found once here: the proxy asks for it on every request.
+    api_specs: Vec<Arc<crate::openapi::Spec>>,
     cache: Option<Arc<crate::cache::Cache>>,
+}
+
+impl ChainNeeds {
+    fn of(plugins: &[Arc<dyn Plugin>]) -> ChainNeeds {
+        let mut chain = ChainNeeds::default();
+        for plugin in plugins {
+            let needs = plugin.needs();
+            chain.request_body = min_of(chain.request_body, needs.request_body);
+            if needs.requires_request_body && chain.body_required_by.is_none() {
+                chain.body_required_by = Some(plugin.name());
+            }
+            chain.response_body = min_of(chain.response_body, needs.response_body);
+            chain.must_read_responses |= needs.response_body.is_some() && !needs.only_watches_responses;
+            chain.body_inspection = chain.body_inspection.max(needs.body_inspection);
+            // A chain has one of each plugin, and only `format` converts.
+            chain.request_conversion = chain.request_conversion.or(needs.request_conversion);
+            chain.response_conversion = chain.response_conversion.or(needs.response_conversion);
+            chain.api_specs.extend(needs.api_spec);
+            chain.cache = chain.cache.or(needs.cache);
+        }
+        chain
+    }
+}
+
+/// The smaller of two optional caps.
+fn min_of(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 impl std::fmt::Debug for PluginChain {
@@ -436,17 +469,9 @@ impl PluginChain {
                 ));
             }
         }
-        // Only the `format` plugin converts, and a chain has one of each plugin.
-        let request_conversion = plugins.iter().find_map(|p| p.request_conversion().cloned());
-        let response_conversion = plugins.iter().find_map(|p| p.response_conversion().cloned());
-        let cache = plugins.iter().find_map(|p| p.cache().cloned());
         if errors.is_empty() {
-            Ok(PluginChain {
-                plugins,
-                request_conversion,
-                response_conversion,
-                cache,
-            })
+            let needs = ChainNeeds::of(&plugins);
+            Ok(PluginChain { plugins, needs })
         } else {
             Err(errors)
         }
@@ -458,12 +483,12 @@ impl PluginChain {
 
     /// The route's response cache, if it has one.
     pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
-        self.cache.as_ref()
+        self.needs.cache.as_ref()
     }
 
     /// The OpenAPI documents of the route's plugins.
     pub fn api_specs(&self) -> impl Iterator<Item = &Arc<crate::openapi::Spec>> {
-        self.plugins.iter().filter_map(|p| p.api_spec())
+        self.needs.api_specs.iter()
     }
 
     /// The headers the route's plugins set for upstreams to trust.
@@ -484,17 +509,21 @@ impl PluginChain {
     /// `has_body` is the client's framing (`ClientFacts::has_body`), never
     /// the headers alone: an HTTP/2 body needs no `Content-Length`.
     pub fn request_body_cap(&self, headers: &http::HeaderMap, has_body: bool) -> Result<Option<u64>, ProxyError> {
-        let Some(cap) = self.plugins.iter().filter_map(|p| p.request_body_limit()).min() else {
+        let Some(cap) = self.needs.request_body else {
             return Ok(None);
         };
-        let format = self.request_conversion.as_ref().map_or(BodyFormat::Json, |c| c.from);
+        let format = self
+            .needs
+            .request_conversion
+            .as_ref()
+            .map_or(BodyFormat::Json, |c| c.from);
         if format.is_in(headers) {
             return Ok(Some(cap));
         }
-        match self.plugins.iter().find(|p| p.requires_request_body()) {
+        match self.needs.body_required_by {
             Some(plugin) if has_body => Err(ProxyError::rejected(
                 ErrorKind::UnsupportedMediaType,
-                plugin.name(),
+                plugin,
                 "wrong_content_type",
                 format!(
                     "the request body must be {} (Content-Type: {})",
@@ -511,21 +540,18 @@ impl PluginChain {
     /// answer too large to watch then goes on unread). Answers in another
     /// format pass untouched.
     pub fn response_body_cap(&self, headers: &http::HeaderMap) -> Option<(u64, bool)> {
-        let cap = self.plugins.iter().filter_map(|p| p.response_body_limit()).min()?;
-        let must = self
-            .plugins
-            .iter()
-            .any(|p| p.response_body_limit().is_some() && !p.only_watches_responses());
-        let format = self.response_conversion.as_ref().map_or(BodyFormat::Json, |c| c.from);
-        format.is_in(headers).then_some((cap, must))
+        let cap = self.needs.response_body?;
+        let format = self
+            .needs
+            .response_conversion
+            .as_ref()
+            .map_or(BodyFormat::Json, |c| c.from);
+        format.is_in(headers).then_some((cap, self.needs.must_read_responses))
     }
 
-    /// Reads a request body once (JSON, or what `format` converts from),
-    /// lets each plugin check or change it, and writes it out again, with
-    /// its new `Content-Type` when converted. Malformed input is a 400.
     /// How much of a request body the route's plugins inspect, if any do.
     pub fn body_inspection_limit(&self) -> Option<u64> {
-        self.plugins.iter().filter_map(|p| p.body_inspection_limit()).max()
+        self.needs.body_inspection
     }
 
     /// Gives the start of the body to the plugins that inspect bodies.
@@ -542,6 +568,9 @@ impl PluginChain {
         Ok(())
     }
 
+    /// Reads a request body once (JSON, or what `format` converts from),
+    /// lets each plugin check or change it, and writes it out again, with
+    /// its new `Content-Type` when converted. Malformed input is a 400.
     pub fn transform_request_body(
         &self,
         body: bytes::Bytes,
@@ -549,7 +578,7 @@ impl PluginChain {
         ctx: &RequestContext<'_>,
     ) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
         let side = (ErrorKind::BadRequest, "the request body");
-        through_json(self.request_conversion.as_deref(), body, side, |json| {
+        through_json(self.needs.request_conversion.as_deref(), body, side, |json| {
             let mut changed = false;
             for plugin in &self.plugins {
                 changed |= plugin.transform_request_body(json, request, ctx)?;
@@ -566,7 +595,7 @@ impl PluginChain {
         ctx: &RequestContext<'_>,
     ) -> Result<(bytes::Bytes, Option<HeaderValue>), ProxyError> {
         let side = (ErrorKind::UpstreamBroken, "the upstream's answer");
-        through_json(self.response_conversion.as_deref(), body, side, |json| {
+        through_json(self.needs.response_conversion.as_deref(), body, side, |json| {
             let mut changed = false;
             for plugin in self.plugins.iter().rev() {
                 changed |= plugin.transform_response_body(json, ctx)?;

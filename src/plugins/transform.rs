@@ -2,7 +2,7 @@
 //! (requests), JSON bodies and statuses (responses), with value templates.
 //! The operations themselves live in `crate::transform`.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::config::units::ByteSize;
 use crate::transform::ops::{FieldOpsConfig, HeaderOps, JsonOps, JsonOpsConfig, QueryOps};
 use http::StatusCode;
@@ -142,8 +142,11 @@ impl Plugin for RequestTransform {
         Box::pin(std::future::ready(Ok(Flow::Continue)))
     }
 
-    fn request_body_limit(&self) -> Option<u64> {
-        (!self.json.is_empty()).then_some(self.max_body)
+    fn needs(&self) -> Needs {
+        Needs {
+            request_body: (!self.json.is_empty()).then_some(self.max_body),
+            ..Needs::default()
+        }
     }
 
     fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
@@ -185,8 +188,11 @@ impl Plugin for ResponseTransform {
         self.headers.apply_to_response(&mut response.headers, ctx);
     }
 
-    fn response_body_limit(&self) -> Option<u64> {
-        (!self.json.is_empty()).then_some(self.max_body)
+    fn needs(&self) -> Needs {
+        Needs {
+            response_body: (!self.json.is_empty()).then_some(self.max_body),
+            ..Needs::default()
+        }
     }
 
     fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {

@@ -11,7 +11,7 @@
 
 mod openapi;
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::config::units::ByteSize;
 use crate::error::{ErrorKind, ProxyError};
 use openapi::{Found, Operations};
@@ -316,13 +316,16 @@ impl Plugin for Validate {
         Box::pin(std::future::ready(result))
     }
 
-    fn request_body_limit(&self) -> Option<u64> {
-        (self.body.is_some() || self.api.is_some()).then_some(self.max_body)
-    }
-
-    /// A body with a schema must be JSON (or what `format` converts from).
-    fn requires_request_body(&self) -> bool {
-        self.body.is_some()
+    fn needs(&self) -> Needs {
+        Needs {
+            request_body: (self.body.is_some() || self.api.is_some()).then_some(self.max_body),
+            // A body with a schema must be JSON (or what `format` converts from).
+            requires_request_body: self.body.is_some(),
+            response_body: self.response.as_ref().map(|_| self.max_body),
+            only_watches_responses: self.on_invalid_response == OnInvalid::Log,
+            api_spec: self.api.as_ref().and_then(Api::compiled).map(|c| c.spec.clone()),
+            ..Needs::default()
+        }
     }
 
     fn transform_request_body(
@@ -347,14 +350,6 @@ impl Plugin for Validate {
         }
     }
 
-    fn response_body_limit(&self) -> Option<u64> {
-        self.response.as_ref().map(|_| self.max_body)
-    }
-
-    fn only_watches_responses(&self) -> bool {
-        self.on_invalid_response == OnInvalid::Log
-    }
-
     fn transform_response_body(&self, body: &mut Json, ctx: &RequestContext<'_>) -> Result<bool, ProxyError> {
         let Some(schema) = &self.response else { return Ok(false) };
         let mut found = Vec::new();
@@ -373,10 +368,6 @@ impl Plugin for Validate {
         }
     }
 
-    fn api_spec(&self) -> Option<&Arc<crate::openapi::Spec>> {
-        self.api.as_ref().and_then(Api::compiled).map(|c| &c.spec)
-    }
-
     fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
         let operation = match self.operation(request, ctx) {
             Some(Found::Operation(operation, _)) => format!("operation {}: ", operation.id),
@@ -386,7 +377,7 @@ impl Plugin for Validate {
         match self.check_head(request, ctx) {
             Ok(found) if found.is_empty() => Decision::pass(format!(
                 "{operation}{}",
-                if self.request_body_limit().is_some() {
+                if self.needs().request_body.is_some() {
                     "parameters valid; the body is checked when sent"
                 } else {
                     "valid"

@@ -6,7 +6,7 @@
 
 use super::{blocked, CrsConfig, Mode};
 use crate::error::ProxyError;
-use crate::plugins::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use crate::plugins::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::telemetry::metrics::Metrics;
 use crate::waf::crs::{rule_of, Crs, Request};
 use std::fmt::Write as _;
@@ -140,8 +140,11 @@ impl Plugin for CrsWaf {
         Box::pin(std::future::ready(Ok(Flow::Continue)))
     }
 
-    fn body_inspection_limit(&self) -> Option<u64> {
-        Some(self.max_body)
+    fn needs(&self) -> Needs {
+        Needs {
+            body_inspection: Some(self.max_body),
+            ..Needs::default()
+        }
     }
 
     fn inspect_request_body(

@@ -3,7 +3,7 @@
 //! 403 that names an incident (the request id), never the payload. In
 //! `mode: detect` the matches are logged and counted only.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
 use crate::error::{ErrorKind, ProxyError};
 use crate::telemetry::metrics::Metrics;
 use crate::waf::{rules::RULES, Engine, Exclusion, Verdict};
@@ -330,8 +330,11 @@ impl Plugin for Waf {
         Box::pin(std::future::ready(result))
     }
 
-    fn body_inspection_limit(&self) -> Option<u64> {
-        Some(self.max_body)
+    fn needs(&self) -> Needs {
+        Needs {
+            body_inspection: Some(self.max_body),
+            ..Needs::default()
+        }
     }
 
     fn inspect_request_body(
