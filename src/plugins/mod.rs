@@ -6,7 +6,7 @@
 //! [`RequestContext`].
 //!
 //! To add a plugin: write `plugins/NAME.rs` with a type implementing [`Plugin`]
-//! and a `build` function, then add one line to [`REGISTRY`].
+//! and a `build` function, then add one line to the `registry!` list below.
 
 use crate::body::ResponseBody;
 use crate::consumers::{Consumers, Identity};
@@ -281,44 +281,39 @@ pub struct PluginFactory {
     pub build: BuildFn,
 }
 
-pub mod acl;
-pub mod basic_auth;
-pub mod cache;
-pub mod concurrency_limit;
-pub mod cors;
+/// The plugins' shared HTTP(S) client (JWKS, introspection); not a plugin.
 pub mod fetch;
-pub mod format;
-pub mod introspection;
-pub mod ip_restriction;
-pub mod jwt;
-pub mod key_auth;
-pub mod mtls;
-pub mod rate_limit;
-pub mod transform;
-pub mod validate;
-pub mod waf;
 
-/// Every plugin Portico knows, one line each.
-#[rustfmt::skip]
-pub const REGISTRY: &[PluginFactory] = &[
-    PluginFactory { name: "ip_restriction", build: ip_restriction::build },
-    PluginFactory { name: "waf", build: waf::build },
-    PluginFactory { name: "cors", build: cors::build },
-    PluginFactory { name: "key_auth", build: key_auth::build },
-    PluginFactory { name: "basic_auth", build: basic_auth::build },
-    PluginFactory { name: "jwt", build: jwt::build },
-    PluginFactory { name: "oauth2_introspection", build: introspection::build },
-    PluginFactory { name: "mtls", build: mtls::build },
-    PluginFactory { name: "acl", build: acl::build_acl },
-    PluginFactory { name: "scopes", build: acl::build_scopes },
-    PluginFactory { name: "rate_limit", build: rate_limit::build },
-    PluginFactory { name: "concurrency_limit", build: concurrency_limit::build },
-    PluginFactory { name: "validate", build: validate::build },
-    PluginFactory { name: "request_transform", build: transform::build_request },
-    PluginFactory { name: "response_transform", build: transform::build_response },
-    PluginFactory { name: "format", build: format::build },
-    PluginFactory { name: "cache", build: cache::build },
-];
+/// Declares each plugin module and its factories, in one list: a plugin is
+/// its file and one line here, `module: "config_name" => build_fn`.
+macro_rules! registry {
+    ($($module:ident: $($name:literal => $build:ident),+;)*) => {
+        $(pub mod $module;)*
+
+        /// Every plugin Portico knows, one line each.
+        pub const REGISTRY: &[PluginFactory] = &[
+            $($(PluginFactory { name: $name, build: $module::$build },)+)*
+        ];
+    };
+}
+
+registry! {
+    ip_restriction: "ip_restriction" => build;
+    waf: "waf" => build;
+    cors: "cors" => build;
+    key_auth: "key_auth" => build;
+    basic_auth: "basic_auth" => build;
+    jwt: "jwt" => build;
+    introspection: "oauth2_introspection" => build;
+    mtls: "mtls" => build;
+    acl: "acl" => build_acl, "scopes" => build_scopes;
+    rate_limit: "rate_limit" => build;
+    concurrency_limit: "concurrency_limit" => build;
+    validate: "validate" => build;
+    transform: "request_transform" => build_request, "response_transform" => build_response;
+    format: "format" => build;
+    cache: "cache" => build;
+}
 
 /// The plugins that apply to one route, in phase order.
 #[derive(Clone, Default)]
