@@ -113,7 +113,7 @@ pub(crate) fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Ve
 
 /// `retries`, `rewrite`, `preserve_host` and `timeouts` shape the one
 /// upstream exchange of a proxying route; elsewhere they are errors.
-pub(crate) fn refuse_forward_settings(path: &str, route: &RouteConfig, why: &str, errors: &mut ConfigErrors) {
+fn refuse_forward_settings(path: &str, route: &RouteConfig, why: &str, errors: &mut ConfigErrors) {
     for (field, set) in [
         ("retries", route.retries.is_some()),
         ("rewrite", route.rewrite.is_some()),
@@ -126,7 +126,7 @@ pub(crate) fn refuse_forward_settings(path: &str, route: &RouteConfig, why: &str
     }
 }
 
-pub(crate) fn compile_aggregate(
+fn compile_aggregate(
     path: &str,
     route: &RouteConfig,
     params: &[String],
@@ -162,7 +162,7 @@ pub(crate) fn compile_aggregate(
         .ok()
 }
 
-pub(crate) fn compile_forward(
+fn compile_forward(
     path: &str,
     route: &RouteConfig,
     upstream: &str,
@@ -237,7 +237,7 @@ pub(crate) fn compile_forward(
     })
 }
 
-pub(crate) fn find_pool<'a>(
+fn find_pool<'a>(
     path: &str,
     upstream: &str,
     known: &Known<'a>,
@@ -264,7 +264,7 @@ pub(crate) fn find_pool<'a>(
     None
 }
 
-pub(crate) fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigErrors) -> Option<FixedResponse> {
+fn compile_respond(path: &str, respond: &RespondConfig, errors: &mut ConfigErrors) -> Option<FixedResponse> {
     let before = errors.len();
     let status = StatusCode::from_u16(respond.status)
         .ok()

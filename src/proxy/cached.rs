@@ -74,7 +74,7 @@ pub(crate) async fn cached(
 /// Revalidates a stale answer after it was served (`stale-while-revalidate`),
 /// through the route as it is in the gateway that served it.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn refresh_in_background(
+fn refresh_in_background(
     gateway: Arc<Gateway>,
     conn: Arc<Connection>,
     route_name: Arc<str>,

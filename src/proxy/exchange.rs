@@ -359,17 +359,12 @@ pub(crate) async fn send(
 }
 
 /// Whether one more retry is allowed: policy attempts, time and budget.
-pub(crate) fn may_retry(
-    retry: Option<&RetryPolicy>,
-    done: u32,
-    deadline: Option<Instant>,
-    pool: &UpstreamPool,
-) -> bool {
+fn may_retry(retry: Option<&RetryPolicy>, done: u32, deadline: Option<Instant>, pool: &UpstreamPool) -> bool {
     let Some(policy) = retry else { return false };
     done < policy.attempts && deadline.is_none_or(|d| Instant::now() < d) && pool.retry_budget.withdraw(policy.budget)
 }
 
-pub(crate) fn outcome_of(status: http::StatusCode) -> Outcome {
+fn outcome_of(status: http::StatusCode) -> Outcome {
     if status.is_server_error() {
         Outcome::Failure
     } else {
@@ -404,6 +399,6 @@ pub(crate) async fn buffer_body(body: RequestBody, limit: Option<u64>) -> Result
     }
 }
 
-pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }

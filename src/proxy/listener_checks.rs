@@ -35,7 +35,7 @@ pub(crate) fn check_listener_limits(
 
 /// Both `Content-Length` and `Transfer-Encoding` (request smuggling): hyper
 /// would read it by the coding; it is refused instead, never forwarded.
-pub(crate) fn check_framing(request: &Request<Inbound>, active: &RequestActive) -> Result<(), ProxyError> {
+fn check_framing(request: &Request<Inbound>, active: &RequestActive) -> Result<(), ProxyError> {
     if request.version() == Version::HTTP_11
         && request.headers().contains_key(http::header::TRANSFER_ENCODING)
         && active.framing_ambiguous()
@@ -48,7 +48,7 @@ pub(crate) fn check_framing(request: &Request<Inbound>, active: &RequestActive) 
     Ok(())
 }
 
-pub(crate) fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
+fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
     conn.admitted.request(&conn.listener.admission).map_err(|wait| {
         let mut error = ProxyError::new(ErrorKind::RateLimited, "too many requests from your address");
         error.retry_after = Some(wait.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
@@ -56,7 +56,7 @@ pub(crate) fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
     })
 }
 
-pub(crate) fn check_uri_length(uri: &Uri, listener: &ListenerSettings) -> Result<(), ProxyError> {
+fn check_uri_length(uri: &Uri, listener: &ListenerSettings) -> Result<(), ProxyError> {
     // Origin-form is the path and query; absolute-form counts whole.
     let length = match uri.scheme() {
         None => uri.path_and_query().map_or(0, |target| target.as_str().len()),
@@ -74,7 +74,7 @@ pub(crate) fn check_uri_length(uri: &Uri, listener: &ListenerSettings) -> Result
     Ok(())
 }
 
-pub(crate) fn check_header_limits(headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
+fn check_header_limits(headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
     if headers.len() > listener.max_headers {
         return Err(ProxyError::new(
             ErrorKind::HeadersTooLarge,

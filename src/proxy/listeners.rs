@@ -137,7 +137,7 @@ pub fn compile_networks(list: &[String], at: &str, errors: &mut ConfigErrors) ->
 }
 
 /// A listener's connection caps and per-IP rates.
-pub(crate) fn compile_admission(limits: &ListenerLimits, path: &str, errors: &mut ConfigErrors) -> AdmissionLimits {
+fn compile_admission(limits: &ListenerLimits, path: &str, errors: &mut ConfigErrors) -> AdmissionLimits {
     use crate::proxy::admission::Rate;
     for (field, value) in [
         ("max_connections", limits.max_connections),

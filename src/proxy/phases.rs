@@ -13,7 +13,7 @@ use crate::proxy::canonical;
 use crate::proxy::connection::Connection;
 use crate::proxy::errors::{client_body_error, method_not_allowed};
 use crate::proxy::exchange::{self, read_client_body, CallContext, CallRecord, ClientBody, UpstreamRequest};
-use crate::proxy::forward::{self};
+use crate::proxy::forward;
 use crate::proxy::upgrade;
 use crate::router::{request_host, Lookup, RequestHead};
 use crate::telemetry::metrics::RouteMetrics;
@@ -205,12 +205,12 @@ pub(crate) async fn serve(
 }
 
 /// The path after the route's rewrite; `None` when it is the client's.
-pub(crate) fn rewritten_path(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Option<String> {
+fn rewritten_path(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Option<String> {
     (path != uri.path()).then(|| path.into_owned())
 }
 
 /// `None` when the client's path and query go upstream unchanged.
-pub(crate) fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
+fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
     let Some(path) = path else { return Ok(None) };
     let text = match uri.query() {
         Some(query) => format!("{path}?{query}"),
@@ -221,7 +221,7 @@ pub(crate) fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<O
         .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the rewritten path is not a valid URI path"))
 }
 
-pub(crate) fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
+fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(fixed.body.clone()));
     *response.status_mut() = fixed.status;
     *response.headers_mut() = fixed.headers.clone();

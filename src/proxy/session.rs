@@ -21,11 +21,11 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 /// The request's details only the access log uses.
-pub(crate) struct Logged {
-    pub(crate) log: Option<Arc<AccessLog>>,
-    pub(crate) path: String,
-    pub(crate) user_agent: Option<HeaderValue>,
-    pub(crate) referer: Option<HeaderValue>,
+struct Logged {
+    log: Option<Arc<AccessLog>>,
+    path: String,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
 }
 
 /// Serves one request of `conn` and sets its access-log entry.
@@ -144,7 +144,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
 
 /// The 308 to the same URL in HTTPS (as an error, so that it is answered
 /// and logged the way every other early answer is).
-pub(crate) fn to_https(request: &Request<Inbound>, port: u16) -> ProxyError {
+fn to_https(request: &Request<Inbound>, port: u16) -> ProxyError {
     let host = request_host(request.uri(), request.headers()).unwrap_or_default();
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {

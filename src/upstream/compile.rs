@@ -146,7 +146,7 @@ pub(crate) fn compile_upstreams(
     out
 }
 
-pub(crate) fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Option<Discovery> {
+fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Option<Discovery> {
     let config = upstream.discovery.as_ref()?;
     let at = format!("{path}.discovery");
     if !upstream.targets.is_empty() {
@@ -206,7 +206,7 @@ pub(crate) fn compile_discovery(path: &str, upstream: &UpstreamConfig, errors: &
     }
 }
 
-pub(crate) fn compile_resilience(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Resilience {
+fn compile_resilience(path: &str, upstream: &UpstreamConfig, errors: &mut ConfigErrors) -> Resilience {
     let mut resilience = Resilience::default();
     if let Some(health) = &upstream.health_check {
         if health.active.is_none() && health.passive.is_none() {
@@ -256,11 +256,7 @@ pub(crate) fn compile_resilience(path: &str, upstream: &UpstreamConfig, errors: 
     resilience
 }
 
-pub(crate) fn compile_active_check(
-    at: &str,
-    active: &ActiveCheckConfig,
-    errors: &mut ConfigErrors,
-) -> Option<ActiveCheck> {
+fn compile_active_check(at: &str, active: &ActiveCheckConfig, errors: &mut ConfigErrors) -> Option<ActiveCheck> {
     let before = errors.len();
     let path = match http::uri::PathAndQuery::try_from(active.path.as_str()) {
         Ok(path) if active.path.starts_with('/') => Some(path),
