@@ -135,9 +135,11 @@ impl Engine {
     }
 
     /// Every rule that matches the request head, and the score they add up to.
-    pub fn inspect(&self, request: &http::request::Parts) -> Verdict {
+    /// `has_body` is whether the request has a body however it is framed
+    /// (an HTTP/2 or HTTP/3 body needs no `Content-Length`).
+    pub fn inspect(&self, request: &http::request::Parts, has_body: bool) -> Verdict {
         let mut verdict = Verdict::default();
-        self.check_head(request, &mut verdict);
+        self.check_head(request, has_body, &mut verdict);
         let path = request.uri.path();
         self.check_value(|| Location::Path, path, &mut verdict);
         if let Some(query) = request.uri.query() {
@@ -268,7 +270,7 @@ impl Engine {
         Some(())
     }
 
-    fn check_head(&self, request: &http::request::Parts, verdict: &mut Verdict) {
+    fn check_head(&self, request: &http::request::Parts, has_body: bool, verdict: &mut Verdict) {
         for rule in &self.protocol {
             let Detector::Protocol(check) = rule.detector else {
                 continue;
@@ -282,7 +284,8 @@ impl Engine {
                 }
                 Protocol::BodyOnGet => {
                     matches!(request.method, http::Method::GET | http::Method::HEAD)
-                        && (request.headers.contains_key(http::header::TRANSFER_ENCODING)
+                        && (has_body
+                            || request.headers.contains_key(http::header::TRANSFER_ENCODING)
                             || request
                                 .headers
                                 .get(http::header::CONTENT_LENGTH)
@@ -440,7 +443,12 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        engine.inspect(&parts).matches.iter().map(|m| m.rule.id).collect()
+        engine
+            .inspect(&parts, false)
+            .matches
+            .iter()
+            .map(|m| m.rule.id)
+            .collect()
     }
 
     #[test]
@@ -504,7 +512,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let verdict = comment_only.inspect(&parts);
+        let verdict = comment_only.inspect(&parts, false);
         assert!(verdict.matches.iter().all(|m| m.location == "query:q"), "{verdict:?}");
         assert!(!verdict.matches.is_empty());
     }
@@ -699,7 +707,7 @@ mod fuzz {
                     parts.headers.insert(http::header::COOKIE, cookie.clone());
                     parts.headers.insert(http::header::USER_AGENT, cookie);
                 }
-                let _ = engine.inspect(&parts);
+                let _ = engine.inspect(&parts, false);
             }
         }
     }

@@ -321,7 +321,7 @@ impl Plugin for Waf {
         request: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        let verdict = self.engine.inspect(request);
+        let verdict = self.engine.inspect(request, ctx.facts.has_body);
         // Most heads score nothing; the body's check reads a missing score as 0.
         if verdict.score > 0 {
             request.extensions.insert(HeadScore(verdict.score));
@@ -354,8 +354,8 @@ impl Plugin for Waf {
         self.decide(&verdict, before + verdict.score, ctx)
     }
 
-    fn explain(&self, request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
-        let verdict = self.engine.inspect(request);
+    fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
+        let verdict = self.engine.inspect(request, ctx.facts.has_body);
         let rules: Vec<String> = verdict
             .matches
             .iter()

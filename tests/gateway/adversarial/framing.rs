@@ -67,3 +67,43 @@ async fn validate_checks_bodies_of_every_framing() {
     assert_eq!(upstream.count(), 2);
     assert_eq!(&upstream.last().body[..], b"{\"item\": \"tea\"}");
 }
+
+/// The WAF's "GET with a body" rule goes by the body, not by its headers: an
+/// HTTP/2 GET carrying DATA frames has no `Content-Length` to give it away.
+#[tokio::test]
+async fn the_waf_sees_a_get_body_in_every_framing() {
+    let upstream = recording().await;
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+access_log: { enabled: false }
+upstreams: { app: { targets: [ "$U" ] } }
+routes:
+  - name: search
+    match: { path: /search }
+    upstream: app
+    plugins:
+      waf: { threshold: 1 }
+"#,
+        &[("U", upstream.addr.to_string())],
+    ))
+    .await;
+    let get = |body: Option<&'static str>| {
+        let addr = gw.addr;
+        async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (client, connection) = h2::client::handshake(stream).await.unwrap();
+            tokio::spawn(connection);
+            let mut client = client.ready().await.unwrap();
+            let request = Request::get(format!("http://{addr}/search?q=tea")).body(()).unwrap();
+            let (response, mut send) = client.send_request(request, body.is_none()).unwrap();
+            if let Some(body) = body {
+                send.send_data(Bytes::from_static(body.as_bytes()), true).unwrap();
+            }
+            response.await.unwrap().status().as_u16()
+        }
+    };
+    assert_eq!(get(None).await, 200);
+    assert_eq!(get(Some("hidden=1")).await, 403, "a GET body over HTTP/2 is seen");
+    assert_eq!(upstream.count(), 1, "only the bodyless GET reached the upstream");
+}
