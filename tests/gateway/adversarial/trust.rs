@@ -158,3 +158,36 @@ async fn only_websocket_upgrades_are_passed_on() {
         assert!(!upstream.last().headers.contains_key("upgrade"), "{protocol} passed");
     }
 }
+
+/// `trusted_proxies` takes networks and addresses in every spelling, and an
+/// IPv4-mapped IPv6 entry trusts the IPv4 peer it maps: a client on
+/// 127.0.0.1 is trusted by `127.0.0.0/8` and `::ffff:127.0.0.1`, not by a
+/// neighbour (`127.0.0.2/32`) or by `::1`.
+#[tokio::test]
+async fn trusted_proxies_match_networks_and_mapped_addresses() {
+    let upstream = recording().await;
+    let gw = Gateway::start(&config(
+        r#"
+listeners:
+  - { name: network, addr: "127.0.0.1:0", trusted_proxies: [ 127.0.0.0/8 ] }
+  - { name: mapped, addr: "127.0.0.1:0", trusted_proxies: [ "10.0.0.0/8", "::ffff:127.0.0.1" ] }
+  - { name: others, addr: "127.0.0.1:0", trusted_proxies: [ 127.0.0.2/32, "::1", "2001:db8::/32" ] }
+access_log: { enabled: false }
+upstreams: { app: { targets: [ "$U" ] } }
+routes: [ { name: open, match: { path: /open }, upstream: app } ]
+"#,
+        &[("U", upstream.addr.to_string())],
+    ))
+    .await;
+    for (listener, trusted) in [("network", true), ("mapped", true), ("others", false)] {
+        let addr = gw.listener(listener).unwrap();
+        get_with(&format!("http://{addr}/open"), &[("x-real-ip", "10.9.9.9")]).await;
+        let seen = upstream.last();
+        assert_eq!(
+            seen.headers.get("x-real-ip").is_some(),
+            trusted,
+            "listener {listener}: X-Real-IP {}",
+            if trusted { "dropped" } else { "passed" }
+        );
+    }
+}
