@@ -102,18 +102,14 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
     if hosts.next().is_some() {
         return Err(bad_request("the request has more than one Host field"));
     }
+    let invalid = || bad_request("the Host field is not a valid authority");
     let from_target = parts.uri.authority();
     let chosen = match (parts.version, from_target, host) {
         // Absolute-form: the target's authority, whatever Host says (RFC 9112 section 3.2.2).
         (Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11, Some(target), _) => target.as_str(),
         (Version::HTTP_11, None, None) => return Err(bad_request("an HTTP/1.1 request must have a Host field")),
-        (Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11, None, Some(host)) => host
-            .to_str()
-            .map_err(|_| bad_request("the Host field is not a valid authority"))?,
         (_, None, None) => return Ok(None),
-        (_, None, Some(host)) => host
-            .to_str()
-            .map_err(|_| bad_request("the Host field is not a valid authority"))?,
+        (_, None, Some(host)) => host.to_str().map_err(|_| invalid())?,
         // HTTP/2 and HTTP/3: Host may repeat `:authority`, never name another (RFC 9113 section 8.3.1).
         (_, Some(target), Some(host)) if !host.as_bytes().eq_ignore_ascii_case(target.as_str().as_bytes()) => {
             return Err(bad_request("the Host field names another authority than :authority"));
@@ -123,9 +119,7 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
     if chosen.is_empty() {
         return Ok(None);
     }
-    let authority: Authority = chosen
-        .parse()
-        .map_err(|_| bad_request("the Host field is not a valid authority"))?;
+    let authority: Authority = chosen.parse().map_err(|_| invalid())?;
     // `user@host` is not a Host (RFC 9110 section 7.2), and a port is a number.
     let port_ok = match authority.as_str().rsplit_once(':') {
         Some((host, _)) if host.starts_with('[') && !host.ends_with(']') => true,
@@ -133,11 +127,11 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
         None => true,
     };
     if authority.as_str().contains('@') || !port_ok {
-        return Err(bad_request("the Host field is not a valid authority"));
+        return Err(invalid());
     }
     HeaderValue::from_str(authority.as_str())
         .map(Some)
-        .map_err(|_| bad_request("the Host field is not a valid authority"))
+        .map_err(|_| invalid())
 }
 
 /// Removes the fields `Connection` names and every `Upgrade` but
