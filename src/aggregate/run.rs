@@ -9,7 +9,7 @@ use crate::body::ResponseBody;
 use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::proxy::connection::Connection;
-use crate::proxy::exchange::{self, CallContext, CallRecord, ClientBody, UpstreamRequest};
+use crate::proxy::exchange::{self, CallContext, ClientBody, UpstreamCall, UpstreamRequest};
 use crate::transform::{self, ReadAnswer};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -199,7 +199,7 @@ async fn make_call<'a>(
             body_limit: None,
             upgrade: None,
         };
-        let response = exchange::send(&call.forward, conn, request, shared, &mut CallRecord::default()).await?;
+        let response = exchange::send(&call.forward, conn, request, shared, &mut UpstreamCall::default()).await?;
         let (head, body) = response.into_parts();
         if !head.status.is_success() {
             return Err(ProxyError::new(

@@ -7,7 +7,7 @@ use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::{Action, Forward, Gateway, Route};
 use crate::proxy::connection::Connection;
-use crate::proxy::exchange::{self, CallContext, CallRecord, ClientBody, UpstreamRequest};
+use crate::proxy::exchange::{self, CallContext, ClientBody, UpstreamCall, UpstreamRequest};
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Response};
@@ -27,14 +27,14 @@ pub(crate) async fn cached(
     request_id: &HeaderValue,
     ctx: &RequestContext<'_>,
     shared: CallContext<'_>,
-    call: &mut CallRecord,
+    call: &mut UpstreamCall,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Some(cache) = route.plugins.cache() else {
         return Err(ProxyError::new(ErrorKind::Internal, "the route has no cache"));
     };
     // Sent once at most: only the first exchange carries the client's body.
     let mut body = Some(body);
-    let record = std::sync::Mutex::new(CallRecord::default());
+    let record = std::sync::Mutex::new(UpstreamCall::default());
     let fetch = |head: http::request::Parts| {
         let body = body.take().unwrap_or(ClientBody::Transformed(Bytes::new()));
         let request = UpstreamRequest {
@@ -47,7 +47,7 @@ pub(crate) async fn cached(
         };
         let record = &record;
         async move {
-            let mut call = CallRecord::default();
+            let mut call = UpstreamCall::default();
             let response = exchange::send(forward, conn, request, shared, &mut call).await;
             *record.lock().unwrap_or_else(|p| p.into_inner()) = call;
             route.plugins.respond(response?, ctx).await
@@ -116,7 +116,7 @@ fn refresh_in_background(
             };
             let (conn, ctx) = (&conn, &ctx);
             async move {
-                let response = exchange::send(forward, conn, request, shared, &mut CallRecord::default()).await?;
+                let response = exchange::send(forward, conn, request, shared, &mut UpstreamCall::default()).await?;
                 route.plugins.respond(response, ctx).await
             }
         };

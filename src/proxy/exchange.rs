@@ -21,18 +21,9 @@ use http::uri::{PathAndQuery, Uri};
 use http::{HeaderMap, HeaderValue, Request, Response, Version};
 use hyper::body::Body;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
-/// What one upstream exchange did: where it went, how long it took.
-#[derive(Default)]
-pub(crate) struct CallRecord {
-    pub(crate) upstream: Option<Arc<str>>,
-    pub(crate) target: Option<Arc<str>>,
-    pub(crate) upstream_latency: Option<Duration>,
-    /// Counted by the request body as it streams; `None` for bodyless requests.
-    pub(crate) bytes_in: Option<Arc<crate::body::BodyProgress>>,
-}
+pub(crate) use crate::telemetry::access_log::UpstreamCall;
 
 /// What an upstream exchange reports to: the route's metrics and the
 /// request's trace span (attempt spans are its children).
@@ -69,7 +60,7 @@ pub(crate) async fn send(
     conn: &Connection,
     request: UpstreamRequest<'_>,
     shared: CallContext<'_>,
-    exchange: &mut CallRecord,
+    exchange: &mut UpstreamCall,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let UpstreamRequest {
         mut parts,
@@ -386,7 +377,7 @@ pub(crate) fn replayed(replay: &Option<(http::request::Parts, Bytes)>) -> Option
 }
 
 /// Reads the client's body whole, up to `cap` bytes, counted in the record.
-pub(crate) async fn read_client_body(body: Inbound, cap: u64, record: &mut CallRecord) -> Result<Bytes, ProxyError> {
+pub(crate) async fn read_client_body(body: Inbound, cap: u64, record: &mut UpstreamCall) -> Result<Bytes, ProxyError> {
     let counter = record.bytes_in.get_or_insert_with(Arc::default).clone();
     buffer_body(RequestBody::new(body, Some(cap), counter), Some(cap)).await
 }

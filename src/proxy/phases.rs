@@ -12,11 +12,11 @@ use crate::proxy::cached::cached;
 use crate::proxy::canonical;
 use crate::proxy::connection::Connection;
 use crate::proxy::errors::{client_body_error, method_not_allowed};
-use crate::proxy::exchange::{self, read_client_body, CallContext, CallRecord, ClientBody, UpstreamRequest};
+use crate::proxy::exchange::{self, read_client_body, CallContext, ClientBody, UpstreamRequest};
 use crate::proxy::forward;
 use crate::proxy::upgrade;
 use crate::router::{request_host, Lookup, RequestHead};
-use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::access_log::Entry;
 use crate::telemetry::traces::{RequestSpan, Traces};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
@@ -24,15 +24,13 @@ use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Body;
 use std::sync::Arc;
 
-/// What the session observes along the way, for the access log and metrics.
-#[derive(Default)]
+/// What the session observes along the way. The phases write the access-log
+/// entry itself (route, metrics, the upstream call), which the session sets
+/// on the response when it is done: nothing is copied into it afterwards.
 pub(crate) struct Observed {
-    pub(crate) route: Option<Arc<str>>,
-    pub(crate) metrics: Option<Arc<RouteMetrics>>,
-    /// What the upstream exchange did, for the log.
-    pub(crate) call: CallRecord,
-    pub(crate) error: Option<&'static str>,
-    /// The request's server span, when tracing is on.
+    pub(crate) entry: Box<Entry>,
+    /// The request's server span, when tracing is on; moved into the entry
+    /// at the end (upstream attempts are its children until then).
     pub(crate) trace: Option<(Arc<Traces>, RequestSpan)>,
     /// Headers plugins add to whatever response the request gets (CORS).
     pub(crate) response_headers: Vec<(http::HeaderName, HeaderValue)>,
@@ -72,8 +70,8 @@ pub(crate) async fn serve(
         };
         (route, params, rewritten)
     };
-    observed.route = Some(route.name.clone());
-    observed.metrics = Some(route.metrics.clone());
+    observed.entry.route = Some(route.name.clone());
+    observed.entry.metrics = route.metrics.clone();
     if let Some((_, span)) = &observed.trace {
         span.set_route(&parts.method, &route.name);
     }
@@ -117,7 +115,7 @@ pub(crate) async fn serve(
             Action::Respond(fixed) => fixed_response(fixed),
             Action::Aggregate(aggregate) => {
                 let shared = CallContext {
-                    metrics: observed.metrics.as_ref(),
+                    metrics: Some(&observed.entry.metrics),
                     trace: observed.trace.as_ref(),
                 };
                 crate::aggregate::run(aggregate, conn, &parts, &ctx, shared).await?
@@ -129,11 +127,12 @@ pub(crate) async fn serve(
                 },
             ) => {
                 let shared = CallContext {
-                    metrics: observed.metrics.as_ref(),
+                    metrics: Some(&observed.entry.metrics),
                     trace: observed.trace.as_ref(),
                 };
                 let call = (forward, &**transcoder, route.body_limit(&conn.listener));
-                crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut observed.call).await?
+                crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut observed.entry.call)
+                    .await?
             }
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_cap(&parts.headers, ctx.facts.has_body)? {
@@ -141,7 +140,7 @@ pub(crate) async fn serve(
                         // Read as any body is: the route's or listener's limit (or the plugin's cap,
                         // if smaller) answers 413, and its bytes are counted for the log.
                         let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
-                        let bytes = read_client_body(body, cap, &mut observed.call).await?;
+                        let bytes = read_client_body(body, cap, &mut observed.entry.call).await?;
                         let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
                         if let Some(content_type) = content_type {
                             parts.headers.insert(CONTENT_TYPE, content_type);
@@ -174,10 +173,10 @@ pub(crate) async fn serve(
                         request_id,
                         &ctx,
                         CallContext {
-                            metrics: observed.metrics.as_ref(),
+                            metrics: Some(&observed.entry.metrics),
                             trace: observed.trace.as_ref(),
                         },
-                        &mut observed.call,
+                        &mut observed.entry.call,
                     )
                     .await;
                 }
@@ -190,10 +189,10 @@ pub(crate) async fn serve(
                     upgrade,
                 };
                 let shared = CallContext {
-                    metrics: observed.metrics.as_ref(),
+                    metrics: Some(&observed.entry.metrics),
                     trace: observed.trace.as_ref(),
                 };
-                exchange::send(forward, conn, upstream_request, shared, &mut observed.call).await?
+                exchange::send(forward, conn, upstream_request, shared, &mut observed.entry.call).await?
             }
         };
         route.plugins.respond(response, &ctx).await

@@ -13,20 +13,12 @@ use crate::proxy::listener_checks::check_listener_limits;
 use crate::proxy::phases::{serve, Observed};
 use crate::proxy::request_id;
 use crate::router::request_host;
-use crate::telemetry::access_log::{AccessLog, Entry};
+use crate::telemetry::access_log::{Entry, UpstreamCall};
 use http::{HeaderValue, Request, Response, Version};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::time::Instant;
-
-/// The request's details only the access log uses.
-struct Logged {
-    log: Option<Arc<AccessLog>>,
-    path: String,
-    user_agent: Option<HeaderValue>,
-    referer: Option<HeaderValue>,
-}
 
 /// Serves one request of `conn` and sets its access-log entry.
 pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<Response<ResponseBody>, Infallible> {
@@ -34,27 +26,44 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     let active = conn.active.begin();
     let gateway = conn.gateway.load_full();
     let request_id = request_id::from_request(request.headers());
-    let method = request.method().clone();
     let version = request.version();
     // gRPC clients get gateway errors as gRPC statuses (in gRPC-Web's content type for those).
     let grpc = grpc::is_grpc(request.headers()).then(|| grpc_web::mode(request.headers()));
     // What only the log line (and the dashboard's tail) needs is copied only
     // when there is one.
-    let logged = (gateway.access_log.is_some() || gateway.live.is_some()).then(|| {
-        let headers = request.headers();
-        Logged {
-            log: gateway.access_log.clone(),
-            path: request.uri().path().to_string(),
-            user_agent: headers.get(http::header::USER_AGENT).cloned(),
-            referer: headers.get(http::header::REFERER).cloned(),
-        }
-    });
+    let logged = gateway.access_log.is_some() || gateway.live.is_some();
+    let headers = request.headers();
+    let entry = Entry {
+        started,
+        request_id: request_id.clone(),
+        client: conn.peer,
+        method: request.method().clone(),
+        version,
+        path: if logged {
+            request.uri().path().to_string()
+        } else {
+            String::new()
+        },
+        route: None,
+        call: UpstreamCall::default(),
+        status: 0,
+        error: None,
+        user_agent: headers.get(http::header::USER_AGENT).filter(|_| logged).cloned(),
+        referer: headers.get(http::header::REFERER).filter(|_| logged).cloned(),
+        trace_id: None,
+        span: None,
+        metrics: gateway.unmatched.clone(),
+        log: gateway.access_log.clone(),
+        live: gateway.live.clone(),
+    };
     let mut observed = Observed {
+        entry: Box::new(entry),
         trace: gateway.traces.as_ref().map(|traces| {
-            let span = traces.start_request(request.headers(), &method, request.uri().path());
+            let span = traces.start_request(request.headers(), request.method(), request.uri().path());
             (traces.clone(), span)
         }),
-        ..Observed::default()
+        response_headers: Vec::new(),
+        holds: Vec::new(),
     };
 
     let served = match check_listener_limits(&conn, &request, &active, &gateway) {
@@ -71,16 +80,16 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     let mut response = match served {
         Ok(response) => response,
         Err(error) => {
-            if let (Some((plugin, reason)), Some(route)) = (error.rejected_by, &observed.route) {
+            if let (Some((plugin, reason)), Some(route)) = (error.rejected_by, &observed.entry.route) {
                 gateway.metrics.rejected(route, plugin, reason);
             }
             match error.kind.side() {
                 Side::Client => tracing::debug!(request_id = ?request_id, %error, "request refused"),
                 _ => {
-                    tracing::warn!(request_id = ?request_id, route = observed.route.as_deref(), %error, "request failed")
+                    tracing::warn!(request_id = ?request_id, route = observed.entry.route.as_deref(), %error, "request failed")
                 }
             }
-            observed.error = Some(error.kind.code());
+            observed.entry.error = Some(error.kind.code());
             if error.kind == ErrorKind::RequestTimeout {
                 gateway.metrics.listener_refused(&conn.listener.name, error.kind.code());
             }
@@ -110,34 +119,18 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let holds = std::mem::take(&mut observed.holds);
-    let status = response.status().as_u16();
-    let (log, path, user_agent, referer) = match logged {
-        Some(l) => (l.log, l.path, l.user_agent, l.referer),
-        None => (None, String::new(), None, None),
-    };
-    response.body_mut().set_log(Box::new(Entry {
-        started,
-        request_id,
-        client: conn.peer,
-        method,
-        version,
-        path,
-        metrics: observed.metrics.unwrap_or_else(|| gateway.unmatched.clone()),
-        route: observed.route,
-        upstream: observed.call.upstream,
-        target: observed.call.target,
-        status,
-        bytes_in: observed.call.bytes_in,
-        upstream_latency: observed.call.upstream_latency,
-        error: observed.error,
-        user_agent,
-        referer,
-        trace_id: observed.trace.as_ref().and_then(|(_, span)| span.trace_id()),
-        span: observed.trace.map(|(_, span)| span),
-        log,
-        live: gateway.live.clone(),
-    }));
+    let Observed {
+        mut entry,
+        trace,
+        holds,
+        ..
+    } = observed;
+    entry.status = response.status().as_u16();
+    if let Some((_, span)) = trace {
+        entry.trace_id = span.trace_id();
+        entry.span = Some(span);
+    }
+    response.body_mut().set_log(entry);
     response.body_mut().hold(active, holds);
     Ok(response)
 }

@@ -45,6 +45,18 @@ pub struct AccessLog {
     pub fields: Vec<LogField>,
 }
 
+/// What one upstream exchange did: where it went, how long it took. The
+/// exchange writes it straight into the request's entry (an aggregate's or a
+/// refresh's calls into their own).
+#[derive(Debug, Default)]
+pub struct UpstreamCall {
+    pub upstream: Option<Arc<str>>,
+    pub target: Option<Arc<str>>,
+    pub upstream_latency: Option<Duration>,
+    /// Counted by the request body as it streams; `None` for bodyless requests.
+    pub bytes_in: Option<Arc<crate::body::BodyProgress>>,
+}
+
 /// What is known of a request by the time its response starts. Finishing it
 /// counts the request in the route's metrics and writes its log line.
 #[derive(Debug)]
@@ -57,11 +69,8 @@ pub struct Entry {
     /// Path only: query strings often carry tokens and never reach the log.
     pub path: String,
     pub route: Option<Arc<str>>,
-    pub upstream: Option<Arc<str>>,
-    pub target: Option<Arc<str>>,
+    pub call: UpstreamCall,
     pub status: u16,
-    pub bytes_in: Option<Arc<crate::body::BodyProgress>>,
-    pub upstream_latency: Option<Duration>,
     pub error: Option<&'static str>,
     pub user_agent: Option<HeaderValue>,
     pub referer: Option<HeaderValue>,
@@ -88,7 +97,7 @@ impl Entry {
     /// Records the finished request: metrics, trace, log line, live view.
     pub fn finish(&mut self, bytes_out: u64) {
         let elapsed = self.started.elapsed();
-        let bytes_in = self.bytes_in.as_ref().map_or(0, |n| n.received());
+        let bytes_in = self.call.bytes_in.as_ref().map_or(0, |n| n.received());
         self.metrics
             .request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
         if let Some(span) = &self.span {
@@ -158,14 +167,14 @@ impl Line<'_> {
                 LogField::Method => map.serialize_entry(name, e.method.as_str())?,
                 LogField::Path => map.serialize_entry(name, &e.path)?,
                 LogField::Route => optional(&mut map, name, e.route.as_deref())?,
-                LogField::Upstream => optional(&mut map, name, e.upstream.as_deref())?,
-                LogField::Target => optional(&mut map, name, e.target.as_deref())?,
+                LogField::Upstream => optional(&mut map, name, e.call.upstream.as_deref())?,
+                LogField::Target => optional(&mut map, name, e.call.target.as_deref())?,
                 LogField::Status => map.serialize_entry(name, &e.status)?,
                 LogField::BytesIn => map.serialize_entry(name, &self.bytes_in)?,
                 LogField::BytesOut => map.serialize_entry(name, &self.bytes_out)?,
                 LogField::DurationMs => map.serialize_entry(name, &millis(self.elapsed))?,
                 LogField::UpstreamMs => {
-                    if let Some(latency) = e.upstream_latency {
+                    if let Some(latency) = e.call.upstream_latency {
                         map.serialize_entry(name, &millis(latency))?
                     }
                 }

@@ -7,7 +7,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::Forward;
 use crate::proxy::connection::Connection;
 use crate::proxy::errors::method_not_allowed;
-use crate::proxy::exchange::{self, read_client_body, CallContext, CallRecord, ClientBody, UpstreamRequest};
+use crate::proxy::exchange::{self, read_client_body, CallContext, ClientBody, UpstreamCall, UpstreamRequest};
 use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TE, TRANSFER_ENCODING};
 use http::{Method, Response};
 use http_body_util::BodyExt;
@@ -21,7 +21,7 @@ pub(crate) async fn transcode(
     body: crate::body::Inbound,
     request_id: &HeaderValue,
     shared: CallContext<'_>,
-    record: &mut CallRecord,
+    record: &mut UpstreamCall,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let (rule, values) = match transcoder.find(&parts.method, parts.uri.path()) {
         Ok(found) => found,
