@@ -25,19 +25,27 @@ routes:
     )
 }
 
-/// A POST over HTTP/2 whose body has no `Content-Length` (a stream of DATA frames).
-async fn h2_post(addr: std::net::SocketAddr, content_type: &str, body: &'static str) -> u16 {
+/// Sends `request` over HTTP/2 with `body` as DATA frames and no
+/// `Content-Length`, as HTTP/2 allows; the answer's status.
+async fn h2_without_length(addr: std::net::SocketAddr, request: Request<()>, body: Option<&'static str>) -> u16 {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (client, connection) = h2::client::handshake(stream).await.unwrap();
     tokio::spawn(connection);
     let mut client = client.ready().await.unwrap();
+    let (response, mut send) = client.send_request(request, body.is_none()).unwrap();
+    if let Some(body) = body {
+        send.send_data(Bytes::from_static(body.as_bytes()), true).unwrap();
+    }
+    response.await.unwrap().status().as_u16()
+}
+
+/// A POST over HTTP/2 whose body has no `Content-Length` (a stream of DATA frames).
+async fn h2_post(addr: std::net::SocketAddr, content_type: &str, body: &'static str) -> u16 {
     let request = Request::post(format!("http://{addr}/orders"))
         .header("content-type", content_type)
         .body(())
         .unwrap();
-    let (response, mut send) = client.send_request(request, false).unwrap();
-    send.send_data(Bytes::from_static(body.as_bytes()), true).unwrap();
-    response.await.unwrap().status().as_u16()
+    h2_without_length(addr, request, Some(body)).await
 }
 
 #[tokio::test]
@@ -89,19 +97,10 @@ routes:
     ))
     .await;
     let get = |body: Option<&'static str>| {
-        let addr = gw.addr;
-        async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let (client, connection) = h2::client::handshake(stream).await.unwrap();
-            tokio::spawn(connection);
-            let mut client = client.ready().await.unwrap();
-            let request = Request::get(format!("http://{addr}/search?q=tea")).body(()).unwrap();
-            let (response, mut send) = client.send_request(request, body.is_none()).unwrap();
-            if let Some(body) = body {
-                send.send_data(Bytes::from_static(body.as_bytes()), true).unwrap();
-            }
-            response.await.unwrap().status().as_u16()
-        }
+        let request = Request::get(format!("http://{}/search?q=tea", gw.addr))
+            .body(())
+            .unwrap();
+        h2_without_length(gw.addr, request, body)
     };
     assert_eq!(get(None).await, 200);
     assert_eq!(get(Some("hidden=1")).await, 403, "a GET body over HTTP/2 is seen");
