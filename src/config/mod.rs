@@ -113,6 +113,17 @@ mod tests {
     }
 
     #[test]
+    fn a_route_naming_an_upstream_when_none_is_declared_says_where_to_add_one() {
+        let found = errors(&format!(
+            "{LISTENER}routes:\n  - {{ name: a, match: {{ path: /a }}, upstream: users }}\n"
+        ));
+        assert_eq!(
+            found,
+            ["routes[0].upstream: unknown upstream \"users\"; no upstreams are declared: add one under `upstreams:` (line 3, column 37)"],
+        );
+    }
+
+    #[test]
     fn upstream_blocks_are_checked_as_a_whole() {
         let text = format!(
             "{LISTENER}upstreams:\n  hashed: {{ targets: ['127.0.0.1:1'], balance: consistent_hash }}\n  stray: {{ targets: ['127.0.0.1:1'], hash_on: client_ip }}\n  backups: {{ targets: [{{ addr: '127.0.0.1:1', backup: true }}] }}\n  weights: {{ targets: [{{ addr: '127.0.0.1:1', weight: 0 }}, '127.0.0.1:2', '127.0.0.1:2'] }}\n  empty: {{ targets: [] }}\n  bad: {{ targets: ['http://x:1', 'nohost', '127.0.0.1:1'], timeouts: {{ connect: 0s }} }}\n"
