@@ -38,6 +38,9 @@ pub struct RequestContext<'a> {
     pub client_certificate: Option<&'a crate::proxy::tls::ClientCertificate>,
     /// Kept until the response body has been sent (concurrency permits).
     pub holds: Vec<Box<dyn Send + Sync>>,
+    /// What plugins note for this request between their hooks (what
+    /// `compression` negotiated), one value per type.
+    pub notes: http::Extensions,
 }
 
 impl<'a> RequestContext<'a> {
@@ -61,6 +64,7 @@ impl<'a> RequestContext<'a> {
             upstream_path: None,
             client_certificate: None,
             holds: Vec::new(),
+            notes: http::Extensions::new(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! upstream, and the response body on its way back. Both stream frame by frame;
 //! neither is ever collected in memory.
 
+pub mod filter;
 pub mod pace;
 
 use crate::proxy::client_timeouts::RequestActive;
@@ -172,6 +173,8 @@ pub enum BodyError {
     UpstreamIdle(Duration),
     #[error("the request body is not base64 (gRPC-Web text): {0}")]
     NotBase64(#[source] base64::DecodeError),
+    #[error("a response body filter failed: {0}")]
+    Filter(#[source] filter::FilterError),
 }
 
 /// How far the client's request body got: bytes received, and why it
@@ -193,6 +196,10 @@ pub enum Fault {
     Unreadable = 2,
     NotBase64 = 3,
     TooSlow = 4,
+    /// A plugin's filter refused it ([`filter::Refusal`]).
+    Refused = 5,
+    RefusedDecompressed = 6,
+    Undecodable = 7,
 }
 
 impl BodyProgress {
@@ -206,6 +213,9 @@ impl BodyProgress {
             2 => Some(Fault::Unreadable),
             3 => Some(Fault::NotBase64),
             4 => Some(Fault::TooSlow),
+            5 => Some(Fault::Refused),
+            6 => Some(Fault::RefusedDecompressed),
+            7 => Some(Fault::Undecodable),
             _ => None,
         }
     }
@@ -223,9 +233,14 @@ impl Fault {
         match error {
             BodyError::TooLarge { .. } => Some(Fault::TooLarge),
             BodyError::Client(e) if e.is::<pace::TooSlow>() => Some(Fault::TooSlow),
-            BodyError::Client(_) => Some(Fault::Unreadable),
+            BodyError::Client(e) => Some(match e.downcast_ref::<filter::Refusal>() {
+                Some(filter::Refusal::TooLarge) => Fault::Refused,
+                Some(filter::Refusal::DecompressedTooLarge) => Fault::RefusedDecompressed,
+                Some(filter::Refusal::Undecodable) => Fault::Undecodable,
+                None => Fault::Unreadable,
+            }),
             BodyError::NotBase64(_) => Some(Fault::NotBase64),
-            BodyError::Upstream(_) | BodyError::UpstreamIdle(_) => None,
+            BodyError::Upstream(_) | BodyError::UpstreamIdle(_) | BodyError::Filter(_) => None,
         }
     }
 }
@@ -374,6 +389,8 @@ enum Kind {
     Prefixed(Option<Bytes>, Box<ResponseBody>),
     /// A gRPC answer told as gRPC-Web: trailers as the last message.
     GrpcWeb(Box<ResponseBody>, Box<Encoder>),
+    /// Changed as it streams by a plugin's filter (compression).
+    Filtered(Box<filter::Filtered<ResponseBody>>),
 }
 
 struct UpstreamBody {
@@ -448,6 +465,17 @@ impl ResponseBody {
         }
     }
 
+    /// `inner` with a plugin's `filter` run over it as it streams.
+    pub fn filtered(inner: ResponseBody, filter: Box<dyn filter::BodyFilter>) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Filtered(Box::new(filter::Filtered::new(inner, filter))),
+            sent: 0,
+            log: None,
+            _active: None,
+            _holds: Vec::new(),
+        }
+    }
+
     /// Attaches the access-log entry written when the body is done.
     pub fn set_log(&mut self, entry: Box<dyn OnDone>) {
         self.log = Some(entry);
@@ -478,6 +506,7 @@ impl Drop for ResponseBody {
             }
             Kind::Prefixed(prefix, rest) => prefix.is_some() || !rest.is_end_stream(),
             Kind::GrpcWeb(inner, _) => !inner.is_end_stream(),
+            Kind::Filtered(body) => !body.is_end_stream(),
         };
         self.finish(unfinished.then_some("client_disconnected"));
     }
@@ -540,6 +569,7 @@ impl Body for ResponseBody {
                 Poll::Ready(None) => Poll::Ready(encoder.finish().map(|rest| Ok(Frame::data(rest)))),
                 other => other,
             },
+            Kind::Filtered(body) => body.poll_filtered(cx, |e| e, BodyError::Filter),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -549,6 +579,7 @@ impl Body for ResponseBody {
                 tracing::warn!(error = %e, "response body cut short");
                 this.finish(Some(match e {
                     BodyError::UpstreamIdle(_) => "upstream_body_timeout",
+                    BodyError::Filter(_) => "response_filter_failed",
                     _ => "upstream_body_failed",
                 }));
             }
@@ -565,6 +596,7 @@ impl Body for ResponseBody {
             Kind::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
             // Its end may still add base64 to send.
             Kind::GrpcWeb(..) => false,
+            Kind::Filtered(body) => body.is_end_stream(),
         }
     }
 
@@ -574,6 +606,7 @@ impl Body for ResponseBody {
             Kind::Upstream(body) => body.inner.size_hint(),
             Kind::Prefixed(prefix, rest) => after(prefix.as_ref().map_or(0, |b| b.len() as u64), rest.size_hint()),
             Kind::GrpcWeb(..) => SizeHint::new(),
+            Kind::Filtered(body) => body.size_hint(),
         }
     }
 }

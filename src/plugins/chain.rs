@@ -4,7 +4,9 @@
 //! body checks and changes, response, and `explain`.
 
 use super::*;
-use crate::body::ResponseBody;
+use crate::body::filter::Filtered;
+use crate::body::{Inbound, ResponseBody};
+use http_body_util::combinators::UnsyncBoxBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::transform::{BodyFormat, Conversion};
 use http::{HeaderValue, Response};
@@ -439,8 +441,9 @@ impl PluginChain {
     }
 
     /// The response phases, on the way back: the head's hooks, then the
-    /// body read whole for the plugins that check or change it. An answer too
-    /// large to read goes on unchanged when they only watch it.
+    /// body read whole for the plugins that check or change it (an answer
+    /// too large to read goes on unchanged when they only watch it), then
+    /// the filters plugins run over the body as it streams.
     pub async fn respond(
         &self,
         response: Response<ResponseBody>,
@@ -451,32 +454,55 @@ impl PluginChain {
         }
         let (mut parts, body) = response.into_parts();
         self.on_response(&mut parts, ctx);
-        let body = match self.response_body_cap(&parts.headers) {
-            Some((cap, must)) => {
-                let bytes = match crate::transform::read_response(body, cap, must).await? {
-                    crate::transform::ReadAnswer::Whole(bytes) => bytes,
-                    crate::transform::ReadAnswer::TooLarge(body) => {
-                        tracing::debug!(
-                            route = ctx.route,
-                            cap,
-                            "the answer is too large to check; passed on unchecked"
-                        );
-                        return Ok(Response::from_parts(parts, body));
+        let mut body = match self.response_body_cap(&parts.headers) {
+            Some((cap, must)) => match crate::transform::read_response(body, cap, must).await? {
+                crate::transform::ReadAnswer::Whole(bytes) => {
+                    let (changed, content_type) = self.transform_response_body(bytes, ctx)?;
+                    if let Some(content_type) = content_type {
+                        parts.headers.insert(http::header::CONTENT_TYPE, content_type);
                     }
-                };
-                let (changed, content_type) = self.transform_response_body(bytes, ctx)?;
-                if let Some(content_type) = content_type {
-                    parts.headers.insert(http::header::CONTENT_TYPE, content_type);
+                    parts
+                        .headers
+                        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(changed.len()));
+                    parts.headers.remove(http::header::TRANSFER_ENCODING);
+                    ResponseBody::full(changed)
                 }
-                parts
-                    .headers
-                    .insert(http::header::CONTENT_LENGTH, HeaderValue::from(changed.len()));
-                parts.headers.remove(http::header::TRANSFER_ENCODING);
-                ResponseBody::full(changed)
-            }
+                crate::transform::ReadAnswer::TooLarge(body) => {
+                    tracing::debug!(
+                        route = ctx.route,
+                        cap,
+                        "the answer is too large to check; passed on unchecked"
+                    );
+                    body
+                }
+            },
             None => body,
         };
+        for plugin in self.plugins.iter().rev() {
+            if let Some(filter) = plugin.response_body_filter(&mut parts, ctx) {
+                body = ResponseBody::filtered(body, filter);
+            }
+        }
         Ok(Response::from_parts(parts, body))
+    }
+
+    /// The client's body with the filters plugins run over it as it streams
+    /// (size limits); a plugin may refuse the request from its head alone.
+    pub fn filter_request_body(
+        &self,
+        mut body: Inbound,
+        request: &http::request::Parts,
+        ctx: &mut RequestContext<'_>,
+    ) -> Result<Inbound, ProxyError> {
+        if !ctx.facts.has_body {
+            return Ok(body);
+        }
+        for plugin in &self.plugins {
+            if let Some(filter) = plugin.request_body_filter(request, ctx)? {
+                body = Inbound::Boxed(UnsyncBoxBody::new(Filtered::new(body, filter)));
+            }
+        }
+        Ok(body)
     }
 }
 

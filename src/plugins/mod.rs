@@ -9,6 +9,7 @@
 //! and a `build` function, then add one line to the `registry!` list below.
 //! A route's plugins run as one [`PluginChain`] (`chain.rs`).
 
+pub use crate::body::filter::{BodyFilter, FilterError, Refusal};
 use crate::body::ResponseBody;
 use crate::consumers::{Consumers, Identity};
 pub use crate::context::{ClientFacts, RequestContext};
@@ -202,6 +203,30 @@ pub trait Plugin: Send + Sync + 'static {
     /// Called with the response head before it goes to the client.
     fn on_response(&self, _response: &mut http::response::Parts, _ctx: &RequestContext<'_>) {}
 
+    /// A filter over the client's body as it streams (counting its size,
+    /// decompressed or not), chosen once the head has been through the
+    /// request phases; `Err` refuses the request from its head alone (with
+    /// `ctx.response_headers` to say what it would take). Asked only of
+    /// requests that have a body.
+    fn request_body_filter(
+        &self,
+        _request: &http::request::Parts,
+        _ctx: &mut RequestContext<'_>,
+    ) -> Result<Option<Box<dyn BodyFilter>>, ProxyError> {
+        Ok(None)
+    }
+
+    /// A filter over the answer's body as it streams (compression), asked
+    /// after `on_response` and after any whole-body change; the plugin sets
+    /// the head to match (`Content-Encoding`, no `Content-Length`).
+    fn response_body_filter(
+        &self,
+        _response: &mut http::response::Parts,
+        _ctx: &RequestContext<'_>,
+    ) -> Option<Box<dyn BodyFilter>> {
+        None
+    }
+
     /// What it needs from the core, declared once when it is built (see
     /// [`Needs`]); the chain reads it then, never per request.
     fn needs(&self) -> Needs {
@@ -318,6 +343,7 @@ registry! {
     cache: "cache" => build;
 }
 
+/// What a plugin needs from the core beyond its phase hooks, declared in one
 /// value when it is built. Each field is one thing the core does for the
 /// plugins that ask: none of them names a plugin.
 #[derive(Default, Clone)]

@@ -2,6 +2,7 @@
 //! failed exchange, its own body failing, a missing method or target, and how
 //! any of them becomes the answer (problem+json, or a gRPC status).
 
+use crate::body::filter::Refusal;
 use crate::body::{BodyError, Fault, ResponseBody};
 use crate::error::{ErrorKind, ProxyError};
 use crate::proxy::{grpc, grpc_web};
@@ -42,6 +43,11 @@ pub(crate) fn client_body_error(fault: Fault, limit: Option<u64>) -> ProxyError 
             ErrorKind::RequestTimeout,
             "the request body arrived too slowly; send it at a steady pace",
         ),
+        Fault::Refused => ProxyError::new(ErrorKind::PayloadTooLarge, Refusal::TooLarge.to_string()),
+        Fault::RefusedDecompressed => {
+            ProxyError::new(ErrorKind::PayloadTooLarge, Refusal::DecompressedTooLarge.to_string())
+        }
+        Fault::Undecodable => ProxyError::new(ErrorKind::BadRequest, Refusal::Undecodable.to_string()),
     }
 }
 

@@ -89,6 +89,7 @@ pub(crate) async fn serve(
                 Err(error) => return Err(error),
             }
         }
+        let body = route.plugins.filter_request_body(body, &parts, &mut ctx)?;
         // Plugins that inspect bodies (`waf`) see their start before anything goes on.
         let body = match route.plugins.body_inspection_limit() {
             // No body: the inspection still runs (the Core Rule Set decides with it).
