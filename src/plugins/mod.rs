@@ -341,6 +341,7 @@ registry! {
     transform: "request_transform" => build_request, "response_transform" => build_response;
     format: "format" => build;
     cache: "cache" => build;
+    compression: "compression" => build;
 }
 
 /// What a plugin needs from the core beyond its phase hooks, declared in one

@@ -8,6 +8,7 @@ mod auth;
 mod balancing;
 mod binary;
 mod cache;
+mod compression;
 mod dashboard;
 mod docs;
 mod failures;
