@@ -100,7 +100,23 @@ where
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(chunk) => {
                         self.unflushed = true;
-                        self.filter.data(chunk)
+                        let out = self.filter.data(chunk);
+                        // The last chunk of a body of known length: whoever reads
+                        // it may stop polling here, so the filter ends with it
+                        // (and a refusal at the end holds the chunk back).
+                        if self.inner.is_end_stream() {
+                            self.ended = true;
+                            out.and_then(|data| {
+                                let rest = self.filter.end()?;
+                                Ok(match (data.is_empty(), rest.is_empty()) {
+                                    (_, true) => data,
+                                    (true, false) => rest,
+                                    (false, false) => [data, rest].concat().into(),
+                                })
+                            })
+                        } else {
+                            out
+                        }
                     }
                     Err(frame) => {
                         self.trailers = frame.into_trailers().ok();
