@@ -337,6 +337,7 @@ registry! {
     acl: "acl" => build_acl, "scopes" => build_scopes;
     rate_limit: "rate_limit" => build;
     concurrency_limit: "concurrency_limit" => build;
+    request_size: "request_size" => build;
     validate: "validate" => build;
     transform: "request_transform" => build_request, "response_transform" => build_response;
     format: "format" => build;

@@ -19,6 +19,7 @@ mod jwt;
 mod limits;
 mod limits_rate;
 mod openapi;
+mod request_size;
 mod operations;
 mod resilience;
 mod routing;
