@@ -10,7 +10,8 @@ use crate::context::RequestContext;
 use crate::gateway::{Action, Forward, Gateway};
 use crate::plugins::{Decision, Phase};
 use crate::proxy::canonical::canonicalise_with;
-use crate::router::{request_host, Condition, Lookup, Params, PathPolicy, RequestHead};
+use crate::proxy::listener_checks::{check_request_head, to_https};
+use crate::router::{request_host, Condition, Lookup, Params, RequestHead};
 use crate::upstream::{PickContext, UpstreamPool};
 use http::{HeaderValue, Method, Request, Uri};
 use indexmap::IndexMap;
@@ -30,13 +31,18 @@ pub struct Question {
     /// The client address rules and `client_ip` hashing see (default 127.0.0.1).
     #[serde(default)]
     pub client_ip: Option<IpAddr>,
+    /// The listener the request arrives on, by name (default: the first):
+    /// its limits, HTTPS redirect and path policy apply.
+    #[serde(default)]
+    pub listener: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct Explanation {
     pub request: Summary,
     /// What the client would get, in a word: `proxied`, `responded`,
-    /// `not_found`, `method_not_allowed`, `bad_request`, `denied`, `unavailable`.
+    /// `not_found`, `method_not_allowed`, `bad_request`, `refused` (by the
+    /// listener: a limit, or its redirect to HTTPS), `denied`, `unavailable`.
     pub outcome: &'static str,
     /// The status Portico itself would answer with; `None` when the upstream decides.
     pub status: Option<u16>,
@@ -126,14 +132,38 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         plugins: Vec::new(),
         upstream: None,
     };
-    // The canonical request, as the first listener makes it.
-    let policy = gateway
-        .source
-        .listeners
-        .first()
-        .map(|listener| PathPolicy::from(&listener.path))
-        .unwrap_or_default();
-    if let Err(error) = canonicalise_with(&mut parts, &policy, false, &gateway.trusted_headers) {
+    // The listener's checks and the canonical request, as the listener makes them.
+    let listener = match &question.listener {
+        Some(name) => Some(
+            gateway
+                .listeners
+                .iter()
+                .find(|l| *l.name == **name)
+                .ok_or_else(|| format!("no listener is named {name:?}"))?,
+        ),
+        None => gateway.listeners.first(),
+    };
+    let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
+    if let Some(listener) = listener {
+        let refused = check_request_head(&parts.uri, &parts.headers, listener).and_then(|()| match listener.redirect_https {
+            Some(port) => Err(to_https(&parts.uri, &parts.headers, port)),
+            None => Ok(()),
+        });
+        if let Err(error) = refused {
+            let status = error.kind.status().as_u16();
+            explanation.outcome = "refused";
+            explanation.status = Some(status);
+            let location = error.location.as_deref().and_then(|l| l.to_str().ok());
+            explanation.detail = match location {
+                Some(location) => format!("listener {:?}: {}: {status} to {location}", &*listener.name, error.detail),
+                None => format!("listener {:?}: {}: {status}", &*listener.name, error.detail),
+            };
+            return Ok(explanation);
+        }
+    }
+    let policy = listener.map(|l| l.path).unwrap_or_default();
+    let peer_trusted = listener.is_some_and(|l| l.trusts(client.ip()));
+    if let Err(error) = canonicalise_with(&mut parts, &policy, peer_trusted, &gateway.trusted_headers) {
         explanation.detail = format!("{}: 400", error.detail);
         return Ok(explanation);
     }
@@ -151,7 +181,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     let (route, params) = match lookup {
         Lookup::Found { route, params } => (route, params),
         Lookup::MethodNotAllowed { allow } => {
-            let allow: Vec<&str> = allow.iter().map(Method::as_str).collect();
+            let allow = allow_list(&allow);
             explanation.outcome = "method_not_allowed";
             explanation.status = Some(405);
             explanation.detail = format!(
@@ -171,7 +201,6 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     explanation.params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
 
     let request_id = HeaderValue::from_static("explain");
-    let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
     let service_path = match &route.action {
         Action::Proxy(forward) => Some(forward.rewrite.apply(path, &params)),
         Action::Respond(_) | Action::Aggregate(_) => None,
@@ -237,11 +266,36 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
             );
         }
         Action::Proxy(forward) => {
+            // A transcoded route binds methods and paths to gRPC methods itself.
+            let grpc_path = match forward.transcode.as_deref().map(|t| t.find(&parts.method, path)) {
+                None => None,
+                Some(Ok((rule, _))) => Some(rule.grpc_path.to_string()),
+                Some(Err(allowed)) if allowed.is_empty() => {
+                    explanation.outcome = "not_found";
+                    explanation.status = Some(404);
+                    explanation.detail = "no gRPC method is bound to this path: 404".into();
+                    return Ok(explanation);
+                }
+                Some(Err(allowed)) => {
+                    let allow: Vec<&str> = allow_list(&allowed);
+                    explanation.outcome = "method_not_allowed";
+                    explanation.status = Some(405);
+                    explanation.detail = format!(
+                        "no gRPC method is bound to {} on this path: 405, Allow: {}",
+                        parts.method,
+                        allow.join(", ")
+                    );
+                    return Ok(explanation);
+                }
+            };
             let pick = PickContext {
                 headers: &parts.headers,
                 client_ip: client.ip(),
             };
-            let destination = destination(forward, path, &params, &parts, &pick);
+            let mut destination = destination(forward, path, &params, &parts, &pick);
+            if let Some(grpc_path) = grpc_path {
+                destination.path = grpc_path;
+            }
             let pool = &forward.pool;
             if pool.breaker.as_ref().is_some_and(|b| b.is_refusing()) {
                 explanation.outcome = "unavailable";
@@ -260,6 +314,10 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         }
     }
     Ok(explanation)
+}
+
+fn allow_list(methods: &[Method]) -> Vec<&str> {
+    methods.iter().map(Method::as_str).collect()
 }
 
 fn build_request(question: &Question) -> Result<Request<()>, String> {

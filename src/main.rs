@@ -65,6 +65,9 @@ enum Command {
         /// A request header, `Name: value`; repeat for more.
         #[arg(short = 'H', long = "header", value_name = "HEADER")]
         headers: Vec<String>,
+        /// The listener the request arrives on (default: the first).
+        #[arg(long, value_name = "NAME")]
+        listener: Option<String>,
     },
     /// Print a route for every operation of an OpenAPI 3.0/3.1 document, each
     /// validated against it, ready to paste under `routes:`. Example:
@@ -123,7 +126,8 @@ fn main() -> ExitCode {
             method,
             url,
             headers,
-        } => explain(&config, json, method, url, &headers),
+            listener,
+        } => explain(&config, json, (method, url, listener), &headers),
         Command::Run {
             config,
             workers,
@@ -174,7 +178,12 @@ fn hash_password(argon2: bool) -> ExitCode {
     }
 }
 
-fn explain(path: &Path, json: bool, method: String, url: String, headers: &[String]) -> ExitCode {
+fn explain(
+    path: &Path,
+    json: bool,
+    (method, url, listener): (String, String, Option<String>),
+    headers: &[String],
+) -> ExitCode {
     let compiled = match portico::config::build_file(path) {
         Ok(compiled) => compiled,
         Err(errors) => {
@@ -187,6 +196,7 @@ fn explain(path: &Path, json: bool, method: String, url: String, headers: &[Stri
         url,
         headers: Default::default(),
         client_ip: None,
+        listener,
     };
     for header in headers {
         let Some((name, value)) = header.split_once(':') else {

@@ -80,6 +80,7 @@ pub fn compile(
     errors.into_result(Compiled {
         gateway: Gateway {
             trusted_headers,
+            listeners: listeners.iter().cloned().collect(),
             routes: RouteTable::new(routes),
             upstreams,
             access_log,

@@ -41,6 +41,8 @@ pub struct Gateway {
     /// client certificates), from every plugin of every route: removed from
     /// each client request, on every route, before routing.
     pub trusted_headers: Arc<[http::HeaderName]>,
+    /// The listeners' settings, for `explain` to ask as one of them would.
+    pub listeners: Arc<[ListenerSettings]>,
 }
 
 impl Gateway {

@@ -21,8 +21,7 @@ pub(crate) fn check_listener_limits(
     let listener = &conn.listener;
     let checked = check_framing(request, active)
         .and_then(|()| check_request_rate(conn))
-        .and_then(|()| check_uri_length(request.uri(), listener))
-        .and_then(|()| check_header_limits(request.headers(), listener));
+        .and_then(|()| check_request_head(request.uri(), request.headers(), listener));
     if let Err(error) = &checked {
         let reason = match error.kind {
             ErrorKind::RateLimited => "request_rate_per_ip",
@@ -54,6 +53,28 @@ fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
         error.retry_after = Some(wait.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
         error
     })
+}
+
+/// The size of the request target and of the headers, against the
+/// listener's limits: what `explain` checks too.
+pub(crate) fn check_request_head(uri: &Uri, headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
+    check_uri_length(uri, listener).and_then(|()| check_header_limits(headers, listener))
+}
+
+/// The 308 to the same URL in HTTPS, for a listener with `redirect_https`
+/// (as an error, so that it is answered and logged the way every other
+/// early answer is).
+pub(crate) fn to_https(uri: &Uri, headers: &HeaderMap, port: u16) -> ProxyError {
+    let host = crate::router::request_host(uri, headers).unwrap_or_default();
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut error = ProxyError::new(ErrorKind::PermanentRedirect, "this address is served over HTTPS");
+    error.location = http::HeaderValue::from_str(&location).ok().map(Box::new);
+    error
 }
 
 fn check_uri_length(uri: &Uri, listener: &ListenerSettings) -> Result<(), ProxyError> {

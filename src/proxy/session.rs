@@ -4,15 +4,14 @@
 //! set, to be written when the body has been sent.
 
 use crate::body::{Inbound, ResponseBody};
-use crate::error::{ErrorKind, ProxyError, Side};
+use crate::error::{ErrorKind, Side};
 use crate::proxy::connection::Connection;
 use crate::proxy::errors;
 use crate::proxy::grpc;
 use crate::proxy::grpc_web;
-use crate::proxy::listener_checks::check_listener_limits;
+use crate::proxy::listener_checks::{check_listener_limits, to_https};
 use crate::proxy::phases::{serve, Observed};
 use crate::proxy::request_id;
-use crate::router::request_host;
 use crate::telemetry::access_log::{Entry, UpstreamCall};
 use http::{HeaderValue, Request, Response, Version};
 use std::convert::Infallible;
@@ -69,7 +68,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     let served = match check_listener_limits(&conn, &request, &active, &gateway) {
         Err(error) => Err(error),
         Ok(()) => match conn.listener.redirect_https {
-            Some(port) => Err(to_https(&request, port)),
+            Some(port) => Err(to_https(request.uri(), request.headers(), port)),
             None => {
                 let request = request.map(|body| body.paced(conn.listener.pace));
                 serve(&gateway, &conn, request, &request_id, &mut observed).await
@@ -133,19 +132,4 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     response.body_mut().set_log(entry);
     response.body_mut().hold(active, holds);
     Ok(response)
-}
-
-/// The 308 to the same URL in HTTPS (as an error, so that it is answered
-/// and logged the way every other early answer is).
-fn to_https(request: &Request<Inbound>, port: u16) -> ProxyError {
-    let host = request_host(request.uri(), request.headers()).unwrap_or_default();
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = if port == 443 {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{port}{path}")
-    };
-    let mut error = ProxyError::new(ErrorKind::PermanentRedirect, "this address is served over HTTPS");
-    error.location = HeaderValue::from_str(&location).ok().map(Box::new);
-    error
 }

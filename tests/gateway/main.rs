@@ -11,6 +11,7 @@ mod cache;
 mod compression;
 mod dashboard;
 mod docs;
+mod explain_parity;
 mod failures;
 mod forwarding;
 mod grpc;
