@@ -28,6 +28,7 @@ pub mod plugins;
 pub mod proxy;
 pub mod ratelimit;
 pub mod router;
+pub mod schema;
 pub mod telemetry;
 pub mod transcode;
 pub mod transform;

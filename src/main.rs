@@ -1,4 +1,5 @@
-//! The `portico` command: `run`, `validate`, `explain`, `hash-password`.
+//! The `portico` command: `run`, `validate`, `explain`, `schema`, `hash-password`,
+//! `import-openapi`.
 
 use clap::{Parser, Subcommand};
 
@@ -39,6 +40,10 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the config file's JSON Schema, for editors. With
+    /// yaml-language-server, start a config with
+    /// `# yaml-language-server: $schema=portico.schema.json`.
+    Schema,
     /// Print a password hash for `consumers[].credentials.basic.password`.
     /// Reads the password from standard input (one line), so that it stays
     /// out of the shell history and the process list.
@@ -114,6 +119,16 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
         Command::HashPassword { argon2 } => hash_password(argon2),
+        Command::Schema => match serde_json::to_string_pretty(&portico::schema::config_schema()) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("portico: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::ImportOpenapi {
             spec,
             upstream,

@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 /// The whole config document.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ConfigFile {
     pub listeners: Vec<ListenerConfig>,
     pub upstreams: IndexMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     /// Global plugins, applied to every route unless the route overrides them.
+    /// (Their schema is each plugin's own, put here by `portico schema`.)
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     pub plugins: IndexMap<String, Value>,
     pub shutdown: ShutdownConfig,
     pub access_log: AccessLogConfig,
@@ -26,7 +28,7 @@ pub struct ConfigFile {
 }
 
 /// `cluster:` state shared by every node.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `redis://host:port/db` (or `rediss://` for TLS): rate-limit counters.
@@ -48,7 +50,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 ];
 
 /// A named identity that authenticated requests are tied to.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerConfig {
     pub name: String,
@@ -58,7 +60,7 @@ pub struct ConsumerConfig {
     pub credentials: CredentialsConfig,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialsConfig {
     /// Keys for `key_auth`: as issued (pass them as `${env:NAME}`), or their
@@ -74,7 +76,7 @@ pub struct CredentialsConfig {
     pub certificates: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BasicCredential {
     pub username: String,
@@ -82,7 +84,7 @@ pub struct BasicCredential {
 }
 
 /// `tracing:` W3C trace context and OpenTelemetry spans exported over OTLP/HTTP.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     pub otlp: OtlpConfig,
@@ -102,7 +104,7 @@ fn default_service_name() -> String {
 }
 
 /// Where spans are sent: an OTLP/HTTP (protobuf) collector.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OtlpConfig {
     /// `http://collector:4318` (`/v1/traces` is added when no path is given).
@@ -123,7 +125,7 @@ fn default_export_timeout() -> Duration {
 }
 
 /// The admin API: status, metrics, reload, explain; on its own listener.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `ip:port`; keep it off the public network.
@@ -133,7 +135,7 @@ pub struct AdminConfig {
 }
 
 /// A socket Portico accepts client connections on.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     pub name: String,
@@ -160,7 +162,7 @@ pub struct ListenerConfig {
 
 /// A listener's path canonicalisation; the defaults make the classic
 /// route bypasses impossible (docs/src/security.md).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathConfig {
     /// `//` is `/`, as nginx's `merge_slashes`.
@@ -183,7 +185,7 @@ impl Default for PathConfig {
 }
 
 /// What to do with `%2F` in a path (Envoy's `path_with_escaped_slashes_action`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedSlashes {
     /// Kept escaped: part of a segment (`/packages/@scope%2Fname`).
@@ -196,7 +198,7 @@ pub enum EscapedSlashes {
 }
 
 /// What to do with `;` in a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Semicolons {
     /// The request is refused (400).
@@ -208,7 +210,7 @@ pub enum Semicolons {
 }
 
 /// A listener's TLS: rustls, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Chosen by the name the client asks for (SNI), from the names each
@@ -225,7 +227,7 @@ pub struct TlsConfig {
     pub http3: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthConfig {
     /// PEM: the CA certificates client certificates must chain to.
@@ -236,7 +238,7 @@ pub struct ClientAuthConfig {
     pub required: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HstsConfig {
     pub max_age: Duration,
@@ -246,7 +248,7 @@ pub struct HstsConfig {
     pub preload: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// PEM: the certificate, then its chain.
@@ -258,7 +260,7 @@ pub struct CertificateConfig {
     pub ocsp: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.2")]
@@ -267,7 +269,7 @@ pub enum TlsVersion {
     V1_3,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerTimeouts {
     /// Time a client has to send a complete request head (slowloris guard).
@@ -289,7 +291,7 @@ impl Default for ListenerTimeouts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ListenerLimits {
     /// Total size of the request headers (names, values and separators).
@@ -334,7 +336,7 @@ impl Default for ListenerLimits {
 
 /// A request body must average `per_second` bytes over the time the gateway
 /// spends waiting for it, once `grace` of waiting has passed.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MinBodyRate {
     pub per_second: ByteSize,
@@ -355,14 +357,14 @@ fn default_body_rate_grace() -> Duration {
     Duration::from_secs(5)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRate {
     pub connections: u32,
     pub per: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestRate {
     pub requests: u32,
@@ -370,7 +372,7 @@ pub struct RequestRate {
 }
 
 /// A named pool of targets that routes send requests to.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     #[serde(default)]
@@ -393,7 +395,7 @@ pub struct UpstreamConfig {
     pub tls: Option<UpstreamTlsConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1, with or without TLS: a pool of keep-alive connections.
@@ -406,7 +408,7 @@ pub enum UpstreamProtocol {
 }
 
 /// `tls:` of an upstream: how Portico checks the targets and shows itself.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// PEM: the CA certificates targets must chain to (default: the Mozilla
@@ -424,7 +426,7 @@ pub struct UpstreamTlsConfig {
 }
 
 /// `circuit_breaker:`, applied to the upstream as a whole and to each target.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreakerConfig {
     /// Share of failed requests (connect failures, broken exchanges, 5xx) that opens it.
@@ -451,7 +453,7 @@ impl Default for CircuitBreakerConfig {
 }
 
 /// `discovery:`: where targets come from when the config does not list them.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryConfig {
     /// A file holding a list of targets, polled for changes.
@@ -474,7 +476,7 @@ fn default_refresh() -> Duration {
 }
 
 /// `health_check:`: active probes, passive ejection, or both.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     pub active: Option<ActiveCheckConfig>,
@@ -482,7 +484,7 @@ pub struct HealthCheckConfig {
 }
 
 /// A GET of `path` on every target at each `interval`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActiveCheckConfig {
     pub path: String,
@@ -518,7 +520,7 @@ fn default_expect() -> String {
 }
 
 /// Ejection of targets that fail real traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PassiveCheckConfig {
     /// Consecutive connect failures, broken exchanges or 5xx that eject a target.
@@ -539,7 +541,7 @@ impl Default for PassiveCheckConfig {
 }
 
 /// When a failed attempt is tried again on another target.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetriesConfig {
     /// Retries after the first attempt.
@@ -626,15 +628,31 @@ impl<'de> Deserialize<'de> for RetryOn {
     }
 }
 
+impl schemars::JsonSchema for RetryOn {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetryOn".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "anyOf": [
+                { "const": "connect_failure" },
+                { "type": "integer", "minimum": 500, "maximum": 599 },
+                { "type": "string", "pattern": "^5[0-9][0-9]$" },
+            ],
+            "description": "`connect_failure`, or a status from 500 to 599.",
+        })
+    }
+}
+
 /// A target: `host:port`, or `{ addr, weight, backup }`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum TargetConfig {
     Addr(String),
     Detailed(TargetDetail),
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetDetail {
     pub addr: String,
@@ -690,7 +708,7 @@ impl TargetConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Smooth weighted round robin (nginx's algorithm).
@@ -706,7 +724,7 @@ pub enum Balance {
     ConsistentHash,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTimeouts {
     /// Time to open a TCP connection to a target.
@@ -730,7 +748,7 @@ impl Default for UpstreamTimeouts {
 }
 
 /// Per-route override of the upstream's timeouts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteTimeouts {
     pub connect: Option<Duration>,
@@ -741,7 +759,7 @@ pub struct RouteTimeouts {
 }
 
 /// A route: what it matches, and where the request goes.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -766,10 +784,11 @@ pub struct RouteConfig {
     /// Request body size on this route, in place of the listener's limit.
     pub max_request_body: Option<ByteSize>,
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     pub plugins: IndexMap<String, Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     /// `/prefix`, `= /exact`, `/users/{id}`, `/files/{*rest}` or `~ regex`.
@@ -783,7 +802,7 @@ pub struct MatchConfig {
     pub query: IndexMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteConfig {
     pub strip_prefix: Option<String>,
@@ -793,7 +812,7 @@ pub struct RewriteConfig {
 }
 
 /// `aggregate`: named calls to upstreams, composed into one JSON object.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AggregateConfig {
     pub calls: IndexMap<String, CallConfig>,
@@ -824,7 +843,7 @@ fn default_forward_headers() -> Vec<String> {
 }
 
 /// `grpc_transcode:` on a route with an HTTP/2 upstream.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TranscodeConfig {
     /// A descriptor set with the services and their `google.api.http`
@@ -847,7 +866,7 @@ fn default_call_max_body() -> ByteSize {
 }
 
 /// How an answer says which optional calls failed; `null` turns one off.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PartialConfig {
     #[serde(default = "default_partial_header")]
@@ -876,7 +895,7 @@ fn default_partial_field() -> Option<String> {
 /// One call of an aggregate. `path`, `headers` and string values of `body`
 /// are templates: `{param}` (the route's), `{call.field}` (another call's
 /// answer: this call then waits for it), and `${header.x}`-style values.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallConfig {
     pub upstream: String,
@@ -905,7 +924,7 @@ fn default_call_method() -> String {
 }
 
 /// A fixed answer, sent without any upstream.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RespondConfig {
     #[serde(default = "default_status")]
@@ -920,7 +939,7 @@ fn default_status() -> u16 {
     200
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShutdownConfig {
     /// How long in-flight requests may run after SIGTERM before they are cut.
@@ -941,7 +960,7 @@ impl Default for ShutdownConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AccessLogConfig {
     /// One line per request.
@@ -964,7 +983,7 @@ impl Default for AccessLogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// One JSON object per line.
@@ -976,7 +995,7 @@ pub enum LogFormat {
 
 /// An access-log field. Request headers that carry secrets (Authorization,
 /// Cookie, API keys) are not among them, and the query string is not logged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogField {
     Timestamp,

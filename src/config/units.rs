@@ -161,6 +161,47 @@ pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
     }
 }
 
+// The JSON Schema of each unit, for `portico schema`: what an editor checks
+// as the user types.
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\s*([0-9]+\\s*[a-zµ]+\\s*)+$",
+            "description": "A duration with a unit: 250ms, 10s, 1m, 1h, 1d.",
+        })
+    }
+}
+
+impl schemars::JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": ["integer", "string"],
+            "minimum": 0,
+            "description": "A number of bytes, or a size with a unit: 32KiB, 1MiB, 10MB.",
+        })
+    }
+}
+
+impl schemars::JsonSchema for Percent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percent".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*%$",
+            "description": "A share from 0% to 100%, like 20%.",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,3 +256,4 @@ mod tests {
         assert!(size("-1").is_err());
     }
 }
+

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AclConfig {
+pub(crate) struct AclConfig {
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]

@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex};
 /// Verified credentials remembered; the cache is emptied when it is full.
 const CACHE_LIMIT: usize = 10_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     #[serde(default = "default_realm")]
     realm: String,
     /// Send the Authorization header upstream too.

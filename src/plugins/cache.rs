@@ -13,9 +13,9 @@ use serde_yaml_ng::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     /// Freshness for answers that give none.
     ttl: Option<ConfigDuration>,
     /// Use `ttl` whatever the answer says: unsafe for private data.
@@ -57,7 +57,7 @@ struct Config {
     memory: Option<ByteSize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyConfig {
     #[serde(default)]
@@ -70,7 +70,7 @@ struct KeyConfig {
     consumer: bool,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum QueryMode {
     #[default]
@@ -79,7 +79,7 @@ enum QueryMode {
     Ignore,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum ClientDirectives {
     #[default]
@@ -87,7 +87,7 @@ enum ClientDirectives {
     Ignore,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum StoreKind {
     Memory,

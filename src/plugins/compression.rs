@@ -19,9 +19,9 @@ use serde_yaml_ng::Value;
 use std::io::Write;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     /// The codings offered, in the gateway's order of preference where the
     /// client rates several alike.
     #[serde(default = "default_encodings")]
@@ -61,7 +61,7 @@ fn default_types() -> Vec<String> {
     .to_vec()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Coding {
     Gzip,

@@ -21,9 +21,9 @@ use tokio::sync::Semaphore;
 /// Distinct keys tracked before idle ones are dropped.
 const KEY_LIMIT: usize = 100_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     max: usize,
     /// `route` (default), `upstream`, `consumer`, `client_ip`, `header:NAME`.
     #[serde(default = "default_by")]

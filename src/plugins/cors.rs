@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     /// `https://app.example.com`, `https://*.example.com`, or `*`.
     origins: Vec<String>,
     #[serde(default = "default_methods")]

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     request: Option<Direction>,
     response: Option<Direction>,
     #[serde(default)]
@@ -26,7 +26,7 @@ struct Config {
     max_body: ByteSize,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy)]
+#[derive(Debug, Deserialize, Clone, Copy, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Direction {
     JsonToXml,
@@ -42,7 +42,7 @@ impl Direction {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct XmlConfig {
     /// The root element, implied in the JSON (its content is the JSON).

@@ -26,9 +26,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const NEGATIVE_TTL: u64 = 30;
 const CACHE_LIMIT: usize = 50_000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     url: String,
     client_id: String,
     client_secret: String,

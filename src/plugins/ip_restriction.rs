@@ -12,9 +12,9 @@ use serde_yaml_ng::Value;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     #[serde(default)]
     allow: Vec<String>,
     #[serde(default)]

@@ -41,9 +41,9 @@ const SHARDS: usize = 16;
 const SHARD_LIMIT: usize = 4096;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     /// HMAC secret (HS256/384/512).
     secret: Option<String>,
     /// A PEM public key (RSA, EC P-256/P-384, Ed25519).
@@ -71,7 +71,7 @@ struct Config {
     anonymous: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct JwksTimings {
     refresh: ConfigDuration,

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     #[serde(default = "default_header")]
     header: String,
     /// Also look for the key in this query parameter.

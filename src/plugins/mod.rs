@@ -301,9 +301,13 @@ impl Decision {
 /// Builds a plugin from its config block; each error names its place.
 pub type BuildFn = fn(&Value, &Setup<'_>) -> Result<Arc<dyn Plugin>, BuildErrors>;
 
+/// The JSON Schema of a plugin's config block, from its config type.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
 pub struct PluginFactory {
     pub name: &'static str,
     pub build: BuildFn,
+    pub schema: SchemaFn,
 }
 
 mod chain;
@@ -313,36 +317,42 @@ pub use chain::PluginChain;
 pub mod fetch;
 
 /// Declares each plugin module and its factories, in one list: a plugin is
-/// its file and one line here, `module: "config_name" => build_fn`.
+/// its file and one line here, `module: "config_name" => build_fn(ConfigType)`.
+/// The config type is what its block is read as, and gives its schema.
 macro_rules! registry {
-    ($($module:ident: $($name:literal => $build:ident),+;)*) => {
+    ($($module:ident: $($name:literal => $build:ident($config:ty)),+;)*) => {
         $(pub mod $module;)*
 
         /// Every plugin Portico knows, one line each.
         pub const REGISTRY: &[PluginFactory] = &[
-            $($(PluginFactory { name: $name, build: $module::$build },)+)*
+            $($(PluginFactory {
+                name: $name,
+                build: $module::$build,
+                schema: |generator| generator.subschema_for::<$config>(),
+            },)+)*
         ];
     };
 }
 
 registry! {
-    ip_restriction: "ip_restriction" => build;
-    waf: "waf" => build;
-    cors: "cors" => build;
-    key_auth: "key_auth" => build;
-    basic_auth: "basic_auth" => build;
-    jwt: "jwt" => build;
-    introspection: "oauth2_introspection" => build;
-    mtls: "mtls" => build;
-    acl: "acl" => build_acl, "scopes" => build_scopes;
-    rate_limit: "rate_limit" => build;
-    concurrency_limit: "concurrency_limit" => build;
-    request_size: "request_size" => build;
-    validate: "validate" => build;
-    transform: "request_transform" => build_request, "response_transform" => build_response;
-    format: "format" => build;
-    cache: "cache" => build;
-    compression: "compression" => build;
+    ip_restriction: "ip_restriction" => build(ip_restriction::Config);
+    waf: "waf" => build(waf::Config);
+    cors: "cors" => build(cors::Config);
+    key_auth: "key_auth" => build(key_auth::Config);
+    basic_auth: "basic_auth" => build(basic_auth::Config);
+    jwt: "jwt" => build(jwt::Config);
+    introspection: "oauth2_introspection" => build(introspection::Config);
+    mtls: "mtls" => build(mtls::Config);
+    acl: "acl" => build_acl(acl::AclConfig), "scopes" => build_scopes(Vec<String>);
+    rate_limit: "rate_limit" => build(rate_limit::Config);
+    concurrency_limit: "concurrency_limit" => build(concurrency_limit::Config);
+    request_size: "request_size" => build(request_size::Config);
+    validate: "validate" => build(validate::Config);
+    transform: "request_transform" => build_request(transform::RequestConfig),
+        "response_transform" => build_response(transform::ResponseConfig);
+    format: "format" => build(format::Config);
+    cache: "cache" => build(cache::Config);
+    compression: "compression" => build(compression::Config);
 }
 
 /// What a plugin needs from the core beyond its phase hooks, declared in one

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::sync::Arc;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {}
+pub(crate) struct Config {}
 
 pub struct Mtls {
     consumers: Arc<Consumers>,

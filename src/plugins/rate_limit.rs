@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     limits: Vec<LimitConfig>,
     #[serde(default = "default_by")]
     by: By,
@@ -41,7 +41,7 @@ struct Config {
     redis_timeout: ConfigDuration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct LimitConfig {
     requests: u64,
@@ -52,7 +52,7 @@ struct LimitConfig {
     burst: Option<u64>,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum AlgorithmChoice {
     #[default]
@@ -61,14 +61,14 @@ enum AlgorithmChoice {
     Calendar,
 }
 
-#[derive(Debug, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum StoreChoice {
     Local,
     Redis,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum OnError {
     #[default]
@@ -76,7 +76,7 @@ enum OnError {
     Deny,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum By {
     One(String),

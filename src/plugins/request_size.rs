@@ -17,9 +17,9 @@ use serde_yaml_ng::Value;
 use std::io::Write;
 use std::sync::Arc;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     /// The largest body, as sent.
     max: Option<ByteSize>,
     /// The largest body once its `Content-Encoding` is undone. Codings
@@ -30,7 +30,7 @@ struct Config {
     consumers: IndexMap<String, Limits>,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Limits {
     max: Option<ByteSize>,

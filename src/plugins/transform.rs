@@ -15,9 +15,9 @@ fn default_max_body() -> ByteSize {
     ByteSize(1024 * 1024)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RequestConfig {
+pub(crate) struct RequestConfig {
     #[serde(default)]
     headers: FieldOpsConfig,
     #[serde(default)]
@@ -29,9 +29,9 @@ struct RequestConfig {
     max_body: ByteSize,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResponseConfig {
+pub(crate) struct ResponseConfig {
     #[serde(default)]
     headers: FieldOpsConfig,
     #[serde(default)]

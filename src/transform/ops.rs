@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// `headers:` or `query:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldOpsConfig {
     #[serde(default)]
@@ -27,7 +27,7 @@ pub struct FieldOpsConfig {
 }
 
 /// `json:` as written.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonOpsConfig {
     #[serde(default)]

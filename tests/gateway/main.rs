@@ -24,6 +24,7 @@ mod request_size;
 mod operations;
 mod resilience;
 mod routing;
+mod schema;
 mod smuggling;
 mod streaming;
 mod tls;

@@ -23,9 +23,9 @@ use std::sync::Arc;
 /// Violations listed in one answer, at most.
 const MAX_VIOLATIONS: usize = 20;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     /// The body's schema, inline.
     body: Option<Json>,
     /// The body's schema, from a JSON or YAML file.
@@ -50,7 +50,7 @@ struct Config {
     unknown_operations: UnknownOperations,
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum UnknownOperations {
     #[default]
@@ -86,7 +86,7 @@ fn compile_api(file: &str) -> Result<Compiled, Vec<String>> {
     })
 }
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum OnInvalid {
     #[default]

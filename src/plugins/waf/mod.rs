@@ -14,7 +14,7 @@ use std::sync::Arc;
 #[cfg(feature = "crs")]
 mod crs;
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Mode {
     #[default]
@@ -24,7 +24,7 @@ pub(crate) enum Mode {
 
 /// Which rules run: Portico's own (always built), or the OWASP Core Rule
 /// Set through libmodsecurity (the `crs` cargo feature).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum EngineKind {
     #[default]
@@ -34,7 +34,7 @@ enum EngineKind {
 
 /// Where the Core Rule Set is, for `engine: crs` (Debian's paths by default).
 #[cfg_attr(not(feature = "crs"), allow(dead_code))]
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CrsConfig {
     #[serde(default = "default_crs_setup")]
@@ -61,9 +61,9 @@ fn default_crs_rules() -> String {
     "/usr/share/modsecurity-crs/rules".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub(crate) struct Config {
     #[serde(default)]
     engine: EngineKind,
     #[serde(default)]
@@ -85,7 +85,7 @@ struct Config {
     max_body: crate::config::units::ByteSize,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ExcludeConfig {
     #[serde(default)]
