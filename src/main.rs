@@ -119,16 +119,7 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Validate { config } => validate(&config),
         Command::HashPassword { argon2 } => hash_password(argon2),
-        Command::Schema => match serde_json::to_string_pretty(&portico::schema::config_schema()) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("portico: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Schema => print_json(&portico::schema::config_schema()),
         Command::ImportOpenapi {
             spec,
             upstream,
@@ -223,16 +214,7 @@ fn explain(
             .insert(name.trim().to_string(), value.trim().to_string());
     }
     match portico::explain::explain(&compiled.gateway, &question) {
-        Ok(explanation) if json => match serde_json::to_string_pretty(&explanation) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(error) => {
-                eprintln!("portico: {error}");
-                ExitCode::FAILURE
-            }
-        },
+        Ok(explanation) if json => print_json(&explanation),
         Ok(explanation) => {
             print!("{explanation}");
             ExitCode::SUCCESS
@@ -332,6 +314,20 @@ async fn serve_until_stopped(control: &Arc<Control>) -> std::io::Result<&'static
                     tracing::info!("access log reopened");
                 }
             }
+        }
+    }
+}
+
+/// Prints `value` as indented JSON.
+fn print_json(value: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("portico: {error}");
+            ExitCode::FAILURE
         }
     }
 }
