@@ -15,6 +15,7 @@ pub mod admin;
 pub mod aggregate;
 pub mod body;
 pub mod cache;
+pub mod clock;
 pub mod config;
 pub mod consumers;
 pub mod context;

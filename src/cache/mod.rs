@@ -134,7 +134,7 @@ impl Cache {
         // The route's own name, even for a global `cache` block: two routes
         // never serve each other's answers.
         let primary = key::primary(ctx.route, request, ctx, &self.settings.key);
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         let mut stored = self.find(&primary, request).await;
         if stored.is_none() && !client.only_if_cached {
             // One request per key goes upstream; the others wait for its answer.
@@ -261,9 +261,9 @@ impl Cache {
                 upstream.headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
             }
         }
-        let requested_at = SystemTime::now();
+        let requested_at = crate::clock::system_now();
         let response = fetch(upstream).await?;
-        let now = SystemTime::now();
+        let now = crate::clock::system_now();
         if let (Some(stale), StatusCode::NOT_MODIFIED) = (stale, response.status()) {
             // The stored body is still good: its headers are updated from the 304.
             let mut headers = stale.headers.clone();

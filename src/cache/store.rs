@@ -8,7 +8,7 @@ use crate::ratelimit::redis::RedisStore;
 use moka::sync::Cache as Moka;
 use redis::AsyncCommands;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// What to purge.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -40,7 +40,7 @@ struct KeepFor;
 impl moka::Expiry<String, Arc<Slot>> for KeepFor {
     fn expire_after_create(&self, _key: &String, slot: &Arc<Slot>, _at: Instant) -> Option<Duration> {
         match &**slot {
-            Slot::Answer(entry) => Some(entry.keep_for(SystemTime::now())),
+            Slot::Answer(entry) => Some(entry.keep_for(crate::clock::system_now())),
             // Variant lists outlive their variants a little: no harm.
             Slot::Varies(_) => Some(Duration::from_secs(24 * 3600)),
         }
@@ -95,7 +95,7 @@ impl Store {
             Store::Memory(memory) => memory.entries.insert(key.to_string(), Arc::new(slot)),
             Store::Redis(redis) => {
                 let keep = match &slot {
-                    Slot::Answer(entry) => entry.keep_for(SystemTime::now()),
+                    Slot::Answer(entry) => entry.keep_for(crate::clock::system_now()),
                     Slot::Varies(_) => Duration::from_secs(24 * 3600),
                 };
                 let Ok(bytes) = postcard::to_allocvec(&slot) else {

@@ -313,10 +313,7 @@ fn pem_key(pem: &[u8], allowed: &[Algorithm]) -> Result<Key, String> {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::since_epoch().as_secs()
 }
 
 impl Jwks {
@@ -342,7 +339,7 @@ impl Jwks {
 
     fn usable(&self) -> Option<Arc<KeySet>> {
         let set = self.keys.load_full()?;
-        let age = SystemTime::now().duration_since(set.fetched_at).unwrap_or_default();
+        let age = crate::clock::system_now().duration_since(set.fetched_at).unwrap_or_default();
         (age <= self.max_stale).then_some(set)
     }
 
@@ -350,7 +347,7 @@ impl Jwks {
     /// (then waits for any fetch in progress). Keeps the last good keys on failure.
     async fn refresh_now(&self, forced_by_kid: bool) {
         let _one = self.fetching.lock().await;
-        let now_ms = SystemTime::now()
+        let now_ms = crate::clock::system_now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
@@ -365,7 +362,7 @@ impl Jwks {
                 tracing::info!(url = %self.url, keys = keys.len(), "JWKS fetched");
                 self.keys.store(Some(Arc::new(KeySet {
                     keys,
-                    fetched_at: SystemTime::now(),
+                    fetched_at: crate::clock::system_now(),
                 })));
             }
             Err(error) => {

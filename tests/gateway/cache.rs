@@ -251,7 +251,7 @@ async fn requests_with_credentials_and_variants_are_kept_apart() {
     assert_ne!(bob.json()["hit"], ada.json()["hit"], "never Ada's answer to Bob");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn conditional_requests_both_ways() {
     let (upstream, origin) = origin().await;
     let gw = gateway(upstream, "{}").await;
@@ -330,7 +330,7 @@ async fn client_directives_are_honoured_or_ignored() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stale_answers_are_served_while_revalidating_and_when_the_upstream_fails() {
     let (upstream, origin) = origin().await;
     let gw = gateway(upstream, "{}").await;

@@ -95,7 +95,7 @@ async fn upstream_that_closes_before_answering_is_502() {
     get(&gw.url("/x")).await.problem(502);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_keep_alive_connection_the_upstream_closed_is_not_reused() {
     // Answers one request per connection as keep-alive, then hangs up shortly after.
     let addr = scripted_upstream(

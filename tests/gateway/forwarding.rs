@@ -204,7 +204,7 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_disconnects_cancels_the_upstream_request() {
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
     let closed_tx = std::sync::Mutex::new(Some(closed_tx));

@@ -268,7 +268,7 @@ impl JwksServer {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn jwks_keys_rotate_unknown_kids_are_rate_limited_and_stale_keys_keep_serving() {
     let upstream = Upstream::named("ok").await;
     let server = JwksServer::start(jwks(&["rsa1"])).await;
@@ -317,7 +317,7 @@ async fn jwks_keys_rotate_unknown_kids_are_rate_limited_and_stale_keys_keep_serv
     assert_eq!(call(&gw, "/api", &old).await.status, 200, "stale keys still verify");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn with_no_keys_from_the_provider_the_answer_is_503_not_401() {
     let upstream = Upstream::named("ok").await;
     let server = JwksServer::start(jwks(&["rsa1"])).await;

@@ -75,7 +75,7 @@ async fn bodies_over_the_limit_are_413_whether_declared_or_streamed() {
     assert_eq!(ok.body.len(), 1024, "a body at the limit passes");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_sending_headers_slowly_is_cut_off() {
     let upstream = Upstream::named("svc").await;
     let gw = gateway_with_limits(&upstream).await;
@@ -139,7 +139,7 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_head_timeout_spares_slow_upstreams_and_slow_request_bodies() {
     let slow = Upstream::slow("slow", Duration::from_millis(2500)).await;
     let echo = Upstream::start(|r| http::Response::new(Full::new(r.body.clone()))).await;

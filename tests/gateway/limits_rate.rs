@@ -72,7 +72,7 @@ async fn a_limit_allows_exactly_its_requests_then_answers_429_with_headers() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn gcra_gives_the_burst_then_spaces_requests() {
     let upstream = Upstream::named("ok").await;
     let gw = Gateway::start(&limited(
@@ -87,7 +87,7 @@ async fn gcra_gives_the_burst_then_spaces_requests() {
     assert_eq!(statuses(&gw.url("/api"), 2, &[]).await, [200, 429]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn keys_separate_clients_and_each_limit_counts_on_its_own() {
     let upstream = Upstream::named("ok").await;
     let gw = Gateway::start(&limited(

@@ -304,7 +304,7 @@ async fn post_reload_swaps_a_valid_config_and_refuses_an_invalid_one() {
     assert_eq!(sample(&metrics, "portico_config_info", &[("hash", hash)]), Some(1.0));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_changed_config_file_is_reloaded_on_its_own() {
     let before = r#"
 listeners: [{ name: public, addr: "127.0.0.1:0" }]
@@ -392,7 +392,7 @@ routes: [{ name: api, match: { path: / }, upstream: api }]
     assert_eq!(requests, Some(12.0), "counters count across reloads");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn metrics_count_requests_latency_bytes_and_connections() {
     let upstream = Upstream::named("hello").await;
     let gw = Gateway::start(&with_admin(
@@ -458,7 +458,7 @@ async fn metrics_count_requests_latency_bytes_and_connections() {
     assert!(!m.contains("/nowhere") && !m.contains("/api/x"), "{m}");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn listeners_are_added_and_removed_by_a_reload() {
     let yaml = |listeners: &str| {
         format!("listeners: [{listeners}]\nroutes: [{{ name: r, match: {{ path: / }}, respond: {{ body: hi }} }}]\n")
@@ -496,7 +496,7 @@ async fn listeners_are_added_and_removed_by_a_reload() {
     assert_eq!(get(&gw.url("/")).await.text(), "hi");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn requests_in_flight_finish_on_the_config_they_started_with() {
     let slow = Upstream::slow("old-route", Duration::from_millis(600)).await;
     let yaml = |route: &str| {
@@ -698,7 +698,7 @@ routes:
     assert!(down["upstream"]["target"].is_null());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_draining_listener_asks_keep_alive_clients_to_close_before_closing_idle_ones() {
     let gw = Gateway::start(
         "listeners: [{ name: public, addr: \"127.0.0.1:0\" }]\n\

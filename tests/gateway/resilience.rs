@@ -87,7 +87,7 @@ async fn with_every_target_down_the_answer_is_503_at_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn active_checks_take_a_failing_target_out_and_bring_it_back() {
     let a_up = Arc::new(AtomicBool::new(true));
     let a = switchable("a", a_up.clone()).await;
@@ -117,7 +117,7 @@ async fn active_checks_take_a_failing_target_out_and_bring_it_back() {
     assert_eq!(probes[0].headers["user-agent"], "portico-health-check");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn backups_take_over_when_no_primary_is_healthy_and_hand_back() {
     let primary_up = Arc::new(AtomicBool::new(true));
     let primary = switchable("primary", primary_up.clone()).await;
@@ -228,7 +228,7 @@ routes: [{ name: svc, match: { path: / }, upstream: svc, timeouts: { request: 30
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stopped_target_that_restarts_gets_traffic_again_after_its_ejection() {
     let a = Upstream::named("a").await;
     let b = Upstream::named("b").await;
@@ -274,7 +274,7 @@ async fn an_exchange_that_breaks_before_an_answer_is_retried_for_idempotent_requ
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_breaker_opens_rejects_quickly_half_opens_and_closes() {
     let status = Arc::new(AtomicU16::new(500));
     let code = status.clone();
@@ -305,7 +305,7 @@ async fn the_breaker_opens_rejects_quickly_half_opens_and_closes() {
     assert_eq!(service.count(), 11);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn file_discovery_follows_the_file_and_keeps_the_last_good_targets() {
     let a = Upstream::named("a").await;
     let b = Upstream::named("b").await;
