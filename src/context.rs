@@ -1,6 +1,7 @@
 //! The per-request context: what one request carries through the phases,
 //! created when it is routed and shared by plugins, the cache, transforms and
-//! aggregate calls (each of those gets its own by [`RequestContext::new`]).
+//! aggregate calls (each of those gets its own by [`RequestContext::new`], or
+//! by [`Carried::context`] for work done for the request after it).
 
 use crate::consumers::Identity;
 use crate::router::Params;
@@ -66,5 +67,45 @@ impl<'a> RequestContext<'a> {
             holds: Vec::new(),
             notes: http::Extensions::new(),
         }
+    }
+}
+
+/// What a request's context hands on to work done for it afterwards (a
+/// cache refresh in the background): whom it was for, and what plugins
+/// noted of it, so that the work keys, checks and shapes its answer as the
+/// request would have.
+#[derive(Clone)]
+pub struct Carried {
+    params: Params,
+    identity: Option<Identity>,
+    facts: ClientFacts,
+    notes: http::Extensions,
+}
+
+impl RequestContext<'_> {
+    pub fn carried(&self) -> Carried {
+        Carried {
+            params: self.params.clone(),
+            identity: self.identity.clone(),
+            facts: self.facts,
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+impl Carried {
+    /// The context of the work done for the request.
+    pub fn context<'a>(
+        &'a self,
+        request_id: &'a HeaderValue,
+        client: SocketAddr,
+        route: &'a str,
+        upstream: Option<&'a str>,
+    ) -> RequestContext<'a> {
+        let mut ctx = RequestContext::new(request_id, client, route, &self.params, upstream);
+        ctx.identity = self.identity.clone();
+        ctx.facts = self.facts;
+        ctx.notes = self.notes.clone();
+        ctx
     }
 }

@@ -162,7 +162,7 @@ impl Cache {
         if !matches {
             // Stored for another request (its Host, say): neither served nor
             // used to revalidate; the new answer takes its place.
-            let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &variant, None).await?;
+            let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         }
         if fresh && !client.no_cache {
@@ -173,6 +173,7 @@ impl Cache {
         if usable_stale && staleness <= entry.stale_while_revalidate {
             // Served now; refreshed for the next client.
             let refresh = Refresh {
+                primary,
                 variant,
                 entry: entry.clone(),
             };
@@ -180,7 +181,7 @@ impl Cache {
         }
         let serve_stale_on_error = usable_stale && staleness <= entry.stale_if_error;
         match self
-            .fetch_and_store(&mut fetch, request, ctx, &variant, Some(&entry))
+            .fetch_and_store(&mut fetch, request, ctx, &primary, Some(&entry))
             .await
         {
             Ok((response, _)) if serve_stale_on_error && response.status().is_server_error() => {
@@ -216,7 +217,7 @@ impl Cache {
             return;
         };
         if let Err(error) = self
-            .fetch_and_store(&mut fetch, request, ctx, &job.variant, Some(&job.entry))
+            .fetch_and_store(&mut fetch, request, ctx, &job.primary, Some(&job.entry))
             .await
         {
             tracing::debug!(route = &*self.route, %error, "a background refresh failed; the stale answer stays");
@@ -240,7 +241,8 @@ impl Cache {
 
     /// Goes upstream (conditionally, when `stale` has validators), stores
     /// what may be stored, and answers the client (a 304 when its own
-    /// conditions hold).
+    /// conditions hold). `primary` is the request's key, never a variant's:
+    /// the answer's own `Vary` places it.
     async fn fetch_and_store<F, Fut>(
         &self,
         fetch: &mut F,
@@ -487,6 +489,10 @@ impl Cache {
 
 /// An answer served stale, to revalidate after (`Cache::refresh`).
 pub struct Refresh {
+    /// Where the answer is stored: its variant is found from there, by the
+    /// `Vary` of the new answer.
+    primary: String,
+    /// The variant it refreshes: one refresh per variant at a time.
     variant: String,
     entry: Arc<Entry>,
 }

@@ -85,7 +85,7 @@ fn refresh_in_background(
     job: crate::cache::Refresh,
 ) {
     // Whom the answer is for, so that the refresh keys and stores it as the request did.
-    let (params, identity, facts) = (ctx.params.clone(), ctx.identity.clone(), ctx.facts);
+    let carried = ctx.carried();
     tokio::spawn(async move {
         let Some(route) = gateway
             .routes
@@ -98,9 +98,7 @@ fn refresh_in_background(
         let (Action::Proxy(forward), Some(cache)) = (&route.action, route.plugins.cache()) else {
             return;
         };
-        let mut ctx = RequestContext::new(&request_id, conn.peer, &route.name, &params, route.upstream());
-        ctx.identity = identity;
-        ctx.facts = facts;
+        let ctx = carried.context(&request_id, conn.peer, &route.name, route.upstream());
         let shared = CallContext {
             metrics: Some(&route.metrics),
             trace: None,

@@ -556,3 +556,39 @@ routes:
     assert_eq!((down.status.as_u16(), down.header("x-cache")), (200, "MISS"));
     a.admin("POST", "/cache/purge", "\"all\"").await.problem(503);
 }
+
+/// An answer that varies keeps its variants through revalidation and
+/// background refresh: each is stored again where the next request of its
+/// kind looks for it.
+#[tokio::test(start_paused = true)]
+async fn varying_answers_stay_found_after_revalidation_and_refresh() {
+    let (upstream, origin) = origin().await;
+    let gw = gateway(upstream, "{}").await;
+    let german = [("accept-language", "de")];
+    let french = [("accept-language", "fr")];
+
+    let path = cc("vary-revalidate", "cc=max-age%3D1&etag=%22v1%22&vary=accept-language");
+    fetch(&gw, &path, &german).await;
+    fetch(&gw, &path, &french).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fetch(&gw, &path, &german).await.header("x-cache"), "REVALIDATED");
+    let again = fetch(&gw, &path, &german).await;
+    assert_eq!(again.header("x-cache"), "HIT", "the revalidated variant is found");
+    assert_eq!(again.json()["lang"], "de");
+
+    let path = cc("vary-refresh", "cc=max-age%3D1%2C%20stale-while-revalidate%3D60&vary=accept-language");
+    fetch(&gw, &path, &german).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(fetch(&gw, &path, &german).await.header("x-cache"), "STALE");
+    for _ in 0..100 {
+        if origin.hits("/c/vary-refresh") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refreshed = fetch(&gw, &path, &german).await;
+    assert_eq!(refreshed.header("x-cache"), "HIT", "the refreshed variant is found");
+    assert_eq!(refreshed.json()["hit"], 2);
+    assert_eq!(origin.hits("/c/vary-refresh"), 2);
+}

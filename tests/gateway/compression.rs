@@ -325,3 +325,50 @@ routes:
     assert_eq!(plain_again.header("x-cache"), "HIT");
     assert_eq!(upstream.count(), 2, "one fill per encoding");
 }
+
+/// A stale answer refreshed in the background is stored as the request that
+/// triggered it would have had it: compressed for a client that accepts it.
+#[tokio::test(start_paused = true)]
+async fn a_background_refresh_keeps_the_encoding() {
+    let upstream = Upstream::start(|_| {
+        Response::builder()
+            .header("content-type", "application/json")
+            .header("cache-control", "max-age=1, stale-while-revalidate=60")
+            .body(Full::new(document()))
+            .unwrap()
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { api: { targets: ["$U"] } }
+routes:
+  - name: api
+    match: { path: / }
+    upstream: api
+    plugins: { compression: { encodings: [gzip] }, cache: {} }
+"#,
+        &[("U", upstream.addr.to_string())],
+    );
+    let gateway = Gateway::start(&yaml).await;
+    let gzip = [("accept-encoding", "gzip")];
+    get_with(&gateway.url("/doc"), &gzip).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stale = get_with(&gateway.url("/doc"), &gzip).await;
+    assert_eq!(stale.header("x-cache"), "STALE");
+    // The refresh runs in the background; wait for its fill.
+    for _ in 0..100 {
+        if upstream.count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(upstream.count(), 2, "refreshed once");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let refreshed = get_with(&gateway.url("/doc"), &gzip).await;
+    assert_eq!(refreshed.header("x-cache"), "HIT");
+    assert_eq!(refreshed.header("content-encoding"), "gzip");
+    assert_eq!(decode("gzip", &refreshed.body), document());
+    let plain = get(&gateway.url("/doc")).await;
+    assert!(plain.headers.get("content-encoding").is_none(), "{:?}", plain.headers);
+}
