@@ -1,7 +1,7 @@
 //! The per-request context: what one request carries through the phases,
-//! created when it is routed and shared by plugins, the cache, transforms and
-//! aggregate calls (each of those gets its own by [`RequestContext::new`], or
-//! by [`Carried::context`] for work done for the request after it).
+//! created when it arrives and shared by plugins, the cache, transforms and
+//! aggregate calls. Work done for a request after it (a cache refresh) gets
+//! its own by [`Carried::context`].
 
 use crate::consumers::Identity;
 use crate::router::Params;
@@ -19,12 +19,18 @@ pub struct ClientFacts {
     pub has_body: bool,
 }
 
-/// Per-request state shared by the phases.
+/// One request's state, created when it arrives and passed `&mut` through
+/// every phase: the route and its parameters once routed, who is calling,
+/// what the client sent, what plugins decided and noted, and what the
+/// response must carry. The access-log entry beside it is written in place
+/// by the same phases.
 pub struct RequestContext<'a> {
     pub request_id: &'a HeaderValue,
     pub client: SocketAddr,
+    /// The route's name, once routed (empty before).
     pub route: &'a str,
-    pub params: &'a Params,
+    /// The route's path parameters, once routed.
+    pub params: Params,
     /// Who the request is, once the authenticate phase has found out.
     pub identity: Option<Identity>,
     /// What the client's own request said, before any plugin changed it.
@@ -34,7 +40,7 @@ pub struct RequestContext<'a> {
     /// The upstream the route sends to, if it proxies.
     pub upstream: Option<&'a str>,
     /// The path the service receives, when the route's `rewrite` changed it.
-    pub upstream_path: Option<&'a str>,
+    pub upstream_path: Option<String>,
     /// The certificate the client presented over TLS, verified (mTLS).
     pub client_certificate: Option<&'a crate::proxy::tls::ClientCertificate>,
     /// Kept until the response body has been sent (concurrency permits).
@@ -45,28 +51,43 @@ pub struct RequestContext<'a> {
 }
 
 impl<'a> RequestContext<'a> {
-    /// A request's context before any phase has run.
-    pub fn new(
-        request_id: &'a HeaderValue,
-        client: SocketAddr,
-        route: &'a str,
-        params: &'a Params,
-        upstream: Option<&'a str>,
-    ) -> RequestContext<'a> {
+    /// A request's context as it arrives: not routed yet.
+    pub fn arrived(request_id: &'a HeaderValue, client: SocketAddr) -> RequestContext<'a> {
         RequestContext {
             request_id,
             client,
-            route,
-            params,
+            route: "",
+            params: Params::new(),
             identity: None,
             facts: ClientFacts::default(),
             response_headers: Vec::new(),
-            upstream,
+            upstream: None,
             upstream_path: None,
             client_certificate: None,
             holds: Vec::new(),
             notes: http::Extensions::new(),
         }
+    }
+
+    /// A request's context once routed, before any plugin has run (for
+    /// `explain`, and for work done on a request's behalf).
+    pub fn new(
+        request_id: &'a HeaderValue,
+        client: SocketAddr,
+        route: &'a str,
+        params: Params,
+        upstream: Option<&'a str>,
+    ) -> RequestContext<'a> {
+        let mut ctx = RequestContext::arrived(request_id, client);
+        ctx.routed(route, params, upstream);
+        ctx
+    }
+
+    /// The request has been routed.
+    pub fn routed(&mut self, route: &'a str, params: Params, upstream: Option<&'a str>) {
+        self.route = route;
+        self.params = params;
+        self.upstream = upstream;
     }
 }
 
@@ -102,7 +123,7 @@ impl Carried {
         route: &'a str,
         upstream: Option<&'a str>,
     ) -> RequestContext<'a> {
-        let mut ctx = RequestContext::new(request_id, client, route, &self.params, upstream);
+        let mut ctx = RequestContext::new(request_id, client, route, self.params.clone(), upstream);
         ctx.identity = self.identity.clone();
         ctx.facts = self.facts;
         ctx.notes = self.notes.clone();

@@ -205,8 +205,11 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         Action::Proxy(forward) => Some(forward.rewrite.apply(path, &params)),
         Action::Respond(_) | Action::Aggregate(_) => None,
     };
-    let mut ctx = RequestContext::new(&request_id, client, &route.name, &params, route.upstream());
-    ctx.upstream_path = service_path.as_deref().filter(|p| *p != parts.uri.path());
+    let mut ctx = RequestContext::new(&request_id, client, &route.name, params.clone(), route.upstream());
+    ctx.upstream_path = service_path
+        .as_deref()
+        .filter(|p| *p != parts.uri.path())
+        .map(str::to_string);
     for (plugin, phase, decision) in route.plugins.explain(&parts, &mut ctx) {
         if let Some(status) = decision.denies {
             explanation.outcome = "denied";

@@ -246,7 +246,7 @@ mod tests {
         let (parts, _) = http::Request::get("/profile/7?q=a%20b").body(()).unwrap().into_parts();
         let params_list: crate::router::Params = vec![("user_id".into(), "7".to_string())];
         let id = http::HeaderValue::from_static("r1");
-        let ctx = RequestContext::new(&id, "127.0.0.1:1".parse().unwrap(), "r", &params_list, None);
+        let ctx = RequestContext::new(&id, "127.0.0.1:1".parse().unwrap(), "r", params_list, None);
         let answers = vec![Some(json!({"account_id": "a/1 b"})), None];
         assert_eq!(
             template.render(&parts, &ctx, &answers, Escape::Url),

@@ -454,7 +454,7 @@ mod tests {
         let (mut parts, _) = http::Request::new(()).into_parts();
         let id = HeaderValue::from_static("r1");
         let params = Params::new();
-        let mut ctx = RequestContext::new(&id, ([127, 0, 0, 1], 1).into(), "r", &params, None);
+        let mut ctx = RequestContext::new(&id, ([127, 0, 0, 1], 1).into(), "r", params, None);
         let flow = chain.on_request(&mut parts, &mut ctx).await.unwrap();
         assert!(matches!(flow, Flow::Respond(r) if r.status() == 403));
         assert_eq!(*log.lock().unwrap(), vec![Phase::Access, Phase::Limit]);

@@ -24,35 +24,32 @@ use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Body;
 use std::sync::Arc;
 
-/// What the session observes along the way. The phases write the access-log
-/// entry itself (route, metrics, the upstream call), which the session sets
-/// on the response when it is done: nothing is copied into it afterwards.
+/// What the session records of the request beside its context: the
+/// access-log entry, which the phases write in place (route, metrics, the
+/// upstream call) and the session sets on the response when it is done.
 pub(crate) struct Observed {
     pub(crate) entry: Box<Entry>,
     /// The request's server span, when tracing is on; moved into the entry
     /// at the end (upstream attempts are its children until then).
     pub(crate) trace: Option<(Arc<Traces>, RequestSpan)>,
-    /// Headers plugins add to whatever response the request gets (CORS).
-    pub(crate) response_headers: Vec<(http::HeaderName, HeaderValue)>,
-    /// What plugins keep until the response body has been sent.
-    pub(crate) holds: Vec<Box<dyn Send + Sync>>,
 }
 
 /// The request after the listener's checks: made canonical, routed, through
 /// its plugins by phase, then the route's action and the response plugins.
-pub(crate) async fn serve(
-    gateway: &Arc<Gateway>,
-    conn: &Arc<Connection>,
+pub(crate) async fn serve<'a>(
+    gateway: &'a Arc<Gateway>,
+    conn: &'a Arc<Connection>,
     request: Request<Inbound>,
-    request_id: &HeaderValue,
+    ctx: &mut RequestContext<'a>,
     observed: &mut Observed,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let request_id = ctx.request_id;
     let (mut parts, body) = request.into_parts();
     let extended_connect = upgrade::from_extended_connect(&mut parts);
     // From here on, the request is the canonical one: routes, plugins and
     // the upstream see nothing else.
     let facts = canonical::canonicalise(&mut parts, &conn.listener, conn.peer.ip(), &gateway.trusted_headers)?;
-    let (route, params, rewritten) = {
+    let (route, params, upstream_path) = {
         let path = parts.uri.path();
         let host = request_host(&parts.uri, &parts.headers);
         let head = RequestHead::of(&parts, path, host.as_deref());
@@ -76,25 +73,24 @@ pub(crate) async fn serve(
         span.set_route(&parts.method, &route.name);
     }
 
-    let mut ctx = RequestContext::new(request_id, conn.peer, &route.name, &params, route.upstream());
-    ctx.upstream_path = rewritten.as_deref();
-    ctx.client_certificate = conn.client_certificate.as_deref();
+    ctx.routed(&route.name, params, route.upstream());
+    ctx.upstream_path = upstream_path;
     ctx.facts = facts;
     ctx.facts.has_body = !body.is_end_stream();
     let answer = async {
         if !route.plugins.is_empty() {
-            match route.plugins.on_request(&mut parts, &mut ctx).await {
+            match route.plugins.on_request(&mut parts, ctx).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Respond(response)) => return Ok(*response),
                 Err(error) => return Err(error),
             }
         }
-        let body = route.plugins.filter_request_body(body, &parts, &mut ctx)?;
+        let body = route.plugins.filter_request_body(body, &parts, ctx)?;
         // Plugins that inspect bodies (`waf`) see their start before anything goes on.
         let body = match route.plugins.body_inspection_limit() {
             // No body: the inspection still runs (the Core Rule Set decides with it).
             Some(_) if body.is_end_stream() => {
-                route.plugins.inspect_request_body(&[], true, &parts, &ctx)?;
+                route.plugins.inspect_request_body(&[], true, &parts, ctx)?;
                 body
             }
             Some(limit) => {
@@ -107,7 +103,7 @@ pub(crate) async fn serve(
                 let seen = ahead.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
                 route
                     .plugins
-                    .inspect_request_body(&ahead[..seen], complete && seen == ahead.len(), &parts, &ctx)?;
+                    .inspect_request_body(&ahead[..seen], complete && seen == ahead.len(), &parts, ctx)?;
                 body
             }
             _ => body,
@@ -119,7 +115,7 @@ pub(crate) async fn serve(
                     metrics: Some(&observed.entry.metrics),
                     trace: observed.trace.as_ref(),
                 };
-                crate::aggregate::run(aggregate, conn, &parts, &ctx, shared).await?
+                crate::aggregate::run(aggregate, conn, &parts, ctx, shared).await?
             }
             Action::Proxy(
                 forward @ Forward {
@@ -142,7 +138,7 @@ pub(crate) async fn serve(
                         // if smaller) answers 413, and its bytes are counted for the log.
                         let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
                         let bytes = read_client_body(body, cap, &mut observed.entry.call).await?;
-                        let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, &ctx)?;
+                        let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, ctx)?;
                         if let Some(content_type) = content_type {
                             parts.headers.insert(CONTENT_TYPE, content_type);
                         }
@@ -162,7 +158,7 @@ pub(crate) async fn serve(
                 if route.plugins.cache().is_some() && upgrade.is_none() {
                     // The cache answers, or goes upstream and runs the response plugins
                     // itself, so that what it stores is what clients get.
-                    let path_and_query = upstream_path_and_query(rewritten.as_deref(), &parts.uri)?;
+                    let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
                     return cached(
                         route,
                         forward,
@@ -172,7 +168,7 @@ pub(crate) async fn serve(
                         body,
                         path_and_query,
                         request_id,
-                        &ctx,
+                        ctx,
                         CallContext {
                             metrics: Some(&observed.entry.metrics),
                             trace: observed.trace.as_ref(),
@@ -183,7 +179,7 @@ pub(crate) async fn serve(
                 }
                 let upstream_request = UpstreamRequest {
                     body_limit: route.body_limit(&conn.listener),
-                    path_and_query: upstream_path_and_query(rewritten.as_deref(), &parts.uri)?,
+                    path_and_query: upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?,
                     parts,
                     body,
                     request_id,
@@ -196,11 +192,9 @@ pub(crate) async fn serve(
                 exchange::send(forward, conn, upstream_request, shared, &mut observed.entry.call).await?
             }
         };
-        route.plugins.respond(response, &ctx).await
+        route.plugins.respond(response, ctx).await
     }
     .await;
-    observed.response_headers = std::mem::take(&mut ctx.response_headers);
-    observed.holds = std::mem::take(&mut ctx.holds);
     answer
 }
 

@@ -4,6 +4,7 @@
 //! set, to be written when the body has been sent.
 
 use crate::body::{Inbound, ResponseBody};
+use crate::context::RequestContext;
 use crate::error::{ErrorKind, Side};
 use crate::proxy::connection::Connection;
 use crate::proxy::errors;
@@ -61,9 +62,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             let span = traces.start_request(request.headers(), request.method(), request.uri().path());
             (traces.clone(), span)
         }),
-        response_headers: Vec::new(),
-        holds: Vec::new(),
     };
+    // The request's context, from here to its log line.
+    let mut ctx = RequestContext::arrived(&request_id, conn.peer);
+    ctx.client_certificate = conn.client_certificate.as_deref();
 
     let served = match check_listener_limits(&conn, &request, &active, &gateway) {
         Err(error) => Err(error),
@@ -71,7 +73,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             Some(port) => Err(to_https(request.uri(), request.headers(), port)),
             None => {
                 let request = request.map(|body| body.paced(conn.listener.pace));
-                serve(&gateway, &conn, request, &request_id, &mut observed).await
+                serve(&gateway, &conn, request, &mut ctx, &mut observed).await
             }
         },
     };
@@ -95,7 +97,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             errors::answer(&error, grpc, &request_id)
         }
     };
-    for (name, value) in observed.response_headers.drain(..) {
+    for (name, value) in ctx.response_headers.drain(..) {
         if name == http::header::VARY {
             response.headers_mut().append(name, value);
         } else {
@@ -118,18 +120,13 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
-    let Observed {
-        mut entry,
-        trace,
-        holds,
-        ..
-    } = observed;
+    let Observed { mut entry, trace } = observed;
     entry.status = response.status().as_u16();
     if let Some((_, span)) = trace {
         entry.trace_id = span.trace_id();
         entry.span = Some(span);
     }
     response.body_mut().set_log(entry);
-    response.body_mut().hold(active, holds);
+    response.body_mut().hold(active, ctx.holds);
     Ok(response)
 }

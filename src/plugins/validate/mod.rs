@@ -219,7 +219,7 @@ impl Validate {
     /// The request's operation in the OpenAPI document, if it has one.
     fn operation<'s>(&'s self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Option<Found<'s>> {
         let api = self.api.as_ref()?;
-        let path = ctx.upstream_path.unwrap_or(request.uri.path());
+        let path = ctx.upstream_path.as_deref().unwrap_or(request.uri.path());
         let operations = &api.compiled()?.operations;
         Some(operations.find(&request.method, path))
     }
