@@ -2,7 +2,9 @@
 """A/B of two Portico binaries on plain proxying (GET /small through one
 route), to find which change moved a figure: the binaries alternate within
 each round, one worker pinned to the proxy core, the nginx backend and wrk
-on the other; medians and the paired rounds are printed.
+on the other; medians and the paired rounds are printed, of requests/s and
+of the proxy's own CPU time per request (user+system from /proc), which a
+busy neighbour on a shared machine disturbs far less than requests/s.
 
 Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5]
 Build an older commit into its own binary with, for example:
@@ -11,7 +13,7 @@ Build an older commit into its own binary with, for example:
 import argparse, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BACKEND, LOAD_CORE, PROXY_CORE, scratch_dir, start_backend, wait_port
+from bench import BACKEND, LOAD_CORE, PROXY_CORE, cpu_seconds, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18087
 CONFIG = """
@@ -38,6 +40,7 @@ def main():
         f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
     wait_port(BACKEND)
     results = {"old": [], "new": []}
+    cpu = {"old": [], "new": []}
     try:
         for _ in range(args.rounds):
             for name in ("old", "new"):
@@ -46,11 +49,15 @@ def main():
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
                     wait_port(GATEWAY)
+                    before = cpu_seconds(proxy.pid)
                     out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}",
                                           f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}/small"],
                                          capture_output=True, text=True, check=True).stdout
+                    used = cpu_seconds(proxy.pid) - before
                     line = next(l for l in out.splitlines() if l.startswith("Requests/sec"))
                     results[name].append(float(line.split()[1]))
+                    served = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
+                    cpu[name].append(used / max(served, 1) * 1e6)
                 finally:
                     proxy.terminate()
                     proxy.wait(timeout=40)
@@ -62,6 +69,11 @@ def main():
           f"({statistics.median(new) / statistics.median(old):.2f}x)")
     print("paired rounds (old, new):", ", ".join(f"({a:,.0f}, {b:,.0f})" for a, b in zip(old, new)))
     print(f"new ahead in {sum(b > a for a, b in zip(old, new))} of {len(old)} rounds")
+    old_cpu, new_cpu = cpu["old"], cpu["new"]
+    print(f"proxy CPU per request, median: old {statistics.median(old_cpu):.1f} us, "
+          f"new {statistics.median(new_cpu):.1f} us ({statistics.median(new_cpu) / statistics.median(old_cpu):.2f}x)")
+    print("paired rounds (old, new):", ", ".join(f"({a:.1f}, {b:.1f})" for a, b in zip(old_cpu, new_cpu)))
+    print(f"new cheaper in {sum(b < a for a, b in zip(old_cpu, new_cpu))} of {len(old_cpu)} rounds")
 
 
 if __name__ == "__main__":

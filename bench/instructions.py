@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Instructions per proxied request, counted by valgrind (callgrind), for
+one or more Portico binaries: a figure that neither a busy neighbour nor the
+CPU's frequency moves, for A/B checks on shared machines where requests/s
+swing by tens of percent between rounds.
+
+Each binary serves GET /small through one route to the nginx backend, one
+worker, under callgrind; h2load sends FEW and then MANY requests on one
+keep-alive connection in two runs, and the difference of the two totals,
+divided by the difference of the counts, is the cost of one request with
+start-up and shutdown taken out.
+
+Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500]
+"""
+import argparse, os, re, signal, subprocess, sys, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import BACKEND, scratch_dir, start_backend, wait_port
+
+GATEWAY = 18088
+CONFIG = """
+listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
+access_log: {{ enabled: false }}
+upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
+routes:
+  - {{ name: plain, match: {{ path: / }}, upstream: backend }}
+"""
+
+
+def total_instructions(binary, conf, requests, tmp):
+    out_file = os.path.join(tmp, f"callgrind.{os.getpid()}.{time.monotonic_ns()}")
+    proxy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
+                              binary, "run", "--config", conf, "--workers", "1", "--no-watch"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                wait_port(GATEWAY)
+                break
+            except SystemExit:
+                continue
+        subprocess.run(["h2load", "--h1", "-n", str(requests), "-c", "1", f"http://127.0.0.1:{GATEWAY}/small"],
+                       capture_output=True, check=True)
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(timeout=120)
+    with open(out_file) as f:
+        text = f.read()
+    found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+    if not found:
+        sys.exit(f"no instruction total in {out_file}")
+    return int(found.group(1))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binaries", nargs="+")
+    parser.add_argument("--few", type=int, default=500)
+    parser.add_argument("--many", type=int, default=2500)
+    args = parser.parse_args()
+    tmp = scratch_dir("portico-instructions-")
+    backend = start_backend(tmp)
+    conf = os.path.join(tmp, "portico.yaml")
+    with open(conf, "w") as f:
+        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    wait_port(BACKEND)
+    try:
+        for binary in args.binaries:
+            few = total_instructions(binary, conf, args.few, tmp)
+            many = total_instructions(binary, conf, args.many, tmp)
+            per_request = (many - few) / (args.many - args.few)
+            print(f"{binary}: {per_request:,.0f} instructions per request")
+    finally:
+        backend.terminate()
+
+
+if __name__ == "__main__":
+    main()
