@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod aggregate;
+pub mod around;
 pub mod body;
 pub mod cache;
 pub mod clock;

@@ -12,6 +12,7 @@ mod flights;
 mod key;
 pub mod store;
 
+use crate::around::Upstream;
 use crate::body::ResponseBody;
 use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
@@ -25,7 +26,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 pub use key::{KeySettings, QueryKey};
-use std::future::Future;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use store::Store;
@@ -105,18 +106,14 @@ impl Cache {
     /// and the response plugins), storing what may be stored. Unsafe methods
     /// invalidate what is stored for their URL. A stale answer served under
     /// `stale-while-revalidate` comes with the `Refresh` to run afterwards.
-    pub async fn serve<F, Fut>(
+    pub async fn serve(
         &self,
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
-        mut fetch: F,
-    ) -> Result<(Response<ResponseBody>, Option<Refresh>), ProxyError>
-    where
-        F: FnMut(http::request::Parts) -> Fut,
-        Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
-    {
+        fetch: &mut dyn Upstream,
+    ) -> Result<(Response<ResponseBody>, Option<Refresh>), ProxyError> {
         if !self.settings.methods.contains(&request.method) {
-            let response = fetch(clone_head(request)).await?;
+            let response = fetch.send(clone_head(request)).await?;
             if !request.method.is_safe() && (response.status().is_success() || response.status().is_redirection()) {
                 self.invalidate(request, &response).await;
             }
@@ -124,12 +121,12 @@ impl Cache {
         }
         let client = Directives::of(&request.headers, self.settings.honor_client);
         if client.no_store {
-            return Ok((self.mark(fetch(upstream_head(request)).await?, Outcome::Bypass), None));
+            return Ok((self.mark(fetch.send(upstream_head(request)).await?, Outcome::Bypass), None));
         }
         if !self.may_share(ctx) {
             // An authenticated consumer's answer, on a cache neither keyed by
             // consumer nor declared shared: neither served from nor stored.
-            return Ok((self.mark(fetch(upstream_head(request)).await?, Outcome::Bypass), None));
+            return Ok((self.mark(fetch.send(upstream_head(request)).await?, Outcome::Bypass), None));
         }
         // The route's own name, even for a global `cache` block: two routes
         // never serve each other's answers.
@@ -139,7 +136,7 @@ impl Cache {
         if stored.is_none() && !client.only_if_cached {
             // One request per key goes upstream; the others wait for its answer.
             if let Joined::Lead(leader) = self.flights.join(&primary, self.settings.coalesce).await {
-                let response = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await;
+                let response = self.fetch_and_store(fetch, request, ctx, &primary, None).await;
                 drop(leader);
                 return response.map(|(r, o)| (self.mark(r, o), None));
             }
@@ -152,7 +149,7 @@ impl Cache {
                     "only-if-cached, and nothing is cached",
                 ));
             }
-            let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
+            let (response, outcome) = self.fetch_and_store(fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         };
         let (fresh, matches) = match entry.policy.before_request(&self.policy_request(request), now) {
@@ -162,7 +159,7 @@ impl Cache {
         if !matches {
             // Stored for another request (its Host, say): neither served nor
             // used to revalidate; the new answer takes its place.
-            let (response, outcome) = self.fetch_and_store(&mut fetch, request, ctx, &primary, None).await?;
+            let (response, outcome) = self.fetch_and_store(fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         }
         if fresh && !client.no_cache {
@@ -181,7 +178,7 @@ impl Cache {
         }
         let serve_stale_on_error = usable_stale && staleness <= entry.stale_if_error;
         match self
-            .fetch_and_store(&mut fetch, request, ctx, &primary, Some(&entry))
+            .fetch_and_store(fetch, request, ctx, &primary, Some(&entry))
             .await
         {
             Ok((response, _)) if serve_stale_on_error && response.status().is_server_error() => {
@@ -203,21 +200,18 @@ impl Cache {
 
     /// Revalidates an answer served stale (`stale-while-revalidate`), once
     /// at a time per answer, off the client's way.
-    pub async fn refresh<F, Fut>(
+    pub async fn refresh(
         &self,
         job: Refresh,
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
-        mut fetch: F,
-    ) where
-        F: FnMut(http::request::Parts) -> Fut,
-        Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
-    {
+        fetch: &mut dyn Upstream,
+    ) {
         let Some(_leader) = self.flights.try_lead(&job.variant) else {
             return;
         };
         if let Err(error) = self
-            .fetch_and_store(&mut fetch, request, ctx, &job.primary, Some(&job.entry))
+            .fetch_and_store(fetch, request, ctx, &job.primary, Some(&job.entry))
             .await
         {
             tracing::debug!(route = &*self.route, %error, "a background refresh failed; the stale answer stays");
@@ -243,18 +237,14 @@ impl Cache {
     /// what may be stored, and answers the client (a 304 when its own
     /// conditions hold). `primary` is the request's key, never a variant's:
     /// the answer's own `Vary` places it.
-    async fn fetch_and_store<F, Fut>(
+    async fn fetch_and_store(
         &self,
-        fetch: &mut F,
+        fetch: &mut dyn Upstream,
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
         primary: &str,
         stale: Option<&Entry>,
-    ) -> Result<(Response<ResponseBody>, Outcome), ProxyError>
-    where
-        F: FnMut(http::request::Parts) -> Fut,
-        Fut: Future<Output = Result<Response<ResponseBody>, ProxyError>>,
-    {
+    ) -> Result<(Response<ResponseBody>, Outcome), ProxyError> {
         let mut upstream = upstream_head(request);
         if let Some(stale) = stale {
             if let Some(etag) = stale.headers.get(header::ETAG) {
@@ -264,7 +254,7 @@ impl Cache {
             }
         }
         let requested_at = crate::clock::system_now();
-        let response = fetch(upstream).await?;
+        let response = fetch.send(upstream).await?;
         let now = crate::clock::system_now();
         if let (Some(stale), StatusCode::NOT_MODIFIED) = (stale, response.status()) {
             // The stored body is still good: its headers are updated from the 304.

@@ -1,11 +1,13 @@
 //! `cache`: response caching on a route (or every route), as an RFC 9111
-//! shared cache. The cache itself is `crate::cache`; the proxy calls it
-//! around the upstream (`Plugin::cache`), so this module only reads the
-//! block and picks the store.
+//! shared cache. The cache itself is `crate::cache`; this module reads the
+//! block, picks the store, and stands the cache around the upstream call
+//! (`Needs::around_upstream`), where the core hands it the request.
 
-use super::{Needs, Phase, Plugin, Setup};
+use super::{Needs, Phase, Plugin, RequestContext, Setup};
+use crate::around::{Answered, AroundUpstream, BoxFuture, Later, Upstream};
 use crate::cache::store::{MemoryStore, Store};
-use crate::cache::{Cache, KeySettings, QueryKey, Settings};
+use crate::cache::{Cache, KeySettings, QueryKey, Refresh, Settings};
+use crate::error::ProxyError;
 use crate::config::units::{ByteSize, Duration as ConfigDuration};
 use http::{HeaderName, Method, StatusCode};
 use serde::Deserialize;
@@ -253,7 +255,7 @@ impl Plugin for CachePlugin {
 
     fn needs(&self) -> Needs {
         Needs {
-            cache: Some(self.cache.clone()),
+            around_upstream: Some(Arc::new(AroundCache(self.cache.clone()))),
             ..Needs::default()
         }
     }
@@ -266,3 +268,46 @@ impl Plugin for CachePlugin {
         })
     }
 }
+
+/// The cache around the upstream call: an answer from the store, or the
+/// upstream's answer stored on its way; a stale answer served is refreshed
+/// afterwards.
+struct AroundCache(Arc<Cache>);
+
+impl AroundUpstream for AroundCache {
+    fn serve<'a>(
+        &'a self,
+        request: &'a http::request::Parts,
+        ctx: &'a RequestContext<'_>,
+        upstream: &'a mut dyn Upstream,
+    ) -> BoxFuture<'a, Result<Answered, ProxyError>> {
+        Box::pin(async move {
+            let (response, refresh) = self.0.serve(request, ctx, upstream).await?;
+            let later = refresh.map(|job| {
+                Box::new(Refreshing {
+                    cache: self.0.clone(),
+                    job,
+                }) as Box<dyn Later>
+            });
+            Ok((response, later))
+        })
+    }
+}
+
+/// A stale answer's refresh, run after it was served.
+struct Refreshing {
+    cache: Arc<Cache>,
+    job: Refresh,
+}
+
+impl Later for Refreshing {
+    fn run<'a>(
+        self: Box<Self>,
+        request: &'a http::request::Parts,
+        ctx: &'a RequestContext<'_>,
+        upstream: &'a mut dyn Upstream,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move { self.cache.refresh(self.job, request, ctx, upstream).await })
+    }
+}
+

@@ -38,7 +38,7 @@ pub(super) struct ChainNeeds {
     request_conversion: Option<Arc<Conversion>>,
     response_conversion: Option<Arc<Conversion>>,
     api_specs: Vec<Arc<crate::openapi::Spec>>,
-    cache: Option<Arc<crate::cache::Cache>>,
+    around_upstream: Option<Arc<dyn crate::around::AroundUpstream>>,
 }
 
 impl ChainNeeds {
@@ -57,7 +57,7 @@ impl ChainNeeds {
             chain.request_conversion = chain.request_conversion.or(needs.request_conversion);
             chain.response_conversion = chain.response_conversion.or(needs.response_conversion);
             chain.api_specs.extend(needs.api_spec);
-            chain.cache = chain.cache.or(needs.cache);
+            chain.around_upstream = chain.around_upstream.or(needs.around_upstream);
         }
         chain
     }
@@ -144,9 +144,9 @@ impl PluginChain {
         self.plugins.is_empty()
     }
 
-    /// The route's response cache, if it has one.
-    pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
-        self.needs.cache.as_ref()
+    /// What one of the route's plugins does around the upstream call, if any.
+    pub fn around_upstream(&self) -> Option<&Arc<dyn crate::around::AroundUpstream>> {
+        self.needs.around_upstream.as_ref()
     }
 
     /// The OpenAPI documents of the route's plugins.

@@ -39,7 +39,8 @@ pub enum Phase {
     Limit,
     /// Request validation.
     Validate,
-    /// The response cache: answers from it skip the rest (`Plugin::cache`).
+    /// The response cache: it stands around the upstream call
+    /// (`Needs::around_upstream`), answering from what it keeps.
     Cache,
     /// Rewrite the request before it goes upstream.
     TransformRequest,
@@ -382,8 +383,9 @@ pub struct Needs {
     pub response_conversion: Option<Arc<Conversion>>,
     /// The OpenAPI document it validates against, for the API docs.
     pub api_spec: Option<Arc<crate::openapi::Spec>>,
-    /// The response cache the proxy asks before going upstream.
-    pub cache: Option<Arc<crate::cache::Cache>>,
+    /// What it does around the upstream call (a response cache): the core
+    /// gives it the request and the call, and it gives back the answer.
+    pub around_upstream: Option<Arc<dyn crate::around::AroundUpstream>>,
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@
 //!
 //! A request's way, one file a step: `session` (accept, finish, log) runs
 //! `listener_checks`, then `phases` (route, plugins by phase, the action),
-//! which ends in a fixed answer, the `cached` path, or the upstream
-//! `exchange`; `errors` names what can go wrong and how it is answered.
+//! which ends in a fixed answer, the path `around` the upstream (a plugin
+//! such as the cache standing around the call), or the upstream `exchange`; `errors` names what can go wrong and how it is answered.
 
 pub mod admission;
-pub mod cached;
+pub mod around;
 pub mod canonical;
 pub mod client_timeouts;
 pub mod connection;

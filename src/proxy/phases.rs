@@ -8,7 +8,7 @@ use crate::context::RequestContext;
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::{Action, FixedResponse, Forward, Gateway};
 use crate::plugins::Flow;
-use crate::proxy::cached::cached;
+use crate::proxy::around::serve_around;
 use crate::proxy::canonical;
 use crate::proxy::connection::Connection;
 use crate::proxy::errors::{client_body_error, method_not_allowed};
@@ -154,25 +154,24 @@ pub(crate) async fn serve<'a>(
                     }
                     _ => None,
                 };
-                // An upgrade is never a cached exchange.
-                if route.plugins.cache().is_some() && upgrade.is_none() {
-                    // The cache answers, or goes upstream and runs the response plugins
-                    // itself, so that what it stores is what clients get.
+                // A plugin standing around the upstream call (a cache) answers, or
+                // calls the upstream through it; an upgrade never goes that way.
+                if let (Some(around), None) = (route.plugins.around_upstream(), &upgrade) {
                     let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
-                    return cached(
-                        route,
-                        forward,
+                    let shared = CallContext {
+                        metrics: Some(&observed.entry.metrics),
+                        trace: observed.trace.as_ref(),
+                    };
+                    return serve_around(
+                        &**around,
+                        (route, forward),
                         gateway,
                         conn,
                         parts,
                         body,
                         path_and_query,
-                        request_id,
                         ctx,
-                        CallContext {
-                            metrics: Some(&observed.entry.metrics),
-                            trace: observed.trace.as_ref(),
-                        },
+                        shared,
                         &mut observed.entry.call,
                     )
                     .await;
