@@ -34,7 +34,10 @@ mod tests {
         let after = since_epoch();
         let moved = after - before;
         // Within a millisecond: the three clocks are read one after another.
-        assert!(moved.abs_diff(Duration::from_secs(3600)) < Duration::from_millis(1), "{moved:?}");
+        assert!(
+            moved.abs_diff(Duration::from_secs(3600)) < Duration::from_millis(1),
+            "{moved:?}"
+        );
     }
 
     #[tokio::test]

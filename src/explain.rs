@@ -145,17 +145,21 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     };
     let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
     if let Some(listener) = listener {
-        let refused = check_request_head(&parts.uri, &parts.headers, listener).and_then(|()| match listener.redirect_https {
-            Some(port) => Err(to_https(&parts.uri, &parts.headers, port)),
-            None => Ok(()),
-        });
+        let refused =
+            check_request_head(&parts.uri, &parts.headers, listener).and_then(|()| match listener.redirect_https {
+                Some(port) => Err(to_https(&parts.uri, &parts.headers, port)),
+                None => Ok(()),
+            });
         if let Err(error) = refused {
             let status = error.kind.status().as_u16();
             explanation.outcome = "refused";
             explanation.status = Some(status);
             let location = error.location.as_deref().and_then(|l| l.to_str().ok());
             explanation.detail = match location {
-                Some(location) => format!("listener {:?}: {}: {status} to {location}", &*listener.name, error.detail),
+                Some(location) => format!(
+                    "listener {:?}: {}: {status} to {location}",
+                    &*listener.name, error.detail
+                ),
                 None => format!("listener {:?}: {}: {status}", &*listener.name, error.detail),
             };
             return Ok(explanation);

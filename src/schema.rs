@@ -55,7 +55,11 @@ mod tests {
             "routes": [{ "name": "r", "match": { "path": "/" }, "respond": { "status": 200 },
                          "plugins": { "compression": { "min_size": "1KiB" } } }],
         });
-        assert!(validator.is_valid(&good), "{:?}", validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>());
+        assert!(
+            validator.is_valid(&good),
+            "{:?}",
+            validator.iter_errors(&good).map(|e| e.to_string()).collect::<Vec<_>>()
+        );
         for bad in [
             json!({ "routes": [] }),
             json!({ "listeners": [{ "name": "p", "addr": "x", "adress": "y" }] }),

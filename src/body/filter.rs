@@ -200,7 +200,10 @@ mod tests {
         ];
         let body = Filtered::new(StreamBody::new(futures_util::stream::iter(frames)), Box::new(Shout));
         let collected = body.collect().await.unwrap();
-        assert_eq!(collected.trailers().map(|t| t["x-sum"].clone()), Some("1".parse().unwrap()));
+        assert_eq!(
+            collected.trailers().map(|t| t["x-sum"].clone()),
+            Some("1".parse().unwrap())
+        );
         assert_eq!(collected.to_bytes(), "ABC!");
     }
 }

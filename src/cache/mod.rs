@@ -121,12 +121,18 @@ impl Cache {
         }
         let client = Directives::of(&request.headers, self.settings.honor_client);
         if client.no_store {
-            return Ok((self.mark(fetch.send(upstream_head(request)).await?, Outcome::Bypass), None));
+            return Ok((
+                self.mark(fetch.send(upstream_head(request)).await?, Outcome::Bypass),
+                None,
+            ));
         }
         if !self.may_share(ctx) {
             // An authenticated consumer's answer, on a cache neither keyed by
             // consumer nor declared shared: neither served from nor stored.
-            return Ok((self.mark(fetch.send(upstream_head(request)).await?, Outcome::Bypass), None));
+            return Ok((
+                self.mark(fetch.send(upstream_head(request)).await?, Outcome::Bypass),
+                None,
+            ));
         }
         // The route's own name, even for a global `cache` block: two routes
         // never serve each other's answers.
@@ -177,10 +183,7 @@ impl Cache {
             return Ok((self.answer(&entry, request, now, Outcome::Stale), Some(refresh)));
         }
         let serve_stale_on_error = usable_stale && staleness <= entry.stale_if_error;
-        match self
-            .fetch_and_store(fetch, request, ctx, &primary, Some(&entry))
-            .await
-        {
+        match self.fetch_and_store(fetch, request, ctx, &primary, Some(&entry)).await {
             Ok((response, _)) if serve_stale_on_error && response.status().is_server_error() => {
                 Ok((self.answer(&entry, request, now, Outcome::Stale), None))
             }

@@ -256,4 +256,3 @@ mod tests {
         assert!(size("-1").is_err());
     }
 }
-

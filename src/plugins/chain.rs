@@ -6,10 +6,10 @@
 use super::*;
 use crate::body::filter::Filtered;
 use crate::body::{Inbound, ResponseBody};
-use http_body_util::combinators::UnsyncBoxBody;
 use crate::error::{ErrorKind, ProxyError};
 use crate::transform::{BodyFormat, Conversion};
 use http::{HeaderValue, Response};
+use http_body_util::combinators::UnsyncBoxBody;
 use indexmap::IndexMap;
 use serde_yaml_ng::Value;
 use std::sync::Arc;

@@ -82,7 +82,15 @@ pub(crate) async fn serve_around(
     *call = std::mem::take(&mut upstream.record);
     let (response, later) = served?;
     if let Some(later) = later {
-        run_later(gateway.clone(), conn.clone(), route.name.clone(), parts, ctx, path_and_query, later);
+        run_later(
+            gateway.clone(),
+            conn.clone(),
+            route.name.clone(),
+            parts,
+            ctx,
+            path_and_query,
+            later,
+        );
     }
     Ok(response)
 }

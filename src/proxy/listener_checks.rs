@@ -57,7 +57,11 @@ fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
 
 /// The size of the request target and of the headers, against the
 /// listener's limits: what `explain` checks too.
-pub(crate) fn check_request_head(uri: &Uri, headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
+pub(crate) fn check_request_head(
+    uri: &Uri,
+    headers: &HeaderMap,
+    listener: &ListenerSettings,
+) -> Result<(), ProxyError> {
     check_uri_length(uri, listener).and_then(|()| check_header_limits(headers, listener))
 }
 

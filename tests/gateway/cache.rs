@@ -576,7 +576,10 @@ async fn varying_answers_stay_found_after_revalidation_and_refresh() {
     assert_eq!(again.header("x-cache"), "HIT", "the revalidated variant is found");
     assert_eq!(again.json()["lang"], "de");
 
-    let path = cc("vary-refresh", "cc=max-age%3D1%2C%20stale-while-revalidate%3D60&vary=accept-language");
+    let path = cc(
+        "vary-refresh",
+        "cc=max-age%3D1%2C%20stale-while-revalidate%3D60&vary=accept-language",
+    );
     fetch(&gw, &path, &german).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(fetch(&gw, &path, &german).await.header("x-cache"), "STALE");

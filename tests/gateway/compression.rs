@@ -21,7 +21,9 @@ fn document() -> Bytes {
 /// An upstream answering each path with its own kind of answer.
 async fn upstream() -> Upstream {
     Upstream::start(|request| {
-        let mut response = Response::builder().header("etag", "\"v1\"").header("accept-ranges", "bytes");
+        let mut response = Response::builder()
+            .header("etag", "\"v1\"")
+            .header("accept-ranges", "bytes");
         let body = match request.uri.path() {
             "/small" => Bytes::from_static(b"{\"ok\":true}"),
             "/image" => {
@@ -96,10 +98,20 @@ async fn each_coding_is_chosen_by_accept_encoding_and_decodes_to_the_upstream_s_
         assert_eq!(reply.status, 200);
         assert_eq!(reply.header("content-encoding"), coding, "for {accept}");
         assert_eq!(reply.header("vary"), "accept-encoding");
-        assert!(reply.headers.get("content-length").is_none(), "the length is the encoded one's, unknown ahead");
-        assert!(reply.headers.get("accept-ranges").is_none(), "ranges of the encoded form are not offered");
+        assert!(
+            reply.headers.get("content-length").is_none(),
+            "the length is the encoded one's, unknown ahead"
+        );
+        assert!(
+            reply.headers.get("accept-ranges").is_none(),
+            "ranges of the encoded form are not offered"
+        );
         assert_eq!(reply.header("etag"), "W/\"v1\"", "a strong validator is weakened");
-        assert!(reply.body.len() * 10 < document().len(), "{coding}: {} bytes", reply.body.len());
+        assert!(
+            reply.body.len() * 10 < document().len(),
+            "{coding}: {} bytes",
+            reply.body.len()
+        );
         assert_eq!(decode(coding, &reply.body), document(), "{coding}");
     }
     // The upstream is asked as the client asked: Accept-Encoding passes on.
@@ -127,7 +139,10 @@ async fn answers_the_choice_does_not_apply_to_pass_unchanged() {
     for path in ["/small", "/image", "/no-transform"] {
         let reply = get_with(&gateway.url(path), &accept).await;
         assert!(reply.headers.get("content-encoding").is_none(), "{path}");
-        assert!(reply.headers.get("vary").is_none(), "{path}: the answer does not depend on Accept-Encoding");
+        assert!(
+            reply.headers.get("vary").is_none(),
+            "{path}: the answer does not depend on Accept-Encoding"
+        );
         assert!(reply.headers.get("content-length").is_some(), "{path}");
     }
 
@@ -137,12 +152,20 @@ async fn answers_the_choice_does_not_apply_to_pass_unchanged() {
     assert_eq!(reply.body, document(), "the upstream's bytes, untouched");
 
     // Ranges: a 206, and any request with Range, keep the upstream's bytes.
-    let reply = get_with(&gateway.url("/range"), &[("accept-encoding", "gzip"), ("range", "bytes=0-99")]).await;
+    let reply = get_with(
+        &gateway.url("/range"),
+        &[("accept-encoding", "gzip"), ("range", "bytes=0-99")],
+    )
+    .await;
     assert_eq!(reply.status, 206);
     assert!(reply.headers.get("content-encoding").is_none());
     assert_eq!(reply.header("content-range"), "bytes 0-99/20000");
     assert_eq!(reply.body, document().slice(..100));
-    let reply = get_with(&gateway.url("/doc"), &[("accept-encoding", "gzip"), ("range", "bytes=0-99")]).await;
+    let reply = get_with(
+        &gateway.url("/doc"),
+        &[("accept-encoding", "gzip"), ("range", "bytes=0-99")],
+    )
+    .await;
     assert!(reply.headers.get("content-encoding").is_none());
     assert_eq!(reply.header("accept-ranges"), "bytes");
 }
@@ -216,7 +239,8 @@ async fn a_gibibyte_is_compressed_as_it_streams_with_flat_memory() {
     const CHUNK: usize = 64 * 1024;
     let upstream = serve(|_request: http::Request<hyper::body::Incoming>| async {
         let chunk = Bytes::from(b"{\"a\":1234567890}\n".repeat(CHUNK / 17 + 1)).slice(..CHUNK);
-        let frames = futures_util::stream::iter((0..GIB / CHUNK).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
+        let frames =
+            futures_util::stream::iter((0..GIB / CHUNK).map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))));
         let mut response = Response::new(StreamBody::new(frames));
         response
             .headers_mut()
@@ -268,7 +292,10 @@ access_log: { enabled: false }
         baseline as f64 / 1048576.0,
         peak as f64 / 1048576.0
     );
-    assert!(peak < baseline + 64 * 1024 * 1024, "memory grew with the body: {peak} bytes");
+    assert!(
+        peak < baseline + 64 * 1024 * 1024,
+        "memory grew with the body: {peak} bytes"
+    );
 }
 
 /// Counts what is written, keeping nothing.

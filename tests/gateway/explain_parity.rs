@@ -84,7 +84,9 @@ async fn live_config(text: &str, redis: &mut Option<RedisServer>) -> (String, Ta
                     Value::Mapping(_) => &mut target["addr"],
                     _ => target,
                 };
-                let Some(original) = slot.as_str().map(str::to_string) else { continue };
+                let Some(original) = slot.as_str().map(str::to_string) else {
+                    continue;
+                };
                 if !original.starts_with("127.0.0.1:") {
                     continue;
                 }
@@ -131,7 +133,9 @@ fn corpus(config: &Value) -> Vec<Probe> {
     let mut probes = Vec::new();
     for route in config["routes"].as_sequence().into_iter().flatten() {
         let matcher = &route["match"];
-        let Some(pattern) = matcher["path"].as_str() else { continue };
+        let Some(pattern) = matcher["path"].as_str() else {
+            continue;
+        };
         if pattern.starts_with('~') {
             continue;
         }
@@ -160,7 +164,12 @@ fn corpus(config: &Value) -> Vec<Probe> {
             .as_mapping()
             .into_iter()
             .flatten()
-            .map(|(k, v)| (k.as_str().unwrap_or("").to_string(), v.as_str().unwrap_or("").to_string()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap_or("").to_string(),
+                    v.as_str().unwrap_or("").to_string(),
+                )
+            })
             .collect();
         if let Some(host) = matcher["host"].as_str() {
             headers.push(("host".into(), host.replace("*.", "a.")));
@@ -264,7 +273,10 @@ async fn explain_and_the_live_gateway_agree_on_every_example() {
             );
             let agrees = match explained.outcome {
                 "proxied" => {
-                    let destination = explained.upstream.as_ref().expect("a proxied request has a destination");
+                    let destination = explained
+                        .upstream
+                        .as_ref()
+                        .expect("a proxied request has a destination");
                     let pool_targets: Vec<&str> = destination.targets.iter().map(|t| t.addr.as_str()).collect();
                     let deterministic = destination.targets.len() == 1;
                     match (&received, &destination.target) {
@@ -277,7 +289,10 @@ async fn explain_and_the_live_gateway_agree_on_every_example() {
                         // Targets the corpus cannot stand in for (a DNS name): the
                         // gateway must at least have tried, not refused.
                         (None, _) => {
-                            let stood_in = targets.by_original.values().any(|u| pool_targets.contains(&u.addr.to_string().as_str()));
+                            let stood_in = targets
+                                .by_original
+                                .values()
+                                .any(|u| pool_targets.contains(&u.addr.to_string().as_str()));
                             !stood_in && !live.status.is_client_error()
                         }
                         (Some(_), None) => false,

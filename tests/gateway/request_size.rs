@@ -134,7 +134,12 @@ async fn a_compressed_body_is_measured_by_what_it_expands_to() {
 
     // 512 KiB of JSON in gzip: within the limit, sent on as the client sent it.
     let fine = gzip(&b"{\"a\":1}".repeat(512 * 1024 / 7));
-    let reply = send(post(gw.url("/compressed"), fine.clone(), &[("content-encoding", "gzip")])).await;
+    let reply = send(post(
+        gw.url("/compressed"),
+        fine.clone(),
+        &[("content-encoding", "gzip")],
+    ))
+    .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(upstream.last().body, fine, "the compressed bytes, untouched");
     assert_eq!(upstream.last().headers["content-encoding"], "gzip");
@@ -143,9 +148,13 @@ async fn a_compressed_body_is_measured_by_what_it_expands_to() {
     // gzip members and sent without a length.
     let bomb = gzip(&vec![0u8; 64 << 20]);
     assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
-    let problem = send(post(gw.url("/compressed"), bomb.clone(), &[("content-encoding", "gzip")]))
-        .await
-        .problem(413);
+    let problem = send(post(
+        gw.url("/compressed"),
+        bomb.clone(),
+        &[("content-encoding", "gzip")],
+    ))
+    .await
+    .problem(413);
     assert_eq!(
         problem["detail"],
         "the request body, decompressed, is larger than this route accepts"
@@ -159,10 +168,18 @@ async fn a_compressed_body_is_measured_by_what_it_expands_to() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
 
     // A body that is not the coding it claims.
-    send(post(gw.url("/compressed"), b"plain".to_vec(), &[("content-encoding", "gzip")]))
-        .await
-        .problem(400);
-    assert_eq!(upstream.count(), 1, "only the body within the limit reached the upstream");
+    send(post(
+        gw.url("/compressed"),
+        b"plain".to_vec(),
+        &[("content-encoding", "gzip")],
+    ))
+    .await
+    .problem(400);
+    assert_eq!(
+        upstream.count(),
+        1,
+        "only the body within the limit reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -170,12 +187,22 @@ async fn codings_that_cannot_be_measured_are_415_with_the_ones_that_can() {
     let upstream = echo().await;
     let gw = gateway(&upstream).await;
     for coding in ["compress", "gzip, gzip", "br, gzip"] {
-        let reply = send(post(gw.url("/compressed"), b"x".to_vec(), &[("content-encoding", coding)])).await;
+        let reply = send(post(
+            gw.url("/compressed"),
+            b"x".to_vec(),
+            &[("content-encoding", coding)],
+        ))
+        .await;
         reply.problem(415);
         assert_eq!(reply.header("accept-encoding"), "gzip, deflate, br, zstd", "{coding}");
     }
     // Where nothing is measured decompressed, a coding is the upstream's business.
-    let reply = send(post(gw.url("/plain"), b"x".to_vec(), &[("content-encoding", "compress")])).await;
+    let reply = send(post(
+        gw.url("/plain"),
+        b"x".to_vec(),
+        &[("content-encoding", "compress")],
+    ))
+    .await;
     assert_eq!(reply.status, 200);
     assert_eq!(upstream.count(), 1);
 }
@@ -203,5 +230,8 @@ routes:
     assert!(!output.status.success());
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(text.contains("routes[0].plugins.request_size: sets no limit"), "{text}");
-    assert!(text.contains("routes[1].plugins.request_size.consumers.nobody"), "{text}");
+    assert!(
+        text.contains("routes[1].plugins.request_size.consumers.nobody"),
+        "{text}"
+    );
 }

@@ -32,8 +32,7 @@ fn every_example_config_checks_clean_against_the_schema() {
             if path.extension().is_none_or(|e| e != "yaml") {
                 continue;
             }
-            let config: serde_json::Value =
-                serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let config: serde_json::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
             let errors: Vec<String> = validator
                 .iter_errors(&config)
                 .map(|e| format!("{} at {}", e, e.instance_path()))
