@@ -9,9 +9,9 @@ use crate::config::model::{MatchConfig, RouteConfig};
 use crate::context::RequestContext;
 use crate::gateway::{Action, Forward, Gateway};
 use crate::plugins::{Decision, Phase};
-use crate::proxy::canonical::canonicalise_with;
-use crate::proxy::listener_checks::{check_request_head, to_https};
-use crate::router::{request_host, Condition, Lookup, Params, RequestHead};
+use crate::proxy::listener_checks::listener_decides;
+use crate::proxy::phases::{canonical_route, upstream_path};
+use crate::router::{request_host, Condition, Lookup, RequestHead};
 use crate::upstream::{PickContext, UpstreamPool};
 use http::{HeaderValue, Method, Request, Uri};
 use indexmap::IndexMap;
@@ -132,50 +132,44 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         plugins: Vec::new(),
         upstream: None,
     };
-    // The listener's checks and the canonical request, as the listener makes them.
+    // What the listener decides, the canonical request and the route: the
+    // gateway's own first steps, as that listener takes them.
     let listener = match &question.listener {
-        Some(name) => Some(
-            gateway
-                .listeners
-                .iter()
-                .find(|l| *l.name == **name)
-                .ok_or_else(|| format!("no listener is named {name:?}"))?,
-        ),
+        Some(name) => gateway.listeners.iter().find(|l| *l.name == **name),
         None => gateway.listeners.first(),
-    };
-    let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
-    if let Some(listener) = listener {
-        let refused =
-            check_request_head(&parts.uri, &parts.headers, listener).and_then(|()| match listener.redirect_https {
-                Some(port) => Err(to_https(&parts.uri, &parts.headers, port)),
-                None => Ok(()),
-            });
-        if let Err(error) = refused {
-            let status = error.kind.status().as_u16();
-            explanation.outcome = "refused";
-            explanation.status = Some(status);
-            let location = error.location.as_deref().and_then(|l| l.to_str().ok());
-            explanation.detail = match location {
-                Some(location) => format!(
-                    "listener {:?}: {}: {status} to {location}",
-                    &*listener.name, error.detail
-                ),
-                None => format!("listener {:?}: {}: {status}", &*listener.name, error.detail),
-            };
-            return Ok(explanation);
-        }
     }
-    let policy = listener.map(|l| l.path).unwrap_or_default();
-    let peer_trusted = listener.is_some_and(|l| l.trusts(client.ip()));
-    if let Err(error) = canonicalise_with(&mut parts, &policy, peer_trusted, &gateway.trusted_headers) {
-        explanation.detail = format!("{}: 400", error.detail);
+    .ok_or_else(|| {
+        format!(
+            "no listener is named {:?}",
+            question.listener.as_deref().unwrap_or_default()
+        )
+    })?;
+    let client = SocketAddr::new(question.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0);
+    if let Err(error) = listener_decides(&parts.uri, &parts.headers, listener) {
+        let status = error.kind.status().as_u16();
+        explanation.outcome = "refused";
+        explanation.status = Some(status);
+        let location = error.location.as_deref().and_then(|l| l.to_str().ok());
+        explanation.detail = match location {
+            Some(location) => format!(
+                "listener {:?}: {}: {status} to {location}",
+                &*listener.name, error.detail
+            ),
+            None => format!("listener {:?}: {}: {status}", &*listener.name, error.detail),
+        };
         return Ok(explanation);
     }
+    let lookup = match canonical_route(gateway, listener, client.ip(), &mut parts) {
+        Ok((_, lookup)) => lookup,
+        Err(error) => {
+            explanation.detail = format!("{}: 400", error.detail);
+            return Ok(explanation);
+        }
+    };
     let path = parts.uri.path();
     explanation.request.normalized_path = Some(path.to_string());
     let host = request_host(&parts.uri, &parts.headers).map(|h| h.into_owned());
     let head = RequestHead::of(&parts, path, host.as_deref());
-    let lookup = gateway.route(&head, &parts);
     let winner = match &lookup {
         Lookup::Found { route, .. } => Some(&*route.name),
         _ => None,
@@ -205,15 +199,8 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
     explanation.params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
 
     let request_id = HeaderValue::from_static("explain");
-    let service_path = match &route.action {
-        Action::Proxy(forward) => Some(forward.rewrite.apply(path, &params)),
-        Action::Respond(_) | Action::Aggregate(_) => None,
-    };
     let mut ctx = RequestContext::new(&request_id, client, &route.name, params.clone(), route.upstream());
-    ctx.upstream_path = service_path
-        .as_deref()
-        .filter(|p| *p != parts.uri.path())
-        .map(str::to_string);
+    ctx.upstream_path = upstream_path(route, &params, &parts.uri);
     for (plugin, phase, decision) in route.plugins.explain(&parts, &mut ctx) {
         if let Some(status) = decision.denies {
             explanation.outcome = "denied";
@@ -299,7 +286,8 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
                 headers: &parts.headers,
                 client_ip: client.ip(),
             };
-            let mut destination = destination(forward, path, &params, &parts, &pick);
+            let service_path = ctx.upstream_path.as_deref().unwrap_or(path);
+            let mut destination = destination(forward, service_path, &parts, &pick);
             if let Some(grpc_path) = grpc_path {
                 destination.path = grpc_path;
             }
@@ -445,15 +433,16 @@ fn describe(condition: &Condition, head: &RequestHead<'_>, route: Option<&RouteC
     }
 }
 
+/// Where the request would go: `service_path` is the path after the route's
+/// rewrite, as the gateway computes it.
 fn destination(
     forward: &Forward,
-    path: &str,
-    params: &Params,
+    service_path: &str,
     parts: &http::request::Parts,
     pick: &PickContext<'_>,
 ) -> Destination {
     let pool: &UpstreamPool = &forward.pool;
-    let mut upstream_path = forward.rewrite.apply(path, params).into_owned();
+    let mut upstream_path = service_path.to_string();
     if let Some(query) = parts.uri.query() {
         upstream_path.push('?');
         upstream_path.push_str(query);

@@ -10,8 +10,8 @@ use http::uri::Uri;
 use http::{HeaderMap, Request, Version};
 
 /// The listener's own checks, before anything else: framing, the client's
-/// request rate, the size of the target and the headers. Refusals are
-/// counted by reason.
+/// request rate, then what it decides from the head (sizes, the redirect to
+/// HTTPS). Refusals are counted by reason.
 pub(crate) fn check_listener_limits(
     conn: &Connection,
     request: &Request<Inbound>,
@@ -21,8 +21,13 @@ pub(crate) fn check_listener_limits(
     let listener = &conn.listener;
     let checked = check_framing(request, active)
         .and_then(|()| check_request_rate(conn))
-        .and_then(|()| check_request_head(request.uri(), request.headers(), listener));
-    if let Err(error) = &checked {
+        .and_then(|()| listener_decides(request.uri(), request.headers(), listener));
+    // A redirect to HTTPS is the listener's answer, not a refusal.
+    if let Some(error) = checked
+        .as_ref()
+        .err()
+        .filter(|e| e.kind != ErrorKind::PermanentRedirect)
+    {
         let reason = match error.kind {
             ErrorKind::RateLimited => "request_rate_per_ip",
             kind => kind.code(),
@@ -55,20 +60,22 @@ fn check_request_rate(conn: &Connection) -> Result<(), ProxyError> {
     })
 }
 
-/// The size of the request target and of the headers, against the
-/// listener's limits: what `explain` checks too.
-pub(crate) fn check_request_head(
-    uri: &Uri,
-    headers: &HeaderMap,
-    listener: &ListenerSettings,
-) -> Result<(), ProxyError> {
-    check_uri_length(uri, listener).and_then(|()| check_header_limits(headers, listener))
+/// What the listener decides from the request head alone: its size limits,
+/// then its redirect to HTTPS. The session asks it after the connection's
+/// own checks, and `explain` asks it alone.
+pub(crate) fn listener_decides(uri: &Uri, headers: &HeaderMap, listener: &ListenerSettings) -> Result<(), ProxyError> {
+    check_uri_length(uri, listener)?;
+    check_header_limits(headers, listener)?;
+    match listener.redirect_https {
+        Some(port) => Err(to_https(uri, headers, port)),
+        None => Ok(()),
+    }
 }
 
 /// The 308 to the same URL in HTTPS, for a listener with `redirect_https`
 /// (as an error, so that it is answered and logged the way every other
 /// early answer is).
-pub(crate) fn to_https(uri: &Uri, headers: &HeaderMap, port: u16) -> ProxyError {
+fn to_https(uri: &Uri, headers: &HeaderMap, port: u16) -> ProxyError {
     let host = crate::router::request_host(uri, headers).unwrap_or_default();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {

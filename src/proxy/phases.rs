@@ -4,9 +4,9 @@
 //! plugins on the way back.
 
 use crate::body::{Fault, Inbound, ResponseBody};
-use crate::context::RequestContext;
+use crate::context::{ClientFacts, RequestContext};
 use crate::error::{ErrorKind, ProxyError};
-use crate::gateway::{Action, FixedResponse, Forward, Gateway};
+use crate::gateway::{Action, FixedResponse, Forward, Gateway, ListenerSettings, Route};
 use crate::plugins::Flow;
 use crate::proxy::around::serve_around;
 use crate::proxy::canonical;
@@ -15,13 +15,14 @@ use crate::proxy::errors::{client_body_error, method_not_allowed};
 use crate::proxy::exchange::{self, read_client_body, CallContext, ClientBody, UpstreamRequest};
 use crate::proxy::forward;
 use crate::proxy::upgrade;
-use crate::router::{request_host, Lookup, RequestHead};
+use crate::router::{request_host, Lookup, Params, RequestHead};
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::traces::{RequestSpan, Traces};
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Body;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What the session records of the request beside its context: the
@@ -48,25 +49,15 @@ pub(crate) async fn serve<'a>(
     let extended_connect = upgrade::from_extended_connect(&mut parts);
     // From here on, the request is the canonical one: routes, plugins and
     // the upstream see nothing else.
-    let facts = canonical::canonicalise(&mut parts, &conn.listener, conn.peer.ip(), &gateway.trusted_headers)?;
-    let (route, params, upstream_path) = {
-        let path = parts.uri.path();
-        let host = request_host(&parts.uri, &parts.headers);
-        let head = RequestHead::of(&parts, path, host.as_deref());
-        let (route, params) = match gateway.route(&head, &parts) {
-            Lookup::Found { route, params } => (route, params),
-            Lookup::MethodNotAllowed { allow } => return Err(method_not_allowed(&parts.method, &allow)),
-            Lookup::NotFound => {
-                return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
-            }
-        };
-        // Only the path: the query is joined after the plugins, which may change it.
-        let rewritten = match &route.action {
-            Action::Proxy(forward) => rewritten_path(forward.rewrite.apply(path, &params), &parts.uri),
-            Action::Respond(_) | Action::Aggregate(_) => None,
-        };
-        (route, params, rewritten)
+    let (facts, lookup) = canonical_route(gateway, &conn.listener, conn.peer.ip(), &mut parts)?;
+    let (route, params) = match lookup {
+        Lookup::Found { route, params } => (route, params),
+        Lookup::MethodNotAllowed { allow } => return Err(method_not_allowed(&parts.method, &allow)),
+        Lookup::NotFound => {
+            return Err(ProxyError::new(ErrorKind::NotFound, "no route matches this request"));
+        }
     };
+    let upstream_path = upstream_path(route, &params, &parts.uri);
     observed.entry.route = Some(route.name.clone());
     observed.entry.metrics = route.metrics.clone();
     if let Some((_, span)) = &observed.trace {
@@ -197,8 +188,28 @@ pub(crate) async fn serve<'a>(
     answer
 }
 
-/// The path after the route's rewrite; `None` when it is the client's.
-fn rewritten_path(path: std::borrow::Cow<'_, str>, uri: &Uri) -> Option<String> {
+/// The request made canonical as `listener` makes it, and looked up in the
+/// route table: the first decisions of `serve`, and the ones `explain` asks.
+pub(crate) fn canonical_route<'g>(
+    gateway: &'g Gateway,
+    listener: &ListenerSettings,
+    peer: IpAddr,
+    parts: &mut http::request::Parts,
+) -> Result<(ClientFacts, Lookup<'g, Route>), ProxyError> {
+    let facts = canonical::canonicalise(parts, listener, peer, &gateway.trusted_headers)?;
+    let host = request_host(&parts.uri, &parts.headers);
+    let head = RequestHead::of(parts, parts.uri.path(), host.as_deref());
+    Ok((facts, gateway.route(&head, parts)))
+}
+
+/// The path the route's upstream receives, when its rewrite changes the
+/// client's; only the path: the query is joined after the plugins, which may
+/// change it.
+pub(crate) fn upstream_path(route: &Route, params: &Params, uri: &Uri) -> Option<String> {
+    let Action::Proxy(forward) = &route.action else {
+        return None;
+    };
+    let path = forward.rewrite.apply(uri.path(), params);
     (path != uri.path()).then(|| path.into_owned())
 }
 

@@ -10,7 +10,7 @@ use crate::proxy::connection::Connection;
 use crate::proxy::errors;
 use crate::proxy::grpc;
 use crate::proxy::grpc_web;
-use crate::proxy::listener_checks::{check_listener_limits, to_https};
+use crate::proxy::listener_checks::check_listener_limits;
 use crate::proxy::phases::{serve, Observed};
 use crate::proxy::request_id;
 use crate::telemetry::access_log::{Entry, UpstreamCall};
@@ -69,13 +69,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
 
     let served = match check_listener_limits(&conn, &request, &active, &gateway) {
         Err(error) => Err(error),
-        Ok(()) => match conn.listener.redirect_https {
-            Some(port) => Err(to_https(request.uri(), request.headers(), port)),
-            None => {
-                let request = request.map(|body| body.paced(conn.listener.pace));
-                serve(&gateway, &conn, request, &mut ctx, &mut observed).await
-            }
-        },
+        Ok(()) => {
+            let request = request.map(|body| body.paced(conn.listener.pace));
+            serve(&gateway, &conn, request, &mut ctx, &mut observed).await
+        }
     };
     let close_connection = served.as_ref().is_err_and(|error| error.kind.closes_connection());
     let mut response = match served {
