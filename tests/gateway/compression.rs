@@ -399,3 +399,24 @@ routes:
     let plain = get(&gateway.url("/doc")).await;
     assert!(plain.headers.get("content-encoding").is_none(), "{:?}", plain.headers);
 }
+
+/// HTTP/2 clients get the same: the coding, Vary, and bytes that decode.
+#[tokio::test]
+async fn http2_clients_get_compressed_answers_too() {
+    let upstream = upstream().await;
+    let gateway = gateway(&upstream, "{ encodings: [br] }").await;
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let request = Request::get(gateway.url("/doc"))
+        .header("accept-encoding", "br")
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.headers()["content-encoding"], "br");
+    assert_eq!(response.headers()["vary"], "accept-encoding");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(decode("br", &body), document());
+}

@@ -235,3 +235,19 @@ routes:
         "{text}"
     );
 }
+
+/// A client that asks before sending (`Expect: 100-continue`) is told 413
+/// from the head: no `100 Continue`, and the body is never read.
+#[tokio::test]
+async fn an_expecting_client_over_the_limit_gets_413_and_no_continue() {
+    let upstream = echo().await;
+    let gw = gateway(&upstream).await;
+    let answer = raw(
+        gw.addr,
+        b"POST /plain HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert_eq!(upstream.count(), 0);
+}
