@@ -15,16 +15,10 @@ Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500]
 import argparse, os, re, signal, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ab import CONFIG
 from bench import BACKEND, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18088
-CONFIG = """
-listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
-access_log: {{ enabled: false }}
-upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
-routes:
-  - {{ name: plain, match: {{ path: / }}, upstream: backend }}
-"""
 
 
 def total_instructions(binary, conf, requests, tmp):
