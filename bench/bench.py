@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Portico vs nginx vs direct-to-backend, on loopback, in one run.
+"""Portico vs nginx vs HAProxy vs direct-to-backend, on loopback, in one run.
 
 Core 0 runs the proxy under test (one worker); core 1 runs the backend (nginx
 serving fixed bodies) and the load generator (wrk). Targets alternate within
@@ -14,8 +14,9 @@ import argparse, os, re, shutil, signal, statistics, subprocess, sys, tempfile, 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORTICO = os.path.join(ROOT, "target", "release", "portico")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 TICK = os.sysconf("SC_CLK_TCK")
-BACKEND, VIA_NGINX, VIA_PORTICO = 18080, 18081, 18082
+BACKEND, VIA_NGINX, VIA_PORTICO, VIA_HAPROXY = 18080, 18081, 18082, 18083
 PROXY_CORE, LOAD_CORE = "0", "1"
 
 NGINX_COMMON = """
@@ -65,6 +66,32 @@ PROXY_CONF = """
   }}
 """
 
+# The same work in HAProxy: one thread, idle upstream connections shared,
+# X-Forwarded-For, and a request id sent upstream and returned.
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+  {log}
+frontend bench
+  bind 127.0.0.1:{port}
+  unique-id-format %[uuid()]
+  http-request set-header X-Request-Id %[unique-id]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-response set-header X-Request-Id %[unique-id]
+  option forwardfor
+  default_backend backend
+backend backend
+  server backend 127.0.0.1:{backend}
+"""
+
 PORTICO_CONF = """
 listeners:
   - {{ name: bench, addr: "127.0.0.1:{port}" }}
@@ -97,6 +124,16 @@ def scratch_dir(prefix):
 def start_backend(tmp):
     """The nginx backend serving /small and /16k, on the load core."""
     return start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)
+
+
+def start_haproxy(tmp, core, access_log):
+    conf = os.path.join(tmp, "haproxy.cfg")
+    # HAProxy logs to syslog only; "on" sends it to a local socket nobody reads.
+    log = "log 127.0.0.1:5514 local0\n  option httplog" if access_log else "no log"
+    with open(conf, "w") as f:
+        f.write(HAPROXY_CONF.format(port=VIA_HAPROXY, backend=BACKEND, log=log))
+    return subprocess.Popen(["taskset", "-c", core, HAPROXY, "-db", "-f", conf],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def nginx_worker(master):
@@ -180,8 +217,12 @@ def measure(target, path, connections, duration, scheme="http", extra=(), tool="
         requests, rps, p50, p99 = h2load(url, connections, duration, extra)
     else:
         requests, rps, p50, p99 = wrk(url, connections, duration, extra)
-    cpu_us = (cpu_seconds(pid) - before) * 1e6 / requests if pid else None
-    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us}
+    used = cpu_seconds(pid) - before if pid else None
+    cpu_us = used * 1e6 / requests if pid else None
+    # The share of the run the proxy's core was busy with it: near 100%, the
+    # proxy was the bottleneck; well under, the load side was.
+    busy = used / duration if pid else None
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "busy": busy}
 
 
 def arg_parser():
@@ -250,10 +291,12 @@ def main():
         portico = subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1"],
                                    stdout=portico_log, stderr=subprocess.DEVNULL)
         procs.append(portico)
-        for port in (BACKEND, VIA_NGINX, VIA_PORTICO):
+        haproxy = start_haproxy(tmp, PROXY_CORE, args.access_log)
+        procs.append(haproxy)
+        for port in (BACKEND, VIA_NGINX, VIA_PORTICO, VIA_HAPROXY):
             wait_port(port)
         targets = [("direct", BACKEND, None), ("nginx", VIA_NGINX, nginx_worker(nginx_proxy)),
-                   ("portico", VIA_PORTICO, portico.pid)]
+                   ("haproxy", VIA_HAPROXY, haproxy.pid), ("portico", VIA_PORTICO, portico.pid)]
 
         loads = [("small", "/small", args.connections), ("16 KiB", "/16k", args.connections), ("small, 1 conn", "/small", 1)]
         for target in targets:  # warm up connections and caches
@@ -261,7 +304,7 @@ def main():
                 measure(target, path, conns, 1)
         results = {}
         for round_no in range(args.rounds):
-            order = targets[round_no % 3:] + targets[:round_no % 3]
+            order = targets[round_no % len(targets):] + targets[:round_no % len(targets)]
             for label, path, conns in loads:
                 for target in order:
                     results.setdefault((label, target[0]), []).append(measure(target, path, conns, args.duration))
@@ -271,8 +314,8 @@ def main():
         print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections} "
               f"(the `1 conn` rows: -c1, latency at low load), {logs}. "
               f"CPU/req: the proxy's user+system time per request.\n")
-        print("| load | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | added p50 vs direct |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        print("| load | target | req/s | p50 ms | p99 ms | CPU µs/req | CPU vs nginx | added p50 vs direct | proxy busy |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for label, _, _ in loads:
             direct = median(results[(label, "direct")], "p50")
             nginx_cpu = median(results[(label, "nginx")], "cpu_us")
@@ -282,9 +325,13 @@ def main():
                 p50 = median(runs, "p50")
                 ratio = f"{cpu / nginx_cpu:.2f}x" if cpu and nginx_cpu else "-"
                 added = f"{(p50 - direct) * 1000:+.0f} µs" if name != "direct" else "-"
+                busy = median(runs, "busy")
                 print(f"| {label} | {name} | {median(runs, 'rps'):,.0f} | {p50:.3f} | {median(runs, 'p99'):.3f} | "
-                      f"{cpu:.1f} | {ratio} | {added} |" if cpu else
-                      f"| {label} | {name} | {median(runs, 'rps'):,.0f} | {p50:.3f} | {median(runs, 'p99'):.3f} | - | - | - |")
+                      f"{cpu:.1f} | {ratio} | {added} | {busy:.0%} |" if cpu else
+                      f"| {label} | {name} | {median(runs, 'rps'):,.0f} | {p50:.3f} | {median(runs, 'p99'):.3f} | - | - | - | - |")
+        print("\nproxy busy: the share of each run the proxy's core spent on it. Near 100%, the proxy was "
+              "saturated and requests/s rank the proxies; well under, the load side (wrk and the backend on "
+              "the other core) was, and CPU µs/req is the figure that ranks them.")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

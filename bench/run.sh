@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Portico vs nginx vs direct, side by side. Usage: bench/run.sh [--rounds N] [--duration S] [--access-log]
+# Portico vs nginx vs HAProxy vs direct, side by side. Usage: bench/run.sh [--rounds N] [--duration S] [--access-log]
 # Everything stays on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."

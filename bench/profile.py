@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Where Portico's time goes on plain proxying: `perf record` (cpu-clock,
+which works on VMs without hardware counters) on the one worker while wrk
+sends GET /small through one route, then the top entries by self time, and
+the syscalls per request from `strace -c`.
+
+Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30]
+"""
+import argparse, os, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ab import CONFIG
+from bench import BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, scratch_dir, start_backend, wait_port
+
+GATEWAY = 18089
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("binary", nargs="?", default=PORTICO)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--top", type=int, default=30)
+    args = parser.parse_args()
+    tmp = scratch_dir("portico-profile-")
+    backend = start_backend(tmp)
+    conf = os.path.join(tmp, "portico.yaml")
+    with open(conf, "w") as f:
+        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    wait_port(BACKEND)
+    proxy = subprocess.Popen(["taskset", "-c", PROXY_CORE, args.binary, "run", "--config", conf, "--workers", "1",
+                              "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{GATEWAY}/small"
+    load = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 2}s", url]
+    data = os.path.join(tmp, "perf.data")
+    try:
+        wait_port(GATEWAY)
+        subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c4", "-d1s", url], capture_output=True)
+        wrk = subprocess.Popen(load, stdout=subprocess.PIPE, text=True)
+        time.sleep(1)
+        subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "4999", "-g", "-o", data, "-p", str(proxy.pid),
+                        "--", "sleep", str(args.seconds)], capture_output=True, check=True)
+        wrk.wait()
+        report = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "symbol",
+                                 "--stdio", "-g", "none", "--percent-limit", "0.5"],
+                                capture_output=True, text=True, check=True).stdout
+        rows = [line for line in report.splitlines() if line.strip() and not line.startswith("#")]
+        print(f"perf, cpu-clock, {args.seconds}s of wrk -c{args.connections} GET /small, self time:")
+        for row in rows[: args.top]:
+            # "10.99%  [k] symbol   -  -": the share, the side, the symbol.
+            share, side, *symbol = row.split()
+            print(f"  {share:>7} {side} {' '.join(w for w in symbol if w != '-')}")
+        # Syscalls per request: strace on the worker for a counted run.
+        strace_out = os.path.join(tmp, "strace.txt")
+        tracer = subprocess.Popen(["strace", "-c", "-f", "-o", strace_out, "-p", str(proxy.pid)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        requests = 20000
+        subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "--h1", "-n", str(requests), "-c", "1", url],
+                       capture_output=True, check=True)
+        tracer.terminate()
+        tracer.wait(timeout=10)
+        with open(strace_out) as f:
+            lines = f.read().splitlines()
+        total = next((l for l in lines if l.strip().endswith("total")), None)
+        if total:
+            calls = int(total.split()[3])  # % time, seconds, usecs/call, calls, [errors,] total
+            print(f"\nsyscalls: {calls / requests:.2f} per request on one keep-alive connection ({requests} requests;"
+                  " the count includes the idle timer thread's)")
+            for line in lines[2:12]:
+                print("  " + line)
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        backend.terminate()
+
+
+if __name__ == "__main__":
+    main()
