@@ -53,6 +53,11 @@ async fn upstream() -> Upstream {
 }
 
 async fn gateway(upstream: &Upstream, plugin: &str) -> Gateway {
+    gateway_with(upstream, &format!("{{ compression: {plugin} }}")).await
+}
+
+/// A gateway whose one route to `upstream` has `plugins`.
+async fn gateway_with(upstream: &Upstream, plugins: &str) -> Gateway {
     let yaml = config(
         r#"
 listeners: [{ name: public, addr: "127.0.0.1:0" }]
@@ -61,10 +66,9 @@ routes:
   - name: api
     match: { path: / }
     upstream: api
-    plugins:
-      compression: $PLUGIN
+    plugins: $PLUGINS
 "#,
-        &[("U", upstream.addr.to_string()), ("PLUGIN", plugin.to_string())],
+        &[("U", upstream.addr.to_string()), ("PLUGINS", plugins.to_string())],
     );
     Gateway::start(&yaml).await
 }
@@ -194,18 +198,27 @@ fn bad_settings_are_named() {
 listeners: [{ name: public, addr: "127.0.0.1:0" }]
 upstreams: { api: { targets: ["127.0.0.1:9"] } }
 routes:
-  - name: api
-    match: { path: / }
-    upstream: api
-    plugins:
-      compression: { encodings: [gzip, deflate], content_types: ["json"] }
+  - { name: a, match: { path: /a }, upstream: api, plugins: { compression: { encodings: [gzip, deflate] } } }
+  - { name: b, match: { path: /b }, upstream: api, plugins: { compression: { encodings: [], content_types: ["json", "text/*"] } } }
 "#,
     ) {
         Ok(_) => panic!("accepted"),
         Err(errors) => errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"),
     };
-    assert!(errors.contains("routes[0].plugins.compression"), "{errors}");
+    assert!(errors.contains("routes[0].plugins.compression.encodings"), "{errors}");
     assert!(errors.contains("deflate"), "{errors}");
+    assert!(
+        errors.contains("routes[1].plugins.compression.encodings: lists no coding"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("routes[1].plugins.compression.content_types[0]"),
+        "{errors}"
+    );
+    assert!(
+        !errors.contains("content_types[1]"),
+        "`text/*` is a media range: {errors}"
+    );
 }
 
 #[tokio::test]
@@ -315,19 +328,7 @@ async fn cached_behind_compression(cache_control: &'static str) -> (Upstream, Ga
             .unwrap()
     })
     .await;
-    let yaml = config(
-        r#"
-listeners: [{ name: public, addr: "127.0.0.1:0" }]
-upstreams: { api: { targets: ["$U"] } }
-routes:
-  - name: api
-    match: { path: / }
-    upstream: api
-    plugins: { compression: { encodings: [gzip] }, cache: {} }
-"#,
-        &[("U", upstream.addr.to_string())],
-    );
-    let gateway = Gateway::start(&yaml).await;
+    let gateway = gateway_with(&upstream, "{ compression: { encodings: [gzip] }, cache: {} }").await;
     (upstream, gateway)
 }
 

@@ -6,7 +6,7 @@
 
 use super::{blocked, CrsConfig, Mode};
 use crate::error::ProxyError;
-use crate::plugins::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use crate::plugins::{Decision, Needs, Phase, Plugin, RequestContext, Setup};
 use crate::telemetry::metrics::Metrics;
 use crate::waf::crs::{rule_of, Crs, Request};
 use std::fmt::Write as _;
@@ -131,15 +131,8 @@ impl Plugin for CrsWaf {
         Phase::Access
     }
 
-    fn on_request<'a>(
-        &'a self,
-        _request: &'a mut http::request::Parts,
-        _ctx: &'a mut RequestContext<'_>,
-    ) -> PhaseFuture<'a> {
-        // Everything is evaluated with the body, which CRS reads with the head.
-        Box::pin(std::future::ready(Ok(Flow::Continue)))
-    }
-
+    // No `on_request`: everything is evaluated with the body, which CRS reads
+    // with the head (`inspect_request_body`).
     fn needs(&self) -> Needs {
         Needs {
             body_inspection: Some(self.max_body),

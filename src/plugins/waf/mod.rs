@@ -324,7 +324,7 @@ impl Plugin for Waf {
         let verdict = self.engine.inspect(request, ctx.facts.has_body);
         // Most heads score nothing; the body's check reads a missing score as 0.
         if verdict.score > 0 {
-            request.extensions.insert(HeadScore(verdict.score));
+            ctx.notes.insert(HeadScore(verdict.score));
         }
         let result = self.decide(&verdict, verdict.score, ctx).map(|()| Flow::Continue);
         Box::pin(std::future::ready(result))
@@ -350,7 +350,7 @@ impl Plugin for Waf {
             .and_then(|v| v.to_str().ok());
         let mut verdict = Verdict::default();
         self.engine.inspect_body(content_type, body, complete, &mut verdict);
-        let before = request.extensions.get::<HeadScore>().map_or(0, |s| s.0);
+        let before = ctx.notes.get::<HeadScore>().map_or(0, |s| s.0);
         self.decide(&verdict, before + verdict.score, ctx)
     }
 
