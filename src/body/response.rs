@@ -70,9 +70,8 @@ struct UpstreamBody {
 }
 
 impl ResponseBody {
-    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
-        let bytes = bytes.into();
-        let kind = Kind::Full((!bytes.is_empty()).then_some(bytes));
+    /// A body of `kind`, not yet logged or holding anything.
+    fn of(kind: Kind) -> ResponseBody {
         ResponseBody {
             kind,
             sent: 0,
@@ -80,6 +79,11 @@ impl ResponseBody {
             _active: None,
             _holds: Vec::new(),
         }
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
+        let bytes = bytes.into();
+        ResponseBody::of(Kind::Full((!bytes.is_empty()).then_some(bytes)))
     }
 
     pub fn empty() -> ResponseBody {
@@ -96,47 +100,22 @@ impl ResponseBody {
             released: false,
         };
         body.release_if_done();
-        let kind = Kind::Upstream(body);
-        ResponseBody {
-            kind,
-            sent: 0,
-            log: None,
-            _active: None,
-            _holds: Vec::new(),
-        }
+        ResponseBody::of(Kind::Upstream(body))
     }
 
     /// `prefix` read from `rest` already, sent first.
     pub fn prefixed(prefix: Bytes, rest: ResponseBody) -> ResponseBody {
-        ResponseBody {
-            kind: Kind::Prefixed(Some(prefix), Box::new(rest)),
-            sent: 0,
-            log: None,
-            _active: None,
-            _holds: Vec::new(),
-        }
+        ResponseBody::of(Kind::Prefixed(Some(prefix), Box::new(rest)))
     }
 
     /// `inner`, a gRPC answer, as gRPC-Web.
     pub fn grpc_web(inner: ResponseBody, mode: Mode) -> ResponseBody {
-        ResponseBody {
-            kind: Kind::GrpcWeb(Box::new(inner), Box::new(Encoder::new(mode))),
-            sent: 0,
-            log: None,
-            _active: None,
-            _holds: Vec::new(),
-        }
+        ResponseBody::of(Kind::GrpcWeb(Box::new(inner), Box::new(Encoder::new(mode))))
     }
 
     /// `inner` with a plugin's `filter` run over it as it streams.
     pub fn filtered(inner: ResponseBody, filter: Box<dyn filter::BodyFilter>) -> ResponseBody {
-        ResponseBody {
-            kind: Kind::Filtered(Box::new(filter::Filtered::new(inner, filter))),
-            sent: 0,
-            log: None,
-            _active: None,
-            _holds: Vec::new(),
-        }
+        ResponseBody::of(Kind::Filtered(Box::new(filter::Filtered::new(inner, filter))))
     }
 
     /// Attaches the access-log entry written when the body is done.
