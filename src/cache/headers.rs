@@ -1,0 +1,118 @@
+//! What the cache reads from HTTP headers: `Cache-Control` (and `Pragma`)
+//! directives, `Vary`, purge tags, validators, and the client's conditions.
+
+use http::header;
+use std::time::Duration;
+
+/// What the cache needs of a request's (or an answer's) `Cache-Control`.
+#[derive(Default)]
+pub(super) struct Directives {
+    pub(super) no_store: bool,
+    pub(super) no_cache: bool,
+    pub(super) only_if_cached: bool,
+    pub(super) max_age: bool,
+    pub(super) must_revalidate: bool,
+    pub(super) stale_while_revalidate: Option<Duration>,
+    pub(super) stale_if_error: Option<Duration>,
+}
+
+impl Directives {
+    pub(super) fn of(headers: &http::HeaderMap, honored: bool) -> Directives {
+        let mut out = Directives::default();
+        if !honored {
+            return out;
+        }
+        let mut any = false;
+        for value in headers
+            .get_all(header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            for directive in value.split(',') {
+                any = true;
+                let (name, argument) = match directive.split_once('=') {
+                    Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim().trim_matches('"'))),
+                    None => (directive.trim().to_ascii_lowercase(), None),
+                };
+                let seconds = || argument.and_then(|a| a.parse::<u64>().ok()).map(Duration::from_secs);
+                match name.as_str() {
+                    "no-store" => out.no_store = true,
+                    "no-cache" => out.no_cache = true,
+                    "only-if-cached" => out.only_if_cached = true,
+                    "max-age" | "s-maxage" => out.max_age = true,
+                    "must-revalidate" | "proxy-revalidate" => out.must_revalidate = true,
+                    "stale-while-revalidate" => out.stale_while_revalidate = seconds(),
+                    "stale-if-error" => out.stale_if_error = seconds(),
+                    _ => {}
+                }
+            }
+        }
+        // `Pragma: no-cache` counts only without `Cache-Control` (RFC 9111 §5.4).
+        if !any
+            && headers
+                .get_all(header::PRAGMA)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.to_ascii_lowercase().contains("no-cache")))
+        {
+            out.no_cache = true;
+        }
+        out.must_revalidate |= out.no_cache;
+        out
+    }
+}
+
+/// The answer can be revalidated (`ETag` or `Last-Modified`).
+pub(super) fn has_validators(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
+}
+
+/// The request headers the answer varies on, lower-case, sorted, once each.
+pub(super) fn vary_names(headers: &http::HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The answer's purge tags (`Surrogate-Key`, `Cache-Tag`), sorted, once each.
+pub(super) fn tags(headers: &http::HeaderMap) -> Vec<String> {
+    let mut tags: Vec<String> = ["surrogate-key", "cache-tag"]
+        .iter()
+        .flat_map(|name| headers.get_all(*name).iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split([' ', ',']))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// Do the client's `If-None-Match` / `If-Modified-Since` hold against
+/// this answer (RFC 9110 §13.1.2, §13.1.3; weak comparison)?
+pub(super) fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap) -> bool {
+    if let Some(wanted) = request.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let Some(etag) = response.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+        return wanted.trim() == "*" || wanted.split(',').any(|tag| opaque(tag) == opaque(etag));
+    }
+    let since = request
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = response
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
+}
