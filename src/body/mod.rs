@@ -34,7 +34,7 @@ pub enum BodyError {
     #[error("client request body failed: {0}")]
     Client(#[source] BoxError),
     #[error("upstream response body failed: {0}")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] BoxError),
     #[error("upstream sent nothing for {0:?} in the middle of the response body")]
     UpstreamIdle(Duration),
     #[error("the request body is not base64 (gRPC-Web text): {0}")]

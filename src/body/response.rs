@@ -5,9 +5,9 @@
 use super::{after, filter, BodyError};
 use crate::proxy::client_timeouts::RequestActive;
 use crate::proxy::grpc_web::{Encoder, Mode};
+use crate::upstream::{http1, Incoming};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -26,9 +26,10 @@ pub trait OnDone: Send + Sync {
 /// in-flight count, and the connection to give back once the body has been
 /// read whole. A trait, so that bodies know nothing of pools.
 pub trait UpstreamHold: Send + Sync {
-    /// The body has been read whole: the connection may be reused. Called
-    /// at most once.
-    fn release(&mut self);
+    /// The body has been read whole: the connection may be reused (an
+    /// HTTP/1.1 connection is handed back, if it is fit for reuse). Called at
+    /// most once.
+    fn release(&mut self, connection: Option<Box<http1::Connection>>);
 }
 
 /// A response on its way to the client: a fixed body made by Portico, or an
@@ -159,7 +160,7 @@ impl UpstreamBody {
     fn release_if_done(&mut self) {
         if self.inner.is_end_stream() && !self.released {
             self.released = true;
-            self.hold.release();
+            self.hold.release(self.inner.take_connection());
         }
     }
 

@@ -66,8 +66,8 @@ pub(crate) fn upstream_error(error: SendError, upstream: &str, limit: Option<u64
         SendError::ConnectTimeout(_) => ErrorKind::UpstreamTimeout,
         SendError::Connect(_) | SendError::Tls(_) => ErrorKind::UpstreamConnect,
         SendError::Protocol(_) => ErrorKind::UpstreamBroken,
-        SendError::Http(http) => {
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = http.source();
+        SendError::Http(_) | SendError::Http1(_) => {
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = error.source();
             while let Some(current) = cause {
                 if let Some(fault) = current.downcast_ref::<BodyError>().and_then(Fault::of) {
                     return client_body_error(fault, limit);

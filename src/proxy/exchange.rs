@@ -242,12 +242,16 @@ pub(crate) async fn send(
                     // Not retried: the upstream's own answer goes to the client.
                     None => {
                         let mut response = response;
-                        let switched = match upgrade.take() {
-                            Some(client) if status == http::StatusCode::SWITCHING_PROTOCOLS => {
+                        let upstream_side = match status == http::StatusCode::SWITCHING_PROTOCOLS {
+                            true => response.body_mut().upgraded(),
+                            false => None,
+                        };
+                        let switched = match (upgrade.take(), upstream_side) {
+                            (Some(client), Some(upstream_side)) => {
                                 let protocol = response.headers().get(http::header::UPGRADE).cloned();
                                 upgrade::bridge(
                                     client,
-                                    hyper::upgrade::on(&mut response),
+                                    upstream_side,
                                     forward.timeouts.websocket_idle,
                                     shared.metrics.cloned(),
                                     conn.active.begin(),

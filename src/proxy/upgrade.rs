@@ -6,6 +6,7 @@
 
 use super::client_timeouts::RequestActive;
 use crate::telemetry::metrics::{RouteMetrics, UpgradeEnd};
+use crate::upstream::http1::Upgraded;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
@@ -58,21 +59,21 @@ pub fn to_extended_connect_answer(parts: &mut http::response::Parts) {
 /// its own. `busy` keeps the client connection's own timeouts off meanwhile.
 pub fn bridge(
     client: OnUpgrade,
-    upstream: OnUpgrade,
+    upstream: Upgraded,
     idle: Duration,
     metrics: Option<Arc<RouteMetrics>>,
     busy: RequestActive,
 ) {
     tokio::spawn(async move {
         let _busy = busy;
-        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
-            tracing::debug!("an upgrade did not complete on one side");
+        let Ok(client) = client.await else {
+            tracing::debug!("the client's side of an upgrade did not complete");
             return;
         };
         let _open = metrics.as_ref().map(|m| m.upgrade_opened());
         let activity = Arc::new(Activity::new());
         let mut client = Counted::new(TokioIo::new(client), &activity);
-        let mut upstream = Counted::new(TokioIo::new(upstream), &activity);
+        let mut upstream = Counted::new(upstream, &activity);
         let end = relay(&mut client, &mut upstream, &activity, idle).await;
         tracing::debug!(
             ?end,

@@ -4,16 +4,18 @@
 //! For HTTP/1.1, each target keeps its idle connections in a small LIFO stack (the most
 //! recently used connection is the one most likely still open and warm).
 //! A connection goes back on the stack only when its response body ended
-//! cleanly; one abandoned mid-response is closed by hyper. Expired or closed
-//! connections are dropped as the stack is used, so it needs no sweeper task.
+//! cleanly; one abandoned mid-response is closed with it. Expired or closed
+//! connections are dropped as the stack is used, so it needs no sweeper task,
+//! and an idle connection needs no task either.
 
+use super::http1::Connection;
 use super::transport::{to_http2, SendError, Sender};
+use super::Incoming;
 use crate::body::RequestBody;
 use crate::config::model::UpstreamProtocol;
 use http::uri::Scheme;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1::SendRequest, http2};
+use hyper::client::conn::http2;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -42,7 +44,7 @@ impl From<SendError> for Failed {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    connection: Box<Connection>,
     since: Instant,
 }
 
@@ -61,32 +63,21 @@ impl std::fmt::Debug for Connections {
     }
 }
 
-/// A connection in use by one request; [`Lease::release`] returns an
-/// HTTP/1.1 connection to the target's idle stack once the response has been
-/// read whole (an HTTP/2 connection is never taken from the others).
+/// A request's claim on its target's connections: [`Lease::release`] puts
+/// the HTTP/1.1 connection its answer's body hands back on the target's idle
+/// stack (an HTTP/2 connection is never taken from the others).
 pub struct Lease {
-    sender: Option<SendRequest<RequestBody>>,
-    pool: Arc<super::Target>,
+    target: Arc<super::Target>,
 }
 
 impl Lease {
-    fn http1(sender: SendRequest<RequestBody>, target: &Arc<super::Target>) -> Lease {
-        Lease {
-            sender: Some(sender),
-            pool: target.clone(),
-        }
+    fn new(target: &Arc<super::Target>) -> Lease {
+        Lease { target: target.clone() }
     }
 
-    fn multiplexed(target: &Arc<super::Target>) -> Lease {
-        Lease {
-            sender: None,
-            pool: target.clone(),
-        }
-    }
-
-    pub fn release(self) {
-        if let Some(sender) = self.sender {
-            self.pool.connections.put(sender);
+    pub fn release(self, connection: Option<Box<Connection>>) {
+        if let Some(connection) = connection {
+            self.target.connections.put(connection);
         }
     }
 }
@@ -116,33 +107,26 @@ impl Connections {
         }
     }
 
-    fn take(&self) -> Option<SendRequest<RequestBody>> {
-        let mut idle = self.idle.lock().ok()?;
-        while let Some(entry) = idle.pop_back() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < IDLE_TIMEOUT {
-                return Some(entry.sender);
+    /// The most recently used idle connection that is still open. Closed
+    /// ones are dropped outside the lock.
+    fn take(&self) -> Option<Box<Connection>> {
+        loop {
+            let mut entry = self.idle.lock().ok()?.pop_back()?;
+            if entry.since.elapsed() < IDLE_TIMEOUT && entry.connection.is_reusable() {
+                return Some(entry.connection);
             }
         }
-        None
     }
 
-    fn put(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, connection: Box<Connection>) {
         let Ok(mut idle) = self.idle.lock() else { return };
-        // The oldest entries sit at the front: drop those that have expired or closed.
-        while idle
-            .front()
-            .is_some_and(|e| e.sender.is_closed() || e.since.elapsed() >= IDLE_TIMEOUT)
-        {
+        // The oldest entries sit at the front: drop those that have expired.
+        let now = Instant::now();
+        while idle.front().is_some_and(|e| now - e.since >= IDLE_TIMEOUT) {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push_back(Idle { connection, since: now });
         }
     }
 }
@@ -163,39 +147,27 @@ pub async fn send(
 
 async fn send_http1(
     target: &Arc<super::Target>,
-    mut request: Request<RequestBody>,
+    request: Request<RequestBody>,
     connect_timeout: Duration,
 ) -> Result<(Response<Incoming>, Lease), Failed> {
-    while let Some(mut sender) = target.connections.take() {
-        // Right after the previous response, hyper may still be finishing
-        // with the connection; `ready` waits for that, or fails if it closed.
-        tracing::trace!(target = &*target.addr, "reusing an idle connection");
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        match sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, Lease::http1(sender, target))),
-            Err(mut error) => match error.take_message() {
-                // The connection closed before the request was written: the
-                // request is untouched and safe to send on another connection.
-                Some(unsent) => request = unsent,
-                None => return Err(SendError::Http(error.into_error()).into()),
-            },
-        }
-    }
-    tracing::trace!(target = &*target.addr, "opening a connection");
-    let mut sender = match target.transport.connect(target, connect_timeout).await {
-        Ok(Sender::Http1(sender)) => sender,
-        Ok(Sender::Http2(..)) => return Err(wrong_protocol(request)),
-        Err(error) => {
-            return Err(Failed {
-                error,
-                unsent: Some(request),
-            })
+    let connection = match target.connections.take() {
+        Some(connection) => connection,
+        None => {
+            tracing::trace!(target = &*target.addr, "opening a connection");
+            match target.transport.connect(target, connect_timeout).await {
+                Ok(Sender::Http1(connection)) => connection,
+                Ok(Sender::Http2(..)) => return Err(wrong_protocol(request)),
+                Err(error) => {
+                    return Err(Failed {
+                        error,
+                        unsent: Some(request),
+                    })
+                }
+            }
         }
     };
-    let response = sender.send_request(request).await.map_err(SendError::Http)?;
-    Ok((response, Lease::http1(sender, target)))
+    let response = connection.send(request).await.map_err(SendError::Http1)?;
+    Ok((response.map(Incoming::Http1), Lease::new(target)))
 }
 
 async fn send_http2(
@@ -216,7 +188,7 @@ async fn send_http2(
     if let Some(mut sender) = target.connections.shared() {
         if sender.ready().await.is_ok() {
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, Lease::multiplexed(target))),
+                Ok(response) => return Ok((response.map(Incoming::Http2), Lease::new(target))),
                 Err(mut error) => match error.take_message() {
                     // Refused before it was sent (the connection is going
                     // away): it goes on a new connection.
@@ -233,7 +205,7 @@ async fn send_http2(
         drop(connecting);
         if sender.ready().await.is_ok() {
             let response = sender.send_request(request).await.map_err(SendError::Http)?;
-            return Ok((response, Lease::multiplexed(target)));
+            return Ok((response.map(Incoming::Http2), Lease::new(target)));
         }
         return Err(Failed {
             error: SendError::Protocol("the target's HTTP/2 connection closed"),
@@ -254,7 +226,7 @@ async fn send_http2(
     target.connections.share(sender.clone());
     drop(connecting);
     let response = sender.send_request(request).await.map_err(SendError::Http)?;
-    Ok((response, Lease::multiplexed(target)))
+    Ok((response.map(Incoming::Http2), Lease::new(target)))
 }
 
 /// The transport made a connection of the other protocol: cannot happen,

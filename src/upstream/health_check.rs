@@ -75,7 +75,7 @@ async fn probe_forever(pool: Weak<UpstreamPool>, check: ActiveCheck) {
 /// hide a target that stopped accepting.
 async fn probe(target: &Target, check: &ActiveCheck) -> bool {
     let attempt = async {
-        let mut sender = target.transport.connect(target, check.timeout).await.ok()?;
+        let sender = target.transport.connect(target, check.timeout).await.ok()?;
         let request = Request::get(http::Uri::from(check.path.clone()))
             .header(http::header::HOST, target.host_header.clone())
             .header(http::header::USER_AGENT, "portico-health-check")

@@ -8,6 +8,8 @@ pub mod connections;
 pub mod discovery;
 pub mod health;
 pub mod health_check;
+pub mod http1;
+mod incoming;
 pub mod retry;
 pub mod transport;
 mod window;
@@ -17,6 +19,7 @@ pub use breaker::{BreakerPolicy, CircuitBreaker};
 pub use connections::Lease;
 pub use health::{Health, Outcome, PassivePolicy};
 pub use health_check::ActiveCheck;
+pub use incoming::Incoming;
 pub use retry::{RetryBudget, RetryPolicy};
 pub use transport::SendError;
 pub use transport::Transport;
@@ -176,9 +179,9 @@ impl Checkout {
 }
 
 impl crate::body::UpstreamHold for Checkout {
-    fn release(&mut self) {
+    fn release(&mut self, connection: Option<Box<http1::Connection>>) {
         if let Some(lease) = self.lease.take() {
-            lease.release();
+            lease.release(connection);
         }
     }
 }

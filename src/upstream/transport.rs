@@ -1,13 +1,14 @@
 //! How connections to a pool's targets are made: TCP, then TLS when the
 //! upstream has `tls:`, then the HTTP/1.1 or HTTP/2 handshake.
 
+use super::http1;
+use super::Incoming;
 use crate::body::RequestBody;
 use crate::config::model::{UpstreamProtocol, UpstreamTlsConfig};
 use crate::proxy::tls::ca_roots;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -31,8 +32,10 @@ pub enum SendError {
     Tls(#[source] std::io::Error),
     #[error("{0}")]
     Protocol(&'static str),
-    #[error("HTTP exchange failed: {0}")]
+    #[error("HTTP/2 exchange failed: {0}")]
     Http(#[source] hyper::Error),
+    #[error("HTTP/1.1 exchange failed: {0}")]
+    Http1(#[source] http1::Error),
 }
 
 /// A pool's way to its targets. Equal when made from the same config and
@@ -232,18 +235,25 @@ impl Transport {
             }
             .map_err(SendError::Connect)?;
             let _ = stream.set_nodelay(true);
+            let http1 = self.protocol == UpstreamProtocol::Http1;
             match &self.tls {
-                None => self.handshake(stream).await,
+                None if http1 => Ok(Sender::Http1(http1::Connection::new(http1::Stream::Plain(stream)))),
+                None => self.handshake_http2(stream).await,
                 Some(tls) => {
                     let name = match &tls.server_name {
                         Some(name) => name.clone(),
                         None => host_name(&target.authority)?,
                     };
                     let stream = tls.connector.connect(name, stream).await.map_err(SendError::Tls)?;
-                    if self.protocol == UpstreamProtocol::Http2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+                    if http1 {
+                        return Ok(Sender::Http1(http1::Connection::new(http1::Stream::Tls(Box::new(
+                            stream,
+                        )))));
+                    }
+                    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
                         return Err(SendError::Protocol("the target did not agree to HTTP/2 (ALPN h2)"));
                     }
-                    self.handshake(stream).await
+                    self.handshake_http2(stream).await
                 }
             }
         };
@@ -252,21 +262,13 @@ impl Transport {
             .map_err(|_| SendError::ConnectTimeout(timeout))?
     }
 
-    async fn handshake<S>(&self, stream: S) -> Result<Sender, SendError>
+    /// HTTP/2's handshake; its connection is driven by a task of its own,
+    /// since every request shares it.
+    async fn handshake_http2<S>(&self, stream: S) -> Result<Sender, SendError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let io = TokioIo::new(stream);
-        if self.protocol == UpstreamProtocol::Http1 {
-            let (sender, connection) = http1::handshake(io).await.map_err(SendError::Http)?;
-            tokio::spawn(async move {
-                // With upgrades: a WebSocket handshake hands the connection over.
-                if let Err(error) = connection.with_upgrades().await {
-                    tracing::debug!(%error, "upstream connection ended with an error");
-                }
-            });
-            return Ok(Sender::Http1(sender));
-        }
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(STREAM_WINDOW)
@@ -289,24 +291,26 @@ impl Transport {
     }
 }
 
-/// One connection's sending half.
+/// A new connection: an HTTP/1.1 connection to lend to one request at a
+/// time, or an HTTP/2 connection's sending half.
 pub enum Sender {
-    Http1(http1::SendRequest<RequestBody>),
+    Http1(Box<http1::Connection>),
     /// With the scheme its requests carry.
     Http2(http2::SendRequest<RequestBody>, Scheme),
 }
 
 impl Sender {
     /// Sends on this connection (for requests outside the pool: health checks).
-    pub async fn send_request(
-        &mut self,
-        mut request: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
+    pub async fn send_request(self, mut request: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
         match self {
-            Sender::Http1(sender) => sender.send_request(request).await,
-            Sender::Http2(sender, scheme) => {
-                to_http2(&mut request, scheme.clone(), None);
-                sender.send_request(request).await
+            Sender::Http1(connection) => {
+                let response = connection.send(request).await.map_err(SendError::Http1)?;
+                Ok(response.map(Incoming::Http1))
+            }
+            Sender::Http2(mut sender, scheme) => {
+                to_http2(&mut request, scheme, None);
+                let response = sender.send_request(request).await.map_err(SendError::Http)?;
+                Ok(response.map(Incoming::Http2))
             }
         }
     }

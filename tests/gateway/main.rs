@@ -31,6 +31,7 @@ mod tls;
 mod tracing;
 mod transcode;
 mod transform;
+mod upstream_http1;
 mod upstream_protocols;
 mod waf;
 mod waf_crs;

@@ -1,0 +1,228 @@
+//! The answer's head: parsed by `httparse`, and how its body is framed
+//! (RFC 9112 §6.3), decided once here.
+
+use super::Error;
+use bytes::BytesMut;
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version};
+
+/// Larger heads are refused (nginx's `proxy_buffer_size` is 4-8 KiB; large
+/// cookies fit here with room to spare).
+pub(super) const MAX_HEAD: usize = 64 * 1024;
+pub(super) const MAX_FIELDS: usize = 100;
+
+/// How the answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+    /// A `101`: no body; the connection now carries another protocol.
+    Upgrade,
+}
+
+pub(super) struct Answer {
+    pub parts: http::response::Parts,
+    pub framing: Framing,
+    /// The target keeps the connection open after this answer.
+    pub keep_alive: bool,
+}
+
+/// Parses the answer's head from the front of `read` and removes it, or
+/// `None` while it is incomplete. Interim answers (`100 Continue`, `103`) are
+/// read past. `bodiless`: the request was a HEAD. `upgrade`: it asked for
+/// one, so a `101` is its answer.
+pub(super) fn parse(read: &mut BytesMut, bodiless: bool, upgrade: bool) -> Result<Option<Answer>, Error> {
+    loop {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut response = httparse::Response::new(&mut fields);
+        let length = match response.parse(read) {
+            Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => return Err(Error::HeadTooLarge),
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) if read.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+            Err(_) => return Err(Error::MalformedHead("not an HTTP/1.x status line and fields")),
+        };
+        let status = StatusCode::from_u16(response.code.unwrap_or(0))
+            .map_err(|_| Error::MalformedHead("the status is not a number from 100 to 999"))?;
+        let version = match response.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        // Where each field sits in the head, so its value can share the head's bytes.
+        let base = read.as_ptr() as usize;
+        let mut spans = Vec::with_capacity(response.headers.len());
+        for field in response.headers.iter() {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            spans.push((name..name + field.name.len(), value..value + field.value.len()));
+        }
+        let head = read.split_to(length).freeze();
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, value) in spans {
+            let name =
+                HeaderName::from_bytes(&head[name]).map_err(|_| Error::MalformedHead("a field name is invalid"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value))
+                .map_err(|_| Error::MalformedHead("a field value is invalid"))?;
+            headers.append(name, value);
+        }
+        let (framing, keep_alive) = framing(status, version, &mut headers, bodiless, upgrade)?;
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(Answer {
+            parts,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// How the body is delimited, and whether the connection stays open after it.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &mut HeaderMap,
+    bodiless: bool,
+    upgrade: bool,
+) -> Result<(Framing, bool), Error> {
+    let mut keep_alive = match version {
+        Version::HTTP_10 => has_token(headers, CONNECTION, "keep-alive"),
+        _ => !has_token(headers, CONNECTION, "close"),
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return match upgrade {
+            true => Ok((Framing::Upgrade, false)),
+            false => Err(Error::MalformedHead(
+                "a 101 answer to a request that asked for no upgrade",
+            )),
+        };
+    }
+    if bodiless || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Length(0), keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // Transfer-Encoding wins over Content-Length; a message with both
+        // may be an attempt at splitting, so its connection is not reused.
+        if headers.remove(CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(match chunked {
+            true => (Framing::Chunked, keep_alive),
+            false => (Framing::UntilClose, false),
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        // `Content-Length: 5, 5` is one length said twice; any disagreement is fatal.
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let parsed = match part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                true => None,
+                false => std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|digits| digits.parse::<u64>().ok()),
+            };
+            match (parsed, length) {
+                (None, _) => return Err(Error::BadLength),
+                (Some(n), Some(seen)) if n != seen => return Err(Error::BadLength),
+                (Some(n), _) => length = Some(n),
+            }
+        }
+    }
+    Ok(match length {
+        Some(length) => (Framing::Length(length), keep_alive),
+        None => (Framing::UntilClose, false),
+    })
+}
+
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &str) -> Result<Option<Answer>, Error> {
+        parse(&mut BytesMut::from(head.as_bytes()), false, false)
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let answer = parsed("HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.framing, Framing::Length(5));
+        assert!(answer.keep_alive);
+        let both = parsed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(both.framing, Framing::Chunked);
+        assert!(!both.keep_alive, "both framings: the connection is not reused");
+        assert!(!both.parts.headers.contains_key(CONTENT_LENGTH));
+        let gzip_last = parsed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(gzip_last.framing, Framing::UntilClose);
+        let old = parsed("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n").unwrap().unwrap();
+        assert!(!old.keep_alive);
+        let close = parsed("HTTP/1.1 200 OK\r\nConnection: Keep-Alive, close\r\nContent-Length: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!close.keep_alive);
+        for bad in ["5, 6", "-1", "+5", "0x10", "", "99999999999999999999"] {
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(matches!(parsed(&head), Err(Error::BadLength)), "{bad:?}");
+        }
+        let twice = parsed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n");
+        assert!(matches!(twice, Err(Error::BadLength)));
+        let none = parsed("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(none.framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn interim_answers_are_read_past_and_heads_are_bounded() {
+        let mut read = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\nrest"[..]);
+        let answer = parse(&mut read, false, false).unwrap().unwrap();
+        assert_eq!(answer.parts.status, 201);
+        assert_eq!(&read[..], b"rest");
+        assert!(parsed("HTTP/1.1 200 OK\r\nX: 1").unwrap().is_none());
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert!(matches!(parsed(&huge), Err(Error::HeadTooLarge)));
+        assert!(matches!(parsed(&format!("{huge}\r\n\r\n")), Err(Error::HeadTooLarge)));
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: 1\r\n".repeat(MAX_FIELDS + 1));
+        assert!(matches!(parsed(&many), Err(Error::HeadTooLarge)));
+        assert!(matches!(
+            parsed("HTTP/1.1 101 Switching\r\n\r\n"),
+            Err(Error::MalformedHead(_))
+        ));
+        assert!(matches!(
+            parsed("HTTP/1.1 200 OK\r\nX : 1\r\n\r\n"),
+            Err(Error::MalformedHead(_))
+        ));
+        assert!(matches!(
+            parsed("HTTP/1.1 200 OK\r\nX: 1\r\n folded\r\n\r\n"),
+            Err(Error::MalformedHead(_))
+        ));
+    }
+}
