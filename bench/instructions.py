@@ -10,7 +10,10 @@ keep-alive connection in two runs, and the difference of the two totals,
 divided by the difference of the counts, is the cost of one request with
 start-up and shutdown taken out.
 
-Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500]
+Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500] [--top N]
+
+--top N also prints, for each binary, the N functions with the most
+instructions of their own in the MANY run (callgrind_annotate), per request.
 """
 import argparse, os, re, signal, subprocess, sys, time
 
@@ -21,7 +24,7 @@ from bench import BACKEND, scratch_dir, start_backend, wait_port
 GATEWAY = 18088
 
 
-def total_instructions(binary, conf, requests, tmp):
+def total_instructions(binary, conf, requests, tmp, top=0):
     out_file = os.path.join(tmp, f"callgrind.{os.getpid()}.{time.monotonic_ns()}")
     proxy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
                               binary, "run", "--config", conf, "--workers", "1", "--no-watch"],
@@ -43,6 +46,12 @@ def total_instructions(binary, conf, requests, tmp):
     found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
     if not found:
         sys.exit(f"no instruction total in {out_file}")
+    if top:
+        annotated = subprocess.run(["callgrind_annotate", "--inclusive=no", f"--threshold=100", out_file],
+                                   capture_output=True, text=True, check=True).stdout
+        rows = re.findall(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:\*\s+)?(\S.*)$", annotated, re.M)
+        for count, name in rows[1:top + 1]:
+            print(f"  {int(count.replace(',', '')) / requests:9,.0f}  {name[:150]}")
     return int(found.group(1))
 
 
@@ -51,6 +60,7 @@ def main():
     parser.add_argument("binaries", nargs="+")
     parser.add_argument("--few", type=int, default=500)
     parser.add_argument("--many", type=int, default=2500)
+    parser.add_argument("--top", type=int, default=0)
     args = parser.parse_args()
     tmp = scratch_dir("portico-instructions-")
     backend = start_backend(tmp)
@@ -61,7 +71,7 @@ def main():
     try:
         for binary in args.binaries:
             few = total_instructions(binary, conf, args.few, tmp)
-            many = total_instructions(binary, conf, args.many, tmp)
+            many = total_instructions(binary, conf, args.many, tmp, args.top)
             per_request = (many - few) / (args.many - args.few)
             print(f"{binary}: {per_request:,.0f} instructions per request")
     finally:

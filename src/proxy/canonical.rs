@@ -18,7 +18,7 @@
 //!   `-Prefix`, `-Server`, `X-Real-IP`, `Via`) pass only from the
 //!   listener's `trusted_proxies`.
 
-use super::forward::{accepts_trailers, connection_named, tokens};
+use super::forward::{accepts_trailers, connection_named, remove_named, tokens};
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::ListenerSettings;
 use crate::plugins::ClientFacts;
@@ -78,14 +78,10 @@ pub fn canonicalise_with(
         None => parts.headers.remove(HOST),
     };
     let headers = &mut parts.headers;
-    for name in trusted {
-        headers.remove(name);
-    }
+    remove_named(headers, trusted);
     strip_connection_named(headers);
     if !peer_trusted {
-        for name in &FORWARDING {
-            headers.remove(name);
-        }
+        remove_named(headers, &FORWARDING);
     }
     Ok(ClientFacts {
         sent_authorization: headers.contains_key(http::header::AUTHORIZATION),

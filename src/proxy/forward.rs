@@ -12,22 +12,20 @@ pub fn client_ip_header(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Hop-by-hop fields (RFC 9110 section 7.6.1 and the historical ones).
-static HOP_BY_HOP: [&HeaderName; 8] = [
-    &CONNECTION,
-    &KEEP_ALIVE,
-    &TE,
-    &TRAILER,
-    &TRANSFER_ENCODING,
-    &UPGRADE,
-    &PROXY_AUTHORIZATION,
-    &PROXY_CONNECTION,
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
 ];
 
 /// The comma-separated tokens of every `name` field, trimmed.
@@ -49,20 +47,29 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass over the few names a message has is cheaper than a lookup for
-    // each of the eight hop-by-hop names, which are rarely there.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(&name)) {
-        return;
-    }
-    if headers.contains_key(CONNECTION) {
+    let present = named(headers, &HOP_BY_HOP);
+    if present.contains(&CONNECTION) {
         for name in connection_named(headers) {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
-    for name in HOP_BY_HOP {
+    for name in present {
         headers.remove(name);
     }
+}
+
+/// Removes every field named in `names`.
+pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
+    for name in named(headers, names) {
+        headers.remove(name);
+    }
+}
+
+/// Which of `names` the message has: one pass over the names it has (a
+/// handful) rather than a hashed lookup for each of `names`, most of which
+/// a message does not have. Allocates only when some are there.
+fn named(headers: &HeaderMap, names: &[HeaderName]) -> Vec<HeaderName> {
+    headers.keys().filter(|name| names.contains(name)).cloned().collect()
 }
 
 /// The protocol an HTTP/1.1 message switches to: `Upgrade` named in `Connection`.
@@ -111,6 +118,8 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     let upgrade = upgrade_of(headers);
     let trailers = accepts_trailers(headers);
     strip_hop_by_hop(headers);
+    // Room for what is added below, so the map grows once, not field by field.
+    headers.reserve(6);
     // `TE: trailers` says what this hop takes, and Portico passes trailers on.
     if trailers {
         headers.insert(TE, HeaderValue::from_static("trailers"));

@@ -50,23 +50,31 @@ pub(super) fn parse(read: &mut BytesMut, bodiless: bool, upgrade: bool) -> Resul
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Where each field sits in the head, so its value can share the head's bytes.
+        // Where each field sits in the head, so its value can share the
+        // head's bytes (on the stack: the head is at most 64 KiB).
         let base = read.as_ptr() as usize;
-        let mut spans = Vec::with_capacity(response.headers.len());
-        for field in response.headers.iter() {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            spans.push((name..name + field.name.len(), value..value + field.value.len()));
+        let mut spans = [[0u32; 4]; MAX_FIELDS];
+        let count = response.headers.len();
+        for (span, field) in spans.iter_mut().zip(response.headers.iter()) {
+            let name = (field.name.as_ptr() as usize - base) as u32;
+            let value = (field.value.as_ptr() as usize - base) as u32;
+            *span = [
+                name,
+                name + field.name.len() as u32,
+                value,
+                value + field.value.len() as u32,
+            ];
         }
         let head = read.split_to(length).freeze();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(spans.len());
-        for (name, value) in spans {
-            let name =
-                HeaderName::from_bytes(&head[name]).map_err(|_| Error::MalformedHead("a field name is invalid"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value))
+        // With room for the two fields the proxy adds (`Via`, the request id).
+        let mut headers = HeaderMap::with_capacity(count + 2);
+        for &[name, name_end, value, value_end] in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name as usize..name_end as usize])
+                .map_err(|_| Error::MalformedHead("a field name is invalid"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value as usize..value_end as usize))
                 .map_err(|_| Error::MalformedHead("a field value is invalid"))?;
             headers.append(name, value);
         }
