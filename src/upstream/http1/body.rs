@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use sync_wrapper::SyncWrapper;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,33 @@ impl Body {
         self.connection = None;
         self.state = State::Done;
         Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// How long the rest of a request body is still sent once its answer was
+/// read whole (see [`Body`]'s `Drop`).
+const FINISH_SENDING: Duration = Duration::from_secs(30);
+
+impl Drop for Body {
+    /// The answer came, and was read whole, before the request body was sent
+    /// whole: the rest is still sent, on a task of its own, so that the client
+    /// can finish its request as it would if the answer had come last (an
+    /// HTTP/3 client otherwise sees its stream stopped). The connection is
+    /// closed afterwards.
+    fn drop(&mut self) {
+        if self.state != State::Done {
+            return;
+        }
+        let (Some(mut sending), Some(mut connection)) = (self.sending.take(), self.connection.take()) else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let rest = std::future::poll_fn(|cx| sending.get_mut().poll_send(&mut connection.stream, cx));
+            let _ = tokio::time::timeout(FINISH_SENDING, rest).await;
+        });
     }
 }
 
