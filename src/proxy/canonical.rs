@@ -74,9 +74,14 @@ pub fn canonicalise_with(
         parts.uri = Uri::from(target);
     }
     match authority {
-        Some(authority) => parts.headers.insert(HOST, authority),
-        None => parts.headers.remove(HOST),
-    };
+        Host::Keep => {}
+        Host::Set(authority) => {
+            parts.headers.insert(HOST, authority);
+        }
+        Host::Remove => {
+            parts.headers.remove(HOST);
+        }
+    }
     let headers = &mut parts.headers;
     remove_named(headers, trusted);
     strip_connection_named(headers);
@@ -90,9 +95,18 @@ pub fn canonicalise_with(
     })
 }
 
-/// The one authority of the request, as a Host value; `None` when it has
-/// none (HTTP/1.0 without Host, or an empty Host).
-fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyError> {
+/// What the Host field becomes.
+enum Host {
+    /// It is the request's one authority already.
+    Keep,
+    /// The target's authority (absolute-form, or HTTP/2's `:authority`).
+    Set(HeaderValue),
+    /// The request has no authority (HTTP/1.0 without Host, or an empty Host).
+    Remove,
+}
+
+/// The one authority of the request, as its Host field.
+fn authority(parts: &http::request::Parts) -> Result<Host, ProxyError> {
     let mut hosts = parts.headers.get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -104,7 +118,7 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
         // Absolute-form: the target's authority, whatever Host says (RFC 9112 section 3.2.2).
         (Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11, Some(target), _) => target.as_str(),
         (Version::HTTP_11, None, None) => return Err(bad_request("an HTTP/1.1 request must have a Host field")),
-        (_, None, None) => return Ok(None),
+        (_, None, None) => return Ok(Host::Remove),
         (_, None, Some(host)) => host.to_str().map_err(|_| invalid())?,
         // HTTP/2 and HTTP/3: Host may repeat `:authority`, never name another (RFC 9113 section 8.3.1).
         (_, Some(target), Some(host)) if !host.as_bytes().eq_ignore_ascii_case(target.as_str().as_bytes()) => {
@@ -113,7 +127,7 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
         (_, Some(target), _) => target.as_str(),
     };
     if chosen.is_empty() {
-        return Ok(None);
+        return Ok(Host::Remove);
     }
     let authority: Authority = chosen.parse().map_err(|_| invalid())?;
     // `user@host` is not a Host (RFC 9110 section 7.2), and a port is a number.
@@ -125,8 +139,11 @@ fn authority(parts: &http::request::Parts) -> Result<Option<HeaderValue>, ProxyE
     if authority.as_str().contains('@') || !port_ok {
         return Err(invalid());
     }
+    if from_target.is_none() {
+        return Ok(Host::Keep);
+    }
     HeaderValue::from_str(authority.as_str())
-        .map(Some)
+        .map(Host::Set)
         .map_err(|_| invalid())
 }
 
@@ -180,9 +197,12 @@ mod tests {
     }
 
     fn host_of(parts: &http::request::Parts) -> Result<Option<String>, u16> {
-        authority(parts)
-            .map(|h| h.map(|v| v.to_str().unwrap().to_string()))
-            .map_err(|e| e.kind.status().as_u16())
+        let text = |v: &HeaderValue| v.to_str().unwrap().to_string();
+        match authority(parts).map_err(|e| e.kind.status().as_u16())? {
+            Host::Keep => Ok(parts.headers.get(HOST).map(text)),
+            Host::Set(value) => Ok(Some(text(&value))),
+            Host::Remove => Ok(None),
+        }
     }
 
     #[test]

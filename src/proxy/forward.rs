@@ -47,29 +47,42 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
 
 /// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let present = named(headers, &HOP_BY_HOP);
-    if present.contains(&CONNECTION) {
-        for name in connection_named(headers) {
-            headers.remove(name);
+    while let Some(found) = first_named(headers, &HOP_BY_HOP) {
+        if HOP_BY_HOP[found] == CONNECTION {
+            remove_connection_named(headers);
         }
+        headers.remove(&HOP_BY_HOP[found]);
     }
-    for name in present {
+}
+
+/// Removes what `Connection` names. Most name only `keep-alive`, `close` or
+/// `upgrade`, which are hop-by-hop anyway or no field at all: those cost
+/// no lookup and no allocation.
+fn remove_connection_named(headers: &mut HeaderMap) {
+    let anyway = |token: &str| {
+        token.eq_ignore_ascii_case("close") || HOP_BY_HOP.iter().any(|name| token.eq_ignore_ascii_case(name.as_str()))
+    };
+    let named: Vec<HeaderName> = tokens(headers, &CONNECTION)
+        .filter(|token| !anyway(token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
 }
 
 /// Removes every field named in `names`.
 pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
-    for name in named(headers, names) {
-        headers.remove(name);
+    while let Some(found) = first_named(headers, names) {
+        headers.remove(&names[found]);
     }
 }
 
-/// Which of `names` the message has: one pass over the names it has (a
-/// handful) rather than a hashed lookup for each of `names`, most of which
-/// a message does not have. Allocates only when some are there.
-fn named(headers: &HeaderMap, names: &[HeaderName]) -> Vec<HeaderName> {
-    headers.keys().filter(|name| names.contains(name)).cloned().collect()
+/// Which of `names` the message has first: one pass over the names it has
+/// (a handful) rather than a hashed lookup for each of `names`, most of
+/// which a message does not have; no allocation.
+fn first_named(headers: &HeaderMap, names: &[HeaderName]) -> Option<usize> {
+    headers.keys().find_map(|name| names.iter().position(|n| n == name))
 }
 
 /// The protocol an HTTP/1.1 message switches to: `Upgrade` named in `Connection`.

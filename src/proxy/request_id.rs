@@ -21,12 +21,15 @@ fn is_sane(id: &[u8]) -> bool {
 }
 
 /// A random (version 4) UUID. Unpredictability is not needed here, only
-/// uniqueness, so it comes from the fast thread-local generator.
+/// uniqueness, so it comes from the fast thread-local generator. The text
+/// is one shared allocation, so the copies that go upstream, to the client
+/// and to the log only count references.
 fn generate() -> HeaderValue {
     let uuid = uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes()).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid.hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    uuid.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 #[cfg(test)]
