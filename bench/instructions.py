@@ -10,21 +10,25 @@ keep-alive connection in two runs, and the difference of the two totals,
 divided by the difference of the counts, is the cost of one request with
 start-up and shutdown taken out.
 
-Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500] [--top N]
+Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500] [--top N] [--policies]
+
+--policies counts the route of bench/policies.py instead: key_auth, a rate
+limit, a header transform and the access log on.
 
 --top N also prints, for each binary, the N functions with the most
 instructions of their own in the MANY run (callgrind_annotate), per request.
 """
-import argparse, os, re, signal, subprocess, sys, time
+import argparse, json, os, re, signal, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ab import CONFIG
+import policies
 from bench import BACKEND, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18088
 
 
-def total_instructions(binary, conf, requests, tmp, top=0):
+def total_instructions(binary, conf, requests, tmp, top=0, target=("/small", [])):
     out_file = os.path.join(tmp, f"callgrind.{os.getpid()}.{time.monotonic_ns()}")
     proxy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
                               binary, "run", "--config", conf, "--workers", "1", "--no-watch"],
@@ -36,7 +40,8 @@ def total_instructions(binary, conf, requests, tmp, top=0):
                 break
             except SystemExit:
                 continue
-        subprocess.run(["h2load", "--h1", "-n", str(requests), "-c", "1", f"http://127.0.0.1:{GATEWAY}/small"],
+        path, headers = target
+        subprocess.run(["h2load", "--h1", "-n", str(requests), "-c", "1", *headers, f"http://127.0.0.1:{GATEWAY}{path}"],
                        capture_output=True, check=True)
     finally:
         proxy.send_signal(signal.SIGTERM)
@@ -61,17 +66,23 @@ def main():
     parser.add_argument("--few", type=int, default=500)
     parser.add_argument("--many", type=int, default=2500)
     parser.add_argument("--top", type=int, default=0)
+    parser.add_argument("--policies", action="store_true")
     args = parser.parse_args()
     tmp = scratch_dir("portico-instructions-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
-        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+        if args.policies:
+            f.write(policies.POLICIES_CONFIG.format(port=GATEWAY, backend=BACKEND, key=policies.API_KEY,
+                                                   pem=json.dumps(open(os.path.join(policies.KEYS, "rsa1.pub")).read())))
+        else:
+            f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    target = ("/policies", ["-H", f"X-API-Key: {policies.API_KEY}"]) if args.policies else ("/small", [])
     wait_port(BACKEND)
     try:
         for binary in args.binaries:
-            few = total_instructions(binary, conf, args.few, tmp)
-            many = total_instructions(binary, conf, args.many, tmp, args.top)
+            few = total_instructions(binary, conf, args.few, tmp, target=target)
+            many = total_instructions(binary, conf, args.many, tmp, args.top, target)
             per_request = (many - few) / (args.many - args.few)
             print(f"{binary}: {per_request:,.0f} instructions per request")
     finally:

@@ -334,13 +334,16 @@ impl RateLimit {
 
     /// `RateLimit: "10/1s";r=3;t=1, ...` for what the verdicts say.
     fn state_header(&self, verdicts: &[Verdict]) -> Option<HeaderValue> {
-        let items: Vec<String> = self
-            .limits
-            .iter()
-            .zip(verdicts)
-            .map(|(l, v)| format!("\"{}\";r={};t={}", l.name, v.remaining, v.reset_secs))
-            .collect();
-        HeaderValue::from_str(&items.join(", ")).ok()
+        use std::fmt::Write;
+        // Written once into the string the header then owns: no copy.
+        let mut text = String::with_capacity(32 * self.limits.len());
+        for (limit, verdict) in self.limits.iter().zip(verdicts) {
+            if !text.is_empty() {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "\"{}\";r={};t={}", limit.name, verdict.remaining, verdict.reset_secs);
+        }
+        HeaderValue::try_from(text).ok()
     }
 
     fn store_failed(&self, ctx: &RequestContext<'_>, error: &str) -> Result<Flow, ProxyError> {

@@ -10,7 +10,7 @@ use super::metrics::RouteMetrics;
 use super::traces::RequestSpan;
 use crate::config::model::{LogField, LogFormat};
 use http::{HeaderValue, Method, Version};
-use serde::ser::{SerializeMap, Serializer};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -153,6 +153,16 @@ struct Line<'a> {
     elapsed: Duration,
 }
 
+/// A value written as its `Display` text straight into the line, with no
+/// string of its own.
+struct Displayed<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Displayed<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
 impl Line<'_> {
     fn fields<M: SerializeMap>(&self, mut map: M) -> Result<M::Ok, M::Error> {
         let e = self.entry;
@@ -160,10 +170,10 @@ impl Line<'_> {
             let name = field_name(*field);
             match field {
                 LogField::Timestamp => {
-                    map.serialize_entry(name, &humantime::format_rfc3339_micros(self.timestamp).to_string())?
+                    map.serialize_entry(name, &Displayed(humantime::format_rfc3339_micros(self.timestamp)))?
                 }
                 LogField::RequestId => map.serialize_entry(name, e.request_id.to_str().unwrap_or_default())?,
-                LogField::Client => map.serialize_entry(name, &e.client.to_string())?,
+                LogField::Client => map.serialize_entry(name, &Displayed(e.client))?,
                 LogField::Method => map.serialize_entry(name, e.method.as_str())?,
                 LogField::Path => map.serialize_entry(name, &e.path)?,
                 LogField::Route => optional(&mut map, name, e.route.as_deref())?,
