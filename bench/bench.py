@@ -163,6 +163,12 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
+def rss_mib(pid):
+    """The process's resident memory, in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
+
+
 def to_ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
@@ -237,11 +243,13 @@ def arg_parser():
 def rounds(cases, args, scheme="http"):
     """Runs every case `(name, port, pid, path[, options[, tool]])` once a
     round, alternating, for `args.rounds` rounds: the measurements by name.
-    The tool is wrk unless the case says "h2load"."""
+    The tool is wrk unless the case says "h2load". `options` may be a
+    function of the round number, for options that change each round."""
     runs = {name: [] for name, *_ in cases}
     for round_ in range(args.rounds):
         for name, port, pid, path, *extra in cases:
             options = extra[0] if extra else ()
+            options = options(round_) if callable(options) else options
             tool = extra[1] if len(extra) > 1 else "wrk"
             runs[name].append(measure((name, port, pid), path, args.connections, args.duration, scheme, options, tool))
         print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)

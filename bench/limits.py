@@ -11,10 +11,10 @@ against a local limit; Portico's RSS before and after.
 
 Usage: bench/limits.sh [--rounds 5] [--duration 5] [--keys 1000000]
 """
-import os, re, subprocess, sys
+import os, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import (arg_parser, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, print_table, rounds, scratch_dir,
+from bench import (arg_parser, rss_mib, BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, print_table, rounds, scratch_dir,
                    start_backend, wait_port, wrk, wrk_run)
 
 GATEWAY, REDIS = 18084, 18098
@@ -48,11 +48,6 @@ end
 
 def run_wrk(url, connections, duration, script=None, script_args=()):
     return wrk_run(url, connections, duration, ["-s", script] if script else [], script_args)
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
 
 
 def main():

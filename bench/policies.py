@@ -18,7 +18,7 @@ Usage: bench/policies.sh [--rounds 5] [--duration 5] [--tokens 150000]
 import base64, json, multiprocessing, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, scratch_dir, start_backend, wait_port
+from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = os.path.join(ROOT, "tests", "fixtures", "jwt")
@@ -137,15 +137,11 @@ def main():
                   "/jwt", lambda run: ["-s", script(run)])]
         for name, port, pid, path, options in cases:  # warm-up (the jwt one on the last slice)
             measure((name, port, pid), path, args.connections, 1, extra=options(args.rounds))
-        runs = {name: [] for name, *_ in cases}
-        for round_ in range(args.rounds):
-            for name, port, pid, path, options in cases:
-                result = measure((name, port, pid), path, args.connections, args.duration, extra=options(round_))
-                if path == "/jwt" and result["rps"] * args.duration > slice_size:
-                    print(f"warning: a jwt run sent more requests than its {slice_size:,} tokens; "
-                          f"raise --tokens", file=sys.stderr)
-                runs[name].append(result)
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        runs = rounds(cases, args)
+        jwt_sent = max(r["rps"] for r in runs[cases[2][0]]) * args.duration
+        if jwt_sent > slice_size:
+            print(f"warning: a jwt run sent more requests than its {slice_size:,} tokens (some were verified "
+                  f"from the cache); raise --tokens", file=sys.stderr)
 
         base = statistics.median(r["rps"] for r in runs["plain"])
         print(f"Medians of {args.rounds} rounds of {args.duration}s, wrk -t1 -c{args.connections}, each Portico "

@@ -15,10 +15,11 @@ the sizes alternate within each round (each its own process); medians.
 
 Usage: bench/scale.sh [--rounds 3] [--duration 5] [--sizes 1,1000,10000]
 """
-import json, os, re, statistics, subprocess, sys, time, urllib.request
+import json, os, statistics, subprocess, sys, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, scratch_dir, start_backend, wait_port
+from bench import (arg_parser, rss_mib, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend,
+                   wait_port)
 
 FIRST_PORT, FIRST_ADMIN = 18100, 18200
 TOKEN = "bench-admin-token-0123456789abcdef"
@@ -60,11 +61,6 @@ def config(size, port, admin):
     return json.dumps(document), f"/api{middle}/users/42", f"key-{consumers // 2:06d}-0123456789abcdef"
 
 
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        return int(re.search(r"VmRSS:\s+(\d+) kB", f.read()).group(1)) / 1024
-
-
 def main():
     parser = arg_parser()
     parser.add_argument("--sizes", default="1,1000,10000")
@@ -103,11 +99,7 @@ def main():
             cases.append((f"{size:,} routes: key_auth", port, process.pid, "/keyed", ["-H", f"X-API-Key: {key}"]))
         for name, port, pid, path, options in cases:  # warm-up
             measure((name, port, pid), path, args.connections, 1, extra=options)
-        runs = {name: [] for name, *_ in cases}
-        for round_ in range(args.rounds):
-            for name, port, pid, path, options in cases:
-                runs[name].append(measure((name, port, pid), path, args.connections, args.duration, extra=options))
-            print(f"round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        runs = rounds(cases, args)
 
         med = lambda name, key: statistics.median(r[key] for r in runs[name])
         base = {kind: med(f"{sizes[0]:,} routes: {kind}", "rps") for kind in ("template route", "key_auth")}

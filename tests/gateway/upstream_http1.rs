@@ -91,6 +91,22 @@ routes:
     .await
 }
 
+/// `count` requests (GET, or HEAD) in turn through a gateway to an upstream
+/// that answers each with `answer`: the replies, and how many connections
+/// the upstream saw.
+async fn through(answer: &'static [u8], close: bool, method: http::Method, count: usize) -> (Vec<Reply>, usize) {
+    let (upstream, seen) = scripted(answer, close).await;
+    let gw = gateway_to(upstream).await;
+    let mut replies = Vec::new();
+    for _ in 0..count {
+        let request = Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{}/x", gw.addr));
+        replies.push(send(request.body(Full::default()).unwrap()).await);
+    }
+    (replies, seen.connections.load(Ordering::SeqCst))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_cannot_be_framed_are_502s() {
     for answer in [
@@ -102,94 +118,74 @@ async fn answers_that_cannot_be_framed_are_502s() {
         b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-Long: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     ] {
-        let (upstream, _) = scripted(answer, true).await;
-        let gw = gateway_to(upstream).await;
-        let reply = get(&format!("http://{}/x", gw.addr)).await;
-        reply.problem(502);
+        let (replies, _) = through(answer, true, http::Method::GET, 1).await;
+        replies[0].problem(502);
     }
     // A head past 64 KiB is refused, not buffered without end.
     let huge: &'static [u8] = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(70_000))
         .into_bytes()
         .leak();
-    let (upstream, _) = scripted(huge, false).await;
-    let gw = gateway_to(upstream).await;
-    get(&format!("http://{}/x", gw.addr)).await.problem(502);
+    let (replies, _) = through(huge, false, http::Method::GET, 1).await;
+    replies[0].problem(502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_past_an_answer_never_answer_the_next_request() {
     // The upstream sends a second, unasked answer after the first: on a
     // reused connection it would answer the next client's request.
-    let (upstream, seen) = scripted(
+    let (replies, connections) = through(
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected",
         false,
+        http::Method::GET,
+        3,
     )
     .await;
-    let gw = gateway_to(upstream).await;
-    for _ in 0..3 {
-        let reply = get(&format!("http://{}/x", gw.addr)).await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.text(), "ok");
-    }
-    assert_eq!(
-        seen.connections.load(Ordering::SeqCst),
-        3,
-        "each answer's connection was dropped"
-    );
+    assert!(replies.iter().all(|r| r.status == 200 && r.text() == "ok"));
+    assert_eq!(connections, 3, "each answer's connection was dropped");
 
     // Both framings in one answer: read as chunked (RFC 9112 §6.3), and the
     // connection is not reused.
-    let (upstream, seen) = scripted(
+    let (replies, connections) = through(
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         false,
+        http::Method::GET,
+        2,
     )
     .await;
-    let gw = gateway_to(upstream).await;
-    for _ in 0..2 {
-        let reply = get(&format!("http://{}/x", gw.addr)).await;
-        assert_eq!(reply.text(), "hello");
-        assert!(!reply.headers.contains_key("content-length"));
-    }
-    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    assert!(replies
+        .iter()
+        .all(|r| r.text() == "hello" && !r.headers.contains_key("content-length")));
+    assert_eq!(connections, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn well_framed_answers_reuse_their_connection() {
     // Chunks with extensions, then trailers; interim answers read past.
-    let (upstream, seen) = scripted(
+    let (replies, connections) = through(
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Checksum: abc\r\n\r\n",
         false,
+        http::Method::GET,
+        3,
     )
     .await;
-    let gw = gateway_to(upstream).await;
-    for _ in 0..3 {
-        let reply = get(&format!("http://{}/x", gw.addr)).await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.text(), "hello world");
-    }
+    assert!(replies.iter().all(|r| r.status == 200 && r.text() == "hello world"));
+    assert_eq!(connections, 1);
     // A HEAD's answer has no body whatever its length says; the connection goes on.
-    let (upstream, seen_head) = scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", false).await;
-    let gw_head = gateway_to(upstream).await;
-    for _ in 0..2 {
-        let reply = send(
-            Request::head(format!("http://{}/x", gw_head.addr))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(reply.status, 200);
-        assert_eq!(reply.header("content-length"), "100");
-    }
-    assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
-    assert_eq!(seen_head.connections.load(Ordering::SeqCst), 1);
-
+    let (replies, connections) = through(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n",
+        false,
+        http::Method::HEAD,
+        2,
+    )
+    .await;
+    assert!(replies
+        .iter()
+        .all(|r| r.status == 200 && r.header("content-length") == "100"));
+    assert_eq!(connections, 1);
     // An answer read to the close: whole, and its connection not kept.
-    let (upstream, seen) = scripted(b"HTTP/1.1 200 OK\r\n\r\nuntil the close", true).await;
-    let gw = gateway_to(upstream).await;
-    for _ in 0..2 {
-        assert_eq!(get(&format!("http://{}/x", gw.addr)).await.text(), "until the close");
-    }
-    assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+    let (replies, connections) = through(b"HTTP/1.1 200 OK\r\n\r\nuntil the close", true, http::Method::GET, 2).await;
+    assert!(replies.iter().all(|r| r.text() == "until the close"));
+    assert_eq!(connections, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
