@@ -20,7 +20,9 @@ pub use path::{Params, PathKind, PathPattern};
 
 use crate::config::model::MatchConfig;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use path::first_segment;
 use std::cmp::Reverse;
+use std::collections::HashMap;
 
 /// What a route matches, compiled from `match:`.
 #[derive(Debug, Clone)]
@@ -225,17 +227,53 @@ fn parse_method(name: &str) -> Result<Method, String> {
     Method::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a valid HTTP method"))
 }
 
-/// Routes in precedence order.
+/// Routes in precedence order, indexed by the first segment of the paths
+/// they can match, so that a request is tried against the routes for its
+/// first segment and those that fix none, not against every route: lookup
+/// cost stays flat as tables grow to thousands of routes. The order they are
+/// tried in, and so the route chosen, is the same as trying them all.
 #[derive(Debug)]
 pub struct RouteTable<T> {
     entries: Vec<(Matcher, T)>,
+    /// Positions in `entries`, ascending, of the routes for each first segment.
+    by_segment: HashMap<Box<str>, Vec<u32>>,
+    /// Positions, ascending, of the routes that may match any first segment.
+    any_segment: Vec<u32>,
 }
 
 impl<T> RouteTable<T> {
     pub fn new(mut entries: Vec<(Matcher, T)>) -> RouteTable<T> {
         // A stable sort keeps declaration order among equals.
         entries.sort_by_cached_key(|(matcher, _)| Reverse(matcher.rank()));
-        RouteTable { entries }
+        let mut by_segment: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        let mut any_segment = Vec::new();
+        for (position, (matcher, _)) in entries.iter().enumerate() {
+            let position = position as u32;
+            match matcher.path.first_segment() {
+                Some(segment) => by_segment.entry(segment.into()).or_default().push(position),
+                None => any_segment.push(position),
+            }
+        }
+        RouteTable {
+            entries,
+            by_segment,
+            any_segment,
+        }
+    }
+
+    /// The positions of the routes that may match `path`, in precedence order.
+    fn candidates<'a>(&'a self, path: &str) -> impl Iterator<Item = usize> + 'a {
+        let keyed = self.by_segment.get(first_segment(path)).map_or(&[][..], Vec::as_slice);
+        let (mut keyed, mut any) = (keyed.iter().peekable(), self.any_segment.iter().peekable());
+        std::iter::from_fn(move || {
+            let next = match (keyed.peek(), any.peek()) {
+                (Some(k), Some(a)) if k < a => keyed.next(),
+                (Some(_), Some(_)) | (None, Some(_)) => any.next(),
+                (Some(_), None) => keyed.next(),
+                (None, None) => None,
+            };
+            next.map(|&position| position as usize)
+        })
     }
 
     /// Routes in the order they are tried.
@@ -247,7 +285,8 @@ impl<T> RouteTable<T> {
     pub fn find(&self, req: &RequestHead<'_>) -> Lookup<'_, T> {
         let mut params = Params::new();
         let mut allow: Vec<Method> = Vec::new();
-        for (matcher, route) in &self.entries {
+        for position in self.candidates(req.path) {
+            let (matcher, route) = &self.entries[position];
             params.clear();
             if !matcher.matches_resource(req, &mut params) {
                 continue;
@@ -400,5 +439,87 @@ mod tests {
         let fields: Vec<&str> = errors.iter().map(|(f, _)| f.as_str()).collect();
         assert_eq!(fields, ["path", "methods[0]", "methods[1]", "host"]);
         assert!(errors[1].1.contains("write \"GET\""));
+    }
+
+    /// The index changes which routes are tried, never which one wins: for
+    /// a mixed table and many paths, the indexed lookup gives what trying
+    /// every route in order gives.
+    #[test]
+    fn the_index_chooses_what_trying_every_route_chooses() {
+        let t = table(&[
+            ("root", "path: /"),
+            ("prefix", "path: /users"),
+            ("deep-prefix", "path: /users/admin"),
+            ("template", "path: /users/{id}"),
+            ("param-first", "path: /{tenant}/users"),
+            ("catch-all", "path: /files/{*rest}"),
+            ("root-catch-all", "path: /{*rest}\nmethods: [DELETE]"),
+            ("exact", "path: = /users/me"),
+            ("exact-root", "path: = /"),
+            ("anchored", "path: ~ ^/v[0-9]+/items$"),
+            ("anchored-fixed", "path: ~ ^/items/[0-9]+$"),
+            ("alternation", "path: ~ ^/(orders|carts)/[0-9]+$"),
+            ("unanchored", "path: ~ /reports/"),
+            ("case", "path: ~ (?i)^/Docs/.*"),
+            ("multi-line", "path: ~ (?m)^/notes/x$"),
+            ("hosted", "path: /users\nhost: api.example.com"),
+            ("post-only", "path: /users/{id}/orders\nmethods: [POST]"),
+        ]);
+        let paths = [
+            "/",
+            "/users",
+            "/users/",
+            "/users/me",
+            "/users/7",
+            "/users/7/orders",
+            "/users/admin/x",
+            "/acme/users",
+            "/files",
+            "/files/a/b",
+            "/v2/items",
+            "/v2/items/x",
+            "/items/9",
+            "/items/x",
+            "/orders/1",
+            "/carts/2",
+            "/x/reports/1",
+            "/reports/",
+            "/docs/a",
+            "/DOCS/a",
+            "/notes/x",
+            "/other",
+            "/usersx",
+            "/%75sers",
+        ];
+        for path in paths {
+            for (method, host) in [("GET", None), ("POST", Some("api.example.com")), ("DELETE", None)] {
+                let uri: http::Uri = path.parse().unwrap();
+                let method = Method::from_bytes(method.as_bytes()).unwrap();
+                let head = RequestHead {
+                    method: &method,
+                    path: uri.path(),
+                    host,
+                    headers: &HeaderMap::new(),
+                    query: None,
+                };
+                let linear = t
+                    .entries
+                    .iter()
+                    .find(|(m, _)| m.matches_resource(&head, &mut Params::new()) && m.matches_method(&method));
+                let indexed = match t.find(&head) {
+                    Lookup::Found { route, .. } => Some(route),
+                    _ => None,
+                };
+                assert_eq!(indexed, linear.map(|(_, r)| r), "{method} {path} host {host:?}");
+            }
+        }
+        // Regexes that provably fix their first segment are indexed; others are tried for every path.
+        let fixed: Vec<&str> = t
+            .entries
+            .iter()
+            .filter(|(m, _)| matches!(m.path, PathPattern::Regex(_)) && m.path.first_segment().is_some())
+            .map(|(_, r)| r.as_str())
+            .collect();
+        assert_eq!(fixed, ["anchored-fixed"]);
     }
 }

@@ -144,12 +144,31 @@ impl PathPattern {
         }
     }
 
+    /// The first segment of every path this pattern matches, when the
+    /// pattern fixes it: the route table looks only at routes whose first
+    /// segment is the request's, and at those that fix none. `None` is
+    /// always safe; a wrong `Some` would hide a route, so a regex gives one
+    /// only when every match provably starts with `/that-segment/`.
+    pub fn first_segment(&self) -> Option<String> {
+        match self {
+            PathPattern::Prefix(prefix) if prefix == "/" => None,
+            PathPattern::Prefix(path) | PathPattern::Exact(path) => Some(first_segment(path).to_string()),
+            PathPattern::Template(segments) => match segments.first() {
+                Some(Segment::Literal(text)) => Some(text.clone()),
+                _ => None,
+            },
+            PathPattern::Regex(regex) => regex_first_segment(regex.as_str()),
+        }
+    }
+
     /// Matches a normalised path, adding captured parameters to `params`.
     pub fn matches(&self, path: &str, params: &mut Params) -> bool {
         match self {
             PathPattern::Prefix(prefix) => prefix_matches(prefix, path),
             PathPattern::Exact(exact) => exact == path,
             PathPattern::Template(segments) => template_matches(segments, path, params),
+            // Without named groups there is nothing to capture: the cheaper search.
+            PathPattern::Regex(regex) if regex.capture_names().flatten().next().is_none() => regex.is_match(path),
             PathPattern::Regex(regex) => {
                 let Some(captures) = regex.captures(path) else {
                     return false;
@@ -163,6 +182,36 @@ impl PathPattern {
             }
         }
     }
+}
+
+/// The first segment of an absolute path: `users` for `/users/7`, empty for `/`.
+pub fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or_default()
+}
+
+/// The segment every match of `pattern` starts with, read from the regex's
+/// own syntax tree (`regex-syntax`): the regex must be anchored at the
+/// start (`^`, not multi-line), and every literal each match must begin
+/// with must be `/segment/` for one and the same segment.
+fn regex_first_segment(pattern: &str) -> Option<String> {
+    use regex_syntax::hir::literal::Extractor;
+    use regex_syntax::hir::Look;
+    let hir = regex_syntax::parse(pattern).ok()?;
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return None;
+    }
+    let prefixes = Extractor::new().extract(&hir);
+    let mut found: Option<&[u8]> = None;
+    for literal in prefixes.literals()? {
+        let bytes = literal.as_bytes().strip_prefix(b"/")?;
+        let end = bytes.iter().position(|&b| b == b'/')?;
+        match found {
+            Some(segment) if segment != &bytes[..end] => return None,
+            _ => found = Some(&bytes[..end]),
+        }
+    }
+    std::str::from_utf8(found?).ok().map(str::to_string)
 }
 
 /// `/users` matches `/users`, `/users/` and `/users/7`; `/` matches everything.
