@@ -222,12 +222,13 @@ impl Metrics {
     pub fn route(&self, name: &str, upstream: Option<&str>) -> RouteMetrics {
         RouteMetrics {
             name: name.to_string(),
+            upstream: upstream.map(str::to_string),
             requests: self.requests.clone(),
-            by_method_and_class: Default::default(),
-            duration: self.request_duration.with_label_values(&[name]),
-            upstream_duration: upstream.map(|u| self.upstream_duration.with_label_values(&[name, u])),
-            bytes_received: self.bytes_received.with_label_values(&[name]),
-            bytes_sent: self.bytes_sent.with_label_values(&[name]),
+            durations: self.request_duration.clone(),
+            upstream_durations: self.upstream_duration.clone(),
+            received: self.bytes_received.clone(),
+            sent: self.bytes_sent.clone(),
+            series: OnceLock::new(),
             upgrades: self.upgrades.clone(),
         }
     }
@@ -312,14 +313,27 @@ pub struct RouteTotals {
 /// One route's metric handles.
 pub struct RouteMetrics {
     name: String,
+    upstream: Option<String>,
     requests: IntCounterVec,
+    durations: HistogramVec,
+    upstream_durations: HistogramVec,
+    received: IntCounterVec,
+    sent: IntCounterVec,
+    /// Made at the route's first request: a route that sees none exports
+    /// nothing and costs a few pointers, which keeps a table of thousands of
+    /// routes small.
+    series: OnceLock<Box<Series>>,
+    upgrades: UpgradeMetrics,
+}
+
+/// One route's series.
+struct Series {
     /// Filled on first use, so that only the series a route sees are exported.
     by_method_and_class: [[OnceLock<IntCounter>; 5]; 10],
     duration: Histogram,
     upstream_duration: Option<Histogram>,
     bytes_received: IntCounter,
     bytes_sent: IntCounter,
-    upgrades: UpgradeMetrics,
 }
 
 /// Upgraded connections' series; a route's are made when it has its first,
@@ -357,6 +371,20 @@ impl std::fmt::Debug for RouteMetrics {
 }
 
 impl RouteMetrics {
+    fn series(&self) -> &Series {
+        self.series.get_or_init(|| {
+            let name = self.name.as_str();
+            Box::new(Series {
+                by_method_and_class: Default::default(),
+                duration: self.durations.with_label_values(&[name]),
+                upstream_duration: (self.upstream.as_deref())
+                    .map(|upstream| self.upstream_durations.with_label_values(&[name, upstream])),
+                bytes_received: self.received.with_label_values(&[name]),
+                bytes_sent: self.sent.with_label_values(&[name]),
+            })
+        })
+    }
+
     /// Counts a finished request.
     pub fn request(&self, method: &http::Method, status: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
         let method = METHODS
@@ -364,17 +392,18 @@ impl RouteMetrics {
             .position(|m| *m == method.as_str())
             .unwrap_or(METHODS.len() - 1);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_method_and_class[method][class]
+        let series = self.series();
+        series.by_method_and_class[method][class]
             .get_or_init(|| {
                 self.requests
                     .with_label_values(&[&self.name, METHODS[method], CLASSES[class]])
             })
             .inc();
-        self.duration.observe(seconds);
+        series.duration.observe(seconds);
         if bytes_in > 0 {
-            self.bytes_received.inc_by(bytes_in);
+            series.bytes_received.inc_by(bytes_in);
         }
-        self.bytes_sent.inc_by(bytes_out);
+        series.bytes_sent.inc_by(bytes_out);
     }
 
     /// An upgraded connection opened on this route.
@@ -403,7 +432,7 @@ impl RouteMetrics {
 
     /// Time an upstream took to answer one attempt.
     pub fn upstream_latency(&self, seconds: f64) {
-        if let Some(histogram) = &self.upstream_duration {
+        if let Some(histogram) = &self.series().upstream_duration {
             histogram.observe(seconds);
         }
     }
