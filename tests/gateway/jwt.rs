@@ -160,6 +160,7 @@ async fn every_bad_token_is_refused_with_the_reason_and_never_reaches_the_upstre
     let routes = [
         route("hs", &format!("{{ secret: \"{SECRET}\", issuer: \"https://id.test\", audience: api, required_claims: [tenant], leeway: 5s }}")),
         route("rs", &format!("{{ public_key: {} }}", serde_json::to_string(&rsa_pub).unwrap())),
+        route("rs_small", &format!("{{ public_key: {} }}", serde_json::to_string(&fixture("rsa1024.pub")).unwrap())),
     ]
     .concat();
     let gw = gateway(&upstream, &routes).await;
@@ -189,6 +190,10 @@ async fn every_bad_token_is_refused_with_the_reason_and_never_reaches_the_upstre
     let at = token.rfind('.').unwrap() + 10;
     let swapped = if &token[at..at + 1] == "A" { "B" } else { "A" };
     let tampered = format!("{}{swapped}{}", &token[..at], &token[at + 1..]);
+    let rs = sign(Algorithm::RS256, &rsa("rsa1"), None, &claims(json!({})));
+    let at = rs.rfind('.').unwrap() + 10;
+    let swapped = if &rs[at..at + 1] == "A" { "B" } else { "A" };
+    let rs_tampered = format!("{}{swapped}{}", &rs[..at], &rs[at + 1..]);
     let cases = [
         ("/hs", "not-a-jwt".to_string(), "well-formed"),
         ("/hs", hs(json!({ "exp": now() - 60 })), "expired"),
@@ -210,6 +215,11 @@ async fn every_bad_token_is_refused_with_the_reason_and_never_reaches_the_upstre
         ("/hs", alg_none.clone(), "algorithm"),
         ("/rs", alg_none, "algorithm"),
         ("/rs", confused, "algorithm"),
+        ("/rs", sign(Algorithm::RS256, &rsa("rsa2"), None, &claims(json!({}))), "signature"),
+        ("/rs", rs_tampered, "signature"),
+        ("/rs", sign(Algorithm::PS256, &rsa("rsa2"), None, &claims(json!({}))), "signature"),
+        // RFC 7518 §3.3: RS256 keys have at least 2048 bits; a 1024-bit one never verifies.
+        ("/rs_small", sign(Algorithm::RS256, &rsa("rsa1024"), None, &claims(json!({}))), "signature"),
     ];
     for (path, token, why) in cases {
         let reply = call(&gw, path, &token).await;

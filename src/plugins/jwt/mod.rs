@@ -14,7 +14,10 @@
 //!
 //! A verified token is remembered by its SHA-256 until it expires (at most
 //! `CACHE_TTL`), so a client's repeated token costs no signature check;
-//! `exp` and `nbf` are checked again on every use.
+//! `exp` and `nbf` are checked again on every use. RSA signatures are
+//! checked by ring (`ring_rsa`).
+
+mod ring_rsa;
 
 use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
 use crate::config::units::Duration as ConfigDuration;
@@ -151,6 +154,7 @@ pub struct Jwt {
 
 pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super::BuildErrors> {
     let config: Config = setup.parse(value)?;
+    ring_rsa::install();
     let mut errors = Vec::new();
     let allowed = match &config.algorithms {
         Some(names) => {
