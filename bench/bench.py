@@ -256,6 +256,15 @@ def rounds(cases, args, scheme="http"):
     return runs
 
 
+def stop(gateways, backend):
+    """Stops the gateways and waits for them to drain (so the next run's ports are free),
+    and the backend."""
+    for process in gateways + [backend]:
+        process.terminate()
+    for process in gateways:
+        process.wait(timeout=40)
+
+
 def print_table(runs, base, args, who):
     """Medians of `runs` as a Markdown table, with ratios to the `base` case."""
     base_rps = median(runs[base], "rps")

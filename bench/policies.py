@@ -18,7 +18,7 @@ Usage: bench/policies.sh [--rounds 5] [--duration 5] [--tokens 150000]
 import base64, json, multiprocessing, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend, wait_port
+from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend, stop, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = os.path.join(ROOT, "tests", "fixtures", "jwt")
@@ -153,10 +153,7 @@ def main():
             print(f"| {name} | {med('rps'):,.0f} | {med('rps') / base:.2f}x | {med('p50'):.2f} | {med('p99'):.2f} | "
                   f"{med('cpu_us'):.1f} | {med('busy'):.0%} |")
     finally:
-        for process in processes + [backend]:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=40)
+        stop(processes, backend)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import json, os, statistics, subprocess, sys, time, urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import (arg_parser, rss_mib, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend,
-                   wait_port)
+                   stop, wait_port)
 
 FIRST_PORT, FIRST_ADMIN = 18100, 18200
 TOKEN = "bench-admin-token-0123456789abcdef"
@@ -118,10 +118,7 @@ def main():
                   f"{fact['start'] * 1000:,.0f} ms | {fact['reload'] * 1000:,.0f} ms | {fact['idle']:.1f} MiB | "
                   f"{rss_mib(fact['pid']):.1f} MiB |")
     finally:
-        for process in processes + [backend]:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=40)
+        stop(processes, backend)
 
 
 if __name__ == "__main__":
