@@ -161,9 +161,7 @@ impl Line<'_> {
         for field in self.fields {
             let name = field_name(*field);
             match field {
-                LogField::Timestamp => {
-                    object.displayed(name, humantime::format_rfc3339_micros(self.timestamp))
-                }
+                LogField::Timestamp => object.displayed(name, humantime::format_rfc3339_micros(self.timestamp)),
                 LogField::RequestId => object.string(name, Some(e.request_id.to_str().unwrap_or_default())),
                 LogField::Client => object.displayed(name, e.client),
                 LogField::Method => object.string(name, Some(e.method.as_str())),
@@ -327,7 +325,10 @@ mod tests {
     #[test]
     fn a_json_line_escapes_what_json_needs_and_copies_the_rest() {
         let mut line = Vec::new();
-        let mut object = JsonObject { out: &mut line, empty: true };
+        let mut object = JsonObject {
+            out: &mut line,
+            empty: true,
+        };
         let hostile = "/a\"b\\c\nd\u{1}é";
         object.string("path", Some(hostile));
         object.string("route", None);

@@ -215,11 +215,23 @@ async fn every_bad_token_is_refused_with_the_reason_and_never_reaches_the_upstre
         ("/hs", alg_none.clone(), "algorithm"),
         ("/rs", alg_none, "algorithm"),
         ("/rs", confused, "algorithm"),
-        ("/rs", sign(Algorithm::RS256, &rsa("rsa2"), None, &claims(json!({}))), "signature"),
+        (
+            "/rs",
+            sign(Algorithm::RS256, &rsa("rsa2"), None, &claims(json!({}))),
+            "signature",
+        ),
         ("/rs", rs_tampered, "signature"),
-        ("/rs", sign(Algorithm::PS256, &rsa("rsa2"), None, &claims(json!({}))), "signature"),
+        (
+            "/rs",
+            sign(Algorithm::PS256, &rsa("rsa2"), None, &claims(json!({}))),
+            "signature",
+        ),
         // RFC 7518 §3.3: RS256 keys have at least 2048 bits; a 1024-bit one never verifies.
-        ("/rs_small", sign(Algorithm::RS256, &rsa("rsa1024"), None, &claims(json!({}))), "signature"),
+        (
+            "/rs_small",
+            sign(Algorithm::RS256, &rsa("rsa1024"), None, &claims(json!({}))),
+            "signature",
+        ),
     ];
     for (path, token, why) in cases {
         let reply = call(&gw, path, &token).await;
