@@ -154,7 +154,7 @@ impl Line<'_> {
     /// value that may hold a quote, a backslash or a control character goes
     /// through serde_json's escaping, the rest (numbers, addresses, the
     /// timestamp, most paths) is copied: escaping every byte of the line was
-    /// most of what the access log cost a request.
+    /// about half of what writing it cost.
     fn json(&self, out: &mut Vec<u8>) -> bool {
         let e = self.entry;
         let mut object = JsonObject { out, empty: true };
