@@ -40,10 +40,14 @@ pub fn primary(
     ctx: &RequestContext<'_>,
     settings: &KeySettings,
 ) -> String {
-    let mut text = format!("{route}\n{}\n{}\n", request.method, request.uri.path());
-    text.push_str(&crate::router::request_host(&request.uri, &request.headers).unwrap_or_default());
-    text.push('\n');
+    let host = crate::router::request_host(&request.uri, &request.headers).unwrap_or_default();
     let query = request.uri.query().unwrap_or("");
+    // Pieces pushed one by one, not `format!`: the key is made on every request of a cached route.
+    let mut text = String::with_capacity(route.len() + request.uri.path().len() + host.len() + query.len() + 64);
+    for piece in [route, request.method.as_str(), request.uri.path(), &host] {
+        text.push_str(piece);
+        text.push('\n');
+    }
     match &settings.query {
         QueryKey::All => text.push_str(query),
         QueryKey::Ignore => {}
@@ -57,7 +61,9 @@ pub fn primary(
                 .collect();
             pairs.sort();
             for (k, v) in pairs {
-                text.push_str(&format!("{k}={v}&"));
+                for piece in [k.as_str(), "=", v.as_str(), "&"] {
+                    text.push_str(piece);
+                }
             }
         }
     }
