@@ -1,7 +1,7 @@
 //! `jwt`: Bearer tokens (RFC 7519, RFC 7515), checked with the
 //! `jsonwebtoken` crate.
 //!
-//! Keys are inline (an HMAC secret, a PEM public key) or fetched from a
+//! Keys (`keys`) are inline (an HMAC secret, a PEM public key) or fetched from a
 //! JWKS URL: in the background every `refresh`, and at once for a token
 //! whose `kid` is unknown, at most once per `min_refresh` so that made-up
 //! `kid`s cannot make Portico hammer the identity provider. When the provider
@@ -17,32 +17,29 @@
 //! `exp` and `nbf` are checked again on every use. RSA signatures are
 //! checked by ring (`ring_rsa`).
 
+mod keys;
 mod ring_rsa;
 
 use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
 use crate::config::units::Duration as ConfigDuration;
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
-use arc_swap::ArcSwapOption;
+use keys::{pem_key, Jwks, Key, Keys, ALL_ALGORITHMS};
 use http::{HeaderName, HeaderValue};
 use indexmap::IndexMap;
-use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value as Json};
 use serde_yaml_ng::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
 
 /// How long a verified token is trusted without checking its signature again.
 const CACHE_TTL: u64 = 300;
 /// Cache shards (a lock each) and entries per shard.
 const SHARDS: usize = 16;
 const SHARD_LIMIT: usize = 4096;
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -100,38 +97,6 @@ fn default_consumer_claim() -> String {
     "sub".into()
 }
 
-/// One verification key and the algorithms it may verify.
-struct Key {
-    kid: Option<String>,
-    decoding: DecodingKey,
-    algorithms: Vec<Algorithm>,
-}
-
-struct KeySet {
-    keys: Vec<Key>,
-    fetched_at: SystemTime,
-}
-
-/// Keys from a JWKS URL, kept fresh in the background.
-struct Jwks {
-    url: http::Uri,
-    allowed: Vec<Algorithm>,
-    keys: ArcSwapOption<KeySet>,
-    refresh: Duration,
-    min_refresh: Duration,
-    max_stale: Duration,
-    /// Milliseconds since the epoch of the last fetch attempt.
-    last_attempt: AtomicU64,
-    /// One fetch at a time.
-    fetching: tokio::sync::Mutex<()>,
-    started: AtomicBool,
-}
-
-enum Keys {
-    Inline(Vec<Key>),
-    Jwks(Arc<Jwks>),
-}
-
 struct Verified {
     claims: Arc<Map<String, Json>>,
     exp: Option<u64>,
@@ -184,11 +149,7 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         if secret.len() < 32 {
             errors.push(setup.error("secret", "an HMAC secret must be at least 32 bytes (RFC 7518 3.2)"));
         }
-        Some(Keys::Inline(vec![Key {
-            kid: None,
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            algorithms: of_family(&allowed, &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]),
-        }]))
+        Some(Keys::Inline(vec![Key::secret(secret.as_bytes(), &allowed)]))
     } else if let Some(pem) = &config.public_key {
         match pem_key(pem.as_bytes(), &allowed) {
             Ok(key) => Some(Keys::Inline(vec![key])),
@@ -199,17 +160,13 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
         }
     } else if let Some(url) = &config.jwks_url {
         match fetch::parse_url(url) {
-            Ok(url) => Some(Keys::Jwks(Jwks::shared(Jwks {
+            Ok(url) => Some(Keys::Jwks(Jwks::shared(Jwks::new(
                 url,
-                allowed: allowed.clone(),
-                keys: ArcSwapOption::empty(),
-                refresh: config.jwks.refresh.get(),
-                min_refresh: config.jwks.min_refresh.get(),
-                max_stale: config.jwks.max_stale.get(),
-                last_attempt: AtomicU64::new(0),
-                fetching: tokio::sync::Mutex::new(()),
-                started: AtomicBool::new(false),
-            }))),
+                allowed.clone(),
+                config.jwks.refresh.get(),
+                config.jwks.min_refresh.get(),
+                config.jwks.max_stale.get(),
+            )))),
             Err(e) => {
                 errors.push(setup.error("jwks_url", e));
                 None
@@ -268,157 +225,8 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
     }))
 }
 
-const ALL_ALGORITHMS: [Algorithm; 12] = [
-    Algorithm::HS256,
-    Algorithm::HS384,
-    Algorithm::HS512,
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
-const RSA: [Algorithm; 6] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-];
-
-fn of_family(allowed: &[Algorithm], family: &[Algorithm]) -> Vec<Algorithm> {
-    allowed.iter().copied().filter(|a| family.contains(a)).collect()
-}
-
-/// A PEM public key: its type decides the algorithms it may verify.
-fn pem_key(pem: &[u8], allowed: &[Algorithm]) -> Result<Key, String> {
-    let (decoding, family): (DecodingKey, &[Algorithm]) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        (key, &RSA)
-    } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
-        // The curve decides the algorithm; both are allowed and the
-        // signature check refuses the wrong one.
-        (key, &[Algorithm::ES256, Algorithm::ES384])
-    } else if let Ok(key) = DecodingKey::from_ed_pem(pem) {
-        (key, &[Algorithm::EdDSA])
-    } else {
-        return Err("not a PEM public key (RSA, EC P-256/P-384 or Ed25519)".into());
-    };
-    Ok(Key {
-        kid: None,
-        decoding,
-        algorithms: of_family(allowed, family),
-    })
-}
-
 fn now() -> u64 {
     crate::clock::since_epoch().as_secs()
-}
-
-impl Jwks {
-    /// The live key set of the same URL and settings, if there is one, so
-    /// that routes sharing an identity provider share its keys and a reload
-    /// keeps them (the running config holds them while the next one builds).
-    fn shared(new: Jwks) -> Arc<Jwks> {
-        static LIVE: Mutex<Vec<Weak<Jwks>>> = Mutex::new(Vec::new());
-        let mut live = LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        live.retain(|weak| weak.strong_count() > 0);
-        let same = |old: &Jwks| {
-            old.url == new.url
-                && old.allowed == new.allowed
-                && (old.refresh, old.min_refresh, old.max_stale) == (new.refresh, new.min_refresh, new.max_stale)
-        };
-        if let Some(existing) = live.iter().filter_map(Weak::upgrade).find(|old| same(old)) {
-            return existing;
-        }
-        let jwks = Arc::new(new);
-        live.push(Arc::downgrade(&jwks));
-        jwks
-    }
-
-    fn usable(&self) -> Option<Arc<KeySet>> {
-        let set = self.keys.load_full()?;
-        let age = crate::clock::system_now().duration_since(set.fetched_at).unwrap_or_default();
-        (age <= self.max_stale).then_some(set)
-    }
-
-    /// Fetches the key set now, unless another fetch ran within `min_refresh`
-    /// (then waits for any fetch in progress). Keeps the last good keys on failure.
-    async fn refresh_now(&self, forced_by_kid: bool) {
-        let _one = self.fetching.lock().await;
-        let now_ms = crate::clock::system_now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let last = self.last_attempt.load(Ordering::Relaxed);
-        if forced_by_kid && now_ms.saturating_sub(last) < self.min_refresh.as_millis() as u64 {
-            return;
-        }
-        self.last_attempt.store(now_ms, Ordering::Relaxed);
-        match fetch::get_json::<JwkSet>(&self.url, FETCH_TIMEOUT).await {
-            Ok(set) => {
-                let keys: Vec<Key> = set.keys.iter().filter_map(|jwk| self.key(jwk)).collect();
-                tracing::info!(url = %self.url, keys = keys.len(), "JWKS fetched");
-                self.keys.store(Some(Arc::new(KeySet {
-                    keys,
-                    fetched_at: crate::clock::system_now(),
-                })));
-            }
-            Err(error) => {
-                tracing::warn!(url = %self.url, %error, "JWKS fetch failed; the last good keys stay");
-            }
-        }
-    }
-
-    fn key(&self, jwk: &jsonwebtoken::jwk::Jwk) -> Option<Key> {
-        use jsonwebtoken::jwk::AlgorithmParameters as P;
-        let decoding = DecodingKey::from_jwk(jwk).ok()?;
-        let family: &[Algorithm] = match &jwk.algorithm {
-            P::RSA(_) => &RSA,
-            P::EllipticCurve(_) => &[Algorithm::ES256, Algorithm::ES384],
-            P::OctetKeyPair(_) => &[Algorithm::EdDSA],
-            P::OctetKey(_) => &[Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
-        };
-        let mut algorithms = of_family(&self.allowed, family);
-        if let Some(named) = jwk
-            .common
-            .key_algorithm
-            .and_then(|a| a.to_string().parse::<Algorithm>().ok())
-        {
-            algorithms.retain(|a| *a == named);
-        }
-        Some(Key {
-            kid: jwk.common.key_id.clone(),
-            decoding,
-            algorithms,
-        })
-    }
-
-    fn start(self: &Arc<Self>) {
-        if self.started.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let jwks: Weak<Jwks> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                let Some(this) = jwks.upgrade() else { return };
-                this.refresh_now(false).await;
-                // Sooner after a failure, so that keys arrive once the provider is back.
-                let wait = if this.keys.load().is_some() {
-                    this.refresh
-                } else {
-                    this.min_refresh
-                };
-                drop(this);
-                tokio::time::sleep(wait).await;
-            }
-        });
-    }
 }
 
 /// Why a token was refused, for the client and the metrics.
@@ -499,11 +307,7 @@ impl Jwt {
             Keys::Inline(keys) => self.check_with(token, &header, keys)?,
             Keys::Jwks(jwks) => {
                 let mut set = jwks.usable();
-                let known = |set: &Option<Arc<KeySet>>| {
-                    set.as_ref()
-                        .is_some_and(|s| s.keys.iter().any(|k| header.kid.is_none() || k.kid == header.kid))
-                };
-                if !known(&set) {
+                if !set.as_ref().is_some_and(|set| set.knows(&header.kid)) {
                     // A new key the provider has just rotated in, or a made-up kid.
                     jwks.refresh_now(true).await;
                     set = jwks.usable();
@@ -673,7 +477,7 @@ impl Plugin for Jwt {
         if let Keys::Jwks(jwks) = &self.keys {
             let known = jwks
                 .usable()
-                .is_some_and(|set| set.keys.iter().any(|k| header.kid.is_none() || k.kid == header.kid));
+                .is_some_and(|set| set.knows(&header.kid));
             return Decision::pass(format!(
                 "{:?} token, kid {:?}: {}; checked with the JWKS when sent",
                 header.alg,
