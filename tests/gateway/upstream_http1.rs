@@ -307,3 +307,53 @@ async fn an_answer_before_the_whole_body_is_passed_on_at_once() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.ends_with("too big!"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_chunked_body_is_never_passed_on_as_whole_and_its_connection_is_dropped() {
+    let long_size_line: &'static [u8] = format!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;{}",
+        "a".repeat(2_000)
+    )
+    .into_bytes()
+    .leak();
+    for (answer, close) in [
+        // Not a hexadecimal size.
+        (
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n"[..],
+            false,
+        ),
+        // The data is longer than its size says: no CRLF where one must be.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello, world\r\n0\r\n\r\n",
+            false,
+        ),
+        // A size line that never ends.
+        (long_size_line, false),
+        // The upstream closes in the middle of a chunk.
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n9\r\nwor",
+            true,
+        ),
+    ] {
+        let (upstream, seen) = scripted(answer, close).await;
+        let gw = gateway_to(upstream).await;
+        for _ in 0..2 {
+            let reply = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+            let text = String::from_utf8_lossy(answer);
+            // Refused, or cut off (before its head went out, or after): never
+            // ended with the last chunk, so the client cannot take it for whole.
+            let cut_off = reply.is_empty() || (reply.starts_with("HTTP/1.1 200") && !reply.ends_with("0\r\n\r\n"));
+            assert!(
+                reply.starts_with("HTTP/1.1 502") || cut_off,
+                "{text:?} reached the client as {reply:?}"
+            );
+        }
+        // The connection that carried a broken body is never reused.
+        assert_eq!(
+            seen.connections.load(Ordering::SeqCst),
+            2,
+            "{:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+}
