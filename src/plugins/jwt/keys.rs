@@ -6,7 +6,7 @@
 use crate::plugins::fetch;
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -92,9 +92,34 @@ fn of_family(allowed: &[Algorithm], family: &[Algorithm]) -> Vec<Algorithm> {
     allowed.iter().copied().filter(|a| family.contains(a)).collect()
 }
 
+/// RSA keys smaller than this never verify (ring refuses them, as RFC 7518
+/// §3.3 requires), so an inline one is refused with the config.
+const MIN_RSA_BITS: usize = 2048;
+
+/// The size of an RSA public key's modulus, in bits.
+fn rsa_bits(key: &DecodingKey) -> Option<usize> {
+    use pkcs1::der::Decode;
+    let DecodingKeyKind::SecretOrDer(der) = key.kind() else {
+        return None;
+    };
+    let modulus = pkcs1::RsaPublicKey::from_der(der).ok()?.modulus;
+    let bytes = modulus.as_bytes();
+    let first = *bytes.first()?;
+    Some(bytes.len() * 8 - first.leading_zeros() as usize)
+}
+
 /// A PEM public key: its type decides the algorithms it may verify.
 pub(super) fn pem_key(pem: &[u8], allowed: &[Algorithm]) -> Result<Key, String> {
     let (decoding, family): (DecodingKey, &[Algorithm]) = if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        match rsa_bits(&key) {
+            Some(bits) if bits >= MIN_RSA_BITS => {}
+            Some(bits) => {
+                return Err(format!(
+                    "an RSA key of {bits} bits: RS and PS tokens need {MIN_RSA_BITS} or more (RFC 7518 3.3); give a larger key"
+                ))
+            }
+            None => return Err("an RSA public key whose modulus cannot be read".into()),
+        }
         (key, &RSA)
     } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
         // The curve decides the algorithm; both are allowed and the
