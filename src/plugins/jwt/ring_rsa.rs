@@ -2,9 +2,10 @@
 //! other algorithm by jsonwebtoken's own `rust_crypto` backend.
 //!
 //! `rust_crypto` verifies RSA with the pure-Rust `rsa` crate, whose big-number
-//! arithmetic made a 2048-bit RS256 check cost about 320 µs here against ring's
-//! 40 µs: with a new token on every request (no cache hit) that check was nine
-//! tenths of a `jwt` route's CPU. ring is the library rustls already runs on.
+//! arithmetic made a 2048-bit RS256 check cost about eight times ring's
+//! (`bench/rsa_verify.sh`): with a new token on every request (no cache hit)
+//! that check was most of a `jwt` route's CPU. ring is the library rustls
+//! already runs on.
 //!
 //! ring refuses moduli under 2048 bits, which RFC 7518 §3.3 forbids for these
 //! algorithms anyway: a token signed with a smaller key reads as a bad signature.
