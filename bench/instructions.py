@@ -10,13 +10,16 @@ keep-alive connection in two runs, and the difference of the two totals,
 divided by the difference of the counts, is the cost of one request with
 start-up and shutdown taken out.
 
-Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500] [--top N] [--policies]
+Usage: bench/instructions.py BINARY [BINARY...] [--few 500] [--many 2500] [--top N] [--policies | --cache]
 
 --policies counts the route of bench/policies.py instead: key_auth, a rate
-limit, a header transform and the access log on.
+limit, a header transform and the access log on. --cache counts hits of the
+memory cache (the first request fills it).
 
 --top N also prints, for each binary, the N functions with the most
-instructions of their own in the MANY run (callgrind_annotate), per request.
+instructions of their own in the MANY run (callgrind_annotate), per request,
+and where that run's callgrind file is (`callgrind_annotate --inclusive=yes
+FILE` shows what each function costs with what it calls).
 """
 import argparse, json, os, re, signal, subprocess, sys, time
 
@@ -26,6 +29,14 @@ import policies
 from bench import BACKEND, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18088
+
+CACHE_CONFIG = """
+listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
+access_log: {{ enabled: false }}
+upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
+routes:
+  - {{ name: cached, match: {{ path: / }}, upstream: backend, plugins: {{ cache: {{ ttl: 1h, store: memory }} }} }}
+"""
 
 
 def total_instructions(binary, conf, requests, tmp, top=0, target=("/small", [])):
@@ -57,6 +68,7 @@ def total_instructions(binary, conf, requests, tmp, top=0, target=("/small", [])
         rows = re.findall(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:\*\s+)?(\S.*)$", annotated, re.M)
         for count, name in rows[1:top + 1]:
             print(f"  {int(count.replace(',', '')) / requests:9,.0f}  {name[:150]}")
+        print(f"  callgrind file: {out_file}")
     return int(found.group(1))
 
 
@@ -66,7 +78,9 @@ def main():
     parser.add_argument("--few", type=int, default=500)
     parser.add_argument("--many", type=int, default=2500)
     parser.add_argument("--top", type=int, default=0)
-    parser.add_argument("--policies", action="store_true")
+    routes = parser.add_mutually_exclusive_group()
+    routes.add_argument("--policies", action="store_true")
+    routes.add_argument("--cache", action="store_true")
     args = parser.parse_args()
     tmp = scratch_dir("portico-instructions-")
     backend = start_backend(tmp)
@@ -75,6 +89,8 @@ def main():
         if args.policies:
             f.write(policies.POLICIES_CONFIG.format(port=GATEWAY, backend=BACKEND, key=policies.API_KEY,
                                                    pem=json.dumps(open(os.path.join(policies.KEYS, "rsa1.pub")).read())))
+        elif args.cache:
+            f.write(CACHE_CONFIG.format(port=GATEWAY, backend=BACKEND))
         else:
             f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
     target = ("/policies", ["-H", f"X-API-Key: {policies.API_KEY}"]) if args.policies else ("/small", [])
