@@ -27,9 +27,14 @@ pub struct Entry {
     pub stale_if_error: Duration,
     /// `must-revalidate` / `proxy-revalidate` / `no-cache`: never used stale.
     pub must_revalidate: bool,
-    /// Its freshness lifetime, read when stored (the policy gives only
-    /// what is left of it).
+    /// Its freshness lifetime, read from the policy when stored.
     pub lifetime: Duration,
+    /// When its age was zero (its `Age` and the time since it was
+    /// requested taken back from when it was stored): its age and freshness
+    /// then cost a subtraction, not a reading of the policy's headers.
+    /// Last, so that an entry written by an older Portico fails to decode
+    /// (a miss) instead of decoding wrong.
+    pub born: SystemTime,
 }
 
 /// What the primary key holds: the answer, or, for answers with `Vary`,
@@ -57,13 +62,27 @@ impl Entry {
         } else {
             Duration::ZERO
         };
-        self.policy.time_to_live(now) + self.stale_while_revalidate.max(self.stale_if_error).max(revalidate)
+        self.time_to_live(now) + self.stale_while_revalidate.max(self.stale_if_error).max(revalidate)
+    }
+
+    /// Its `Age` (RFC 9111 section 4.2.3), as the policy counts it.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.born).unwrap_or_default()
+    }
+
+    /// Fresh for a request that asks nothing of its own (RFC 9111
+    /// section 4.2): what `CachePolicy::before_request` answers then.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.age(now) < self.lifetime
+    }
+
+    /// How long it stays fresh.
+    pub fn time_to_live(&self, now: SystemTime) -> Duration {
+        self.lifetime.saturating_sub(self.age(now))
     }
 
     /// How long it has been stale, `None` while fresh.
     pub fn staleness(&self, now: SystemTime) -> Option<Duration> {
-        self.policy
-            .is_stale(now)
-            .then(|| self.policy.age(now).saturating_sub(self.lifetime))
+        (!self.is_fresh(now)).then(|| self.age(now) - self.lifetime)
     }
 }

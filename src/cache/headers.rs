@@ -7,6 +7,9 @@ use std::time::Duration;
 /// What the cache needs of a request's (or an answer's) `Cache-Control`.
 #[derive(Default)]
 pub(super) struct Directives {
+    /// Any `Cache-Control` directive, or a `Pragma`: without one, nothing
+    /// the request asks can change whether a stored answer is fresh.
+    pub(super) any: bool,
     pub(super) no_store: bool,
     pub(super) no_cache: bool,
     pub(super) only_if_cached: bool,
@@ -47,6 +50,7 @@ impl Directives {
                 }
             }
         }
+        out.any = headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA);
         // `Pragma: no-cache` counts only without `Cache-Control` (RFC 9111 §5.4).
         if !any
             && headers
@@ -58,6 +62,26 @@ impl Directives {
         }
         out.must_revalidate |= out.no_cache;
         out
+    }
+}
+
+/// The greatest `Age` a cache counts with (RFC 9111 section 1.2.2).
+const MAX_AGE_SECONDS: u64 = 1 << 31;
+
+/// Caps an answer's `Age` at 2^31 seconds, as RFC 9111 section 1.2.2 says a
+/// cache takes a larger one: an upstream's `Age` of 2^64 - 1 would
+/// otherwise overflow the policy's arithmetic once the answer had been
+/// stored for a second.
+pub(super) fn cap_age(headers: &mut http::HeaderMap) {
+    let Some(age) = headers.get(header::AGE).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let digits = age.trim();
+    let too_old = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u64>().map_or(true, |seconds| seconds > MAX_AGE_SECONDS);
+    if too_old {
+        headers.insert(header::AGE, http::HeaderValue::from(MAX_AGE_SECONDS));
     }
 }
 

@@ -5,6 +5,7 @@
 
 use crate::context::RequestContext;
 use http::HeaderName;
+use std::borrow::Cow;
 use xxhash_rust::xxh3::xxh3_128;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,44 @@ pub fn url(request: &http::request::Parts) -> String {
     format!("{host}{path}")
 }
 
+/// The query as the key reads it: as sent, sorted, only some parameters
+/// (sorted), or none.
+fn keyed_query<'a>(query: &'a str, keyed: &QueryKey) -> Cow<'a, str> {
+    let only = match keyed {
+        QueryKey::All => return Cow::Borrowed(query),
+        QueryKey::Ignore => return Cow::Borrowed(""),
+        QueryKey::Sorted => None,
+        QueryKey::Only(names) => Some(names),
+    };
+    let mut pairs: Vec<(Cow<str>, Cow<str>)> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(name, _)| only.is_none_or(|names| names.iter().any(|n| n == name)))
+        .collect();
+    pairs.sort();
+    Cow::Owned(
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish(),
+    )
+}
+
+/// The request's URI with the query as the key reads it: what the cache's
+/// policy is given, so that the policy's "same request" is the key's
+/// (`?b=2&a=1` finds what `?a=1&b=2` stored when the key sorts the query).
+pub fn keyed_uri(uri: &http::Uri, keyed: &QueryKey) -> Option<http::Uri> {
+    if *keyed == QueryKey::All {
+        return None;
+    }
+    let query = keyed_query(uri.query().unwrap_or(""), keyed);
+    let path_and_query = if query.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{query}", uri.path())
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
+}
+
 pub fn primary(
     route: &str,
     request: &http::request::Parts,
@@ -48,25 +87,7 @@ pub fn primary(
         text.push_str(piece);
         text.push('\n');
     }
-    match &settings.query {
-        QueryKey::All => text.push_str(query),
-        QueryKey::Ignore => {}
-        QueryKey::Sorted | QueryKey::Only(_) => {
-            let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .filter(|(k, _)| match &settings.query {
-                    QueryKey::Only(names) => names.contains(k),
-                    _ => true,
-                })
-                .collect();
-            pairs.sort();
-            for (k, v) in pairs {
-                for piece in [k.as_str(), "=", v.as_str(), "&"] {
-                    text.push_str(piece);
-                }
-            }
-        }
-    }
+    text.push_str(&keyed_query(query, &settings.query));
     for name in &settings.headers {
         text.push('\n');
         for value in request.headers.get_all(name) {
@@ -83,7 +104,7 @@ pub fn primary(
             text.push_str(&identity.name);
         }
     }
-    format!("{:032x}", xxh3_128(text.as_bytes()))
+    hex(xxh3_128(text.as_bytes()))
 }
 
 /// The key of the variant an answer with `Vary: names` is stored under.
@@ -96,5 +117,25 @@ pub fn variant(primary: &str, names: &[String], headers: &http::HeaderMap) -> St
             text.push(',');
         }
     }
-    format!("{:032x}", xxh3_128(text.as_bytes()))
+    hex(xxh3_128(text.as_bytes()))
+}
+
+/// The hash as 32 lower-case hex digits, as `format!("{:032x}")` writes it
+/// but without the formatter: a key is made on every request of a cached route.
+fn hex(hash: u128) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    (0..32)
+        .rev()
+        .map(|nibble| char::from(DIGITS[(hash >> (nibble * 4)) as usize & 0xf]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hex_is_what_the_formatter_writes() {
+        for hash in [0, 1, 0xabc, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            assert_eq!(super::hex(hash), format!("{hash:032x}"));
+        }
+    }
 }

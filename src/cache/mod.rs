@@ -23,13 +23,14 @@ use crate::upstream::clone_head;
 use bytes::Bytes;
 use entry::{Entry, Slot};
 use flights::{Flights, Joined};
-use headers::{has_validators, not_modified, tags, vary_names, Directives};
+use headers::{cap_age, has_validators, not_modified, tags, vary_names, Directives};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_cache_semantics::{BeforeRequest, CacheOptions, CachePolicy};
 pub use key::{KeySettings, QueryKey};
 
-use std::sync::Arc;
+use prometheus::IntCounter;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 use store::Store;
 
@@ -65,6 +66,9 @@ pub struct Cache {
     flights: Flights,
     route: Arc<str>,
     metrics: Arc<Metrics>,
+    /// The route's lookups by outcome, each series made at its first use
+    /// (only the outcomes a route sees are exported).
+    lookups: [OnceLock<IntCounter>; Outcome::COUNT],
 }
 
 /// How an answer was served, for `X-Cache` and the metrics.
@@ -78,6 +82,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How many there are, for `Cache::lookups`, indexed by `outcome as
+    /// usize`: read from the last, so `Bypass` stays last.
+    const COUNT: usize = Outcome::Bypass as usize + 1;
+
     fn as_str(self) -> &'static str {
         match self {
             Outcome::Hit => "HIT",
@@ -85,6 +93,17 @@ impl Outcome {
             Outcome::Stale => "STALE",
             Outcome::Revalidated => "REVALIDATED",
             Outcome::Bypass => "BYPASS",
+        }
+    }
+
+    /// Its `result` label in the metrics.
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Stale => "stale",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Bypass => "bypass",
         }
     }
 }
@@ -101,6 +120,7 @@ impl Cache {
             flights: Flights::default(),
             route: route.into(),
             metrics,
+            lookups: Default::default(),
         }
     }
 
@@ -160,9 +180,17 @@ impl Cache {
             let (response, outcome) = self.fetch_and_store(fetch, request, ctx, &primary, None).await?;
             return Ok((self.mark(response, outcome), None));
         };
-        let (fresh, matches) = match entry.policy.before_request(&self.policy_request(request), now) {
-            BeforeRequest::Fresh(_) => (true, true),
-            BeforeRequest::Stale { matches, .. } => (false, matches),
+        let (fresh, matches) = if client.any {
+            // The client's own `max-age`, `min-fresh`, `max-stale` and the
+            // like: the policy weighs them.
+            match entry.policy.before_request(&self.policy_request(request), now) {
+                BeforeRequest::Fresh(_) => (true, true),
+                BeforeRequest::Stale { matches, .. } => (false, matches),
+            }
+        } else {
+            // Nothing asked: fresh is the stored deadline, and the key (with
+            // the variant's) is what makes a stored answer this request's.
+            (entry.is_fresh(now), true)
         };
         if !matches {
             // Stored for another request (its Host, say): neither served nor
@@ -174,7 +202,7 @@ impl Cache {
             return Ok((self.answer(&entry, request, now, Outcome::Hit), None));
         }
         let staleness = entry.staleness(now).unwrap_or_default();
-        let usable_stale = !entry.must_revalidate && !client.no_cache && entry.policy.is_stale(now);
+        let usable_stale = !entry.must_revalidate && !client.no_cache && !entry.is_fresh(now);
         if usable_stale && staleness <= entry.stale_while_revalidate {
             // Served now; refreshed for the next client.
             let refresh = Refresh {
@@ -347,6 +375,7 @@ impl Cache {
             .into_parts()
             .0;
         seen.headers = headers.clone();
+        cap_age(&mut seen.headers);
         let directives = Directives::of(&headers, true);
         let explicit = directives.max_age || headers.contains_key(header::EXPIRES);
         if let Some(ttl) = self.settings.ttl {
@@ -391,7 +420,8 @@ impl Cache {
         if !policy.is_storable() || policy.time_to_live(now).is_zero() && !has_validators(&headers) {
             return None;
         }
-        let lifetime = policy.time_to_live(now) + policy.age(now);
+        let age = policy.age(now);
+        let lifetime = policy.time_to_live(now).saturating_add(age);
         Some(Entry {
             policy,
             status,
@@ -403,6 +433,7 @@ impl Cache {
             stale_if_error: directives.stale_if_error.unwrap_or(self.settings.stale_if_error),
             must_revalidate: directives.must_revalidate,
             lifetime,
+            born: now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH),
             headers,
             body,
         })
@@ -429,7 +460,7 @@ impl Cache {
         outcome: Outcome,
     ) -> Response<ResponseBody> {
         let mut headers = entry.headers.clone();
-        headers.insert(header::AGE, HeaderValue::from(entry.policy.age(now).as_secs()));
+        headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
         let response = if entry.status == StatusCode::OK && not_modified(&request.headers, &headers) {
             for name in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
                 headers.remove(name);
@@ -453,8 +484,9 @@ impl Cache {
     }
 
     fn mark(&self, mut response: Response<ResponseBody>, outcome: Outcome) -> Response<ResponseBody> {
-        self.metrics
-            .cache_lookup(&self.route, &outcome.as_str().to_ascii_lowercase());
+        self.lookups[outcome as usize]
+            .get_or_init(|| self.metrics.cache_lookups(&self.route, outcome.label()))
+            .inc();
         if let Some(name) = &self.settings.header {
             response
                 .headers_mut()
@@ -509,10 +541,14 @@ fn upstream_head(request: &http::request::Parts) -> http::request::Parts {
 }
 
 impl Cache {
-    /// The request as the policy sees and keeps it: secrets replaced by a
-    /// mark, and the client's directives gone when they are ignored.
+    /// The request as the policy sees and keeps it: the query as the key
+    /// reads it, secrets replaced by a mark, and the client's directives
+    /// gone when they are ignored.
     fn policy_request(&self, request: &http::request::Parts) -> http::request::Parts {
         let mut head = clone_head(request);
+        if let Some(uri) = key::keyed_uri(&request.uri, &self.settings.key.query) {
+            head.uri = uri;
+        }
         for name in SECRET_HEADERS {
             if head.headers.contains_key(name) {
                 head.headers.insert(name, HeaderValue::from_static("[redacted]"));

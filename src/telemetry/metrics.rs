@@ -273,8 +273,9 @@ impl Metrics {
         self.response_violations.with_label_values(&[route]).inc();
     }
 
-    pub fn cache_lookup(&self, route: &str, result: &str) {
-        self.cache.with_label_values(&[route, result]).inc();
+    /// The series counting a route's cache lookups with this result.
+    pub fn cache_lookups(&self, route: &str, result: &str) -> IntCounter {
+        self.cache.with_label_values(&[route, result])
     }
 
     pub fn reloaded(&self, ok: bool) {

@@ -197,6 +197,76 @@ async fn the_response_directives_decide_what_is_kept() {
 }
 
 #[tokio::test]
+async fn a_key_that_sorts_or_drops_the_query_finds_the_answer_in_any_order() {
+    let (upstream, origin) = origin().await;
+    let sorted = gateway(upstream, "{ key: { query: sorted } }").await;
+    let first = fetch(&sorted, "/c/sorted?cc=max-age%3D60&b=2&a=1", &[]).await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    for (query, asks) in [
+        ("a=1&cc=max-age%3D60&b=2", None),
+        ("b=2&a=1&cc=max-age%3D60", Some("max-stale=5")),
+        ("a=1&b=2&cc=max-age%3D60", Some("min-fresh=10")),
+    ] {
+        let headers: Vec<(&str, &str)> = asks.map(|cc| ("cache-control", cc)).into_iter().collect();
+        let again = fetch(&sorted, &format!("/c/sorted?{query}"), &headers).await;
+        assert_eq!(
+            (again.header("x-cache"), again.json()["hit"].as_u64()),
+            ("HIT", Some(1)),
+            "{query} {asks:?}"
+        );
+    }
+    // The client's own condition still counts: an hour's min-fresh is more than is left.
+    let asked = fetch(
+        &sorted,
+        "/c/sorted?b=2&cc=max-age%3D60&a=1",
+        &[("cache-control", "min-fresh=3600")],
+    )
+    .await;
+    assert_eq!(asked.header("x-cache"), "MISS");
+    assert_eq!(origin.hits("/c/sorted"), 2);
+    // Another value is another answer.
+    let other = fetch(&sorted, "/c/sorted?a=2&cc=max-age%3D60&b=2", &[]).await;
+    assert_eq!(other.header("x-cache"), "MISS");
+
+    let only = gateway(upstream, "{ key: { query_params: [cc] } }").await;
+    fetch(&only, "/c/only?cc=max-age%3D60&utm=mail", &[]).await;
+    let again = fetch(
+        &only,
+        "/c/only?utm=web&cc=max-age%3D60",
+        &[("cache-control", "max-stale=5")],
+    )
+    .await;
+    assert_eq!(again.header("x-cache"), "HIT");
+    assert_eq!(origin.hits("/c/only"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_age_past_any_clock_is_stale_and_harmless() {
+    let (upstream, origin) = origin().await;
+    let gw = gateway(upstream, "{}").await;
+    for age in ["18446744073709551615", "99999999999999999999999", "-5", "x"] {
+        let path = cc(
+            &format!("age{}", age.len()),
+            &format!("cc=max-age%3D60&etag=%22v1%22&age={age}"),
+        );
+        let first = fetch(&gw, &path, &[]).await;
+        assert_eq!(first.status, 200, "Age: {age}");
+        // Seconds later, the stored Age plus its time in the cache, with
+        // and without the client's own directives.
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for asks in [&[][..], &[("cache-control", "max-stale=5")][..]] {
+            let again = fetch(&gw, &path, asks).await;
+            assert_eq!(again.status, 200, "Age: {age}, {asks:?}");
+        }
+    }
+    // The gateway still answers.
+    let path = cc("after", "cc=max-age%3D60");
+    fetch(&gw, &path, &[]).await;
+    assert_eq!(fetch(&gw, &path, &[]).await.header("x-cache"), "HIT");
+    assert_eq!(origin.hits("/c/after"), 1);
+}
+
+#[tokio::test]
 async fn requests_with_credentials_and_variants_are_kept_apart() {
     let (upstream, origin) = origin().await;
     let gw = gateway(upstream, "{}").await;
@@ -318,6 +388,20 @@ async fn client_directives_are_honoured_or_ignored() {
     )
     .await
     .problem(504);
+
+    // A client's max-age=0 (a browser's reload) finds the stored answer too old.
+    assert_eq!(
+        fetch(&gw, &path, &[("cache-control", "max-age=0")])
+            .await
+            .header("x-cache"),
+        "MISS"
+    );
+    assert_eq!(
+        fetch(&gw, &path, &[("cache-control", "max-stale=30")])
+            .await
+            .header("x-cache"),
+        "HIT"
+    );
 
     let deaf = gateway(upstream, "{ client_directives: ignore }").await;
     let path = cc("deaf", "cc=max-age%3D60");
