@@ -21,18 +21,21 @@ pub(super) struct Directives {
 
 impl Directives {
     pub(super) fn of(headers: &http::HeaderMap, honored: bool) -> Directives {
-        let mut out = Directives::default();
-        if !honored {
+        let mut out = Directives {
+            any: honored && (headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA)),
+            ..Directives::default()
+        };
+        if !out.any {
             return out;
         }
-        let mut any = false;
+        let mut cache_control = false;
         for value in headers
             .get_all(header::CACHE_CONTROL)
             .iter()
             .filter_map(|v| v.to_str().ok())
         {
             for directive in value.split(',') {
-                any = true;
+                cache_control = true;
                 let (name, argument) = match directive.split_once('=') {
                     Some((n, a)) => (n.trim().to_ascii_lowercase(), Some(a.trim().trim_matches('"'))),
                     None => (directive.trim().to_ascii_lowercase(), None),
@@ -50,9 +53,8 @@ impl Directives {
                 }
             }
         }
-        out.any = headers.contains_key(header::CACHE_CONTROL) || headers.contains_key(header::PRAGMA);
         // `Pragma: no-cache` counts only without `Cache-Control` (RFC 9111 §5.4).
-        if !any
+        if !cache_control
             && headers
                 .get_all(header::PRAGMA)
                 .iter()

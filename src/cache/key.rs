@@ -124,10 +124,11 @@ pub fn variant(primary: &str, names: &[String], headers: &http::HeaderMap) -> St
 /// but without the formatter: a key is made on every request of a cached route.
 fn hex(hash: u128) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    (0..32)
-        .rev()
-        .map(|nibble| char::from(DIGITS[(hash >> (nibble * 4)) as usize & 0xf]))
-        .collect()
+    let mut text = [0u8; 32];
+    for (at, digit) in text.iter_mut().enumerate() {
+        *digit = DIGITS[(hash >> (124 - 4 * at)) as usize & 0xf];
+    }
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 #[cfg(test)]

@@ -206,8 +206,8 @@ impl Cache {
         if usable_stale && staleness <= entry.stale_while_revalidate {
             // Served now; refreshed for the next client.
             let refresh = Refresh {
+                variant: variant.unwrap_or_else(|| primary.clone()),
                 primary,
-                variant,
                 entry: entry.clone(),
             };
             return Ok((self.answer(&entry, request, now, Outcome::Stale), Some(refresh)));
@@ -251,15 +251,16 @@ impl Cache {
         }
     }
 
-    /// The stored answer for the request: its variant's key and entry.
-    async fn find(&self, primary: &str, request: &http::request::Parts) -> Option<(String, Arc<Entry>)> {
+    /// The stored answer for the request, and its variant's key when the
+    /// answer varies (`None`: it is stored under the primary key).
+    async fn find(&self, primary: &str, request: &http::request::Parts) -> Option<(Option<String>, Arc<Entry>)> {
         let slot = self.store.get(primary).await?;
         match &*slot {
-            Slot::Answer(entry) => Some((primary.to_string(), entry.clone())),
+            Slot::Answer(entry) => Some((None, entry.clone())),
             Slot::Varies(names) => {
                 let variant = key::variant(primary, names, &request.headers);
                 match &*self.store.get(&variant).await? {
-                    Slot::Answer(entry) => Some((variant, entry.clone())),
+                    Slot::Answer(entry) => Some((Some(variant), entry.clone())),
                     Slot::Varies(_) => None,
                 }
             }
