@@ -4,12 +4,17 @@ which works on VMs without hardware counters) on the one worker while wrk
 sends GET /small through one route, then the top entries by self time, and
 the syscalls per request from `strace -c`.
 
-Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30]
+--policies profiles the route of bench/policies.py instead: key_auth, a rate
+limit, a header transform and the access log on. Unlike callgrind
+(bench/instructions.py), perf sees the CPU's own SHA and AES instructions.
+
+Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30] [--policies]
 """
-import argparse, os, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ab import CONFIG
+import policies
 from bench import BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18089
@@ -21,21 +26,27 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--policies", action="store_true")
     args = parser.parse_args()
     tmp = scratch_dir("portico-profile-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
-        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+        if args.policies:
+            f.write(policies.POLICIES_CONFIG.format(port=GATEWAY, backend=BACKEND, key=policies.API_KEY,
+                                                   pem=json.dumps(open(os.path.join(policies.KEYS, "rsa1.pub")).read())))
+        else:
+            f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
     wait_port(BACKEND)
     proxy = subprocess.Popen(["taskset", "-c", PROXY_CORE, args.binary, "run", "--config", conf, "--workers", "1",
                               "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{GATEWAY}/small"
-    load = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 2}s", url]
+    path, headers = ("/policies", ["-H", f"X-API-Key: {policies.API_KEY}"]) if args.policies else ("/small", [])
+    url = f"http://127.0.0.1:{GATEWAY}{path}"
+    load = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 2}s", *headers, url]
     data = os.path.join(tmp, "perf.data")
     try:
         wait_port(GATEWAY)
-        subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c4", "-d1s", url], capture_output=True)
+        subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c4", "-d1s", *headers, url], capture_output=True)
         wrk = subprocess.Popen(load, stdout=subprocess.PIPE, text=True)
         time.sleep(1)
         subprocess.run(["perf", "record", "-e", "cpu-clock", "-F", "4999", "-g", "-o", data, "-p", str(proxy.pid),
@@ -45,7 +56,7 @@ def main():
                                  "--stdio", "-g", "none", "--percent-limit", "0.5"],
                                 capture_output=True, text=True, check=True).stdout
         rows = [line for line in report.splitlines() if line.strip() and not line.startswith("#")]
-        print(f"perf, cpu-clock, {args.seconds}s of wrk -c{args.connections} GET /small, self time:")
+        print(f"perf, cpu-clock, {args.seconds}s of wrk -c{args.connections} GET {path}, self time:")
         for row in rows[: args.top]:
             # "10.99%  [k] symbol   -  -": the share, the side, the symbol.
             share, side, *symbol = row.split()
@@ -56,7 +67,7 @@ def main():
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         requests = 20000
-        subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "--h1", "-n", str(requests), "-c", "1", url],
+        subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "--h1", "-n", str(requests), "-c", "1", *headers, url],
                        capture_output=True, check=True)
         tracer.terminate()
         tracer.wait(timeout=10)
