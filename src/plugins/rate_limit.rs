@@ -334,14 +334,20 @@ impl RateLimit {
 
     /// `RateLimit: "10/1s";r=3;t=1, ...` for what the verdicts say.
     fn state_header(&self, verdicts: &[Verdict]) -> Option<HeaderValue> {
-        use std::fmt::Write;
-        // Written once into the string the header then owns: no copy.
+        // Written once into the string the header then owns: no copy; the
+        // numbers by itoa, not the formatter (this runs on every request).
         let mut text = String::with_capacity(32 * self.limits.len());
+        let mut number = itoa::Buffer::new();
         for (limit, verdict) in self.limits.iter().zip(verdicts) {
             if !text.is_empty() {
                 text.push_str(", ");
             }
-            let _ = write!(text, "\"{}\";r={};t={}", limit.name, verdict.remaining, verdict.reset_secs);
+            text.push('"');
+            text.push_str(&limit.name);
+            text.push_str("\";r=");
+            text.push_str(number.format(verdict.remaining));
+            text.push_str(";t=");
+            text.push_str(number.format(verdict.reset_secs));
         }
         HeaderValue::try_from(text).ok()
     }
