@@ -44,8 +44,31 @@ pub struct JsonOpsConfig {
 pub struct HeaderOps {
     rename: Vec<(HeaderName, HeaderName)>,
     remove: Vec<HeaderName>,
-    set: Vec<(HeaderName, Template)>,
-    add: Vec<(HeaderName, Template)>,
+    set: Vec<(HeaderName, HeaderTemplate)>,
+    add: Vec<(HeaderName, HeaderTemplate)>,
+}
+
+/// A header value's template, and the value itself when the template has no
+/// placeholder: made once, not rendered, checked and copied on each request.
+struct HeaderTemplate {
+    template: Template,
+    literal: Option<HeaderValue>,
+}
+
+impl HeaderTemplate {
+    fn new(template: Template) -> HeaderTemplate {
+        let literal = template.literal().and_then(|text| HeaderValue::from_str(&text).ok());
+        HeaderTemplate { template, literal }
+    }
+
+    /// The value for this request; `None` when the rendered text cannot be
+    /// a header value.
+    fn render(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Option<HeaderValue> {
+        match &self.literal {
+            Some(value) => Some(value.clone()),
+            None => HeaderValue::from_str(&self.template.render(request, ctx)).ok(),
+        }
+    }
 }
 
 pub struct QueryOps {
@@ -86,17 +109,18 @@ fn template(field: &str, text: &str, params: &[String], errors: &mut Errors) -> 
 impl HeaderOps {
     /// Errors are `(field relative to the block, message)`.
     pub fn compile(config: &FieldOpsConfig, params: &[String], errors: &mut Errors) -> HeaderOps {
-        let pairs = |op: &str, map: &IndexMap<String, String>, errors: &mut Errors| -> Vec<(HeaderName, Template)> {
-            map.iter()
-                .filter_map(|(name, value)| {
-                    let field = format!("headers.{op}.{name}");
-                    Some((
-                        header_name(&field, name, errors)?,
-                        template(&field, value, params, errors)?,
-                    ))
-                })
-                .collect()
-        };
+        let pairs =
+            |op: &str, map: &IndexMap<String, String>, errors: &mut Errors| -> Vec<(HeaderName, HeaderTemplate)> {
+                map.iter()
+                    .filter_map(|(name, value)| {
+                        let field = format!("headers.{op}.{name}");
+                        Some((
+                            header_name(&field, name, errors)?,
+                            HeaderTemplate::new(template(&field, value, params, errors)?),
+                        ))
+                    })
+                    .collect()
+            };
         HeaderOps {
             rename: config
                 .rename
@@ -138,10 +162,9 @@ impl HeaderOps {
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
     ) -> (Vec<Option<HeaderValue>>, Vec<Option<HeaderValue>>) {
-        let render = |t: &Template| HeaderValue::from_str(&t.render(request, ctx)).ok();
         (
-            self.set.iter().map(|(_, t)| render(t)).collect(),
-            self.add.iter().map(|(_, t)| render(t)).collect(),
+            self.set.iter().map(|(_, t)| t.render(request, ctx)).collect(),
+            self.add.iter().map(|(_, t)| t.render(request, ctx)).collect(),
         )
     }
 

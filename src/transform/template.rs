@@ -51,6 +51,18 @@ impl Template {
         self.parts.iter().all(|p| matches!(p, Part::Text(_)))
     }
 
+    /// Its text, when it is plain text.
+    pub fn literal(&self) -> Option<String> {
+        let mut text = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(piece) => text.push_str(piece),
+                _ => return None,
+            }
+        }
+        Some(text)
+    }
+
     pub fn render(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> String {
         let mut out = String::new();
         for part in &self.parts {
