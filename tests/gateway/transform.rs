@@ -12,10 +12,19 @@ async fn echo() -> std::net::SocketAddr {
     serve(|request: http::Request<hyper::body::Incoming>| async move {
         let (parts, body) = request.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
+        // A name sent more than once: its values joined with ", ".
         let headers: serde_json::Map<String, serde_json::Value> = parts
             .headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .keys()
+            .map(|k| {
+                let values: Vec<&str> = parts
+                    .headers
+                    .get_all(k)
+                    .iter()
+                    .map(|v| v.to_str().unwrap_or(""))
+                    .collect();
+                (k.to_string(), json!(values.join(", ")))
+            })
             .collect();
         let echoed = json!({
             "path": parts.uri.path(),
@@ -73,8 +82,8 @@ async fn request_headers_query_and_json_bodies_are_rewritten_with_templates() {
         echo().await,
         r#"      request_transform:
         headers:
-          add: { x-item: "${path.id}" }
-          set: { x-from: "${header.x-client}/${query.tag}", x-request: "${request_id}" }
+          add: { x-item: "${path.id}", x-via: gateway }
+          set: { x-from: "${header.x-client}/${query.tag}", x-request: "${request_id}", x-team: payments }
           remove: [ x-debug ]
           rename: { x-old: x-new }
         query:
@@ -91,13 +100,16 @@ async fn request_headers_query_and_json_bodies_are_rewritten_with_templates() {
     let reply = send(post_json(
         &gw.url("/items/42?q=shoes&token=t0k&tag=new"),
         json!({ "user": { "userId": "7" }, "items": [ { "sku": "a" }, { "sku": "b" } ], "password": "p", "keep": "mine" }),
-        &[("x-client", "app"), ("x-debug", "1"), ("x-old", "o"), ("x-request-id", "req-1")],
+        &[("x-client", "app"), ("x-debug", "1"), ("x-old", "o"), ("x-request-id", "req-1"), ("x-team", "forged")],
     ))
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = reply.json();
     let headers = &seen["headers"];
     assert_eq!(headers["x-item"], "42");
+    // Literal values (made once at compile): `set` replaces the client's own.
+    assert_eq!(headers["x-team"], "payments");
+    assert_eq!(headers["x-via"], "gateway");
     assert_eq!(headers["x-from"], "app/new");
     assert_eq!(headers["x-request"], "req-1");
     assert!(headers["x-debug"].is_null());
