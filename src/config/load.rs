@@ -105,11 +105,15 @@ pub fn parse(text: &str) -> Result<Partial, ConfigErrors> {
 }
 
 fn each_item<T: DeserializeOwned>(items: Vec<Value>, section: &str, errors: &mut ConfigErrors) -> Vec<T> {
-    items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, item)| typed(item, &format!("{section}[{i}]"), errors))
-        .collect()
+    // Sized once: grown by doubling, 10,000 routes (928 bytes each) made a
+    // 15 MB list and a 7 MB copy at the peak of a config's read.
+    let mut typed_items = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if let Some(item) = typed(item, &format!("{section}[{i}]"), errors) {
+            typed_items.push(item);
+        }
+    }
+    typed_items
 }
 
 fn mapping(value: Value, section: &str, errors: &mut ConfigErrors) -> Vec<(String, Value)> {

@@ -35,7 +35,8 @@ pub(crate) struct Known<'a> {
 pub(crate) fn compile_routes(known: &Known<'_>, errors: &mut ConfigErrors) -> Vec<(Matcher, Route)> {
     let config = known.config;
     let mut names = HashSet::new();
-    let mut out = Vec::new();
+    // The route table keeps this list: sized once, it holds no spare capacity.
+    let mut out = Vec::with_capacity(config.routes.len());
     let this_build = PluginState::default();
     for (i, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
@@ -182,7 +183,7 @@ fn compile_forward(
         Some(retries) => compile_retries(&format!("{path}.retries"), retries, errors),
         None => pool.and_then(|pool| pool.retry.clone()),
     };
-    let overrides = route.timeouts.unwrap_or_default();
+    let overrides = route.timeouts.as_deref().copied().unwrap_or_default();
     for (field, value) in [
         ("connect", overrides.connect),
         ("response", overrides.response),

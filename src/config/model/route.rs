@@ -25,18 +25,21 @@ pub struct RouteConfig {
     #[serde(default)]
     pub priority: i32,
     pub upstream: Option<String>,
-    pub respond: Option<RespondConfig>,
+    // The blocks most routes leave out are boxed: the running config keeps
+    // its source, and inline they made a route 928 bytes (9 MB at 10,000
+    // routes) whether it used them or not.
+    pub respond: Option<Box<RespondConfig>>,
     /// Several calls, one JSON answer (backend for frontend).
-    pub aggregate: Option<AggregateConfig>,
+    pub aggregate: Option<Box<AggregateConfig>>,
     /// JSON/HTTP requests turned into gRPC calls to the upstream.
-    pub grpc_transcode: Option<TranscodeConfig>,
-    pub rewrite: Option<RewriteConfig>,
+    pub grpc_transcode: Option<Box<TranscodeConfig>>,
+    pub rewrite: Option<Box<RewriteConfig>>,
     /// Send the client's Host header upstream instead of the target's address.
     #[serde(default)]
     pub preserve_host: bool,
-    pub timeouts: Option<RouteTimeouts>,
+    pub timeouts: Option<Box<RouteTimeouts>>,
     /// Replaces the upstream's retry policy for this route.
-    pub retries: Option<RetriesConfig>,
+    pub retries: Option<Box<RetriesConfig>>,
     /// Request body size on this route, in place of the listener's limit.
     pub max_request_body: Option<ByteSize>,
     #[serde(default)]
