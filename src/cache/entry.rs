@@ -55,9 +55,7 @@ impl Entry {
     /// How long after it stops being fresh it may still be of use: served
     /// stale, or revalidated with its validators.
     pub fn keep_for(&self, now: SystemTime) -> Duration {
-        let validators =
-            self.headers.contains_key(http::header::ETAG) || self.headers.contains_key(http::header::LAST_MODIFIED);
-        let revalidate = if validators {
+        let revalidate = if super::headers::has_validators(&self.headers) {
             Duration::from_secs(600)
         } else {
             Duration::ZERO

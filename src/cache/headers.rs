@@ -142,3 +142,76 @@ pub(super) fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap
         .and_then(|v| httpdate::parse_http_date(v).ok());
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn directives_are_read_as_the_rfc_says() {
+        let d = Directives::of(
+            &headers(&[(
+                "cache-control",
+                "max-age=0, Stale-While-Revalidate=30, stale-if-error=\"60\"",
+            )]),
+            true,
+        );
+        assert!(d.max_age && !d.no_cache);
+        assert_eq!(
+            (d.stale_while_revalidate, d.stale_if_error),
+            (Some(Duration::from_secs(30)), Some(Duration::from_secs(60)))
+        );
+        assert!(Directives::of(&headers(&[("pragma", "no-cache")]), true).no_cache);
+        assert!(
+            !Directives::of(
+                &headers(&[("pragma", "no-cache"), ("cache-control", "max-age=5")]),
+                true
+            )
+            .no_cache,
+            "Pragma counts only alone"
+        );
+        assert!(
+            !Directives::of(&headers(&[("cache-control", "no-store")]), false).no_store,
+            "ignored"
+        );
+        assert!(Directives::of(&headers(&[("cache-control", "no-cache")]), true).must_revalidate);
+    }
+
+    #[test]
+    fn client_conditions_compare_weakly_and_by_date() {
+        let stored = headers(&[("etag", "W/\"v1\""), ("last-modified", "Tue, 24 Nov 2026 10:00:00 GMT")]);
+        assert!(not_modified(&headers(&[("if-none-match", "\"v0\", \"v1\"")]), &stored));
+        assert!(not_modified(&headers(&[("if-none-match", "*")]), &stored));
+        assert!(!not_modified(&headers(&[("if-none-match", "\"v2\"")]), &stored));
+        // If-None-Match wins over If-Modified-Since.
+        assert!(!not_modified(
+            &headers(&[
+                ("if-none-match", "\"v2\""),
+                ("if-modified-since", "Wed, 25 Nov 2026 10:00:00 GMT")
+            ]),
+            &stored
+        ));
+        assert!(not_modified(
+            &headers(&[("if-modified-since", "Tue, 24 Nov 2026 10:00:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(
+            &headers(&[("if-modified-since", "Mon, 23 Nov 2026 10:00:00 GMT")]),
+            &stored
+        ));
+        assert!(!not_modified(&headers(&[("if-modified-since", "yesterday")]), &stored));
+    }
+}
