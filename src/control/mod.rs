@@ -4,6 +4,7 @@
 //! compiled off the serving threads, checked whole, and only then swapped in;
 //! a config with errors is refused and the running one kept.
 
+pub mod memory;
 pub mod upgrade;
 mod watch;
 
@@ -121,6 +122,12 @@ impl Control {
             Ok(compiled) => self.commit(compiled),
             Err(errors) => Err(errors.iter().map(|e| e.to_string()).collect()),
         };
+        // The old config is freed here unless requests still hold it; what
+        // it held goes back to the system with the build's scratch memory.
+        drop(previous);
+        if outcome.is_ok() {
+            tokio::task::spawn_blocking(memory::release_free_memory);
+        }
         let report = ReloadReport {
             trigger,
             at: SystemTime::now(),
@@ -289,7 +296,10 @@ async fn build(
             plugin_state: &plugin_state,
             previous: previous.as_deref(),
         };
-        crate::config::build_with(&text, &context)
+        let built = crate::config::build_with(&text, &context);
+        drop(text);
+        memory::release_free_memory();
+        built
     })
     .await;
     built.unwrap_or_else(|e| {
