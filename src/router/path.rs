@@ -2,7 +2,7 @@
 //! matched against canonical paths (`canonical`).
 
 use regex::Regex;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Values captured from the path, in pattern order: `{id}` gives `("id", "7")`.
 pub type Params = Vec<(Arc<str>, String)>;
@@ -16,7 +16,66 @@ pub enum PathPattern {
     /// `/users/{id}`, `/files/{*rest}`.
     Template(Vec<Segment>),
     /// `~ ^/v[0-9]+/items$`: named groups become parameters.
-    Regex(Regex),
+    Regex(PathRegex),
+}
+
+/// A route's regex, checked when the config is read and compiled for
+/// matching the first time a request's path is tried against it.
+///
+/// A compiled `regex::Regex` holds about 11 KB (its engines, their caches'
+/// pool); a config of 1,000 regex routes kept 11 MB for them whether or not
+/// they were ever asked. Kept as text until needed, a route costs its
+/// pattern; one that is tried compiles once (tens of microseconds, shared
+/// by every thread) and keeps its engines from then on.
+#[derive(Debug, Clone)]
+pub struct PathRegex {
+    pattern: Box<str>,
+    /// The named groups, in pattern order: they become parameters.
+    names: Box<[Arc<str>]>,
+    compiled: OnceLock<Option<Regex>>,
+}
+
+impl PathRegex {
+    /// Compiles the pattern once to check it (syntax and size limits) and to
+    /// read its group names; what matching needs is compiled again on first
+    /// use.
+    fn new(pattern: &str) -> Result<PathRegex, String> {
+        let checked = Regex::new(pattern).map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))?;
+        Ok(PathRegex {
+            pattern: pattern.into(),
+            names: checked.capture_names().flatten().map(Arc::from).collect(),
+            compiled: OnceLock::new(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// The compiled regex. `None` cannot happen for a pattern `new` accepted
+    /// (the same text, the same limits); if it did, the route matches nothing.
+    fn regex(&self) -> Option<&Regex> {
+        self.compiled.get_or_init(|| Regex::new(&self.pattern).ok()).as_ref()
+    }
+
+    fn matches(&self, path: &str, params: &mut Params) -> bool {
+        let Some(regex) = self.regex() else {
+            return false;
+        };
+        // Without named groups there is nothing to capture: the cheaper search.
+        if self.names.is_empty() {
+            return regex.is_match(path);
+        }
+        let Some(captures) = regex.captures(path) else {
+            return false;
+        };
+        for name in self.names.iter() {
+            if let Some(value) = captures.name(name) {
+                params.push((name.clone(), value.as_str().to_string()));
+            }
+        }
+        true
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,9 +107,7 @@ impl PathPattern {
             return Ok(PathPattern::Exact(path.to_string()));
         }
         if let Some(pattern) = text.strip_prefix('~') {
-            let regex =
-                Regex::new(pattern.trim()).map_err(|e| format!("invalid regex: {}", one_line(&e.to_string())))?;
-            return Ok(PathPattern::Regex(regex));
+            return PathRegex::new(pattern.trim()).map(PathPattern::Regex);
         }
         check_absolute(text)?;
         if !text.contains(['{', '}']) {
@@ -139,7 +196,7 @@ impl PathPattern {
                     Segment::Literal(_) => None,
                 })
                 .collect(),
-            PathPattern::Regex(regex) => regex.capture_names().flatten().map(String::from).collect(),
+            PathPattern::Regex(regex) => regex.names.iter().map(|name| name.to_string()).collect(),
             _ => Vec::new(),
         }
     }
@@ -167,19 +224,7 @@ impl PathPattern {
             PathPattern::Prefix(prefix) => prefix_matches(prefix, path),
             PathPattern::Exact(exact) => exact == path,
             PathPattern::Template(segments) => template_matches(segments, path, params),
-            // Without named groups there is nothing to capture: the cheaper search.
-            PathPattern::Regex(regex) if regex.capture_names().flatten().next().is_none() => regex.is_match(path),
-            PathPattern::Regex(regex) => {
-                let Some(captures) = regex.captures(path) else {
-                    return false;
-                };
-                for name in regex.capture_names().flatten() {
-                    if let Some(value) = captures.name(name) {
-                        params.push((name.into(), value.as_str().to_string()));
-                    }
-                }
-                true
-            }
+            PathPattern::Regex(regex) => regex.matches(path, params),
         }
     }
 }
@@ -334,6 +379,24 @@ mod tests {
         let params = matches("~ ^/v(?P<version>[0-9]+)/items$", "/v2/items").unwrap();
         assert_eq!(param(&params, "version"), "2");
         assert!(matches("~ ^/v[0-9]+/items$", "/vx/items").is_none());
+    }
+
+    #[test]
+    fn a_regex_is_checked_when_read_and_compiled_when_first_tried() {
+        let pattern = PathPattern::parse("~ ^/v(?P<version>[0-9]+)/(?P<item>[a-z]+)$").unwrap();
+        let PathPattern::Regex(regex) = &pattern else {
+            panic!("a regex pattern: {pattern:?}")
+        };
+        assert!(regex.compiled.get().is_none(), "compiled before any request");
+        assert_eq!(pattern.param_names(), ["version", "item"]);
+        let mut params = Params::new();
+        assert!(!pattern.matches("/v2", &mut params));
+        assert!(regex.compiled.get().is_some_and(|compiled| compiled.is_some()));
+        assert!(pattern.matches("/v2/items", &mut params));
+        assert_eq!((param(&params, "version"), param(&params, "item")), ("2".into(), "items".into()));
+        // Past the size limit: refused when read, not at the first request.
+        let huge = format!("~ ^/(a{{1000}}){{1000}}$");
+        assert!(PathPattern::parse(&huge).unwrap_err().contains("invalid regex"));
     }
 
     #[test]
