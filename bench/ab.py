@@ -6,14 +6,18 @@ on the other; medians and the paired rounds are printed, of requests/s and
 of the proxy's own CPU time per request (user+system from /proc), which a
 busy neighbour on a shared machine disturbs far less than requests/s.
 
-Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5]
+--h2 serves the listener over TLS and loads it with h2load instead, HTTP/2 with
+10 streams a connection (what bench/tls.py's HTTP/2 row sends).
+
+Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5] [--h2]
 Build an older commit into its own binary with, for example:
   git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release) && cp /tmp/old/target/release/portico /tmp/portico-old
 """
 import argparse, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import BACKEND, LOAD_CORE, PROXY_CORE, cpu_seconds, scratch_dir, start_backend, wait_port
+from bench import BACKEND, LOAD_CORE, PROXY_CORE, cpu_seconds, h2load, scratch_dir, start_backend, wait_port
+import tls
 
 GATEWAY = 18087
 CONFIG = """
@@ -32,12 +36,16 @@ def main():
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--h2", action="store_true")
     args = parser.parse_args()
     tmp = scratch_dir("portico-ab-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
     with open(conf, "w") as f:
-        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+        if args.h2:
+            f.write(tls.CONFIG.format(port=GATEWAY, backend=BACKEND, cert=tls.CERT, key=tls.KEY))
+        else:
+            f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
     wait_port(BACKEND)
     results = {"old": [], "new": []}
     cpu = {"old": [], "new": []}
@@ -50,13 +58,17 @@ def main():
                 try:
                     wait_port(GATEWAY)
                     before = cpu_seconds(proxy.pid)
-                    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}",
-                                          f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}/small"],
-                                         capture_output=True, text=True, check=True).stdout
+                    if args.h2:
+                        served, rps, _, _ = h2load(f"https://127.0.0.1:{GATEWAY}/small", args.connections,
+                                                   args.duration, tls.STREAMS)
+                    else:
+                        out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}",
+                                              f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}/small"],
+                                             capture_output=True, text=True, check=True).stdout
+                        rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
+                        served = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
                     used = cpu_seconds(proxy.pid) - before
-                    line = next(l for l in out.splitlines() if l.startswith("Requests/sec"))
-                    results[name].append(float(line.split()[1]))
-                    served = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])
+                    results[name].append(rps)
                     cpu[name].append(used / max(served, 1) * 1e6)
                 finally:
                     proxy.terminate()

@@ -31,6 +31,8 @@ pub struct Connection {
 pub(crate) struct ListenerState {
     pub(crate) settings: Arc<ListenerSettings>,
     pub(crate) builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    /// The same settings, HTTP/2 only: for TLS connections that chose h2 by ALPN.
+    pub(crate) h2_builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
 }
 
 /// Counts a client connection in the open-connections gauge while it lives.

@@ -143,7 +143,9 @@ pub(crate) async fn send(
                     Some(body) => {
                         let counter = exchange.bytes_in.get_or_insert_with(Arc::default).clone();
                         let body = RequestBody::new(body, limit, counter).decoding_base64(web_text);
-                        Some(buffer_body(body, limit).await?)
+                        // Boxed: only a body kept for a retry is read here, and
+                        // inline its reader (3.7 KB) sized every request's future.
+                        Some(Box::pin(buffer_body(body, limit)).await?)
                     }
                     None => Some(Bytes::new()),
                 },

@@ -154,7 +154,9 @@ async fn serve_request(
         data_done: false,
         ended: false,
     }));
-    let Ok(response) = handle(conn, request.map(|()| body)).await;
+    // Boxed for the reason `server::session` gives: this task is moved and
+    // its stage overwritten whole.
+    let Ok(response) = Box::pin(handle(conn, request.map(|()| body))).await;
     let (parts, mut body) = response.into_parts();
     if let Err(error) = send.send_response(http::Response::from_parts(parts, ())).await {
         tracing::debug!(%error, "HTTP/3 response head not sent");

@@ -106,7 +106,10 @@ pub(crate) async fn serve<'a>(
                     metrics: Some(&observed.entry.metrics),
                     trace: observed.trace.as_ref(),
                 };
-                crate::aggregate::run(aggregate, conn, &parts, ctx, shared).await?
+                // Boxed, as the transcoding call below: these rarer actions'
+                // futures (about 13 KB each) would otherwise size every
+                // request's future, which is moved whole.
+                Box::pin(crate::aggregate::run(aggregate, conn, &parts, ctx, shared)).await?
             }
             Action::Proxy(
                 forward @ Forward {
@@ -119,8 +122,16 @@ pub(crate) async fn serve<'a>(
                     trace: observed.trace.as_ref(),
                 };
                 let call = (forward, &**transcoder, route.body_limit(&conn.listener));
-                crate::transcode::transcode(call, conn, parts, body, request_id, shared, &mut observed.entry.call)
-                    .await?
+                Box::pin(crate::transcode::transcode(
+                    call,
+                    conn,
+                    parts,
+                    body,
+                    request_id,
+                    shared,
+                    &mut observed.entry.call,
+                ))
+                .await?
             }
             Action::Proxy(forward) => {
                 let body = match route.plugins.request_body_cap(&parts.headers, ctx.facts.has_body)? {

@@ -64,7 +64,7 @@ impl ServerCertVerifier for AnyCertificate {
 
 /// A TLS connection to `addr` asking for `name`, offering `alpn`, with
 /// only TLS 1.2 when `tls12_only`.
-async fn connect(
+pub(crate) async fn connect(
     addr: std::net::SocketAddr,
     name: &str,
     alpn: &[&[u8]],

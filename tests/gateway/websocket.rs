@@ -151,7 +151,6 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websockets_over_http2_streams_reach_http1_services() {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
     let upstream = echo_server().await;
     let gw = Gateway::start(&config(
         r#"
@@ -166,17 +165,52 @@ routes:
     .await;
     // An HTTP/2 client (h2c), as a browser opens a WebSocket on an HTTP/2 connection.
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+    websocket_over_http2(stream, &format!("http://{}", gw.addr)).await;
+}
+
+/// The same over TLS, HTTP/2 chosen by ALPN (a browser's way): such
+/// connections are served by an HTTP/2-only connection of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_http2_on_tls_reach_http1_services() {
+    let upstream = echo_server().await;
+    let certs = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/certs");
+    let gw = Gateway::start(&config(
+        r#"
+listeners:
+  - { name: secure, addr: "127.0.0.1:0", tls: { certificates: [ { cert: "$C/localhost.pem", key: "$C/localhost.key" } ] } }
+access_log: { enabled: false }
+upstreams: { chat: { targets: [ "$U" ] } }
+routes:
+  - { name: chat, match: { path: /chat, methods: [GET] }, upstream: chat }
+"#,
+        &[("U", upstream.to_string()), ("C", certs.to_string())],
+    ))
+    .await;
+    let stream = crate::tls::connect(gw.addr, "localhost", &[b"h2", b"http/1.1"], false)
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    websocket_over_http2(stream, "https://localhost").await;
+}
+
+/// Opens a WebSocket by extended CONNECT (RFC 8441) on an HTTP/2 connection
+/// over `io` and exchanges text and binary frames through the gateway.
+async fn websocket_over_http2<S>(io: S, base: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
         .await
         .unwrap();
     tokio::spawn(connection);
     // One exchange first, so the server's SETTINGS (with ENABLE_CONNECT_PROTOCOL) are in.
-    let first = http::Request::get(format!("http://{}/nowhere", gw.addr))
+    let first = http::Request::get(format!("{base}/nowhere"))
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     assert_eq!(sender.send_request(first).await.unwrap().status(), 404);
 
-    let mut connect = http::Request::connect(format!("http://{}/chat", gw.addr))
+    let mut connect = http::Request::connect(format!("{base}/chat"))
         .header("sec-websocket-version", "13")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
