@@ -469,8 +469,8 @@ impl Acceptor {
 /// task and again over its stage when it ends, so a pointer is cheaper to
 /// move than the session's state (7.9 KB). HTTP/1 keeps it inline: hyper
 /// holds one request's future at a time in a slot made once per connection,
-/// and the allocation would cost more than the one move (bench/ab.py: -3%
-/// requests/s boxed on HTTP/1, +10% on HTTP/2). A plain-text HTTP/2 client
+/// and the allocation would cost more than the one move (bench/ab.py: boxed,
+/// -3% requests/s on HTTP/1 and +13% on HTTP/2). A plain-text HTTP/2 client
 /// (prior knowledge) is served by the HTTP/1 connection's service, inline.
 fn session(
     conn: &Arc<Connection>,
