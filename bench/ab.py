@@ -9,7 +9,7 @@ busy neighbour on a shared machine disturbs far less than requests/s.
 --h2 serves the listener over TLS and loads it with h2load instead, HTTP/2 with
 10 streams a connection (what bench/tls.py's HTTP/2 row sends).
 
-Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5] [--h2]
+Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5] [--h2] [--path /16k]
 Build an older commit into its own binary with, for example:
   git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release) && cp /tmp/old/target/release/portico /tmp/portico-old
 """
@@ -37,6 +37,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--h2", action="store_true")
+    parser.add_argument("--path", default="/small", help="/small or /16k, from the nginx backend")
     args = parser.parse_args()
     tmp = scratch_dir("portico-ab-")
     backend = start_backend(tmp)
@@ -59,11 +60,11 @@ def main():
                     wait_port(GATEWAY)
                     before = cpu_seconds(proxy.pid)
                     if args.h2:
-                        served, rps, _, _ = h2load(f"https://127.0.0.1:{GATEWAY}/small", args.connections,
+                        served, rps, _, _ = h2load(f"https://127.0.0.1:{GATEWAY}{args.path}", args.connections,
                                                    args.duration, tls.STREAMS)
                     else:
                         out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}",
-                                              f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}/small"],
+                                              f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}{args.path}"],
                                              capture_output=True, text=True, check=True).stdout
                         rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
                         served = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])

@@ -335,7 +335,13 @@ fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(None)
         .max_buf_size((settings.max_header_bytes + HEADROOM).max(8192))
         .max_headers(settings.max_headers + 64)
-        .keep_alive(true);
+        .keep_alive(true)
+        // Head and body copied into one buffer and written with one plain
+        // write, rather than gathered by writev from their own buffers:
+        // bench/ab.py +4-6% requests/s on /small, /16k unchanged. The buffer
+        // is bounded by max_buf_size, so a streamed body still waits for the
+        // client (tests/gateway/streaming.rs).
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())
