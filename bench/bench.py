@@ -145,15 +145,18 @@ def nginx_worker(master):
     sys.exit("nginx worker did not start")
 
 
-def wait_port(port):
+def wait_port(port, seconds=10):
+    """Waits until something listens on `port` (a large config, or a binary
+    under valgrind, takes longer than the default)."""
     import socket
-    for _ in range(200):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
         except OSError:
             time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
+    sys.exit(f"nothing listens on {port} after {seconds} s")
 
 
 def cpu_seconds(pid):

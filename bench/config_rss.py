@@ -15,29 +15,17 @@ Usage: bench/config_rss.py BINARY [BINARY...] [--rounds 2] [--routes 10000] [--e
 import argparse, os, re, signal, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import rss_mib, scratch_dir
+from bench import rss_mib, scratch_dir, wait_port
 import scale
 
 PORT, ADMIN = 18300, 18301
-
-
-def wait_open(port, seconds):
-    import socket
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit(f"nothing listens on {port} after {seconds} s")
 
 
 def started_rss(binary, conf, env):
     process = subprocess.Popen([binary, "run", "--config", conf, "--workers", "1", "--no-watch"],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_open(PORT, 60)
+        wait_port(PORT, 60)
         time.sleep(1)
         return rss_mib(process.pid)
     finally:
@@ -55,7 +43,7 @@ def massif(binary, conf, tmp):
                                 "run", "--config", conf, "--workers", "1", "--no-watch"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_open(PORT, 600)
+        wait_port(PORT, 600)
         time.sleep(5)
     finally:
         process.send_signal(signal.SIGINT)
