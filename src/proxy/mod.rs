@@ -17,6 +17,7 @@ pub mod errors;
 pub mod exchange;
 pub mod forward;
 pub mod framing;
+pub mod graceful;
 pub mod grpc;
 pub mod grpc_web;
 pub mod http3;

@@ -4,6 +4,7 @@
 use super::admission::{Admission, Refusal};
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::connection::{Connection, ListenerState, OpenConnection};
+use super::graceful::Connections;
 use super::session::handle;
 use crate::body::{Inbound, ResponseBody};
 use crate::control::upgrade;
@@ -15,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -44,7 +44,7 @@ struct RunningListener {
     state: Arc<ArcSwap<ListenerState>>,
     stop: watch::Sender<bool>,
     acceptor: JoinHandle<()>,
-    connections: Arc<GracefulShutdown>,
+    connections: Arc<Connections>,
     /// The listening socket's descriptor, to hand to a new binary on upgrade.
     fd: OwnedFd,
     /// Set when the listener closes: responses then ask clients to close.
@@ -210,7 +210,7 @@ impl RunningListener {
         let quic_config = settings.tls.as_ref().and_then(|tls| tls.quic.clone());
         let name = settings.name.clone();
         let state = Arc::new(ArcSwap::from_pointee(ListenerState::new(settings)));
-        let connections = Arc::new(GracefulShutdown::new());
+        let connections = Arc::new(Connections::default());
         let (stop, stopped) = watch::channel(false);
         let draining = Arc::new(AtomicBool::new(false));
         // Counts outlive reloads: they are of the socket, not of a config.
@@ -276,9 +276,7 @@ impl RunningListener {
         }
         let _ = self.acceptor.await;
         self.draining.store(true, Ordering::Relaxed);
-        let Ok(connections) = Arc::try_unwrap(self.connections) else {
-            return Drained::TimedOut { open: 0 };
-        };
+        let connections = self.connections;
         let deadline = tokio::time::Instant::now() + drain.timeout;
         let asked_until = tokio::time::Instant::now() + drain.close_idle_after;
         while connections.count() > 0 && tokio::time::Instant::now() < asked_until {
@@ -362,7 +360,7 @@ struct Acceptor {
     draining: Arc<AtomicBool>,
     state: Arc<ArcSwap<ListenerState>>,
     gateway: Arc<ArcSwap<Gateway>>,
-    connections: Arc<GracefulShutdown>,
+    connections: Arc<Connections>,
     metrics: Arc<Metrics>,
     admission: Arc<Admission>,
 }
@@ -415,7 +413,7 @@ impl Acceptor {
             alt_svc: self.alt_svc.clone(),
         };
         let (builder, h2_builder) = (state.builder.clone(), state.h2_builder.clone());
-        let watcher = self.connections.watcher();
+        let connections = self.connections.clone();
         let open = OpenConnection::new(&self.metrics);
         let tls = settings.tls.clone();
         let (idle, header_read) = (settings.idle_timeout, settings.header_read_timeout);
@@ -425,7 +423,9 @@ impl Acceptor {
                     let conn = Arc::new(conn);
                     let service = service_fn(move |request| session(&conn, request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
-                    watcher.watch(builder.serve_connection_with_upgrades(io, service)).await
+                    connections
+                        .watch(builder.serve_connection_with_upgrades(io, service), |c| c.graceful_shutdown())
+                        .await
                 }
                 Some(tls) => {
                     // The handshake gets the time a request head gets.
@@ -453,10 +453,14 @@ impl Acceptor {
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     if h2 {
                         let service = service_fn(move |request| Box::pin(session(&conn, request)));
-                        watcher.watch(h2_builder.serve_connection(io, service)).await
+                        connections
+                            .watch(h2_builder.serve_connection(io, service), |c| c.graceful_shutdown())
+                            .await
                     } else {
                         let service = service_fn(move |request| session(&conn, request));
-                        watcher.watch(builder.serve_connection_with_upgrades(io, service)).await
+                        connections
+                        .watch(builder.serve_connection_with_upgrades(io, service), |c| c.graceful_shutdown())
+                        .await
                     }
                 }
             };
