@@ -45,14 +45,66 @@ pub fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    while let Some(found) = first_named(headers, &HOP_BY_HOP) {
-        if HOP_BY_HOP[found] == CONNECTION {
+/// Which hop-by-hop fields a message has, one bit each by their place in
+/// `HOP_BY_HOP`: found in one pass over the names it has (a handful),
+/// rather than a hashed lookup for each of the eight, most of which a
+/// message does not have.
+#[derive(Clone, Copy)]
+pub struct HopByHop(u8);
+
+impl HopByHop {
+    pub fn of(headers: &HeaderMap) -> HopByHop {
+        HopByHop(
+            headers
+                .keys()
+                .filter_map(hop_by_hop_index)
+                .fold(0, |present, index| present | 1 << index),
+        )
+    }
+
+    fn has(self, index: usize) -> bool {
+        self.0 & 1 << index != 0
+    }
+
+    /// Removes them: those `Connection` names, then the fixed set.
+    pub fn strip(self, headers: &mut HeaderMap) {
+        if self.0 == 0 {
+            return;
+        }
+        if self.has(CONNECTION_INDEX) {
             remove_connection_named(headers);
         }
-        headers.remove(&HOP_BY_HOP[found]);
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            if self.has(index) {
+                headers.remove(name);
+            }
+        }
     }
+}
+
+const CONNECTION_INDEX: usize = 0;
+const TE_INDEX: usize = 2;
+
+/// The place of `name` in `HOP_BY_HOP`. A match on the text compiles to a
+/// switch on its length and one comparison, where `==` against each of the
+/// eight names costs eight.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => CONNECTION_INDEX,
+        "keep-alive" => 1,
+        "te" => TE_INDEX,
+        "trailer" => 3,
+        "transfer-encoding" => 4,
+        "upgrade" => 5,
+        "proxy-authorization" => 6,
+        "proxy-connection" => 7,
+        _ => return None,
+    })
+}
+
+/// Removes hop-by-hop fields: those `Connection` names, and the fixed set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    HopByHop::of(headers).strip(headers);
 }
 
 /// Removes what `Connection` names. Most name only `keep-alive`, `close` or
@@ -128,9 +180,10 @@ use crate::consumers::{X_CLIENT_CERT_NAMES, X_CLIENT_CERT_SUBJECT};
 
 /// Rewrites the headers of a request about to go upstream.
 pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
-    let upgrade = upgrade_of(headers);
-    let trailers = accepts_trailers(headers);
-    strip_hop_by_hop(headers);
+    let hop_by_hop = HopByHop::of(headers);
+    let upgrade = hop_by_hop.has(CONNECTION_INDEX).then(|| upgrade_of(headers)).flatten();
+    let trailers = hop_by_hop.has(TE_INDEX) && accepts_trailers(headers);
+    hop_by_hop.strip(headers);
     // Room for what is added below, so the map grows once, not field by field.
     headers.reserve(6);
     // `TE: trailers` says what this hop takes, and Portico passes trailers on.
@@ -208,6 +261,15 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-end-to-end"));
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_is_found_at_its_place() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(index), "{name}");
+        }
+        assert_eq!(hop_by_hop_index(&http::header::CONTENT_LENGTH), None);
+        assert_eq!(hop_by_hop_index(&HeaderName::from_static("x-te")), None);
     }
 
     #[test]
