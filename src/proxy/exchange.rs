@@ -263,7 +263,7 @@ pub(crate) async fn send(
                             _ => None,
                         };
                         let (mut parts, body) = response.into_parts();
-                        forward::downstream_response(&mut parts.headers, parts.version, request_id);
+                        forward::downstream_response(&mut parts.headers, parts.version);
                         match switched {
                             Some(_) if client_version == Version::HTTP_2 => {
                                 upgrade::to_extended_connect_answer(&mut parts);

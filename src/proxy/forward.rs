@@ -238,11 +238,11 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     }
 }
 
-/// Rewrites the headers of a response about to go to the client.
-pub fn downstream_response(headers: &mut HeaderMap, upstream_version: Version, request_id: &HeaderValue) {
+/// Rewrites the headers of a response about to go to the client. Its
+/// `X-Request-Id` is set with every other answer's, when the session ends.
+pub fn downstream_response(headers: &mut HeaderMap, upstream_version: Version) {
     strip_hop_by_hop(headers);
     headers.append(VIA, via(upstream_version));
-    headers.insert(&X_REQUEST_ID, request_id.clone());
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use crate::body::ResponseBody;
 use crate::error::{ErrorKind, ProxyError};
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use std::time::Duration;
 
@@ -21,7 +21,9 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// `M`inutes, `S`econds, `m`illis, `u`micros, `n`anos). `None` when absent
 /// or malformed, as the gRPC spec asks servers to treat a bad value.
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.as_bytes();
+    // Looked up by a ready name: a `&str` key is parsed into one on every call.
+    static GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+    let value = headers.get(&GRPC_TIMEOUT)?.as_bytes();
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
