@@ -18,7 +18,7 @@
 //!   `-Prefix`, `-Server`, `X-Real-IP`, `Via`) pass only from the
 //!   listener's `trusted_proxies`.
 
-use super::forward::{accepts_trailers, connection_named, remove_named, tokens};
+use super::forward::{accepts_trailers, connection_named, remove_named, tokens, HopByHop};
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::ListenerSettings;
 use crate::plugins::ClientFacts;
@@ -151,6 +151,11 @@ fn authority(parts: &http::request::Parts) -> Result<Host, ProxyError> {
 /// WebSocket's. `Connection` is left saying only `upgrade` (for WebSocket)
 /// and `TE` only `trailers`, which is all the way upstream reads of them.
 fn strip_connection_named(headers: &mut HeaderMap) {
+    // Most requests have none of the three: one pass over their names says so.
+    let present = HopByHop::of(headers);
+    if ![CONNECTION, UPGRADE, TE].iter().any(|name| present.has_field(name)) {
+        return;
+    }
     let websocket = tokens(headers, &UPGRADE).any(|token| token.eq_ignore_ascii_case("websocket"));
     if headers.contains_key(CONNECTION) {
         let mut upgrade = false;

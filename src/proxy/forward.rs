@@ -66,6 +66,11 @@ impl HopByHop {
         self.0 & 1 << index != 0
     }
 
+    /// Whether the message has `name`, one of `HOP_BY_HOP`.
+    pub fn has_field(self, name: &HeaderName) -> bool {
+        hop_by_hop_index(name).is_some_and(|index| self.has(index))
+    }
+
     /// Removes them: those `Connection` names, then the fixed set.
     pub fn strip(self, headers: &mut HeaderMap) {
         if self.0 == 0 {
