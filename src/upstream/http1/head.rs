@@ -71,14 +71,16 @@ pub(super) fn parse(read: &mut BytesMut, bodiless: bool, upgrade: bool) -> Resul
         }
         // With room for the two fields the proxy adds (`Via`, the request id).
         let mut headers = HeaderMap::with_capacity(count + 2);
+        let mut framing_fields = FramingFields::default();
         for &[name, name_end, value, value_end] in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name as usize..name_end as usize])
                 .map_err(|_| Error::MalformedHead("a field name is invalid"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value as usize..value_end as usize))
                 .map_err(|_| Error::MalformedHead("a field value is invalid"))?;
+            framing_fields.note(&name, &value);
             headers.append(name, value);
         }
-        let (framing, keep_alive) = framing(status, version, &mut headers, bodiless, upgrade)?;
+        let (framing, keep_alive) = framing(status, version, &framing_fields, &mut headers, bodiless, upgrade)?;
         let (mut parts, ()) = http::Response::new(()).into_parts();
         parts.status = status;
         parts.version = version;
@@ -91,17 +93,70 @@ pub(super) fn parse(read: &mut BytesMut, bodiless: bool, upgrade: bool) -> Resul
     }
 }
 
+/// What the framing fields say, noted as the map is built, so that
+/// framing is decided without looking each of them up again.
+#[derive(Default)]
+struct FramingFields {
+    /// `Connection` names `close`.
+    close: bool,
+    /// `Connection` names `keep-alive` (what keeps an HTTP/1.0 one open).
+    keep_alive: bool,
+    /// There is a `Transfer-Encoding`.
+    transfer_encoding: bool,
+    /// The last coding of the last `Transfer-Encoding` is `chunked`.
+    chunked_last: bool,
+    /// The one length every `Content-Length` says.
+    length: Option<u64>,
+    /// A `Content-Length` is not a number, or disagrees with another.
+    bad_length: bool,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if *name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.chunked_last = value
+                .to_str()
+                .ok()
+                .and_then(|value| value.rsplit(',').next())
+                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if *name == CONTENT_LENGTH {
+            // `Content-Length: 5, 5` is one length said twice; any disagreement is fatal.
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let part = part.trim_ascii();
+                let parsed = match part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                    true => None,
+                    false => std::str::from_utf8(part)
+                        .ok()
+                        .and_then(|digits| digits.parse::<u64>().ok()),
+                };
+                match (parsed, self.length) {
+                    (Some(n), Some(seen)) if n != seen => self.bad_length = true,
+                    (Some(n), _) => self.length = Some(n),
+                    (None, _) => self.bad_length = true,
+                }
+            }
+        }
+    }
+}
+
 /// How the body is delimited, and whether the connection stays open after it.
 fn framing(
     status: StatusCode,
     version: Version,
+    fields: &FramingFields,
     headers: &mut HeaderMap,
     bodiless: bool,
     upgrade: bool,
 ) -> Result<(Framing, bool), Error> {
     let mut keep_alive = match version {
-        Version::HTTP_10 => has_token(headers, CONNECTION, "keep-alive"),
-        _ => !has_token(headers, CONNECTION, "close"),
+        Version::HTTP_10 => fields.keep_alive,
+        _ => !fields.close,
     };
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return match upgrade {
@@ -114,54 +169,23 @@ fn framing(
     if bodiless || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Length(0), keep_alive));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if fields.transfer_encoding {
         // Transfer-Encoding wins over Content-Length; a message with both
         // may be an attempt at splitting, so its connection is not reused.
         if headers.remove(CONTENT_LENGTH).is_some() {
             keep_alive = false;
         }
-        let chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        return Ok(match chunked {
+        return Ok(match fields.chunked_last {
             true => (Framing::Chunked, keep_alive),
             false => (Framing::UntilClose, false),
         });
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        // `Content-Length: 5, 5` is one length said twice; any disagreement is fatal.
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            let parsed = match part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                true => None,
-                false => std::str::from_utf8(part)
-                    .ok()
-                    .and_then(|digits| digits.parse::<u64>().ok()),
-            };
-            match (parsed, length) {
-                (None, _) => return Err(Error::BadLength),
-                (Some(n), Some(seen)) if n != seen => return Err(Error::BadLength),
-                (Some(n), _) => length = Some(n),
-            }
-        }
+    if fields.bad_length {
+        return Err(Error::BadLength);
     }
-    Ok(match length {
+    Ok(match fields.length {
         Some(length) => (Framing::Length(length), keep_alive),
         None => (Framing::UntilClose, false),
-    })
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|value| {
-        value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
     })
 }
 
