@@ -10,7 +10,7 @@ use crate::error::{ErrorKind, ProxyError};
 use crate::ratelimit::calendar::Period;
 use crate::ratelimit::local::LocalStore;
 use crate::ratelimit::redis::RedisStore;
-use crate::ratelimit::{Algorithm, Limit, Verdict};
+use crate::ratelimit::{Algorithm, Limit, Verdict, Verdicts};
 use crate::telemetry::metrics::Metrics;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -303,12 +303,12 @@ impl RateLimit {
         hasher.digest()
     }
 
-    async fn verdicts(&self, key: u64) -> Result<Vec<Verdict>, String> {
+    async fn verdicts(&self, key: u64) -> Result<Verdicts, String> {
         let now = now_ms();
         match &self.store {
             Store::Local(store) => {
                 // Each limit's counter: its name hashed with the request's key as the seed.
-                let hashed: Vec<(u64, &Limit)> = self
+                let hashed: smallvec::SmallVec<[(u64, &Limit); 4]> = self
                     .limits
                     .iter()
                     .map(|limit| (xxhash_rust::xxh3::xxh3_64_with_seed(limit.name.as_bytes(), key), limit))
@@ -329,7 +329,7 @@ impl RateLimit {
                         (format!("portico:rl:{{{tag}}}:{}", limit.name), limit, bounds)
                     })
                     .collect();
-                store.check(&checks, *timeout).await
+                store.check(&checks, *timeout).await.map(Verdicts::from_vec)
             }
         }
     }

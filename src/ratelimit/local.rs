@@ -5,7 +5,8 @@
 //! an eighth of the rest (a flood of distinct keys costs those keys their
 //! history, not the gateway its memory).
 
-use super::{Limit, State, Verdict};
+use super::{Limit, State, Verdicts};
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
@@ -46,16 +47,17 @@ impl LocalStore {
     /// Checks one request against every `(key, limit)`; charges them all only
     /// if all allow. The shards involved are locked together (in index
     /// order), so the check and the charge are one step.
-    pub fn check(&self, checks: &[(u64, &Limit)], now_ms: u64, zone: &jiff::tz::TimeZone) -> Vec<Verdict> {
-        let mut indexes: Vec<usize> = checks.iter().map(|(key, _)| Self::shard_of(*key)).collect();
+    pub fn check(&self, checks: &[(u64, &Limit)], now_ms: u64, zone: &jiff::tz::TimeZone) -> Verdicts {
+        // A request has a few limits: nothing here allocates for up to four.
+        let mut indexes: SmallVec<[usize; 4]> = checks.iter().map(|(key, _)| Self::shard_of(*key)).collect();
         indexes.sort_unstable();
         indexes.dedup();
-        let mut guards: Vec<(usize, MutexGuard<'_, HashMap<u64, Entry>>)> = indexes
+        let mut guards: SmallVec<[(usize, MutexGuard<'_, HashMap<u64, Entry>>); 4]> = indexes
             .iter()
             .map(|i| (*i, self.shards[*i].lock().unwrap_or_else(|p| p.into_inner())))
             .collect();
-        let mut verdicts = Vec::with_capacity(checks.len());
-        let mut next_states = Vec::with_capacity(checks.len());
+        let mut verdicts = Verdicts::new();
+        let mut next_states: SmallVec<[State; 4]> = SmallVec::new();
         for (key, limit) in checks {
             let index = Self::shard_of(*key);
             let map = guards.iter().find(|(i, _)| *i == index).map(|(_, g)| &**g);

@@ -38,6 +38,10 @@ pub struct Limit {
     pub name: String,
 }
 
+/// A request's verdicts, one per limit: a route has a few limits, so they
+/// are kept inline rather than in an allocation each request.
+pub type Verdicts = smallvec::SmallVec<[Verdict; 4]>;
+
 /// What a store says of one limit for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {
