@@ -131,7 +131,10 @@ mod tests {
             .collect();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert_eq!(connections.count(), 3);
-        assert!(told.iter().all(|t| !t.load(Ordering::SeqCst)), "told before the shutdown");
+        assert!(
+            told.iter().all(|t| !t.load(Ordering::SeqCst)),
+            "told before the shutdown"
+        );
         tokio::time::timeout(Duration::from_secs(5), connections.shutdown())
             .await
             .expect("shutdown waits for the connections, then returns");

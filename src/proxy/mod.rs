@@ -1,7 +1,8 @@
-//! The HTTP side: listeners and connections (`server`, `http3`), who may
-//! connect and how often (`admission`), the request's way through the
-//! gateway, and the rules for what crosses it (`canonical`, `forward`,
-//! `rewrite`, `request_id`, `client_timeouts`, `framing`).
+//! The HTTP side: listeners and connections (`server`, `http3`; `graceful`
+//! tells them to finish), who may connect and how often (`admission`), the
+//! request's way through the gateway, and the rules for what crosses it
+//! (`canonical`, `forward`, `rewrite`, `request_id`, `client_timeouts`,
+//! `framing`).
 //!
 //! A request's way, one file a step: `session` (accept, finish, log) runs
 //! `listener_checks`, then `phases` (route, plugins by phase, the action),

@@ -424,7 +424,9 @@ impl Acceptor {
                     let service = service_fn(move |request| session(&conn, request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     connections
-                        .watch(builder.serve_connection_with_upgrades(io, service), |c| c.graceful_shutdown())
+                        .watch(builder.serve_connection_with_upgrades(io, service), |c| {
+                            c.graceful_shutdown()
+                        })
                         .await
                 }
                 Some(tls) => {
@@ -459,8 +461,10 @@ impl Acceptor {
                     } else {
                         let service = service_fn(move |request| session(&conn, request));
                         connections
-                        .watch(builder.serve_connection_with_upgrades(io, service), |c| c.graceful_shutdown())
-                        .await
+                            .watch(builder.serve_connection_with_upgrades(io, service), |c| {
+                                c.graceful_shutdown()
+                            })
+                            .await
                     }
                 }
             };

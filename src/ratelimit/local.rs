@@ -20,6 +20,9 @@ struct Entry {
     expires_at: u64,
 }
 
+/// One shard of the counters, locked.
+type Shard<'a> = MutexGuard<'a, HashMap<u64, Entry>>;
+
 #[derive(Debug)]
 pub struct LocalStore {
     shards: Vec<Mutex<HashMap<u64, Entry>>>,
@@ -52,7 +55,7 @@ impl LocalStore {
         let mut indexes: SmallVec<[usize; 4]> = checks.iter().map(|(key, _)| Self::shard_of(*key)).collect();
         indexes.sort_unstable();
         indexes.dedup();
-        let mut guards: SmallVec<[(usize, MutexGuard<'_, HashMap<u64, Entry>>); 4]> = indexes
+        let mut guards: SmallVec<[(usize, Shard<'_>); 4]> = indexes
             .iter()
             .map(|i| (*i, self.shards[*i].lock().unwrap_or_else(|p| p.into_inner())))
             .collect();
