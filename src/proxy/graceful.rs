@@ -29,24 +29,17 @@ pub struct Connections {
 }
 
 impl Connections {
-    /// Serves `connection` to its end; once the listener is closing,
-    /// `shutdown` is called on it once and it is polled until it finishes.
-    pub async fn watch<C: Future>(self: &Arc<Self>, connection: C, shutdown: impl FnOnce(Pin<&mut C>)) -> C::Output {
-        let open = Open::new(self);
-        let mut connection = pin!(connection);
-        let mut shutdown = Some(shutdown);
-        std::future::poll_fn(|cx| {
-            if shutdown.is_some() {
-                open.waker.register(cx.waker());
-                if self.closing.load(Ordering::SeqCst) {
-                    if let Some(shutdown) = shutdown.take() {
-                        shutdown(connection.as_mut());
-                    }
-                }
-            }
-            connection.as_mut().poll(cx)
-        })
-        .await
+    /// Counts a connection from now (its TLS handshake included) until the
+    /// returned entry is dropped.
+    pub fn track(self: &Arc<Self>) -> Tracked {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let waker = Arc::new(AtomicWaker::new());
+        self.lock().insert(id, waker.clone());
+        Tracked {
+            connections: self.clone(),
+            id,
+            waker,
+        }
     }
 
     /// How many connections are open.
@@ -78,22 +71,34 @@ impl Connections {
 }
 
 /// One connection's entry, removed when it closes.
-struct Open<'a> {
-    connections: &'a Connections,
+pub struct Tracked {
+    connections: Arc<Connections>,
     id: u64,
     waker: Arc<AtomicWaker>,
 }
 
-impl<'a> Open<'a> {
-    fn new(connections: &'a Connections) -> Open<'a> {
-        let id = connections.next_id.fetch_add(1, Ordering::Relaxed);
-        let waker = Arc::new(AtomicWaker::new());
-        connections.lock().insert(id, waker.clone());
-        Open { connections, id, waker }
+impl Tracked {
+    /// Serves `connection` to its end; once the listener is closing,
+    /// `shutdown` is called on it once and it is polled until it finishes.
+    pub async fn serve<C: Future>(self, connection: C, shutdown: impl FnOnce(Pin<&mut C>)) -> C::Output {
+        let mut connection = pin!(connection);
+        let mut shutdown = Some(shutdown);
+        std::future::poll_fn(|cx| {
+            if shutdown.is_some() {
+                self.waker.register(cx.waker());
+                if self.connections.closing.load(Ordering::SeqCst) {
+                    if let Some(shutdown) = shutdown.take() {
+                        shutdown(connection.as_mut());
+                    }
+                }
+            }
+            connection.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
-impl Drop for Open<'_> {
+impl Drop for Tracked {
     fn drop(&mut self) {
         let mut open = self.connections.lock();
         open.remove(&self.id);
@@ -117,7 +122,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         connections
-            .watch(connection, |_| told.store(true, Ordering::SeqCst))
+            .track()
+            .serve(connection, |_| told.store(true, Ordering::SeqCst))
             .await
     }
 

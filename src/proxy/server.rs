@@ -413,7 +413,7 @@ impl Acceptor {
             alt_svc: self.alt_svc.clone(),
         };
         let (builder, h2_builder) = (state.builder.clone(), state.h2_builder.clone());
-        let connections = self.connections.clone();
+        let tracked = self.connections.track();
         let open = OpenConnection::new(&self.metrics);
         let tls = settings.tls.clone();
         let (idle, header_read) = (settings.idle_timeout, settings.header_read_timeout);
@@ -423,8 +423,8 @@ impl Acceptor {
                     let conn = Arc::new(conn);
                     let service = service_fn(move |request| session(&conn, request));
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
-                    connections
-                        .watch(builder.serve_connection_with_upgrades(io, service), |c| {
+                    tracked
+                        .serve(builder.serve_connection_with_upgrades(io, service), |c| {
                             c.graceful_shutdown()
                         })
                         .await
@@ -455,13 +455,13 @@ impl Acceptor {
                     let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
                     if h2 {
                         let service = service_fn(move |request| Box::pin(session(&conn, request)));
-                        connections
-                            .watch(h2_builder.serve_connection(io, service), |c| c.graceful_shutdown())
+                        tracked
+                            .serve(h2_builder.serve_connection(io, service), |c| c.graceful_shutdown())
                             .await
                     } else {
                         let service = service_fn(move |request| session(&conn, request));
-                        connections
-                            .watch(builder.serve_connection_with_upgrades(io, service), |c| {
+                        tracked
+                            .serve(builder.serve_connection_with_upgrades(io, service), |c| {
                                 c.graceful_shutdown()
                             })
                             .await
