@@ -210,6 +210,12 @@ mod tests {
         assert_eq!(both.framing, Framing::Chunked);
         assert!(!both.keep_alive, "both framings: the connection is not reused");
         assert!(!both.parts.headers.contains_key(CONTENT_LENGTH));
+        // Transfer-Encoding wins even over a length that is not a number.
+        let bad_beside = parsed("HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(bad_beside.framing, Framing::Chunked);
+        assert!(!bad_beside.keep_alive);
         let gzip_last = parsed("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n")
             .unwrap()
             .unwrap();
