@@ -37,6 +37,27 @@ pub struct Entry {
     pub born: SystemTime,
 }
 
+/// An answer's freshness lifetime and the time its age was zero, read
+/// from its policy when it is stored.
+///
+/// An answer with nothing left to live (`no-cache`, `max-age=0`, or one
+/// that arrived already stale by its `Age` or `Date`) gets a lifetime of
+/// zero: stale from birth, whatever the clock reads next. Taking its age as
+/// its lifetime instead would make it fresh again to a clock read a moment
+/// earlier (two clocks read in turn, or a paused test clock), and a
+/// `no-cache` answer would be served unrevalidated. Its staleness is then
+/// counted from birth, which can only refuse a stale use, never allow one.
+pub fn lifetime_and_birth(policy: &CachePolicy, now: SystemTime) -> (Duration, SystemTime) {
+    let age = policy.age(now);
+    let born = now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+    let time_to_live = policy.time_to_live(now);
+    if time_to_live.is_zero() {
+        (Duration::ZERO, born)
+    } else {
+        (time_to_live.saturating_add(age), born)
+    }
+}
+
 /// What the primary key holds: the answer, or, for answers with `Vary`,
 /// the names of the request headers that pick the variant.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,5 +103,67 @@ impl Entry {
     /// How long it has been stale, `None` while fresh.
     pub fn staleness(&self, now: SystemTime) -> Option<Duration> {
         (!self.is_fresh(now)).then(|| self.age(now) - self.lifetime)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_cache_semantics::CacheOptions;
+
+    fn policy(response: &[(&str, &str)], at: SystemTime) -> CachePolicy {
+        let request = http::Request::get("http://example.test/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let mut builder = http::Response::builder();
+        for (name, value) in response {
+            builder = builder.header(*name, *value);
+        }
+        let response = builder.body(()).unwrap().into_parts().0;
+        CachePolicy::new_options(&request, &response, at, CacheOptions::default())
+    }
+
+    fn entry(policy: CachePolicy, now: SystemTime) -> Entry {
+        let (lifetime, born) = lifetime_and_birth(&policy, now);
+        Entry {
+            policy,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            url: String::new(),
+            tags: Vec::new(),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            lifetime,
+            born,
+        }
+    }
+
+    #[test]
+    fn an_answer_with_no_time_to_live_is_stale_even_to_an_earlier_clock_reading() {
+        let now = SystemTime::now();
+        let earlier = now - Duration::from_nanos(1);
+        // `Age: 1`: the answer arrives a second old.
+        for cache_control in ["no-cache", "max-age=0", "max-age=1"] {
+            let stored = entry(policy(&[("cache-control", cache_control), ("age", "1")], now), now);
+            assert!(!stored.is_fresh(now), "{cache_control}");
+            assert!(
+                !stored.is_fresh(earlier),
+                "{cache_control}: fresh to a clock read a moment earlier"
+            );
+            assert!(stored
+                .staleness(now)
+                .is_some_and(|stale| stale >= Duration::from_secs(1)));
+        }
+        let stored = entry(policy(&[("cache-control", "max-age=60"), ("age", "1")], now), now);
+        assert!(stored.is_fresh(now) && stored.is_fresh(earlier));
+        let left = stored.time_to_live(now);
+        assert!(
+            left > Duration::from_secs(58) && left <= Duration::from_secs(59),
+            "{left:?}"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! entry) read, checked against what may be stored, made an entry with its
 //! policy, and stored under its key or its variant's.
 
-use super::entry::{Entry, Slot};
+use super::entry::{self, Entry, Slot};
 use super::headers::{cap_age, has_validators, tags, vary_names, Directives};
 use super::{key, upstream_head, Cache, Outcome, SECRET_HEADERS};
 use crate::around::Upstream;
@@ -172,8 +172,7 @@ impl Cache {
         if !policy.is_storable() || policy.time_to_live(now).is_zero() && !has_validators(&headers) {
             return None;
         }
-        let age = policy.age(now);
-        let lifetime = policy.time_to_live(now).saturating_add(age);
+        let (lifetime, born) = entry::lifetime_and_birth(&policy, now);
         Some(Entry {
             policy,
             status,
@@ -185,7 +184,7 @@ impl Cache {
             stale_if_error: directives.stale_if_error.unwrap_or(self.settings.stale_if_error),
             must_revalidate: directives.must_revalidate,
             lifetime,
-            born: now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH),
+            born,
             headers,
             body,
         })
