@@ -18,7 +18,7 @@
 //!   `-Prefix`, `-Server`, `X-Real-IP`, `Via`) pass only from the
 //!   listener's `trusted_proxies`.
 
-use super::forward::{accepts_trailers, connection_named, remove_named, tokens, HopByHop};
+use super::forward::{accepts_trailers, connection_is, connection_named, remove_named, tokens, HopByHop};
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::ListenerSettings;
 use crate::plugins::ClientFacts;
@@ -156,6 +156,12 @@ fn strip_connection_named(headers: &mut HeaderMap) {
     if ![CONNECTION, UPGRADE, TE].iter().any(|name| present.has_field(name)) {
         return;
     }
+    // The usual `Connection: keep-alive`: it and the field it names go.
+    if !present.has_field(&UPGRADE) && !present.has_field(&TE) && connection_is(headers, &["keep-alive"]) {
+        headers.remove(CONNECTION);
+        present.strip_keep_alive(headers);
+        return;
+    }
     let websocket = tokens(headers, &UPGRADE).any(|token| token.eq_ignore_ascii_case("websocket"));
     if headers.contains_key(CONNECTION) {
         let mut upgrade = false;
@@ -261,5 +267,21 @@ mod tests {
         assert_eq!(headers[CONNECTION], "upgrade");
         assert_eq!(headers[UPGRADE], "websocket");
         assert_eq!(headers[TE], "trailers");
+
+        // The common line: it and the field it names go, the rest stays.
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, "Keep-Alive".parse().unwrap());
+        headers.insert("keep-alive", "timeout=5".parse().unwrap());
+        headers.insert("x-kept", "1".parse().unwrap());
+        strip_connection_named(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), ["x-kept"]);
+
+        // Two lines, or a field named beside it: the full reading.
+        let mut headers = HeaderMap::new();
+        headers.append(CONNECTION, "keep-alive".parse().unwrap());
+        headers.append(CONNECTION, "x-secret".parse().unwrap());
+        headers.insert("x-secret", "1".parse().unwrap());
+        strip_connection_named(&mut headers);
+        assert!(headers.is_empty(), "{headers:?}");
     }
 }

@@ -205,7 +205,7 @@ pub(crate) async fn send(
         });
         let in_flight = target.begin();
         let sent = Instant::now();
-        let attempt = tokio::time::timeout(wait, connections::send(&target, request, forward.timeouts.connect)).await;
+        let attempt = connections::send(&target, request, forward.timeouts.connect, sent + wait).await;
         let latency = sent.elapsed();
         exchange.upstream_latency = Some(latency);
         if let Some(metrics) = shared.metrics {

@@ -85,9 +85,17 @@ impl HopByHop {
             }
         }
     }
+
+    /// Removes `Keep-Alive`, if the message has it.
+    pub fn strip_keep_alive(self, headers: &mut HeaderMap) {
+        if self.has(KEEP_ALIVE_INDEX) {
+            headers.remove(&HOP_BY_HOP[KEEP_ALIVE_INDEX]);
+        }
+    }
 }
 
 const CONNECTION_INDEX: usize = 0;
+const KEEP_ALIVE_INDEX: usize = 1;
 const TE_INDEX: usize = 2;
 
 /// The place of `name` in `HOP_BY_HOP`. A match on the text compiles to a
@@ -96,7 +104,7 @@ const TE_INDEX: usize = 2;
 fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
     Some(match name.as_str() {
         "connection" => CONNECTION_INDEX,
-        "keep-alive" => 1,
+        "keep-alive" => KEEP_ALIVE_INDEX,
         "te" => TE_INDEX,
         "trailer" => 3,
         "transfer-encoding" => 4,
@@ -116,6 +124,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// `upgrade`, which are hop-by-hop anyway or no field at all: those cost
 /// no lookup and no allocation.
 fn remove_connection_named(headers: &mut HeaderMap) {
+    // Neither names a field (`anyway` below).
+    if connection_is(headers, &["keep-alive", "close"]) {
+        return;
+    }
     let anyway = |token: &str| {
         token.eq_ignore_ascii_case("close") || HOP_BY_HOP.iter().any(|name| token.eq_ignore_ascii_case(name.as_str()))
     };
@@ -125,6 +137,19 @@ fn remove_connection_named(headers: &mut HeaderMap) {
         .collect();
     for name in named {
         headers.remove(name);
+    }
+}
+
+/// Whether `Connection` is one line holding just one of `options`, as
+/// nearly every message that has it says (`keep-alive`, `close`): then its
+/// tokens need not be split and looked up.
+pub fn connection_is(headers: &HeaderMap, options: &[&str]) -> bool {
+    let mut values = headers.get_all(CONNECTION).iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => options
+            .iter()
+            .any(|option| value.as_bytes().eq_ignore_ascii_case(option.as_bytes())),
+        _ => false,
     }
 }
 
@@ -275,6 +300,28 @@ mod tests {
         }
         assert_eq!(hop_by_hop_index(&http::header::CONTENT_LENGTH), None);
         assert_eq!(hop_by_hop_index(&HeaderName::from_static("x-te")), None);
+    }
+
+    #[test]
+    fn an_answer_s_connection_line_takes_what_it_names_with_it() {
+        for (lines, named) in [
+            (&["keep-alive"][..], false),
+            (&["Close"], false),
+            (&["keep-alive, x-hop"], true),
+            (&["keep-alive", "x-hop"], true),
+        ] {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(CONNECTION, line.parse().unwrap());
+            }
+            headers.insert("keep-alive", "timeout=5".parse().unwrap());
+            headers.insert("x-hop", "1".parse().unwrap());
+            headers.insert("x-kept", "1".parse().unwrap());
+            strip_hop_by_hop(&mut headers);
+            assert_eq!(headers.contains_key("x-hop"), !named, "{lines:?}");
+            assert!(headers.contains_key("x-kept") && !headers.contains_key(CONNECTION));
+            assert!(!headers.contains_key("keep-alive"), "{lines:?}");
+        }
     }
 
     #[test]

@@ -118,7 +118,8 @@ impl Connections {
         }
     }
 
-    fn put(&self, connection: Box<Connection>) {
+    fn put(&self, mut connection: Box<Connection>) {
+        connection.park();
         let Ok(mut idle) = self.idle.lock() else { return };
         // The oldest entries sit at the front: drop those that have expired.
         let now = Instant::now();
@@ -131,17 +132,24 @@ impl Connections {
     }
 }
 
+/// The answer's head did not come by the attempt's deadline.
+pub struct TimedOut;
+
 /// Sends `request` (origin-form URI, Host set) to `target`: over HTTP/1.1
 /// on an idle connection when one is usable, else on a new one; over
 /// HTTP/2 on the target's shared connection, made when there is none.
+/// [`TimedOut`] when the answer's head has not come by `deadline`.
 pub async fn send(
     target: &Arc<super::Target>,
     request: Request<RequestBody>,
     connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), Failed> {
+    deadline: Instant,
+) -> Result<Result<(Response<Incoming>, Lease), Failed>, TimedOut> {
     match &target.transport.protocol {
-        UpstreamProtocol::Http1 => send_http1(target, request, connect_timeout).await,
-        _ => send_http2(target, request, connect_timeout).await,
+        UpstreamProtocol::Http1 => send_http1(target, request, connect_timeout, deadline).await,
+        _ => tokio::time::timeout_at(deadline, send_http2(target, request, connect_timeout))
+            .await
+            .map_err(|_| TimedOut),
     }
 }
 
@@ -149,25 +157,34 @@ async fn send_http1(
     target: &Arc<super::Target>,
     request: Request<RequestBody>,
     connect_timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), Failed> {
+    deadline: Instant,
+) -> Result<Result<(Response<Incoming>, Lease), Failed>, TimedOut> {
     let connection = match target.connections.take() {
         Some(connection) => connection,
         None => {
             tracing::trace!(target = &*target.addr, "opening a connection");
-            match target.transport.connect(target, connect_timeout).await {
+            let connecting = target.transport.connect(target, connect_timeout);
+            match tokio::time::timeout_at(deadline, connecting)
+                .await
+                .map_err(|_| TimedOut)?
+            {
                 Ok(Sender::Http1(connection)) => connection,
-                Ok(Sender::Http2(..)) => return Err(wrong_protocol(request)),
+                Ok(Sender::Http2(..)) => return Ok(Err(wrong_protocol(request))),
                 Err(error) => {
-                    return Err(Failed {
+                    return Ok(Err(Failed {
                         error,
                         unsent: Some(request),
-                    })
+                    }))
                 }
             }
         }
     };
-    let response = connection.send(request).await.map_err(SendError::Http1)?;
-    Ok((response.map(Incoming::Http1), Lease::new(target)))
+    // The connection's own timer bounds the head: no timer made per request.
+    match connection.send(request, Some(deadline)).await {
+        Ok(response) => Ok(Ok((response.map(Incoming::Http1), Lease::new(target)))),
+        Err(super::http1::Error::TimedOut) => Err(TimedOut),
+        Err(error) => Ok(Err(SendError::Http1(error).into())),
+    }
 }
 
 async fn send_http2(

@@ -307,7 +307,7 @@ impl Sender {
     pub async fn send_request(self, mut request: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
         match self {
             Sender::Http1(connection) => {
-                let response = connection.send(request).await.map_err(SendError::Http1)?;
+                let response = connection.send(request, None).await.map_err(SendError::Http1)?;
                 Ok(response.map(Incoming::Http1))
             }
             Sender::Http2(mut sender, scheme) => {

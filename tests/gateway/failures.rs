@@ -129,6 +129,40 @@ routes:
 }
 
 #[tokio::test]
+async fn a_kept_connection_bounds_each_answer_by_its_own_request_s_deadline() {
+    // Fast everywhere but /slow: the requests share one kept connection, and
+    // each sets the head deadline its route asks for, shorter or longer.
+    let upstream = serve(|request: http::Request<hyper::body::Incoming>| async move {
+        if request.uri().path().ends_with("/slow") {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        Ok::<_, std::convert::Infallible>(named_response("svc"))
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { svc: { targets: ["$U"], timeouts: { response: 30s } } }
+routes:
+  - { name: impatient, match: { path: /impatient }, upstream: svc, timeouts: { response: 300ms } }
+  - { name: patient, match: { path: /patient }, upstream: svc }
+"#,
+        &[("U", upstream.to_string())],
+    );
+    let gw = Gateway::start(&yaml).await;
+    for _ in 0..2 {
+        assert_eq!(get(&gw.url("/patient/fast")).await.status, 200);
+        let started = Instant::now();
+        get(&gw.url("/impatient/slow")).await.problem(504);
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(get(&gw.url("/impatient/fast")).await.status, 200);
+    }
+    // A longer deadline after a shorter one: the slow answer is waited for.
+    let slow = get(&gw.url("/patient/slow")).await;
+    assert_eq!((slow.status.as_u16(), slow.body.as_ref()), (200, &b"svc"[..]));
+}
+
+#[tokio::test]
 async fn a_connect_that_never_completes_is_504_after_the_connect_timeout() {
     // A listener that never accepts and has a full accept queue: the kernel
     // drops further SYNs, so a connect hangs instead of being refused.

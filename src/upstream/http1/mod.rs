@@ -26,10 +26,12 @@ pub use upgraded::Upgraded;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
 use std::future::poll_fn;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,6 +63,8 @@ pub enum Error {
     RequestBody(#[source] BoxError),
     #[error("the request body does not match its Content-Length")]
     RequestLength,
+    #[error("the upstream did not answer by the deadline")]
+    TimedOut,
 }
 
 /// One connection to a target, idle or lent to one request at a time. Boxed
@@ -71,6 +75,11 @@ pub struct Connection {
     read: BytesMut,
     /// Reused for each request's head.
     write: BytesMut,
+    /// The deadline for each answer's head, made with the connection's first
+    /// deadline and moved for each later one. Moving a registered timer later
+    /// is one compare-and-swap; a new timer each request was an insertion
+    /// into tokio's timer wheel and a removal from it.
+    head_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Connection {
@@ -79,6 +88,7 @@ impl Connection {
             stream,
             read: BytesMut::new(),
             write: BytesMut::new(),
+            head_timer: None,
         })
     }
 
@@ -95,6 +105,15 @@ impl Connection {
         Pin::new(&mut self.stream).poll_read(&mut cx, &mut buf).is_pending()
     }
 
+    /// Lets go of the waker of the request that last waited for the head
+    /// timer, so that an idle connection holds no finished task's memory
+    /// and the timer's firing wakes no one.
+    pub fn park(&mut self) {
+        if let Some(timer) = self.head_timer.as_mut() {
+            let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
+    }
+
     /// Reads more of the answer into `read`.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
@@ -108,7 +127,13 @@ impl Connection {
     /// holds the connection until it is done. An answer that comes before
     /// the request body was sent whole (a 413, say) is returned as soon as it
     /// comes, and the rest of the request body is sent alongside its body.
-    pub async fn send<B>(mut self: Box<Self>, request: Request<B>) -> Result<Response<Body>, Error>
+    /// With a `deadline`, a head that has not come by then is
+    /// [`Error::TimedOut`].
+    pub async fn send<B>(
+        mut self: Box<Self>,
+        request: Request<B>,
+        deadline: Option<Instant>,
+    ) -> Result<Response<Body>, Error>
     where
         B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
@@ -118,6 +143,11 @@ impl Connection {
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
         let framing = encode::head(&mut self.write, &mut parts, body.size_hint());
         let mut outgoing = Some(encode::Outgoing::new(self.write.split().freeze(), body, framing));
+        match (deadline, &mut self.head_timer) {
+            (None, _) => {}
+            (Some(deadline), Some(timer)) => timer.as_mut().reset(deadline),
+            (Some(deadline), timer @ None) => *timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
         // A failed write still leaves the answer to read: a target that
         // refuses a request often answers and closes before reading it all.
         let mut write_failed: Option<io::Error> = None;
@@ -145,7 +175,13 @@ impl Connection {
                 }
                 Poll::Ready(Ok(_)) => {}
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(Error::Io(error))),
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let timer = self.head_timer.as_mut().filter(|_| deadline.is_some());
+                    if timer.is_some_and(|timer| timer.as_mut().poll(cx).is_ready()) {
+                        return Poll::Ready(Err(Error::TimedOut));
+                    }
+                    return Poll::Pending;
+                }
             }
         })
         .await?;
