@@ -16,6 +16,8 @@ use std::task::{ready, Context, Poll};
 /// A client's request body, from whichever protocol brought it: hyper's
 /// (HTTP/1.1 and HTTP/2), or another boxed (HTTP/3).
 pub enum Inbound {
+    /// None at all (Portico's own HTTP/1.1 side serves only bodiless requests).
+    Empty,
     Hyper(Incoming),
     /// hyper's, held to the listener's pace.
     Paced(pace::Paced<Incoming>),
@@ -32,7 +34,7 @@ impl Inbound {
         match self {
             Inbound::Hyper(body) => Inbound::Paced(pace::Paced::new(body, pace)),
             Inbound::Boxed(body) => Inbound::Boxed(UnsyncBoxBody::new(pace::Paced::new(body, pace))),
-            paced @ Inbound::Paced(_) => paced,
+            other @ (Inbound::Paced(_) | Inbound::Empty) => other,
         }
     }
 
@@ -119,6 +121,7 @@ impl Body for Inbound {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
+            Inbound::Empty => Poll::Ready(None),
             Inbound::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Inbound::Paced(body) => Pin::new(body).poll_frame(cx),
             Inbound::Boxed(body) => Pin::new(body).poll_frame(cx),
@@ -127,6 +130,7 @@ impl Body for Inbound {
 
     fn is_end_stream(&self) -> bool {
         match self {
+            Inbound::Empty => true,
             Inbound::Hyper(body) => body.is_end_stream(),
             Inbound::Paced(body) => body.is_end_stream(),
             Inbound::Boxed(body) => body.is_end_stream(),
@@ -135,6 +139,7 @@ impl Body for Inbound {
 
     fn size_hint(&self) -> SizeHint {
         match self {
+            Inbound::Empty => SizeHint::with_exact(0),
             Inbound::Hyper(body) => body.size_hint(),
             Inbound::Paced(body) => body.size_hint(),
             Inbound::Boxed(body) => body.size_hint(),

@@ -21,6 +21,7 @@ pub mod framing;
 pub mod graceful;
 pub mod grpc;
 pub mod grpc_web;
+pub mod http1;
 pub mod http3;
 pub mod listener_checks;
 pub mod listeners;

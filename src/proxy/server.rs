@@ -5,6 +5,7 @@ use super::admission::{Admission, Refusal};
 use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::connection::{Connection, ListenerState, OpenConnection};
 use super::graceful::Connections;
+use super::http1;
 use super::session::handle;
 use crate::body::{Inbound, ResponseBody};
 use crate::control::upgrade;
@@ -321,17 +322,25 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// hyper's own limits sit above the listener's by this much.
+const HEADROOM: usize = 16 * 1024;
+
+/// The longest head hyper reads; Portico's own HTTP/1.1 side leaves a longer
+/// one to hyper, to be refused the same way.
+fn hyper_max_head(settings: &ListenerSettings) -> usize {
+    (settings.max_header_bytes + HEADROOM).max(8192)
+}
+
 /// hyper's own limits sit above the listener's, so that Portico's checks
 /// answer first with a problem+json 431; hyper's bare 431 remains the
 /// backstop for heads too big to parse at all. The HTTP/1 head timeout is
 /// Portico's (see `client_timeouts`), so hyper gets no HTTP/1 timer.
 fn http_builder(settings: &ListenerSettings) -> auto::Builder<TokioExecutor> {
-    const HEADROOM: usize = 16 * 1024;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .header_read_timeout(None)
-        .max_buf_size((settings.max_header_bytes + HEADROOM).max(8192))
+        .max_buf_size(hyper_max_head(settings))
         .max_headers(settings.max_headers + 64)
         .keep_alive(true)
         // Head and body copied into one buffer and written with one plain
@@ -413,21 +422,24 @@ impl Acceptor {
             alt_svc: self.alt_svc.clone(),
         };
         let (builder, h2_builder) = (state.builder.clone(), state.h2_builder.clone());
+        let max_head = hyper_max_head(settings);
         let tracked = self.connections.track();
         let open = OpenConnection::new(&self.metrics);
         let tls = settings.tls.clone();
         let (idle, header_read) = (settings.idle_timeout, settings.header_read_timeout);
         tokio::spawn(async move {
+            let closing = Arc::new(AtomicBool::new(false));
             let served = match tls {
                 None => {
-                    let conn = Arc::new(conn);
-                    let service = service_fn(move |request| session(&conn, request));
-                    let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
-                    tracked
-                        .serve(builder.serve_connection_with_upgrades(io, service), |c| {
-                            c.graceful_shutdown()
-                        })
-                        .await
+                    let serving = http1::Serving {
+                        conn: Arc::new(conn),
+                        hyper: builder,
+                        max_head,
+                        closing,
+                    };
+                    let io = ClientTimeouts::new(stream, active, idle, header_read);
+                    let close = http1::close_when_told(&serving);
+                    tracked.serve(http1::serve(io, serving), close).await
                 }
                 Some(tls) => {
                     // The handshake gets the time a request head gets.
@@ -452,19 +464,23 @@ impl Acceptor {
                         .map(Arc::new);
                     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     let conn = Arc::new(conn);
-                    let io = TokioIo::new(ClientTimeouts::new(stream, active, idle, header_read));
+                    let io = ClientTimeouts::new(stream, active, idle, header_read);
                     if h2 {
                         let service = service_fn(move |request| Box::pin(session(&conn, request)));
                         tracked
-                            .serve(h2_builder.serve_connection(io, service), |c| c.graceful_shutdown())
-                            .await
-                    } else {
-                        let service = service_fn(move |request| session(&conn, request));
-                        tracked
-                            .serve(builder.serve_connection_with_upgrades(io, service), |c| {
+                            .serve(h2_builder.serve_connection(TokioIo::new(io), service), |c| {
                                 c.graceful_shutdown()
                             })
                             .await
+                    } else {
+                        let serving = http1::Serving {
+                            conn,
+                            hyper: builder,
+                            max_head,
+                            closing,
+                        };
+                        let close = http1::close_when_told(&serving);
+                        tracked.serve(http1::serve(io, serving), close).await
                     }
                 }
             };
@@ -486,7 +502,7 @@ impl Acceptor {
 /// and the allocation would cost more than the one move (bench/ab.py: boxed,
 /// -3% requests/s on HTTP/1 and +13% on HTTP/2). A plain-text HTTP/2 client
 /// (prior knowledge) is served by the HTTP/1 connection's service, inline.
-fn session(
+pub(super) fn session(
     conn: &Arc<Connection>,
     request: Request<Incoming>,
 ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {

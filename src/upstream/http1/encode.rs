@@ -64,7 +64,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Framing {
+pub enum Framing {
     /// This many bytes are still to be sent.
     Length(u64),
     Chunked,
@@ -76,13 +76,18 @@ const SLOTS: usize = 6;
 /// The most one frame of the body queues.
 const FRAME_SLOTS: usize = 4;
 
-/// The request's bytes still to be written: queued pieces (written together,
-/// in one `writev` when they are ready together) and the body they come from.
-pub(super) struct Outgoing<B> {
+/// A message's bytes still to be written: queued pieces (written together,
+/// in one `writev` when they are ready together) and the body they come
+/// from. A request on its way to a target; the server side
+/// (`proxy::http1`) writes its answers with it too.
+pub struct Outgoing<B> {
     queue: [Bytes; SLOTS],
     queued: usize,
     body: Option<B>,
     framing: Framing,
+    /// Whether a chunked body's trailers are sent; a client that did not
+    /// ask for them (`TE: trailers`) gets none, as hyper does.
+    trailers: bool,
 }
 
 impl<B> Outgoing<B>
@@ -90,20 +95,28 @@ where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<super::BoxError>,
 {
-    pub(super) fn new(head: Bytes, body: B, framing: Framing) -> Outgoing<B> {
+    /// The head, then `body` (none: the message has no body to send).
+    pub fn new(head: Bytes, body: Option<B>, framing: Framing) -> Outgoing<B> {
         let mut outgoing = Outgoing {
             queue: Default::default(),
             queued: 0,
             body: None,
             framing,
+            trailers: true,
         };
         outgoing.push(head);
-        match body.is_end_stream() {
-            true if framing == Framing::Chunked => outgoing.push(Bytes::from_static(b"0\r\n\r\n")),
-            true => {}
-            false => outgoing.body = Some(body),
+        match body {
+            Some(body) if !body.is_end_stream() => outgoing.body = Some(body),
+            _ if framing == Framing::Chunked => outgoing.push(Bytes::from_static(b"0\r\n\r\n")),
+            _ => {}
         }
         outgoing
+    }
+
+    /// Ends a chunked body without the trailers it may have.
+    pub fn without_trailers(mut self) -> Outgoing<B> {
+        self.trailers = false;
+        self
     }
 
     fn push(&mut self, bytes: Bytes) {
@@ -116,7 +129,7 @@ where
     /// Writes what is queued and then the body, until all is written
     /// (`Ready(Ok)`), the socket or the body must be waited for (`Pending`),
     /// or either failed.
-    pub(super) fn poll_write<S: AsyncWrite + Unpin>(
+    pub fn poll_write<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
         cx: &mut Context<'_>,
@@ -195,7 +208,9 @@ where
         match self.framing {
             Framing::Chunked => {
                 let mut last = BytesMut::from(&b"0\r\n"[..]);
-                write_fields(&mut last, trailers.as_ref().unwrap_or(&HeaderMap::new()));
+                if let Some(trailers) = trailers.filter(|_| self.trailers) {
+                    write_fields(&mut last, &trailers);
+                }
                 last.put_slice(b"\r\n");
                 self.push(last.freeze());
                 Ok(())

@@ -20,6 +20,7 @@ mod stream;
 mod upgraded;
 
 pub use body::Body;
+pub use encode::{Framing, Outgoing};
 pub use stream::Stream;
 pub use upgraded::Upgraded;
 
@@ -142,7 +143,7 @@ impl Connection {
         let bodiless = parts.method == Method::HEAD;
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
         let framing = encode::head(&mut self.write, &mut parts, body.size_hint());
-        let mut outgoing = Some(encode::Outgoing::new(self.write.split().freeze(), body, framing));
+        let mut outgoing = Some(encode::Outgoing::new(self.write.split().freeze(), Some(body), framing));
         match (deadline, &mut self.head_timer) {
             (None, _) => {}
             (Some(deadline), Some(timer)) => timer.as_mut().reset(deadline),

@@ -1,0 +1,215 @@
+//! Portico's own HTTP/1.1 server side, for the requests nearly every client
+//! sends: HTTP/1.1 without a body. The connection's task reads the head,
+//! runs the request's session in place, and writes the answer (its head and
+//! the body's first bytes in one write), watching the socket meanwhile so
+//! that a client that leaves cancels its upstream request.
+//!
+//! hyper's server side cost about a quarter of a proxied request's
+//! instructions (its dispatcher, a new 8 KiB read buffer each request while
+//! the last head still shared the old one, its own encoder); this costs a
+//! fraction of that. From the first request that is not of that kind (a
+//! body, an upgrade, `Expect`, `TE`, HTTP/1.0, HTTP/2 prior knowledge, a
+//! malformed head) hyper serves the rest of the connection, the bytes read
+//! so far handed to it first, so those are answered exactly as before.
+//!
+//! - [`request`]: whether a head is ours, and its `http` form;
+//! - [`response`]: the answer's head, framed as hyper frames it.
+
+mod request;
+mod response;
+
+use super::connection::Connection;
+use super::session::handle;
+use crate::body::Inbound;
+use crate::upstream::http1::{Framing, Outgoing};
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request};
+use http_body::Body;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use request::Head;
+use response::BodyLength;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads are made into this much free space at least.
+const READ_SIZE: usize = 8 * 1024;
+/// Bytes of later requests read while one is served; past this the socket
+/// is left unread until the answer is written.
+const PIPELINED_AT_MOST: usize = 64 * 1024;
+
+/// How a connection is served: the listener's limits, hyper for what is not
+/// ours, and the flag that asks it to finish.
+pub(super) struct Serving {
+    pub(super) conn: Arc<Connection>,
+    pub(super) hyper: Arc<auto::Builder<TokioExecutor>>,
+    /// A head longer than this is hyper's to refuse.
+    pub(super) max_head: usize,
+    /// Set when the listener drains: the connection closes after the answer
+    /// in progress, or at once when idle.
+    pub(super) closing: Arc<AtomicBool>,
+}
+
+/// What `graceful::Tracked` calls to have the connection finish: it raises
+/// the flag, which the connection reads each time it is woken.
+pub(super) fn close_when_told<C>(serving: &Serving) -> impl FnOnce(Pin<&mut C>) {
+    let closing = serving.closing.clone();
+    move |_| closing.store(true, Ordering::Relaxed)
+}
+
+/// Serves the connection until the client or the gateway closes it.
+pub(super) async fn serve<I>(mut io: I, serving: Serving) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut read = BytesMut::with_capacity(READ_SIZE);
+    let mut out = BytesMut::new();
+    loop {
+        let (parts, close) = loop {
+            if !read.is_empty() {
+                match request::parse(&mut read) {
+                    Head::Ours { parts, close } => break (parts, close),
+                    Head::Partial if read.len() <= serving.max_head => {}
+                    Head::Partial | Head::Theirs => return hyper_serves(io, read.freeze(), &serving).await,
+                }
+            }
+            let filled = poll_fn(|cx| {
+                if read.is_empty() && serving.closing.load(Ordering::Relaxed) {
+                    return Poll::Ready(Ok(0));
+                }
+                fill(&mut io, &mut read, cx)
+            })
+            .await;
+            if !matches!(filled, Ok(1..)) {
+                // The client closed (or timed out) between requests.
+                let _ = io.shutdown().await;
+                return Ok(());
+            }
+        };
+        let to_head_request = parts.method == Method::HEAD;
+        let mut session = pin!(handle(serving.conn.clone(), Request::from_parts(parts, Inbound::Empty)));
+        let answered = poll_fn(|cx| match session.as_mut().poll(cx) {
+            Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
+            Poll::Ready(Err(never)) => match never {},
+            // A client that leaves drops the session, which cancels its
+            // upstream request.
+            Poll::Pending => watch(&mut io, &mut read, cx).map(|()| None),
+        })
+        .await;
+        let Some(response) = answered else { return Ok(()) };
+        let keep_alive = !close && !serving.closing.load(Ordering::Relaxed);
+        let (mut parts, body) = response.into_parts();
+        let length = match (body.is_end_stream(), body.size_hint().exact()) {
+            (true, _) => BodyLength::Empty,
+            (false, Some(length)) => BodyLength::Known(length),
+            (false, None) => BodyLength::Unknown,
+        };
+        let written = response::head(&mut out, &mut parts, to_head_request, length, keep_alive);
+        // A body the answer cannot carry (HEAD, 204, 304) is not read.
+        let body = match written.framing {
+            Framing::Length(0) => None,
+            _ => Some(body),
+        };
+        let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing).without_trailers();
+        let sent = poll_fn(|cx| match outgoing.poll_write(&mut io, cx) {
+            Poll::Ready(result) => Poll::Ready(result.is_ok()),
+            Poll::Pending => watch(&mut io, &mut read, cx).map(|()| false),
+        })
+        .await;
+        if !sent || written.close {
+            let _ = io.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Reads into `read`, with room made first.
+fn fill<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if read.capacity() - read.len() < READ_SIZE / 8 {
+        read.reserve(READ_SIZE);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
+}
+
+/// Watches the client while its request is served: later requests' bytes
+/// are kept, and `Ready` says it has closed the connection (or it failed).
+fn watch<I: AsyncRead + Unpin>(io: &mut I, read: &mut BytesMut, cx: &mut Context<'_>) -> Poll<()> {
+    while read.len() < PIPELINED_AT_MOST {
+        match fill(io, read, cx) {
+            Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Pending
+}
+
+/// hyper serves the rest of the connection, from the bytes read so far.
+async fn hyper_serves<I>(io: I, read: Bytes, serving: &Serving) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = serving.conn.clone();
+    let service = hyper::service::service_fn(move |request| super::server::session(&conn, request));
+    let io = TokioIo::new(Rewound { read, io });
+    let mut connection = pin!(serving.hyper.serve_connection_with_upgrades(io, service));
+    let mut told = false;
+    poll_fn(|cx| {
+        if !told && serving.closing.load(Ordering::Relaxed) {
+            told = true;
+            connection.as_mut().graceful_shutdown();
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// A stream whose first bytes were read already.
+struct Rewound<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewound<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
