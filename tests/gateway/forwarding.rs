@@ -3,7 +3,7 @@
 use crate::config;
 use crate::support::*;
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Response};
 use http_body_util::Full;
 use std::time::Duration;
 
@@ -206,45 +206,103 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_disconnects_cancels_the_upstream_request() {
-    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
-    let closed_tx = std::sync::Mutex::new(Some(closed_tx));
-    let addr = tcp_server(move |mut stream| {
-        let tx = closed_tx.lock().unwrap().take();
-        async move {
-            use tokio::io::AsyncReadExt;
-            let mut buf = vec![0u8; 4096];
-            let _ = stream.read(&mut buf).await; // the request head
-                                                 // Never answer; report when the gateway hangs up.
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
+    // A bodiless request (Portico's own HTTP/1.1 side) and one with a body
+    // (hyper's): either way the upstream sees the gateway hang up.
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    ] {
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        let closed_tx = std::sync::Mutex::new(Some(closed_tx));
+        let addr = tcp_server(move |mut stream| {
+            let tx = closed_tx.lock().unwrap().take();
+            async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 4096];
+                let _ = stream.read(&mut buf).await; // the request head
+                                                     // Never answer; report when the gateway hangs up.
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if let Some(tx) = tx {
+                    let _ = tx.send(());
                 }
             }
-            if let Some(tx) = tx {
-                let _ = tx.send(());
-            }
-        }
+        })
+        .await;
+        let yaml = config(
+            r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+upstreams: { slow: { targets: ["$U"], timeouts: { response: 1m } } }
+routes: [{ name: slow, match: { path: / }, upstream: slow }]
+"#,
+            &[("U", addr.to_string())],
+        );
+        let gw = Gateway::start(&yaml).await;
+        let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, request).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), closed_rx)
+            .await
+            .expect("the upstream request is cancelled when the client leaves")
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_whoever_serves_them() {
+    let upstream = Upstream::start(|request| {
+        let name = format!("{} {}", request.method, request.uri.path());
+        Response::builder()
+            .header("x-seen", name.clone())
+            .body(Full::new(Bytes::from(name)))
+            .unwrap()
     })
     .await;
     let yaml = config(
         r#"
 listeners: [{ name: public, addr: "127.0.0.1:0" }]
-upstreams: { slow: { targets: ["$U"], timeouts: { response: 1m } } }
-routes: [{ name: slow, match: { path: / }, upstream: slow }]
+upstreams: { svc: { targets: ["$U"] } }
+routes: [{ name: svc, match: { path: / }, upstream: svc }]
 "#,
-        &[("U", addr.to_string())],
+        &[("U", upstream.addr.to_string())],
     );
     let gw = Gateway::start(&yaml).await;
+    // Bodiless requests first (Portico's side), then one with a body, after
+    // which hyper serves the rest of the connection; all sent at once.
+    let sent = "GET /one HTTP/1.1\r\nHost: x\r\n\r\n\
+                HEAD /two HTTP/1.1\r\nHost: x\r\n\r\n\
+                POST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                GET /four HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut client, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    tokio::io::AsyncWriteExt::write_all(&mut client, sent.as_bytes())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    drop(client);
-    tokio::time::timeout(Duration::from_secs(10), closed_rx)
-        .await
-        .expect("the upstream request is cancelled when the client leaves")
-        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut received),
+    )
+    .await
+    .expect("the gateway closes after the request that asked it to")
+    .unwrap();
+    let received = String::from_utf8(received).unwrap();
+    let answers: Vec<&str> = received.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+    assert_eq!(answers.len(), 4, "{received}");
+    for (answer, seen) in answers
+        .iter()
+        .zip(["GET /one", "HEAD /two", "POST /three", "GET /four"])
+    {
+        assert!(answer.contains(&format!("x-seen: {seen}\r\n")), "{seen}: {answer}");
+    }
+    assert!(answers[0].ends_with("\r\n\r\nGET /one"), "{}", answers[0]);
+    assert!(answers[1].ends_with("\r\n\r\n"), "HEAD has no body: {}", answers[1]);
+    assert!(answers[3].contains("connection: close\r\n"), "{}", answers[3]);
+    let bodies: Vec<Bytes> = upstream.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(bodies, [Bytes::new(), Bytes::new(), Bytes::from("hello"), Bytes::new()]);
 }
 
 #[tokio::test]
