@@ -7,7 +7,7 @@ pub mod pace;
 mod request;
 mod response;
 
-pub use request::{Inbound, RequestBody};
+pub use request::{Inbound, RequestBody, Wire};
 pub use response::{OnDone, ResponseBody, UpstreamHold};
 
 use http_body::SizeHint;

@@ -13,15 +13,48 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-/// A client's request body, from whichever protocol brought it: hyper's
-/// (HTTP/1.1 and HTTP/2), or another boxed (HTTP/3).
+/// A client's request body, from whichever protocol brought it: read off
+/// the connection (Portico's own HTTP/1.1 side, or hyper's for the rest of
+/// HTTP/1.1 and for HTTP/2), or another boxed (HTTP/3, a filtered body).
 pub enum Inbound {
-    /// None at all (Portico's own HTTP/1.1 side serves only bodiless requests).
+    /// None at all.
     Empty,
-    Hyper(Incoming),
-    /// hyper's, held to the listener's pace.
-    Paced(pace::Paced<Incoming>),
+    Wire(Wire),
+    /// Held to the listener's pace.
+    Paced(pace::Paced<Wire>),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+/// A body as a connection reads it.
+pub enum Wire {
+    Hyper(Incoming),
+    Http1(crate::proxy::http1::RequestBody),
+}
+
+impl Body for Wire {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Wire::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Wire::Http1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Wire::Hyper(body) => body.is_end_stream(),
+            Wire::Http1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Wire::Hyper(body) => body.size_hint(),
+            Wire::Http1(body) => body.size_hint(),
+        }
+    }
 }
 
 impl Inbound {
@@ -32,7 +65,7 @@ impl Inbound {
             return self;
         }
         match self {
-            Inbound::Hyper(body) => Inbound::Paced(pace::Paced::new(body, pace)),
+            Inbound::Wire(body) => Inbound::Paced(pace::Paced::new(body, pace)),
             Inbound::Boxed(body) => Inbound::Boxed(UnsyncBoxBody::new(pace::Paced::new(body, pace))),
             other @ (Inbound::Paced(_) | Inbound::Empty) => other,
         }
@@ -111,7 +144,7 @@ impl Body for Prefixed {
 
 impl From<Incoming> for Inbound {
     fn from(body: Incoming) -> Inbound {
-        Inbound::Hyper(body)
+        Inbound::Wire(Wire::Hyper(body))
     }
 }
 
@@ -122,7 +155,7 @@ impl Body for Inbound {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Inbound::Empty => Poll::Ready(None),
-            Inbound::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inbound::Wire(body) => Pin::new(body).poll_frame(cx),
             Inbound::Paced(body) => Pin::new(body).poll_frame(cx),
             Inbound::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
@@ -131,7 +164,7 @@ impl Body for Inbound {
     fn is_end_stream(&self) -> bool {
         match self {
             Inbound::Empty => true,
-            Inbound::Hyper(body) => body.is_end_stream(),
+            Inbound::Wire(body) => body.is_end_stream(),
             Inbound::Paced(body) => body.is_end_stream(),
             Inbound::Boxed(body) => body.is_end_stream(),
         }
@@ -140,7 +173,7 @@ impl Body for Inbound {
     fn size_hint(&self) -> SizeHint {
         match self {
             Inbound::Empty => SizeHint::with_exact(0),
-            Inbound::Hyper(body) => body.size_hint(),
+            Inbound::Wire(body) => body.size_hint(),
             Inbound::Paced(body) => body.size_hint(),
             Inbound::Boxed(body) => body.size_hint(),
         }

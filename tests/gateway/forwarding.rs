@@ -206,11 +206,13 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_disconnects_cancels_the_upstream_request() {
-    // A bodiless request (Portico's own HTTP/1.1 side) and one with a body
-    // (hyper's): either way the upstream sees the gateway hang up.
+    // Requests Portico's own HTTP/1.1 side serves (no body, a body of
+    // declared length) and one hyper serves (chunked): either way the
+    // upstream sees the gateway hang up.
     for request in [
         &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..],
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
     ] {
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         let closed_tx = std::sync::Mutex::new(Some(closed_tx));
@@ -271,12 +273,14 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
         &[("U", upstream.addr.to_string())],
     );
     let gw = Gateway::start(&yaml).await;
-    // Bodiless requests first (Portico's side), then one with a body, after
-    // which hyper serves the rest of the connection; all sent at once.
+    // Portico's own side first (no body, HEAD, a declared length), then a
+    // chunked body, after which hyper serves the rest of the connection; all
+    // sent at once.
     let sent = "GET /one HTTP/1.1\r\nHost: x\r\n\r\n\
                 HEAD /two HTTP/1.1\r\nHost: x\r\n\r\n\
                 POST /three HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
-                GET /four HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+                POST /four HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+                GET /five HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut client, sent.as_bytes())
         .await
@@ -291,18 +295,27 @@ routes: [{ name: svc, match: { path: / }, upstream: svc }]
     .unwrap();
     let received = String::from_utf8(received).unwrap();
     let answers: Vec<&str> = received.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
-    assert_eq!(answers.len(), 4, "{received}");
+    assert_eq!(answers.len(), 5, "{received}");
     for (answer, seen) in answers
         .iter()
-        .zip(["GET /one", "HEAD /two", "POST /three", "GET /four"])
+        .zip(["GET /one", "HEAD /two", "POST /three", "POST /four", "GET /five"])
     {
         assert!(answer.contains(&format!("x-seen: {seen}\r\n")), "{seen}: {answer}");
     }
     assert!(answers[0].ends_with("\r\n\r\nGET /one"), "{}", answers[0]);
     assert!(answers[1].ends_with("\r\n\r\n"), "HEAD has no body: {}", answers[1]);
-    assert!(answers[3].contains("connection: close\r\n"), "{}", answers[3]);
+    assert!(answers[4].contains("connection: close\r\n"), "{}", answers[4]);
     let bodies: Vec<Bytes> = upstream.requests().into_iter().map(|r| r.body).collect();
-    assert_eq!(bodies, [Bytes::new(), Bytes::new(), Bytes::from("hello"), Bytes::new()]);
+    assert_eq!(
+        bodies,
+        [
+            Bytes::new(),
+            Bytes::new(),
+            Bytes::from("hello"),
+            Bytes::from("abc"),
+            Bytes::new()
+        ]
+    );
 }
 
 #[tokio::test]

@@ -72,3 +72,62 @@ routes:
     }
     assert_eq!(upstream.count(), forwarded, "nothing ambiguous reached the upstream");
 }
+
+#[tokio::test]
+async fn a_body_left_unread_is_never_read_as_a_request() {
+    let upstream = Upstream::start(|request| {
+        named_response(if request.uri.path() == "/smuggled" {
+            "smuggled"
+        } else {
+            "app"
+        })
+    })
+    .await;
+    let gw = Gateway::start(&config(
+        r#"
+listeners: [ { name: main, addr: "127.0.0.1:0" } ]
+access_log: { enabled: false }
+upstreams: { app: { targets: [ "$U" ] } }
+routes:
+  - { name: refuse, match: { path: /refuse }, respond: { status: 403, body: "no" } }
+  - { name: app, match: { path: / }, upstream: app }
+"#,
+        &[("U", upstream.addr.to_string())],
+    ))
+    .await;
+    // A route that answers without reading the body: the body, a request
+    // in its own right, is dropped, and the request after it is served.
+    let hidden = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let sent = format!(
+        "POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{hidden}GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        hidden.len()
+    );
+    let answer = raw(gw.addr, sent.as_bytes()).await;
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.ends_with("app"), "{answer}");
+    let seen: Vec<String> = upstream.requests().iter().map(|r| r.uri.path().to_string()).collect();
+    assert_eq!(seen, ["/after"]);
+
+    // A body still on its way when the answer is ready: the answer says the
+    // connection closes, and it does.
+    let mut client = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut client,
+        b"POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\nGET /smuggled",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::io::AsyncReadExt::read_to_end(&mut client, &mut answer),
+    )
+    .await
+    .expect("the gateway closes the connection")
+    .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert_eq!(upstream.count(), 1);
+}

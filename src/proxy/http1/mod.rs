@@ -1,26 +1,31 @@
 //! Portico's own HTTP/1.1 server side, for the requests nearly every client
-//! sends: HTTP/1.1 without a body. The connection's task reads the head,
-//! runs the request's session in place, and writes the answer (its head and
-//! the body's first bytes in one write), watching the socket meanwhile so
-//! that a client that leaves cancels its upstream request.
+//! sends: HTTP/1.1, with no body or one of declared length. The
+//! connection's task reads the head, runs the request's session in place
+//! (feeding it the body as it asks), and writes the answer (its head and the
+//! body's first bytes in one write), watching the socket meanwhile so that
+//! a client that leaves cancels its upstream request.
 //!
-//! hyper's server side cost about a quarter of a proxied request's
-//! instructions (its dispatcher, a new 8 KiB read buffer each request while
-//! the last head still shared the old one, its own encoder); this costs a
-//! fraction of that. From the first request that is not of that kind (a
-//! body, an upgrade, `Expect`, `TE`, HTTP/1.0, HTTP/2 prior knowledge, a
-//! malformed head) hyper serves the rest of the connection, the bytes read
-//! so far handed to it first, so those are answered exactly as before.
+//! Against hyper's server side this saves its dispatcher's hand-offs, and a
+//! new 8 KiB read buffer each request (hyper's read buffer was still shared
+//! with the last request's head when it read again). From the first request
+//! that is not of that kind (a chunked body, an upgrade, `Expect`, `TE`,
+//! HTTP/1.0, HTTP/2 prior knowledge, a malformed head) hyper serves the rest
+//! of the connection, the bytes read so far handed to it first, so those are
+//! answered exactly as before.
 //!
 //! - [`request`]: whether a head is ours, and its `http` form;
+//! - [`body`]: the request body, handed from the connection to the session;
 //! - [`response`]: the answer's head, framed as hyper frames it.
 
+mod body;
 mod request;
 mod response;
 
+pub use body::RequestBody;
+
 use super::connection::Connection;
 use super::session::handle;
-use crate::body::Inbound;
+use crate::body::{Inbound, Wire};
 use crate::upstream::http1::{Framing, Outgoing};
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request};
@@ -72,10 +77,10 @@ where
     let mut read = BytesMut::with_capacity(READ_SIZE);
     let mut out = BytesMut::new();
     loop {
-        let (parts, close) = loop {
+        let (parts, length, close) = loop {
             if !read.is_empty() {
                 match request::parse(&mut read) {
-                    Head::Ours { parts, close } => break (parts, close),
+                    Head::Ours { parts, length, close } => break (parts, length, close),
                     Head::Partial if read.len() <= serving.max_head => {}
                     Head::Partial | Head::Theirs => return hyper_serves(io, read.freeze(), &serving).await,
                 }
@@ -94,17 +99,37 @@ where
             }
         };
         let to_head_request = parts.method == Method::HEAD;
-        let mut session = pin!(handle(serving.conn.clone(), Request::from_parts(parts, Inbound::Empty)));
-        let answered = poll_fn(|cx| match session.as_mut().poll(cx) {
-            Poll::Ready(Ok(response)) => Poll::Ready(Some(response)),
-            Poll::Ready(Err(never)) => match never {},
+        let (body, mut feed) = match length {
+            0 => (Inbound::Empty, None),
+            _ => {
+                let (body, feed) = body::channel(length, &mut read);
+                (Inbound::Wire(Wire::Http1(body)), Some(feed))
+            }
+        };
+        let mut session = pin!(handle(serving.conn.clone(), Request::from_parts(parts, body)));
+        let answered = poll_fn(|cx| loop {
+            match session.as_mut().poll(cx) {
+                Poll::Ready(Ok(response)) => return Poll::Ready(Some(response)),
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => {}
+            }
+            if feed
+                .as_mut()
+                .is_some_and(|feed| feed.poll_feed(&mut io, &mut read, cx).is_ready())
+            {
+                continue;
+            }
             // A client that leaves drops the session, which cancels its
             // upstream request.
-            Poll::Pending => watch(&mut io, &mut read, cx).map(|()| None),
+            return watch(&mut io, &mut read, cx).map(|()| None);
         })
         .await;
         let Some(response) = answered else { return Ok(()) };
-        let keep_alive = !close && !serving.closing.load(Ordering::Relaxed);
+        // A body still coming when the answer is ready (a refusal that did
+        // not read it) would have to be read through before the next head:
+        // the connection closes after the answer instead, as hyper's does.
+        let body_on_wire = feed.as_ref().is_some_and(|feed| feed.unread() > read.len() as u64);
+        let keep_alive = !close && !body_on_wire && !serving.closing.load(Ordering::Relaxed);
         let (mut parts, body) = response.into_parts();
         let length = match (body.is_end_stream(), body.size_hint().exact()) {
             (true, _) => BodyLength::Empty,
@@ -118,14 +143,28 @@ where
             _ => Some(body),
         };
         let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing).without_trailers();
-        let sent = poll_fn(|cx| match outgoing.poll_write(&mut io, cx) {
-            Poll::Ready(result) => Poll::Ready(result.is_ok()),
-            Poll::Pending => watch(&mut io, &mut read, cx).map(|()| false),
+        // The answer may go out while the upstream still reads the body (an
+        // early answer): the body is fed meanwhile.
+        let sent = poll_fn(|cx| loop {
+            if let Poll::Ready(result) = outgoing.poll_write(&mut io, cx) {
+                return Poll::Ready(result.is_ok());
+            }
+            if feed
+                .as_mut()
+                .is_some_and(|feed| feed.poll_feed(&mut io, &mut read, cx).is_ready())
+            {
+                continue;
+            }
+            return watch(&mut io, &mut read, cx).map(|()| false);
         })
         .await;
         if !sent || written.close {
             let _ = io.shutdown().await;
             return Ok(());
+        }
+        // What the session left of its body is not the next request.
+        if let Some(feed) = feed.as_mut() {
+            feed.discard_buffered(&mut read);
         }
     }
 }

@@ -1,8 +1,9 @@
 //! A request head read off the wire, when it is one Portico's own HTTP/1.1
-//! side serves: HTTP/1.1, no body, and none of the fields that change how
-//! the connection goes on (`Upgrade`, `Expect`, `TE`, `Transfer-Encoding`),
-//! nor `CONNECT`. Anything else, malformed heads included, is hyper's,
-//! which then answers it as it always has.
+//! side serves: HTTP/1.1, its body (if any) framed by one `Content-Length`,
+//! and none of the fields that change how the connection goes on
+//! (`Upgrade`, `Expect`, `TE`, `Transfer-Encoding`), nor `CONNECT`. Anything
+//! else, malformed heads included, is hyper's, which then answers it as it
+//! always has.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
@@ -14,13 +15,20 @@ use std::ops::Range;
 /// listener's limit).
 const MAX_FIELDS: usize = 100;
 
+/// Fields `forward::upstream_request` may add to a request's own.
+const FORWARDING_FIELDS: usize = 8;
+
 /// What the front of the buffer holds. Returned once a request, and moved
 /// into the request at once: not worth a box.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Head {
-    /// A request of ours, its head taken off the buffer. `close` when the
-    /// client asked to close the connection after it.
-    Ours { parts: http::request::Parts, close: bool },
+    /// A request of ours, its head taken off the buffer, with its body's
+    /// length. `close` when the client asked to close the connection after it.
+    Ours {
+        parts: http::request::Parts,
+        length: u64,
+        close: bool,
+    },
     /// Not a whole head yet.
     Partial,
     /// A head hyper serves or refuses; the buffer is as it was.
@@ -97,17 +105,24 @@ pub(super) fn parse(buffer: &mut BytesMut) -> Head {
 /// when it is hyper's to serve.
 fn parts(head: &Bytes, method: Method, target: Range<usize>, fields: &[Field]) -> Option<Head> {
     let uri = Uri::from_maybe_shared(head.slice(target)).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the fields the way upstream adds (`X-Forwarded-*`, `Via`,
+    // `X-Request-Id`, the target's `Host`): a map that grows is rehashed.
+    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_FIELDS);
     let mut close = false;
+    let mut length = None;
     for field in fields {
         let name = HeaderName::from_bytes(&head[field.name.clone()]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(field.value.clone())).ok()?;
         if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT || name == TE {
             return None;
         }
-        // A body (or a length that may not be one) is hyper's to read.
-        if name == CONTENT_LENGTH && value.as_bytes() != b"0" {
-            return None;
+        // One plain decimal length; any other (repeated, signed, a list) is
+        // hyper's to judge.
+        if name == CONTENT_LENGTH {
+            if length.is_some() {
+                return None;
+            }
+            length = Some(decimal(value.as_bytes())?);
         }
         if name == CONNECTION {
             close |= value
@@ -122,7 +137,19 @@ fn parts(head: &Bytes, method: Method, target: Range<usize>, fields: &[Field]) -
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     parts.headers = headers;
-    Some(Head::Ours { parts, close })
+    Some(Head::Ours {
+        parts,
+        length: length.unwrap_or(0),
+        close,
+    })
+}
+
+/// `1*DIGIT`, at most 18 of them (no overflow, and more than any body).
+fn decimal(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 18 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(text.iter().fold(0, |n, digit| n * 10 + u64::from(digit - b'0')))
 }
 
 #[cfg(test)]
@@ -137,7 +164,7 @@ mod tests {
     #[test]
     fn a_bodyless_http11_request_is_ours_and_the_next_stays_buffered() {
         let (head, rest) = read("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next");
-        let Head::Ours { parts, close } = head else {
+        let Head::Ours { parts, close, .. } = head else {
             panic!("not ours")
         };
         assert_eq!(
@@ -149,15 +176,34 @@ mod tests {
         assert_eq!(&rest[..], b"GET /next");
         let (head, _) =
             read("DELETE /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: keep-alive, Close\r\n\r\n");
-        assert!(matches!(head, Head::Ours { close: true, .. }));
+        assert!(matches!(
+            head,
+            Head::Ours {
+                close: true,
+                length: 0,
+                ..
+            }
+        ));
+        let (head, rest) = read("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc");
+        assert!(matches!(
+            head,
+            Head::Ours {
+                length: 3,
+                close: false,
+                ..
+            }
+        ));
+        assert_eq!(&rest[..], b"abc", "the body stays for the connection to read");
     }
 
     #[test]
-    fn bodies_upgrades_expectations_and_other_versions_are_hyper_s_and_left_whole() {
+    fn chunked_bodies_odd_lengths_upgrades_expectations_and_other_versions_are_hyper_s_and_left_whole() {
         for text in [
-            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
             "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 00\r\n\r\n",
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999999999999999\r\n\r\n",
             "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
             "GET /a HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n",
