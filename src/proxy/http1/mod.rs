@@ -130,13 +130,13 @@ where
         // the connection closes after the answer instead, as hyper's does.
         let body_on_wire = feed.as_ref().is_some_and(|feed| feed.unread() > read.len() as u64);
         let keep_alive = !close && !body_on_wire && !serving.closing.load(Ordering::Relaxed);
-        let (mut parts, body) = response.into_parts();
+        let (parts, body) = response.into_parts();
         let length = match (body.is_end_stream(), body.size_hint().exact()) {
             (true, _) => BodyLength::Empty,
             (false, Some(length)) => BodyLength::Known(length),
             (false, None) => BodyLength::Unknown,
         };
-        let written = response::head(&mut out, &mut parts, to_head_request, length, keep_alive);
+        let written = response::head(&mut out, &parts, to_head_request, length, keep_alive);
         // A body the answer cannot carry (HEAD, 204, 304) is not read.
         let body = match written.framing {
             Framing::Length(0) => None,
@@ -167,6 +167,13 @@ where
             feed.discard_buffered(&mut read);
         }
     }
+}
+
+/// Whether a `Connection` value names `close` among its options.
+fn has_close_token(value: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
 }
 
 /// Reads into `read`, with room made first.

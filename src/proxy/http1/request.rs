@@ -125,10 +125,7 @@ fn parts(head: &Bytes, method: Method, target: Range<usize>, fields: &[Field]) -
             length = Some(decimal(value.as_bytes())?);
         }
         if name == CONNECTION {
-            close |= value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= super::has_close_token(value.as_bytes());
         }
         headers.append(name, value);
     }

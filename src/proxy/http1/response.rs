@@ -5,7 +5,7 @@
 use crate::upstream::http1::Framing;
 use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
-use http::{HeaderValue, StatusCode};
+use http::StatusCode;
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,40 +24,24 @@ pub(super) enum BodyLength {
     Unknown,
 }
 
-/// Writes the head of `response` into `out`. `keep_alive` is false when
-/// the client or the gateway wants the connection closed after it; the
-/// head then says `Connection: close`.
+/// Writes the head of `response` into `out`, in one pass over its fields.
+/// `keep_alive` is false when the client or the gateway wants the
+/// connection closed after it; the head then says `Connection: close`.
 pub(super) fn head(
     out: &mut BytesMut,
-    response: &mut http::response::Parts,
+    response: &http::response::Parts,
     to_head_request: bool,
     body: BodyLength,
     keep_alive: bool,
 ) -> Written {
     let status = response.status;
-    let headers = &mut response.headers;
     // RFC 9110 section 6.4.1: these never have content, and HEAD's answer
     // describes the GET's without it.
     let no_content =
         status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let may_chunk = !no_content && !to_head_request;
-    let mut close = !keep_alive;
-    if let Some(value) = headers.get(CONNECTION) {
-        close |= value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
-    }
-    if !keep_alive
-        && !headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
-    {
-        headers.append(CONNECTION, HeaderValue::from_static("close"));
-    }
 
-    out.reserve(64 + headers.len() * 40);
+    out.reserve(96 + response.headers.len() * 40);
     if status == StatusCode::OK {
         out.put_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
@@ -68,13 +52,31 @@ pub(super) fn head(
         out.put_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
         out.put_slice(b"\r\n");
     }
+    // The framing fields are Portico's to write, after the others.
+    let (mut declared, mut says_close, mut wrote_date) = (None, false, false);
+    for (name, value) in &response.headers {
+        if name == CONTENT_LENGTH {
+            declared = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+            continue;
+        }
+        if name == TRANSFER_ENCODING || name == TRAILER && !may_chunk {
+            continue;
+        }
+        if name == CONNECTION {
+            says_close |= super::has_close_token(value.as_bytes());
+        }
+        wrote_date |= name == DATE;
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if !keep_alive && !says_close {
+        out.put_slice(b"connection: close\r\n");
+    }
     // The body's own length wins over a declared one; a declared one
     // frames a body of unknown length.
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let mut framing = match body {
+    let framing = match body {
         BodyLength::Empty => Framing::Length(0),
         BodyLength::Known(length) => Framing::Length(length),
         BodyLength::Unknown => match declared {
@@ -83,20 +85,6 @@ pub(super) fn head(
             None => Framing::Length(0),
         },
     };
-    let mut wrote_date = false;
-    for (name, value) in headers.iter() {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
-        }
-        if name == TRAILER && !may_chunk {
-            continue;
-        }
-        wrote_date |= name == DATE;
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
-    }
     match framing {
         Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
         // A HEAD answer tells the GET's length when it has one to tell.
@@ -108,16 +96,20 @@ pub(super) fn head(
         Framing::Length(length) if !no_content => put_length(out, length),
         Framing::Length(_) => {}
     }
-    if no_content || to_head_request {
-        framing = Framing::Length(0);
-    }
     if !wrote_date {
         out.put_slice(b"date: ");
         DATE_TEXT.with(|cached| out.put_slice(cached.borrow_mut().now()));
         out.put_slice(b"\r\n");
     }
     out.put_slice(b"\r\n");
-    Written { framing, close }
+    Written {
+        framing: if no_content || to_head_request {
+            Framing::Length(0)
+        } else {
+            framing
+        },
+        close: !keep_alive || says_close,
+    }
 }
 
 fn put_length(out: &mut BytesMut, length: u64) {
@@ -166,9 +158,9 @@ mod tests {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let mut parts = builder.body(()).unwrap().into_parts().0;
+        let parts = builder.body(()).unwrap().into_parts().0;
         let mut out = BytesMut::new();
-        let written = head(&mut out, &mut parts, head_request, body, keep_alive);
+        let written = head(&mut out, &parts, head_request, body, keep_alive);
         (String::from_utf8(out.to_vec()).unwrap(), written)
     }
 
