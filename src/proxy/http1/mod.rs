@@ -107,23 +107,15 @@ where
             }
         };
         let mut session = pin!(handle(serving.conn.clone(), Request::from_parts(parts, body)));
-        let answered = poll_fn(|cx| loop {
-            match session.as_mut().poll(cx) {
-                Poll::Ready(Ok(response)) => return Poll::Ready(Some(response)),
-                Poll::Ready(Err(never)) => match never {},
-                Poll::Pending => {}
-            }
-            if feed
-                .as_mut()
-                .is_some_and(|feed| feed.poll_feed(&mut io, &mut read, cx).is_ready())
-            {
-                continue;
-            }
-            // A client that leaves drops the session, which cancels its
-            // upstream request.
-            return watch(&mut io, &mut read, cx).map(|()| None);
+        let answered = alongside(&mut io, &mut read, &mut feed, |_, cx| {
+            session.as_mut().poll(cx).map(|answered| match answered {
+                Ok(response) => response,
+                Err(never) => match never {},
+            })
         })
         .await;
+        // A client that leaves drops the session, which cancels its upstream
+        // request.
         let Some(response) = answered else { return Ok(()) };
         // A body still coming when the answer is ready (a refusal that did
         // not read it) would have to be read through before the next head:
@@ -145,20 +137,8 @@ where
         let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing).without_trailers();
         // The answer may go out while the upstream still reads the body (an
         // early answer): the body is fed meanwhile.
-        let sent = poll_fn(|cx| loop {
-            if let Poll::Ready(result) = outgoing.poll_write(&mut io, cx) {
-                return Poll::Ready(result.is_ok());
-            }
-            if feed
-                .as_mut()
-                .is_some_and(|feed| feed.poll_feed(&mut io, &mut read, cx).is_ready())
-            {
-                continue;
-            }
-            return watch(&mut io, &mut read, cx).map(|()| false);
-        })
-        .await;
-        if !sent || written.close {
+        let sent = alongside(&mut io, &mut read, &mut feed, |io, cx| outgoing.poll_write(io, cx)).await;
+        if !matches!(sent, Some(Ok(()))) || written.close {
             let _ = io.shutdown().await;
             return Ok(());
         }
@@ -167,6 +147,34 @@ where
             feed.discard_buffered(&mut read);
         }
     }
+}
+
+/// Runs `step` (the session, then the writing of its answer) to its end,
+/// meanwhile feeding the request body to whoever asks for it and watching
+/// the client: `None` when the client left first.
+async fn alongside<I, T>(
+    io: &mut I,
+    read: &mut BytesMut,
+    feed: &mut Option<body::Feed>,
+    mut step: impl FnMut(&mut I, &mut Context<'_>) -> Poll<T>,
+) -> Option<T>
+where
+    I: AsyncRead + Unpin,
+{
+    poll_fn(|cx| loop {
+        if let Poll::Ready(done) = step(io, cx) {
+            return Poll::Ready(Some(done));
+        }
+        // The body handed over: the session is polled again at once.
+        if feed
+            .as_mut()
+            .is_some_and(|feed| feed.poll_feed(io, read, cx).is_ready())
+        {
+            continue;
+        }
+        return watch(io, read, cx).map(|()| None);
+    })
+    .await
 }
 
 /// Whether a `Connection` value names `close` among its options.
