@@ -6,19 +6,14 @@ use super::client_timeouts::{ActiveRequests, ClientTimeouts};
 use super::connection::{Connection, ListenerState, OpenConnection};
 use super::graceful::Connections;
 use super::http1;
-use super::session::handle;
-use crate::body::{Inbound, ResponseBody};
+use super::session::from_hyper;
 use crate::control::upgrade;
 use crate::gateway::{Compiled, Drain, Gateway, ListenerSettings};
 use crate::telemetry::metrics::Metrics;
 use arc_swap::ArcSwap;
-use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -466,7 +461,7 @@ impl Acceptor {
                     let conn = Arc::new(conn);
                     let io = ClientTimeouts::new(stream, active, idle, header_read);
                     if h2 {
-                        let service = service_fn(move |request| Box::pin(session(&conn, request)));
+                        let service = service_fn(move |request| Box::pin(from_hyper(&conn, request)));
                         tracked
                             .serve(h2_builder.serve_connection(TokioIo::new(io), service), |c| {
                                 c.graceful_shutdown()
@@ -490,23 +485,6 @@ impl Acceptor {
             drop(open);
         });
     }
-}
-
-/// One request of `conn`, as hyper's service.
-///
-/// Over HTTP/2 (TLS with ALPN h2) the service boxes this future: hyper spawns
-/// each stream as a task and tokio moves the task's future whole, into the
-/// task and again over its stage when it ends, so a pointer is cheaper to
-/// move than the session's state (7.9 KB). HTTP/1 keeps it inline: hyper
-/// holds one request's future at a time in a slot made once per connection,
-/// and the allocation would cost more than the one move (bench/ab.py: boxed,
-/// -3% requests/s on HTTP/1 and +13% on HTTP/2). A plain-text HTTP/2 client
-/// (prior knowledge) is served by the HTTP/1 connection's service, inline.
-pub(super) fn session(
-    conn: &Arc<Connection>,
-    request: Request<Incoming>,
-) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
-    handle(conn.clone(), request.map(Inbound::from))
 }
 
 /// The answer a plain HTTP client gets when its connection is refused at

@@ -211,7 +211,7 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = serving.conn.clone();
-    let service = hyper::service::service_fn(move |request| super::server::session(&conn, request));
+    let service = hyper::service::service_fn(move |request| super::session::from_hyper(&conn, request));
     let io = TokioIo::new(Rewound { read, io });
     let mut connection = pin!(serving.hyper.serve_connection_with_upgrades(io, service));
     let mut told = false;
