@@ -5,7 +5,7 @@
 //! task, so the hand-over costs no wake-up; a body read elsewhere (another
 //! task) is woken.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -164,9 +164,7 @@ impl Feed {
     /// Drops what `read` holds of a body the session did not read whole;
     /// what is left on the wire is `unread` after.
     pub(super) fn discard_buffered(&mut self, read: &mut BytesMut) {
-        let take = read.len().min(usize::try_from(self.unread).unwrap_or(usize::MAX));
-        read.advance(take);
-        self.unread -= take as u64;
+        drop(take(&mut self.unread, read));
     }
 
     /// Bytes of the body still to come off the wire.

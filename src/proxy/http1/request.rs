@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use smallvec::SmallVec;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -45,15 +46,11 @@ struct Field {
 /// Reads a request head off the front of `buffer`.
 pub(super) fn parse(buffer: &mut BytesMut) -> Head {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
-    let mut places = [const {
-        Field {
-            name: 0..0,
-            value: 0..0,
-        }
-    }; MAX_FIELDS];
+    // Filled only as far as the head goes (most have a few fields).
+    let mut places: SmallVec<[Field; 24]> = SmallVec::new();
     // Parsed with the buffer borrowed: only places are kept, so that the
     // head can then be taken off the buffer and sliced without copies.
-    let (length, method, target, count) = {
+    let (length, method, target) = {
         let mut request = httparse::Request::new(&mut []);
         let length = match request.parse_with_uninit_headers(buffer, &mut fields) {
             Ok(httparse::Status::Complete(length)) => length,
@@ -68,18 +65,11 @@ pub(super) fn parse(buffer: &mut BytesMut) -> Head {
             let from = text.as_ptr() as usize - base;
             from..from + text.len()
         };
-        for (field, parsed) in places.iter_mut().zip(request.headers.iter()) {
-            *field = Field {
-                name: place(parsed.name.as_bytes()),
-                value: place(parsed.value),
-            };
-        }
-        (
-            length,
-            method.as_bytes(),
-            place(target.as_bytes()),
-            request.headers.len(),
-        )
+        places.extend(request.headers.iter().map(|parsed| Field {
+            name: place(parsed.name.as_bytes()),
+            value: place(parsed.value),
+        }));
+        (length, method.as_bytes(), place(target.as_bytes()))
     };
     let Ok(method) = Method::from_bytes(method) else {
         return Head::Theirs;
@@ -88,7 +78,7 @@ pub(super) fn parse(buffer: &mut BytesMut) -> Head {
         return Head::Theirs;
     }
     let head = buffer.split_to(length).freeze();
-    match parts(&head, method, target, &places[..count]) {
+    match parts(&head, method, target, &places) {
         Some(ours) => ours,
         None => {
             // Put back as it came, for hyper to read.
