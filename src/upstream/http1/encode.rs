@@ -128,7 +128,9 @@ where
 
     /// Writes what is queued and then the body, until all is written
     /// (`Ready(Ok)`), the socket or the body must be waited for (`Pending`),
-    /// or either failed.
+    /// or either failed. A failing body, or one longer or shorter than its
+    /// length, is `RequestBody` or `RequestLength`, named for the way
+    /// upstream; the server side only asks whether the answer went out whole.
     pub fn poll_write<S: AsyncWrite + Unpin>(
         &mut self,
         stream: &mut S,
