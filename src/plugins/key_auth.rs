@@ -9,6 +9,7 @@ use crate::error::{ErrorKind, ProxyError};
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -61,16 +62,16 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
 }
 
 impl KeyAuth {
-    /// The key the request carries, header first.
-    fn presented(&self, request: &http::request::Parts) -> Option<Vec<u8>> {
+    /// The key the request carries, header first (borrowed: no copy).
+    fn presented<'r>(&self, request: &'r http::request::Parts) -> Option<Cow<'r, [u8]>> {
         if let Some(value) = request.headers.get(&self.header) {
-            return Some(value.as_bytes().to_vec());
+            return Some(Cow::Borrowed(value.as_bytes()));
         }
         let name = self.query.as_deref()?;
         let query = request.uri.query()?;
         form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.into_owned().into_bytes())
+            .map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
     }
 
     fn remove_key(&self, request: &mut http::request::Parts) {
@@ -111,9 +112,11 @@ impl Plugin for KeyAuth {
         request: &'a mut http::request::Parts,
         _ctx: &'a RequestContext<'_>,
     ) -> AuthFuture<'a> {
-        let outcome = match self.presented(request) {
+        // The consumer is found before the key is removed from the request.
+        let found = self.presented(request).map(|key| self.consumers.by_api_key(&key));
+        let outcome = match found {
             None => Auth::NoCredentials,
-            Some(key) => match self.consumers.by_api_key(&key) {
+            Some(found) => match found {
                 Some(consumer) => {
                     if !self.keep_key {
                         self.remove_key(request);

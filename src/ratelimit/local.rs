@@ -20,12 +20,17 @@ struct Entry {
     expires_at: u64,
 }
 
+/// Counters by key. The keys are xxh3 digests already; foldhash, seeded per
+/// process, spreads them over the table for a few instructions where SipHash
+/// took a hundred, and a client still cannot aim keys at one bucket.
+type Counters = HashMap<u64, Entry, foldhash::fast::RandomState>;
+
 /// One shard of the counters, locked.
-type Shard<'a> = MutexGuard<'a, HashMap<u64, Entry>>;
+type Shard<'a> = MutexGuard<'a, Counters>;
 
 #[derive(Debug)]
 pub struct LocalStore {
-    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    shards: Vec<Mutex<Counters>>,
     per_shard: usize,
 }
 
@@ -38,7 +43,7 @@ impl Default for LocalStore {
 impl LocalStore {
     pub fn new(max_keys: usize) -> LocalStore {
         LocalStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Counters::default())).collect(),
             per_shard: shard_capacity(max_keys / SHARDS),
         }
     }
@@ -118,7 +123,7 @@ fn shard_capacity(wanted: usize) -> usize {
     (below * 7 / 8).max(1)
 }
 
-fn make_room(map: &mut HashMap<u64, Entry>, now_ms: u64, capacity: usize) {
+fn make_room(map: &mut Counters, now_ms: u64, capacity: usize) {
     map.retain(|_, entry| entry.expires_at > now_ms);
     if map.len() >= capacity {
         let drop: Vec<u64> = map.keys().take((capacity / 8).max(1)).copied().collect();

@@ -169,13 +169,13 @@ impl Line<'_> {
                 LogField::Route => object.string(name, e.route.as_deref()),
                 LogField::Upstream => object.string(name, e.call.upstream.as_deref()),
                 LogField::Target => object.string(name, e.call.target.as_deref()),
-                LogField::Status => object.number(name, e.status),
-                LogField::BytesIn => object.number(name, self.bytes_in),
-                LogField::BytesOut => object.number(name, self.bytes_out),
-                LogField::DurationMs => object.number(name, millis(self.elapsed)),
+                LogField::Status => object.integer(name, u64::from(e.status)),
+                LogField::BytesIn => object.integer(name, self.bytes_in),
+                LogField::BytesOut => object.integer(name, self.bytes_out),
+                LogField::DurationMs => object.written(name, |out| write_millis(out, self.elapsed)),
                 LogField::UpstreamMs => {
                     if let Some(latency) = e.call.upstream_latency {
-                        object.number(name, millis(latency))
+                        object.written(name, |out| write_millis(out, latency))
                     }
                 }
                 LogField::Error => object.string(name, e.error),
@@ -214,25 +214,26 @@ impl Line<'_> {
     }
 }
 
+/// A field's JSON key, quoted and with its colon: copied whole.
 fn field_name(field: LogField) -> &'static str {
     match field {
-        LogField::Timestamp => "timestamp",
-        LogField::RequestId => "request_id",
-        LogField::Client => "client",
-        LogField::Method => "method",
-        LogField::Path => "path",
-        LogField::Route => "route",
-        LogField::Upstream => "upstream",
-        LogField::Target => "target",
-        LogField::Status => "status",
-        LogField::BytesIn => "bytes_in",
-        LogField::BytesOut => "bytes_out",
-        LogField::DurationMs => "duration_ms",
-        LogField::UpstreamMs => "upstream_ms",
-        LogField::Error => "error",
-        LogField::UserAgent => "user_agent",
-        LogField::Referer => "referer",
-        LogField::TraceId => "trace_id",
+        LogField::Timestamp => r#""timestamp":"#,
+        LogField::RequestId => r#""request_id":"#,
+        LogField::Client => r#""client":"#,
+        LogField::Method => r#""method":"#,
+        LogField::Path => r#""path":"#,
+        LogField::Route => r#""route":"#,
+        LogField::Upstream => r#""upstream":"#,
+        LogField::Target => r#""target":"#,
+        LogField::Status => r#""status":"#,
+        LogField::BytesIn => r#""bytes_in":"#,
+        LogField::BytesOut => r#""bytes_out":"#,
+        LogField::DurationMs => r#""duration_ms":"#,
+        LogField::UpstreamMs => r#""upstream_ms":"#,
+        LogField::Error => r#""error":"#,
+        LogField::UserAgent => r#""user_agent":"#,
+        LogField::Referer => r#""referer":"#,
+        LogField::TraceId => r#""trace_id":"#,
     }
 }
 
@@ -243,19 +244,22 @@ struct JsonObject<'a> {
 }
 
 impl JsonObject<'_> {
-    /// `{"name":` or `,"name":` (a field name is plain ASCII: no escaping).
-    fn key(&mut self, name: &str) {
+    /// `{"name":` or `,"name":`, `key` being `"name":` (see [`field_name`]).
+    fn key(&mut self, key: &str) {
         self.out.push(if std::mem::take(&mut self.empty) { b'{' } else { b',' });
-        self.out.push(b'"');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(key.as_bytes());
     }
 
     /// A string member; none when the value is absent.
     fn string(&mut self, name: &str, value: Option<&str>) {
         let Some(value) = value else { return };
         self.key(name);
-        if value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        // Every byte looked at (no early exit), so that the compiler checks
+        // many at once: the values are short, and rarely need escaping.
+        let needs_escaping = value
+            .bytes()
+            .fold(false, |found, b| found | (b < 0x20) | (b == b'"') | (b == b'\\'));
+        if needs_escaping {
             let _ = serde_json::to_writer(&mut *self.out, value);
         } else {
             self.out.push(b'"');
@@ -271,9 +275,9 @@ impl JsonObject<'_> {
         write(self.out);
     }
 
-    fn number(&mut self, name: &str, value: impl serde::Serialize) {
+    fn integer(&mut self, name: &str, value: u64) {
         self.key(name);
-        let _ = serde_json::to_writer(&mut *self.out, &value);
+        self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 }
 
@@ -296,9 +300,25 @@ fn without_query(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
 }
 
-/// Milliseconds with microsecond precision (`1.494`, not `1.4936839999999998`).
-fn millis(duration: Duration) -> f64 {
-    duration.as_micros() as f64 / 1000.0
+/// Milliseconds with microsecond precision (`1.494`, not
+/// `1.4936839999999998`), as serde_json writes the f64 `micros / 1000.0`: no
+/// trailing zeros, but one digit after the point (`12.0`). Written from the
+/// integer: float formatting was the costliest part of a line.
+fn write_millis(out: &mut Vec<u8>, duration: Duration) {
+    let micros = duration.as_micros();
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let fraction = (micros % 1000) as u16; // under 1000
+    let digits = [
+        b'.',
+        b'0' + (fraction / 100) as u8,
+        b'0' + (fraction / 10 % 10) as u8,
+        b'0' + (fraction % 10) as u8,
+    ];
+    let mut len = digits.len();
+    while len > 2 && digits[len - 1] == b'0' {
+        len -= 1;
+    }
+    out.extend_from_slice(&digits[..len]);
 }
 
 /// `"2026-12-04T05:06:07.123456Z"`, as `humantime::format_rfc3339_micros`
@@ -414,12 +434,14 @@ mod tests {
             empty: true,
         };
         let hostile = "/a\"b\\c\nd\u{1}é";
-        object.string("path", Some(hostile));
-        object.string("route", None);
-        object.string("upstream", Some("plain"));
-        object.written("client", |out| write_socket_addr(out, "127.0.0.1:9".parse().unwrap()));
-        object.number("status", 200u16);
-        object.number("duration_ms", 1.5f64);
+        object.string("\"path\":", Some(hostile));
+        object.string("\"route\":", None);
+        object.string("\"upstream\":", Some("plain"));
+        object.written("\"client\":", |out| {
+            write_socket_addr(out, "127.0.0.1:9".parse().unwrap())
+        });
+        object.integer("\"status\":", 200);
+        object.written("\"duration_ms\":", |out| write_millis(out, Duration::from_micros(1500)));
         line.push(b'}');
         let text = String::from_utf8(line).unwrap();
         assert_eq!(
@@ -428,6 +450,33 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed["path"], hostile);
+    }
+
+    #[test]
+    fn milliseconds_are_what_serde_json_writes_for_the_float() {
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            100,
+            999,
+            1000,
+            1001,
+            1010,
+            1100,
+            1494,
+            12_000,
+            999_999,
+            86_400_000_000,
+        ];
+        let sweep = (0..200_000).step_by(7);
+        for micros in edges.into_iter().chain(sweep) {
+            let mut ours = Vec::new();
+            write_millis(&mut ours, Duration::from_micros(micros));
+            let float = serde_json::to_string(&(micros as f64 / 1000.0)).unwrap();
+            assert_eq!(String::from_utf8(ours).unwrap(), float, "{micros} µs");
+        }
     }
 
     #[test]

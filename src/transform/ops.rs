@@ -48,6 +48,10 @@ pub struct HeaderOps {
     add: Vec<(HeaderName, HeaderTemplate)>,
 }
 
+/// The values of a block's `set` or `add`, rendered for one request: on the
+/// stack for the few a block has.
+type Rendered = smallvec::SmallVec<[Option<HeaderValue>; 4]>;
+
 /// A header value's template, and the value itself when the template has no
 /// placeholder: made once, not rendered, checked and copied on each request.
 struct HeaderTemplate {
@@ -157,18 +161,14 @@ impl HeaderOps {
         self.write(headers, set, add);
     }
 
-    fn render(
-        &self,
-        request: &http::request::Parts,
-        ctx: &RequestContext<'_>,
-    ) -> (Vec<Option<HeaderValue>>, Vec<Option<HeaderValue>>) {
+    fn render(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> (Rendered, Rendered) {
         (
             self.set.iter().map(|(_, t)| t.render(request, ctx)).collect(),
             self.add.iter().map(|(_, t)| t.render(request, ctx)).collect(),
         )
     }
 
-    fn write(&self, headers: &mut http::HeaderMap, set: Vec<Option<HeaderValue>>, add: Vec<Option<HeaderValue>>) {
+    fn write(&self, headers: &mut http::HeaderMap, set: Rendered, add: Rendered) {
         for (from, to) in &self.rename {
             let values: Vec<HeaderValue> = headers.get_all(from).iter().cloned().collect();
             headers.remove(from);

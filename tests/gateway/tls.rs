@@ -748,8 +748,14 @@ routes:
     assert_eq!(problem["status"], 404);
     // Answered before the client ends its request: the stream is stopped
     // with H3_NO_ERROR and the answer still arrives whole.
-    let (response, body) =
-        h3_request_finishing_after(gw.addr, "GET", "/nowhere", Vec::new(), std::time::Duration::from_millis(200)).await;
+    let (response, body) = h3_request_finishing_after(
+        gw.addr,
+        "GET",
+        "/nowhere",
+        Vec::new(),
+        std::time::Duration::from_millis(200),
+    )
+    .await;
     assert_eq!(response.status(), 404);
     assert!(!body.is_empty());
 }
