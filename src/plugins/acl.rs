@@ -3,7 +3,7 @@
 //! (deny wins); `scopes: [orders:read]` requires every listed scope of the
 //! token (JWT `scope`/`scp`, or introspection). Both answer 403.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::consumers::Identity;
 use crate::error::{ErrorKind, ProxyError};
 use http::HeaderValue;
@@ -78,7 +78,7 @@ impl Plugin for Acl {
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
         let result = self.check(ctx.identity.as_ref()).map(|_| Flow::Continue);
-        Box::pin(std::future::ready(result))
+        at_once(result)
     }
 
     fn explain(&self, _request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
@@ -148,7 +148,7 @@ impl Plugin for Scopes {
             error.challenge = Some(Box::new(self.challenge.clone()));
             Err(error)
         };
-        Box::pin(std::future::ready(result))
+        at_once(result)
     }
 
     fn explain(&self, _request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {

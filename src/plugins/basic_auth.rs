@@ -6,7 +6,7 @@
 //! successful check is remembered (by a SHA-256 of the credentials, never the
 //! password itself) so that a client's next requests cost a lookup.
 
-use super::{Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
+use super::{Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup, waiting};
 use crate::consumers::{Consumer, Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
 use crate::password::verify;
@@ -114,7 +114,7 @@ impl Plugin for BasicAuth {
         request: &'a mut http::request::Parts,
         _ctx: &'a RequestContext<'_>,
     ) -> AuthFuture<'a> {
-        Box::pin(async move {
+        waiting(async move {
             let Some(value) = is_basic(request) else {
                 return Auth::NoCredentials;
             };

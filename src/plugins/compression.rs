@@ -6,7 +6,7 @@
 //! Every answer the choice could apply to says `Vary: Accept-Encoding`, so
 //! that caches keep the encodings apart.
 
-use super::{BodyFilter, Decision, FilterError, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{BodyFilter, Decision, FilterError, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::config::units::ByteSize;
 use bytes::Bytes;
 use http::header::{
@@ -249,7 +249,7 @@ impl Plugin for Compression {
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
         ctx.notes.insert(self.asked(request));
-        Box::pin(std::future::ready(Ok(super::Flow::Continue)))
+        at_once(Ok(super::Flow::Continue))
     }
 
     fn response_body_filter(

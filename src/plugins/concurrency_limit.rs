@@ -7,7 +7,7 @@
 //! not forget the requests in flight.
 
 use super::rate_limit::KeyPart;
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup, waiting};
 use crate::config::units::Duration as ConfigDuration;
 use crate::error::{ErrorKind, ProxyError};
 use serde::Deserialize;
@@ -145,7 +145,7 @@ impl Plugin for ConcurrencyLimit {
         request: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        Box::pin(async move {
+        waiting(async move {
             let slots = self.slots_for(self.key(request, ctx));
             let permit = match slots.semaphore.clone().try_acquire_owned() {
                 Ok(permit) => permit,

@@ -4,7 +4,7 @@
 //! whatever answers it (upstream, plugin, or error). A disallowed origin gets
 //! no CORS headers at all, and the browser keeps the response from the page.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::body::ResponseBody;
 use crate::config::units::Duration as ConfigDuration;
 use http::header::{
@@ -219,7 +219,7 @@ impl Plugin for Cors {
     ) -> PhaseFuture<'a> {
         if is_preflight(request) {
             let response = self.preflight(request);
-            return Box::pin(std::future::ready(Ok(Flow::Respond(Box::new(response)))));
+            return at_once(Ok(Flow::Respond(Box::new(response))));
         }
         if let Some(origin) = self.allowed_origin(request) {
             ctx.response_headers.extend(self.origin_headers(origin));
@@ -228,7 +228,7 @@ impl Plugin for Cors {
                     .push((ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone()));
             }
         }
-        Box::pin(std::future::ready(Ok(Flow::Continue)))
+        at_once(Ok(Flow::Continue))
     }
 
     fn explain(&self, request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {

@@ -4,7 +4,7 @@
 //! `crate::transform::xml`. The conversion itself runs in the plugin chain,
 //! around the JSON transforms and validation, which see JSON either way.
 
-use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::config::units::ByteSize;
 use crate::transform::xml::XmlOptions;
 use crate::transform::{BodyFormat, Conversion};
@@ -139,7 +139,7 @@ impl Plugin for Format {
                     .insert(http::header::ACCEPT, HeaderValue::from_static(accept));
             }
         }
-        Box::pin(std::future::ready(Ok(Flow::Continue)))
+        at_once(Ok(Flow::Continue))
     }
 
     fn needs(&self) -> Needs {

@@ -6,7 +6,7 @@
 //! server each time. An unreachable server is a 503: the client's token was
 //! not the problem.
 
-use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
+use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup, waiting};
 use crate::config::units::Duration as ConfigDuration;
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
@@ -175,7 +175,7 @@ impl Plugin for Introspection {
         request: &'a mut http::request::Parts,
         _ctx: &'a RequestContext<'_>,
     ) -> AuthFuture<'a> {
-        Box::pin(async move {
+        waiting(async move {
             let Some(token) = bearer(request) else {
                 return Auth::NoCredentials;
             };

@@ -4,7 +4,7 @@
 //! not a trusted proxy (nginx's `real_ip_recursive`): a client cannot pick
 //! its address by sending the header itself.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::error::{ErrorKind, ProxyError};
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -135,7 +135,7 @@ impl Plugin for IpRestriction {
         let result = self
             .check(self.client(request, ctx.client.ip()))
             .map(|_| Flow::Continue);
-        Box::pin(std::future::ready(result))
+        at_once(result)
     }
 
     fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {

@@ -3,7 +3,7 @@
 //! compared in constant time). The key is removed before the request goes
 //! upstream unless `keep_key` says otherwise.
 
-use super::{Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
+use super::{Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup, at_once};
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
 use http::{HeaderName, HeaderValue};
@@ -135,7 +135,7 @@ impl Plugin for KeyAuth {
                 }
             },
         };
-        Box::pin(std::future::ready(outcome))
+        at_once(outcome)
     }
 
     fn challenge(&self) -> Option<HeaderValue> {

@@ -21,7 +21,6 @@ use crate::transform::Conversion;
 use http::{HeaderValue, Response};
 use serde_yaml_ng::Value;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 /// Where in the request's way a plugin runs. Phases run in this order;
@@ -77,8 +76,23 @@ impl PluginState {
     }
 }
 
-pub type PhaseFuture<'a> = Pin<Box<dyn Future<Output = Result<Flow, ProxyError>> + Send + 'a>>;
-pub type AuthFuture<'a> = Pin<Box<dyn Future<Output = Auth> + Send + 'a>>;
+/// What a phase of a plugin decides: at once, as most plugins do, with no
+/// allocation ([`at_once`]), or after waiting, in a boxed future ([`waiting`]:
+/// Redis, an introspection call, a body read).
+pub type PhaseFuture<'a> = Decided<'a, Result<Flow, ProxyError>>;
+pub type AuthFuture<'a> = Decided<'a, Auth>;
+pub type Decided<'a, T> =
+    futures_util::future::Either<futures_util::future::Ready<T>, futures_util::future::BoxFuture<'a, T>>;
+
+/// A decision made without waiting.
+pub fn at_once<'a, T>(decision: T) -> Decided<'a, T> {
+    futures_util::future::Either::Left(futures_util::future::ready(decision))
+}
+
+/// A decision that waits on something.
+pub fn waiting<'a, T>(decision: impl Future<Output = T> + Send + 'a) -> Decided<'a, T> {
+    futures_util::future::Either::Right(Box::pin(decision))
+}
 
 /// What an authentication method makes of a request.
 pub enum Auth {
@@ -166,7 +180,7 @@ pub trait Plugin: Send + Sync + 'static {
         _request: &'a mut http::request::Parts,
         _ctx: &'a RequestContext<'_>,
     ) -> AuthFuture<'a> {
-        Box::pin(std::future::ready(Auth::NoCredentials))
+        at_once(Auth::NoCredentials)
     }
 
     /// For `explain`: who the request would authenticate as, without side
@@ -198,7 +212,7 @@ pub trait Plugin: Send + Sync + 'static {
         _request: &'a mut http::request::Parts,
         _ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        Box::pin(std::future::ready(Ok(Flow::Continue)))
+        at_once(Ok(Flow::Continue))
     }
 
     /// Called with the response head before it goes to the client.
@@ -422,7 +436,7 @@ mod tests {
             } else {
                 Flow::Continue
             };
-            Box::pin(std::future::ready(Ok(flow)))
+            at_once(Ok(flow))
         }
         fn explain(&self, _request: &http::request::Parts, _ctx: &RequestContext<'_>) -> Decision {
             if self.deny {

@@ -4,7 +4,7 @@
 //! alternative names. Beside the other authentication methods: a request
 //! without a certificate is left to them.
 
-use super::{Auth, AuthFuture, Phase, Plugin, RequestContext, Setup};
+use super::{Auth, AuthFuture, Phase, Plugin, RequestContext, Setup, at_once};
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
 use serde::Deserialize;
@@ -52,7 +52,7 @@ impl Plugin for Mtls {
                 )),
             },
         };
-        Box::pin(std::future::ready(outcome))
+        at_once(outcome)
     }
 
     fn explain(&self, _request: &http::request::Parts, ctx: &RequestContext<'_>) -> super::Decision {

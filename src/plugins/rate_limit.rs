@@ -4,7 +4,7 @@
 //! carries `RateLimit-Policy` and `RateLimit` (draft-ietf-httpapi-
 //! ratelimit-headers); a refused request gets 429 with `Retry-After`.
 
-use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once, waiting};
 use crate::config::units::Duration as ConfigDuration;
 use crate::error::{ErrorKind, ProxyError};
 use crate::ratelimit::calendar::Period;
@@ -327,7 +327,7 @@ impl RateLimit {
     /// The request's key, hashed: the scope and each `by` part.
     ///
     /// A digest, not the streaming hasher: that is 576 bytes aligned to 64,
-    /// and carried into `verdicts` it made the plugin's boxed future
+    /// and carried into the Redis check it made that boxed future
     /// over-aligned, an aligned allocation (posix_memalign, with a
     /// consolidation of the allocator's free lists) on every request.
     fn key_hash(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> u64 {
@@ -341,33 +341,62 @@ impl RateLimit {
         hasher.digest()
     }
 
-    async fn verdicts(&self, key: u64) -> Result<Verdicts, String> {
+    /// The local store's verdicts: counted at once, nothing to wait for.
+    fn local_verdicts(&self, store: &LocalStore, key: u64) -> Verdicts {
+        // Each limit's counter: its name hashed with the request's key as the seed.
+        let hashed: smallvec::SmallVec<[(u64, &Limit); 4]> = self
+            .limits
+            .iter()
+            .map(|limit| (xxhash_rust::xxh3::xxh3_64_with_seed(limit.name.as_bytes(), key), limit))
+            .collect();
+        store.check(&hashed, now_ms(), &self.zone)
+    }
+
+    /// Redis's verdicts, in one round trip.
+    async fn redis_verdicts(&self, store: &RedisStore, timeout: Duration, key: u64) -> Result<Verdicts, String> {
         let now = now_ms();
-        match &self.store {
-            Store::Local(store) => {
-                // Each limit's counter: its name hashed with the request's key as the seed.
-                let hashed: smallvec::SmallVec<[(u64, &Limit); 4]> = self
-                    .limits
-                    .iter()
-                    .map(|limit| (xxhash_rust::xxh3::xxh3_64_with_seed(limit.name.as_bytes(), key), limit))
-                    .collect();
-                Ok(store.check(&hashed, now, &self.zone))
-            }
-            Store::Redis { store, timeout, .. } => {
-                // One hash tag for the request's keys: they share a Redis Cluster slot.
-                let tag = format!("{key:016x}");
-                let checks: Vec<(String, &Limit, (u64, u64))> = self
-                    .limits
-                    .iter()
-                    .map(|limit| {
-                        let bounds = match limit.algorithm {
-                            Algorithm::Calendar(period) => period.bounds(now, &self.zone),
-                            _ => (0, 0),
-                        };
-                        (format!("portico:rl:{{{tag}}}:{}", limit.name), limit, bounds)
-                    })
-                    .collect();
-                store.check(&checks, *timeout).await.map(Verdicts::from_vec)
+        // One hash tag for the request's keys: they share a Redis Cluster slot.
+        let tag = format!("{key:016x}");
+        let checks: Vec<(String, &Limit, (u64, u64))> = self
+            .limits
+            .iter()
+            .map(|limit| {
+                let bounds = match limit.algorithm {
+                    Algorithm::Calendar(period) => period.bounds(now, &self.zone),
+                    _ => (0, 0),
+                };
+                (format!("portico:rl:{{{tag}}}:{}", limit.name), limit, bounds)
+            })
+            .collect();
+        store.check(&checks, timeout).await.map(Verdicts::from_vec)
+    }
+
+    /// The request's fate by the verdicts: on, with the limits' state for
+    /// the response, or 429.
+    fn decide(&self, ctx: &mut RequestContext<'_>, verdicts: Result<Verdicts, String>) -> Result<Flow, ProxyError> {
+        let verdicts = match verdicts {
+            Ok(verdicts) => verdicts,
+            Err(error) => return self.store_failed(ctx, &error),
+        };
+        ctx.response_headers
+            .push((RATELIMIT_POLICY.clone(), self.policy.clone()));
+        if let Some(state) = self.state_header(&verdicts) {
+            ctx.response_headers.push((RATELIMIT.clone(), state));
+        }
+        match self.limits.iter().zip(&verdicts).find(|(_, v)| !v.allowed) {
+            None => Ok(Flow::Continue),
+            Some((limit, verdict)) => {
+                let mut error = ProxyError::rejected(
+                    ErrorKind::RateLimited,
+                    "rate_limit",
+                    "limit_exceeded",
+                    format!(
+                        "the limit of {} is used up; retry in {} s",
+                        limit.name, verdict.reset_secs
+                    ),
+                );
+                error.retry_after = Some(u32::try_from(verdict.reset_secs.max(1)).unwrap_or(u32::MAX));
+                Err(error)
             }
         }
     }
@@ -433,34 +462,14 @@ impl Plugin for RateLimit {
         request: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        Box::pin(async move {
-            let key = self.key_hash(request, ctx);
-            let verdicts = match self.verdicts(key).await {
-                Ok(verdicts) => verdicts,
-                Err(error) => return self.store_failed(ctx, &error),
-            };
-            ctx.response_headers
-                .push((RATELIMIT_POLICY.clone(), self.policy.clone()));
-            if let Some(state) = self.state_header(&verdicts) {
-                ctx.response_headers.push((RATELIMIT.clone(), state));
-            }
-            match self.limits.iter().zip(&verdicts).find(|(_, v)| !v.allowed) {
-                None => Ok(Flow::Continue),
-                Some((limit, verdict)) => {
-                    let mut error = ProxyError::rejected(
-                        ErrorKind::RateLimited,
-                        "rate_limit",
-                        "limit_exceeded",
-                        format!(
-                            "the limit of {} is used up; retry in {} s",
-                            limit.name, verdict.reset_secs
-                        ),
-                    );
-                    error.retry_after = Some(u32::try_from(verdict.reset_secs.max(1)).unwrap_or(u32::MAX));
-                    Err(error)
-                }
-            }
-        })
+        let key = self.key_hash(request, ctx);
+        match &self.store {
+            Store::Local(store) => at_once(self.decide(ctx, Ok(self.local_verdicts(store, key)))),
+            Store::Redis { store, timeout, .. } => waiting(async move {
+                let verdicts = self.redis_verdicts(store, *timeout, key).await;
+                self.decide(ctx, verdicts)
+            }),
+        }
     }
 
     fn explain(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {

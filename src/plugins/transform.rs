@@ -2,7 +2,7 @@
 //! (requests), JSON bodies and statuses (responses), with value templates.
 //! The operations themselves live in `crate::transform`.
 
-use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::config::units::ByteSize;
 use crate::transform::ops::{FieldOpsConfig, HeaderOps, JsonOps, JsonOpsConfig, QueryOps};
 use http::StatusCode;
@@ -139,7 +139,7 @@ impl Plugin for RequestTransform {
         if !self.query.is_empty() {
             self.query.apply(request, ctx);
         }
-        Box::pin(std::future::ready(Ok(Flow::Continue)))
+        at_once(Ok(Flow::Continue))
     }
 
     fn needs(&self) -> Needs {

@@ -20,7 +20,7 @@
 mod keys;
 mod ring_rsa;
 
-use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup};
+use super::{fetch, Auth, AuthFuture, Decision, Phase, Plugin, RequestContext, Setup, waiting};
 use crate::config::units::Duration as ConfigDuration;
 use crate::consumers::{Consumers, Identity};
 use crate::error::{ErrorKind, ProxyError};
@@ -420,7 +420,7 @@ impl Plugin for Jwt {
         request: &'a mut http::request::Parts,
         _ctx: &'a RequestContext<'_>,
     ) -> AuthFuture<'a> {
-        Box::pin(async move {
+        waiting(async move {
             let Some(token) = self.bearer(request) else {
                 return Auth::NoCredentials;
             };

@@ -11,7 +11,7 @@
 
 mod openapi;
 
-use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::config::units::ByteSize;
 use crate::error::{ErrorKind, ProxyError};
 use openapi::{Found, Operations};
@@ -313,7 +313,7 @@ impl Plugin for Validate {
             Ok(found) => Err(invalid(found)),
             Err(error) => Err(error),
         };
-        Box::pin(std::future::ready(result))
+        at_once(result)
     }
 
     fn needs(&self) -> Needs {

@@ -3,7 +3,7 @@
 //! 403 that names an incident (the request id), never the payload. In
 //! `mode: detect` the matches are logged and counted only.
 
-use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup};
+use super::{Decision, Flow, Needs, Phase, PhaseFuture, Plugin, RequestContext, Setup, at_once};
 use crate::error::{ErrorKind, ProxyError};
 use crate::telemetry::metrics::Metrics;
 use crate::waf::{rules::RULES, Engine, Exclusion, Verdict};
@@ -327,7 +327,7 @@ impl Plugin for Waf {
             ctx.notes.insert(HeadScore(verdict.score));
         }
         let result = self.decide(&verdict, verdict.score, ctx).map(|()| Flow::Continue);
-        Box::pin(std::future::ready(result))
+        at_once(result)
     }
 
     fn needs(&self) -> Needs {
