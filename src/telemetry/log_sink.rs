@@ -16,6 +16,9 @@ use std::time::Duration;
 
 /// A thread's buffer is written out when it grows past this.
 const BUFFER_LIMIT: usize = 64 * 1024;
+/// What a buffer is made with: room for the limit and the line that passes
+/// it, so that it never grows (and is never copied) on the way.
+const BUFFER_CAPACITY: usize = BUFFER_LIMIT + 8 * 1024;
 /// Lines wait at most about this long before they reach stdout.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -76,8 +79,12 @@ impl LogSink {
             Err(_) => return,
         };
         for shard in shards {
+            // Written outside the lock, so that the thread logging to it
+            // does not wait; it gets a new buffer of full size.
             let pending = match shard.lock() {
-                Ok(mut buffer) if !buffer.is_empty() => std::mem::take(&mut *buffer),
+                Ok(mut buffer) if !buffer.is_empty() => {
+                    std::mem::replace(&mut *buffer, Vec::with_capacity(BUFFER_CAPACITY))
+                }
                 _ => continue,
             };
             self.write_out(&pending);
@@ -136,17 +143,18 @@ impl LogSink {
         }
     }
 
-    fn shard(&self) -> Shard {
+    /// Runs `use_shard` with the calling thread's buffer, made on its first line.
+    fn with_shard<R>(&self, use_shard: impl FnOnce(&Shard) -> R) -> R {
         SHARD.with(|slot| {
-            slot.borrow_mut()
-                .get_or_insert_with(|| {
-                    let shard = Shard::default();
-                    if let Ok(mut shards) = self.shards.lock() {
-                        shards.push(shard.clone());
-                    }
-                    shard
-                })
-                .clone()
+            let mut slot = slot.borrow_mut();
+            let shard = slot.get_or_insert_with(|| {
+                let shard = Shard::new(Mutex::new(Vec::with_capacity(BUFFER_CAPACITY)));
+                if let Ok(mut shards) = self.shards.lock() {
+                    shards.push(shard.clone());
+                }
+                shard
+            });
+            use_shard(shard)
         })
     }
 }
@@ -158,9 +166,10 @@ fn open_log(path: &Path) -> io::Result<File> {
 impl LogSink {
     /// Appends one line made by `write` (which returns false to drop it) to
     /// the calling thread's buffer, writing the buffer out when it is full.
+    /// A full buffer is written where it is and emptied, keeping its memory:
+    /// only this thread and, once a second, the flusher lock it.
     pub fn write_line(&self, write: impl FnOnce(&mut Vec<u8>) -> bool) {
-        let shard = self.shard();
-        let full = {
+        self.with_shard(|shard| {
             let Ok(mut buffer) = shard.lock() else { return };
             let start = buffer.len();
             if write(&mut buffer) {
@@ -168,10 +177,10 @@ impl LogSink {
             } else {
                 buffer.truncate(start);
             }
-            (buffer.len() >= BUFFER_LIMIT).then(|| std::mem::take(&mut *buffer))
-        };
-        if let Some(full) = full {
-            self.write_out(&full);
-        }
+            if buffer.len() >= BUFFER_LIMIT {
+                self.write_out(&buffer);
+                buffer.clear();
+            }
+        });
     }
 }
