@@ -367,22 +367,15 @@ fn write_timestamp(out: &mut Vec<u8>, at: SystemTime) {
     out.extend_from_slice(&digits);
 }
 
-/// `"203.0.113.7:51234"`, as `SocketAddr`'s `Display` writes it: an IPv4
-/// address number by number (`Display`, which supports padding, costs many
-/// times more), an IPv6 one by `Display`.
+/// `"203.0.113.7:51234"`, as `SocketAddr`'s `Display` writes it (an IPv6
+/// address in brackets, with its scope).
 fn write_socket_addr(out: &mut Vec<u8>, addr: SocketAddr) {
     out.push(b'"');
     match addr {
         SocketAddr::V4(v4) => {
-            let mut number = itoa::Buffer::new();
-            for (at, octet) in v4.ip().octets().into_iter().enumerate() {
-                if at > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(number.format(octet).as_bytes());
-            }
+            crate::ip_text::write(out, std::net::IpAddr::V4(*v4.ip()));
             out.push(b':');
-            out.extend_from_slice(number.format(v4.port()).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(v4.port()).as_bytes());
         }
         SocketAddr::V6(v6) => {
             let _ = write!(Bytes(out), "{v6}");
