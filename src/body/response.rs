@@ -20,6 +20,10 @@ use tokio::time::{Instant, Sleep};
 pub trait OnDone: Send + Sync {
     /// `error` is set when the body did not end cleanly.
     fn done(&mut self, bytes_out: u64, error: Option<&'static str>);
+
+    /// The answer was replaced, before any of it went out, by one of
+    /// `status` (the server's own 502 for an upstream body that broke at once).
+    fn replaced_by(&mut self, _status: u16) {}
 }
 
 /// What an upstream body holds of its target until it is done: the target's
@@ -39,6 +43,9 @@ pub struct ResponseBody {
     kind: Kind,
     sent: u64,
     log: Option<Box<dyn OnDone>>,
+    /// Why the body failed, once it has: told to the log when the body is
+    /// dropped (a server may first replace the answer, see `answered_instead`).
+    failure: Option<&'static str>,
     /// Keeps the client connection counted as busy until the body is done.
     _active: Option<RequestActive>,
     /// What plugins keep until the body has been sent (concurrency permits).
@@ -77,6 +84,7 @@ impl ResponseBody {
             kind,
             sent: 0,
             log: None,
+            failure: None,
             _active: None,
             _holds: Vec::new(),
         }
@@ -130,6 +138,14 @@ impl ResponseBody {
         self._holds = holds;
     }
 
+    /// The answer this body belongs to was replaced by one of `status`
+    /// before any of it was sent: its log line and metrics say so.
+    pub fn answered_instead(&mut self, status: http::StatusCode) {
+        if let Some(log) = self.log.as_mut() {
+            log.replaced_by(status.as_u16());
+        }
+    }
+
     fn finish(&mut self, error: Option<&'static str>) {
         if let Some(mut entry) = self.log.take() {
             entry.done(self.sent, error);
@@ -151,7 +167,8 @@ impl Drop for ResponseBody {
             Kind::GrpcWeb(inner, _) => !inner.is_end_stream(),
             Kind::Filtered(body) => !body.is_end_stream(),
         };
-        self.finish(unfinished.then_some("client_disconnected"));
+        let error = self.failure.or(unfinished.then_some("client_disconnected"));
+        self.finish(error);
     }
 }
 
@@ -220,11 +237,11 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 tracing::warn!(error = %e, "response body cut short");
-                this.finish(Some(match e {
+                this.failure = Some(match e {
                     BodyError::UpstreamIdle(_) => "upstream_body_timeout",
                     BodyError::Filter(_) => "response_filter_failed",
                     _ => "upstream_body_failed",
-                }));
+                });
             }
             Poll::Ready(None) => this.finish(None),
             Poll::Pending => {}

@@ -90,6 +90,10 @@ impl crate::body::OnDone for Entry {
         }
         self.finish(bytes_out);
     }
+
+    fn replaced_by(&mut self, status: u16) {
+        self.status = status;
+    }
 }
 
 impl Entry {

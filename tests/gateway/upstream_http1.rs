@@ -309,6 +309,36 @@ async fn an_answer_before_the_whole_body_is_passed_on_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_whose_body_breaks_before_any_of_it_is_sent_is_a_502_of_portico_s_own() {
+    // The head and a first chunk that is not one, in one write: the body
+    // fails before the gateway has written anything of the answer.
+    for answer in [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let (upstream, _) = scripted(answer, false).await;
+        let gw = gateway_to(upstream).await;
+        let reply = raw(gw.addr, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+        let head = head.to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 502"), "{reply:?}");
+        assert!(head.contains("content-type: application/problem+json"), "{reply:?}");
+        assert!(head.contains("connection: close"), "{reply:?}");
+        assert!(head.contains("x-request-id: "), "{reply:?}");
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(problem["status"], 502, "{body}");
+        assert!(
+            problem["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+            "{body}"
+        );
+        assert!(
+            !reply.contains("hello"),
+            "none of the broken answer reaches the client: {reply:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_chunked_body_is_never_passed_on_as_whole_and_its_connection_is_dropped() {
     let long_size_line: &'static [u8] = format!(
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;{}",

@@ -24,11 +24,13 @@ mod response;
 pub use body::RequestBody;
 
 use super::connection::Connection;
+use super::request_id::X_REQUEST_ID;
 use super::session::handle;
-use crate::body::{Inbound, Wire};
+use crate::body::{Inbound, ResponseBody, Wire};
+use crate::error::{ErrorKind, ProxyError};
 use crate::upstream::http1::{Framing, Outgoing};
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request};
+use http::{HeaderValue, Method, Request, StatusCode};
 use http_body::Body;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -138,6 +140,17 @@ where
         // The answer may go out while the upstream still reads the body (an
         // early answer): the body is fed meanwhile.
         let sent = alongside(&mut io, &mut read, &mut feed, |io, cx| outgoing.poll_write(io, cx)).await;
+        if let Some(Err(_)) = sent {
+            if let Some(body) = outgoing.unsent_body() {
+                let request_id = parts
+                    .headers
+                    .get(&X_REQUEST_ID)
+                    .cloned()
+                    .unwrap_or(HeaderValue::from_static(""));
+                answer_broken(&mut io, &mut out, body, &request_id, to_head_request).await;
+                return Ok(());
+            }
+        }
         if !matches!(sent, Some(Ok(()))) || written.close {
             let _ = io.shutdown().await;
             return Ok(());
@@ -147,6 +160,36 @@ where
             feed.discard_buffered(&mut read);
         }
     }
+}
+
+/// The answer's body failed before any of it was written (an upstream's
+/// malformed or cut first chunk, read with its head): the client gets a 502
+/// problem of Portico's own, and the connection closes, rather than a
+/// connection closed with no answer. The log line says 502 too.
+async fn answer_broken<I>(
+    io: &mut I,
+    out: &mut BytesMut,
+    mut broken: ResponseBody,
+    request_id: &HeaderValue,
+    to_head_request: bool,
+) where
+    I: AsyncWrite + Unpin,
+{
+    broken.answered_instead(StatusCode::BAD_GATEWAY);
+    drop(broken);
+    let problem = ProxyError::new(
+        ErrorKind::UpstreamBroken,
+        "the upstream's answer broke off before any of it could be sent",
+    )
+    .to_response(request_id);
+    let (mut parts, body) = problem.into_parts();
+    parts.headers.insert(&X_REQUEST_ID, request_id.clone());
+    let length = body.size_hint().exact().map_or(BodyLength::Unknown, BodyLength::Known);
+    let written = response::head(out, &parts, to_head_request, length, false);
+    let body = (written.framing != Framing::Length(0)).then_some(body);
+    let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing).without_trailers();
+    let _ = poll_fn(|cx| outgoing.poll_write(io, cx)).await;
+    let _ = io.shutdown().await;
 }
 
 /// Runs `step` (the session, then the writing of its answer) to its end,

@@ -88,6 +88,8 @@ pub struct Outgoing<B> {
     /// Whether a chunked body's trailers are sent; a client that did not
     /// ask for them (`TE: trailers`) gets none, as hyper does.
     trailers: bool,
+    /// Some of the message has been written.
+    started: bool,
 }
 
 impl<B> Outgoing<B>
@@ -103,6 +105,7 @@ where
             body: None,
             framing,
             trailers: true,
+            started: false,
         };
         outgoing.push(head);
         match body {
@@ -111,6 +114,15 @@ where
             _ => {}
         }
         outgoing
+    }
+
+    /// The body, when none of the message has been written: a server whose
+    /// answer's body failed at once may still answer otherwise.
+    pub fn unsent_body(&mut self) -> Option<B> {
+        if self.started {
+            return None;
+        }
+        self.body.take()
     }
 
     /// Ends a chunked body without the trailers it may have.
@@ -162,7 +174,10 @@ where
             let slices: [IoSlice<'_>; SLOTS] = std::array::from_fn(|i| IoSlice::new(&self.queue[i]));
             match Pin::new(&mut *stream).poll_write_vectored(cx, &slices[..self.queued]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::Io(std::io::ErrorKind::WriteZero.into()))),
-                Poll::Ready(Ok(written)) => self.advance(written),
+                Poll::Ready(Ok(written)) => {
+                    self.started = true;
+                    self.advance(written);
+                }
                 Poll::Ready(Err(error)) => return Poll::Ready(Err(Error::Io(error))),
                 Poll::Pending => return Poll::Pending,
             }
