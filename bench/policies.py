@@ -35,6 +35,13 @@ routes:
   - {{ name: plain, match: {{ path: /small }}, upstream: backend }}
 """
 
+# The policies of the policies route (bench/policies_each.py measures them
+# alone and together): a `plugins:` block's members, indented for a route.
+POLICY_PLUGINS = """      key_auth: {{}}
+      rate_limit: {{ limits: [ {{ requests: 1000000000, per: 1s }} ], by: consumer, store: local }}
+      request_transform: {{ headers: {{ set: {{ X-Team: payments }}, remove: [ X-Debug ] }} }}
+"""
+
 POLICIES_CONFIG = """
 listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
 access_log: {{ enabled: true }}
@@ -46,10 +53,7 @@ routes:
     upstream: backend
     rewrite: {{ path: /small }}
     plugins:
-      key_auth: {{}}
-      rate_limit: {{ limits: [ {{ requests: 1000000000, per: 1s }} ], by: consumer, store: local }}
-      request_transform: {{ headers: {{ set: {{ X-Team: payments }}, remove: [ X-Debug ] }} }}
-  - name: jwt
+""" + POLICY_PLUGINS + """  - name: jwt
     match: {{ path: /jwt }}
     upstream: backend
     rewrite: {{ path: /small }}

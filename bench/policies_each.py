@@ -15,7 +15,7 @@ import os, statistics, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend, stop, wait_port
-from policies import API_KEY
+from policies import API_KEY, POLICY_PLUGINS
 
 LOG_OFF, LOG_ON = 18094, 18095
 
@@ -42,10 +42,7 @@ routes:
     upstream: backend
     rewrite: {{ path: /small }}
     plugins:
-      key_auth: {{}}
-      rate_limit: {{ limits: [ {{ requests: 1000000000, per: 1s }} ], by: consumer, store: local }}
-      request_transform: {{ headers: {{ set: {{ X-Team: payments }}, remove: [ X-Debug ] }} }}
-"""
+""" + POLICY_PLUGINS
 
 
 def main():

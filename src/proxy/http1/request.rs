@@ -5,6 +5,7 @@
 //! else, malformed heads included, is hyper's, which then answers it as it
 //! always has.
 
+use crate::upstream::http1::decimal_length;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
@@ -106,13 +107,14 @@ fn parts(head: &Bytes, method: Method, target: Range<usize>, fields: &[Field]) -
         if name == TRANSFER_ENCODING || name == UPGRADE || name == EXPECT || name == TE {
             return None;
         }
-        // One plain decimal length; any other (repeated, signed, a list) is
-        // hyper's to judge.
+        // One plain decimal length of at most 18 digits (more than any
+        // body); any other (repeated, signed, a list, longer) is hyper's to
+        // judge.
         if name == CONTENT_LENGTH {
-            if length.is_some() {
+            if length.is_some() || value.len() > 18 {
                 return None;
             }
-            length = Some(decimal(value.as_bytes())?);
+            length = Some(decimal_length(value.as_bytes())?);
         }
         if name == CONNECTION {
             close |= super::has_close_token(value.as_bytes());
@@ -129,14 +131,6 @@ fn parts(head: &Bytes, method: Method, target: Range<usize>, fields: &[Field]) -
         length: length.unwrap_or(0),
         close,
     })
-}
-
-/// `1*DIGIT`, at most 18 of them (no overflow, and more than any body).
-fn decimal(text: &[u8]) -> Option<u64> {
-    if text.is_empty() || text.len() > 18 || !text.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(text.iter().fold(0, |n, digit| n * 10 + u64::from(digit - b'0')))
 }
 
 #[cfg(test)]

@@ -128,13 +128,7 @@ impl FramingFields {
         } else if *name == CONTENT_LENGTH {
             // `Content-Length: 5, 5` is one length said twice; any disagreement is fatal.
             for part in value.as_bytes().split(|&b| b == b',') {
-                let part = part.trim_ascii();
-                let parsed = match part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                    true => None,
-                    false => std::str::from_utf8(part)
-                        .ok()
-                        .and_then(|digits| digits.parse::<u64>().ok()),
-                };
+                let parsed = decimal_length(part.trim_ascii());
                 match (parsed, self.length) {
                     (Some(n), Some(seen)) if n != seen => self.bad_length = true,
                     (Some(n), _) => self.length = Some(n),
@@ -143,6 +137,15 @@ impl FramingFields {
             }
         }
     }
+}
+
+/// One length as `Content-Length` gives it: `1*DIGIT` (RFC 9110 section 8.6)
+/// that fits a u64. A sign, a space or a list is not one.
+pub fn decimal_length(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// How the body is delimited, and whether the connection stays open after it.

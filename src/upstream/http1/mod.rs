@@ -21,6 +21,7 @@ mod upgraded;
 
 pub use body::Body;
 pub use encode::{Framing, Outgoing};
+pub use head::decimal_length;
 pub use stream::Stream;
 pub use upgraded::Upgraded;
 
