@@ -25,6 +25,7 @@ pub mod control;
 pub mod error;
 pub mod explain;
 pub mod gateway;
+pub mod header_maps;
 pub mod ip_text;
 pub mod openapi;
 pub mod password;

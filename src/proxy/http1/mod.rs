@@ -159,6 +159,8 @@ where
         if let Some(feed) = feed.as_mut() {
             feed.discard_buffered(&mut read);
         }
+        // Written: the next answer read on this thread takes the map.
+        crate::header_maps::give(parts.headers);
     }
 }
 

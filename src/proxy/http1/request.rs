@@ -8,7 +8,7 @@
 use crate::upstream::http1::decimal_length;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Uri, Version};
 use smallvec::SmallVec;
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -98,7 +98,7 @@ fn parts(head: &Bytes, method: Method, target: Range<usize>, fields: &[Field]) -
     let uri = Uri::from_maybe_shared(head.slice(target)).ok()?;
     // Room for the fields the way upstream adds (`X-Forwarded-*`, `Via`,
     // `X-Request-Id`, the target's `Host`): a map that grows is rehashed.
-    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_FIELDS);
+    let mut headers = crate::header_maps::take(fields.len() + FORWARDING_FIELDS);
     let mut close = false;
     let mut length = None;
     for field in fields {

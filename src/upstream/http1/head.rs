@@ -70,7 +70,7 @@ pub(super) fn parse(read: &mut BytesMut, bodiless: bool, upgrade: bool) -> Resul
             continue;
         }
         // With room for the two fields the proxy adds (`Via`, the request id).
-        let mut headers = HeaderMap::with_capacity(count + 2);
+        let mut headers = crate::header_maps::take(count + 2);
         let mut framing_fields = FramingFields::default();
         for &[name, name_end, value, value_end] in &spans[..count] {
             let name = HeaderName::from_bytes(&head[name as usize..name_end as usize])

@@ -144,6 +144,8 @@ impl Connection {
         let bodiless = parts.method == Method::HEAD;
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
         let framing = encode::head(&mut self.write, &mut parts, body.size_hint());
+        // Written: the next head read on this thread takes the map.
+        crate::header_maps::give(std::mem::take(&mut parts.headers));
         let mut outgoing = Some(encode::Outgoing::new(self.write.split().freeze(), Some(body), framing));
         match (deadline, &mut self.head_timer) {
             (None, _) => {}
