@@ -149,7 +149,7 @@ pub fn explain(gateway: &Gateway, question: &Question) -> Result<Explanation, St
         let status = error.kind.status().as_u16();
         explanation.outcome = "refused";
         explanation.status = Some(status);
-        let location = error.location.as_deref().and_then(|l| l.to_str().ok());
+        let location = error.location.as_ref().and_then(|l| l.to_str().ok());
         explanation.detail = match location {
             Some(location) => format!(
                 "listener {:?}: {}: {status} to {location}",

@@ -125,7 +125,7 @@ fn required_failed(call: &Call, failure: Failure) -> ProxyError {
         _ => ErrorKind::UpstreamBroken,
     };
     let mut error = ProxyError::new(kind, format!("call {:?} failed: {}", call.name, describe(&failure)));
-    error.extra = Some(Box::new(json!({ "call": call.name })));
+    error.extra = Some(json!({ "call": call.name }));
     error
 }
 

@@ -84,7 +84,7 @@ impl Plugin for Acl {
     fn explain(&self, _request: &http::request::Parts, ctx: &RequestContext<'_>) -> Decision {
         match self.check(ctx.identity.as_ref()) {
             Ok(detail) => Decision::pass(detail),
-            Err(error) => Decision::deny(http::StatusCode::FORBIDDEN, error.detail),
+            Err(error) => Decision::deny(http::StatusCode::FORBIDDEN, error.detail.clone()),
         }
     }
 }
@@ -145,7 +145,7 @@ impl Plugin for Scopes {
                 "insufficient_scope",
                 format!("the token lacks scope {}", missing.join(", ")),
             );
-            error.challenge = Some(Box::new(self.challenge.clone()));
+            error.challenge = Some(self.challenge.clone());
             Err(error)
         };
         at_once(result)

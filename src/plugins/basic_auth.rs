@@ -79,7 +79,7 @@ fn credentials(value: &HeaderValue) -> Option<(String, Vec<u8>)> {
 impl BasicAuth {
     fn fail(&self, reason: &'static str, detail: &'static str) -> Auth {
         let mut error = ProxyError::rejected(ErrorKind::Unauthorized, "basic_auth", reason, detail);
-        error.challenge = Some(Box::new(self.challenge.clone()));
+        error.challenge = Some(self.challenge.clone());
         Auth::Failed(error)
     }
 

@@ -343,7 +343,7 @@ impl PluginChain {
             .filter_map(|m| m.challenge())
             .filter_map(|c| c.to_str().ok().map(str::to_string))
             .collect();
-        error.challenge = HeaderValue::from_str(&challenges.join(", ")).ok().map(Box::new);
+        error.challenge = HeaderValue::from_str(&challenges.join(", ")).ok();
         Err(error)
     }
 

@@ -194,9 +194,9 @@ impl Plugin for Introspection {
                             "inactive_token",
                             "the token is not active",
                         );
-                        error.challenge = Some(Box::new(HeaderValue::from_static(
+                        error.challenge = Some(HeaderValue::from_static(
                             "Bearer error=\"invalid_token\", error_description=\"the token is not active\"",
-                        )));
+                        ));
                         Auth::Failed(error)
                     }
                 },

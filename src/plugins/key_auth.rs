@@ -130,7 +130,7 @@ impl Plugin for KeyAuth {
                         "invalid_key",
                         "the API key is not valid",
                     );
-                    error.challenge = Some(Box::new(self.challenge.clone()));
+                    error.challenge = Some(self.challenge.clone());
                     Auth::Failed(error)
                 }
             },

@@ -16,7 +16,7 @@ pub(crate) fn method_not_allowed(method: &http::Method, allow: &[http::Method]) 
         ErrorKind::MethodNotAllowed,
         format!("{method} is not allowed here; allowed: {list}"),
     );
-    error.allow = HeaderValue::from_str(&list).ok().map(Box::new);
+    error.allow = HeaderValue::from_str(&list).ok();
     error
 }
 

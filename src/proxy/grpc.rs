@@ -95,7 +95,7 @@ pub fn error_response(error: &ProxyError) -> Response<ResponseBody> {
         headers.insert("grpc-message", message);
     }
     if let Some(challenge) = &error.challenge {
-        headers.insert(http::header::WWW_AUTHENTICATE, (**challenge).clone());
+        headers.insert(http::header::WWW_AUTHENTICATE, challenge.clone());
     }
     if let Some(seconds) = error.retry_after {
         headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));

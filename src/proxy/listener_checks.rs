@@ -84,7 +84,7 @@ fn to_https(uri: &Uri, headers: &HeaderMap, port: u16) -> ProxyError {
         format!("https://{host}:{port}{path}")
     };
     let mut error = ProxyError::new(ErrorKind::PermanentRedirect, "this address is served over HTTPS");
-    error.location = http::HeaderValue::from_str(&location).ok().map(Box::new);
+    error.location = http::HeaderValue::from_str(&location).ok();
     error
 }
 

@@ -393,8 +393,7 @@ impl Jwt {
                 "Bearer error=\"invalid_token\", error_description=\"{}\"",
                 refusal.detail
             ))
-            .ok()
-            .map(Box::new);
+            .ok();
         }
         Auth::Failed(error)
     }

@@ -211,7 +211,7 @@ fn invalid(found: Vec<Json>) -> ProxyError {
             if count == 1 { "" } else { "s" }
         ),
     );
-    error.extra = Some(Box::new(json!({ "errors": found })));
+    error.extra = Some(json!({ "errors": found }));
     error
 }
 
@@ -256,7 +256,7 @@ impl Validate {
                     "unknown_operation",
                     format!("the API has no {} operation here; it has: {list}", request.method),
                 );
-                error.allow = http::HeaderValue::from_str(&list).ok().map(Box::new);
+                error.allow = http::HeaderValue::from_str(&list).ok();
                 return Err(error);
             }
             _ => {}

@@ -303,7 +303,7 @@ pub(super) fn blocked(incident: &str) -> ProxyError {
         "anomaly_score",
         "the request was refused by the web application firewall; quote the incident id to have it looked at",
     );
-    error.extra = Some(Box::new(serde_json::json!({ "incident": incident })));
+    error.extra = Some(serde_json::json!({ "incident": incident }));
     error
 }
 
