@@ -277,11 +277,8 @@ pub(crate) async fn send(
                             None => {}
                         }
                         parts.version = client_version;
-                        let mut body = ResponseBody::upstream(
-                            body,
-                            forward.timeouts.response,
-                            Box::new(Checkout::new(in_flight, lease)),
-                        );
+                        let mut body =
+                            ResponseBody::upstream(body, forward.timeouts.response, Checkout::new(in_flight, lease));
                         if let Some(mode) = web.filter(|_| grpc::is_grpc(&parts.headers)) {
                             // A trailers-only answer has its status in the head, as gRPC-Web reads it.
                             if !parts.headers.contains_key("grpc-status") {

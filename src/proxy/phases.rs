@@ -68,135 +68,131 @@ pub(crate) async fn serve<'a>(
     ctx.upstream_path = upstream_path;
     ctx.facts = facts;
     ctx.facts.has_body = !body.is_end_stream();
-    let answer = async {
-        if !route.plugins.is_empty() {
-            match route.plugins.on_request(&mut parts, ctx).await {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Respond(response)) => return Ok(*response),
-                Err(error) => return Err(error),
-            }
+    if !route.plugins.is_empty() {
+        match route.plugins.on_request(&mut parts, ctx).await {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Respond(response)) => return Ok(*response),
+            Err(error) => return Err(error),
         }
-        let body = route.plugins.filter_request_body(body, &parts, ctx)?;
-        // Plugins that inspect bodies (`waf`) see their start before anything goes on.
-        let body = match route.plugins.body_inspection_limit() {
-            // No body: the inspection still runs (the Core Rule Set decides with it).
-            Some(_) if body.is_end_stream() => {
-                route.plugins.inspect_request_body(&[], true, &parts, ctx)?;
-                body
-            }
-            Some(limit) => {
-                let limit = route.body_limit(&conn.listener).map_or(limit, |most| most.min(limit));
-                let (ahead, complete, body) = body
-                    .read_ahead(limit)
-                    .await
-                    .map_err(|e| client_body_error(Fault::of(&e).unwrap_or(Fault::Unreadable), Some(limit)))?;
-                // A frame may bring more than the limit: only the limit is read.
-                let seen = ahead.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
-                route
-                    .plugins
-                    .inspect_request_body(&ahead[..seen], complete && seen == ahead.len(), &parts, ctx)?;
-                body
-            }
-            _ => body,
-        };
-        let response = match &route.action {
-            Action::Respond(fixed) => fixed_response(fixed),
-            Action::Aggregate(aggregate) => {
+    }
+    let body = route.plugins.filter_request_body(body, &parts, ctx)?;
+    // Plugins that inspect bodies (`waf`) see their start before anything goes on.
+    let body = match route.plugins.body_inspection_limit() {
+        // No body: the inspection still runs (the Core Rule Set decides with it).
+        Some(_) if body.is_end_stream() => {
+            route.plugins.inspect_request_body(&[], true, &parts, ctx)?;
+            body
+        }
+        Some(limit) => {
+            let limit = route.body_limit(&conn.listener).map_or(limit, |most| most.min(limit));
+            let (ahead, complete, body) = body
+                .read_ahead(limit)
+                .await
+                .map_err(|e| client_body_error(Fault::of(&e).unwrap_or(Fault::Unreadable), Some(limit)))?;
+            // A frame may bring more than the limit: only the limit is read.
+            let seen = ahead.len().min(usize::try_from(limit).unwrap_or(usize::MAX));
+            route
+                .plugins
+                .inspect_request_body(&ahead[..seen], complete && seen == ahead.len(), &parts, ctx)?;
+            body
+        }
+        _ => body,
+    };
+    let response = match &route.action {
+        Action::Respond(fixed) => fixed_response(fixed),
+        Action::Aggregate(aggregate) => {
+            let shared = CallContext {
+                metrics: Some(&observed.entry.metrics),
+                trace: observed.trace.as_ref(),
+            };
+            // Boxed, as the transcoding call below: these rarer actions'
+            // futures (about 13 KB each) would otherwise size every
+            // request's future, which is moved whole.
+            Box::pin(crate::aggregate::run(aggregate, conn, &parts, ctx, shared)).await?
+        }
+        Action::Proxy(
+            forward @ Forward {
+                transcode: Some(transcoder),
+                ..
+            },
+        ) => {
+            let shared = CallContext {
+                metrics: Some(&observed.entry.metrics),
+                trace: observed.trace.as_ref(),
+            };
+            let call = (forward, &**transcoder, route.body_limit(&conn.listener));
+            Box::pin(crate::transcode::transcode(
+                call,
+                conn,
+                parts,
+                body,
+                request_id,
+                shared,
+                &mut observed.entry.call,
+            ))
+            .await?
+        }
+        Action::Proxy(forward) => {
+            let body = match route.plugins.request_body_cap(&parts.headers, ctx.facts.has_body)? {
+                Some(cap) => {
+                    // Read as any body is: the route's or listener's limit (or the plugin's cap,
+                    // if smaller) answers 413, and its bytes are counted for the log.
+                    let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
+                    let bytes = read_client_body(body, cap, &mut observed.entry.call).await?;
+                    let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, ctx)?;
+                    if let Some(content_type) = content_type {
+                        parts.headers.insert(CONTENT_TYPE, content_type);
+                    }
+                    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
+                    parts.headers.remove(http::header::TRANSFER_ENCODING);
+                    ClientBody::Transformed(changed)
+                }
+                None => ClientBody::Stream(body),
+            };
+            let upgrade = match forward::upgrade_of(&parts.headers) {
+                Some(_) if parts.version == Version::HTTP_11 || extended_connect => {
+                    parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+                }
+                _ => None,
+            };
+            // A plugin standing around the upstream call (a cache) answers, or
+            // calls the upstream through it; an upgrade never goes that way.
+            if let (Some(around), None) = (route.plugins.around_upstream(), &upgrade) {
+                let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
                 let shared = CallContext {
                     metrics: Some(&observed.entry.metrics),
                     trace: observed.trace.as_ref(),
                 };
-                // Boxed, as the transcoding call below: these rarer actions'
-                // futures (about 13 KB each) would otherwise size every
-                // request's future, which is moved whole.
-                Box::pin(crate::aggregate::run(aggregate, conn, &parts, ctx, shared)).await?
-            }
-            Action::Proxy(
-                forward @ Forward {
-                    transcode: Some(transcoder),
-                    ..
-                },
-            ) => {
-                let shared = CallContext {
-                    metrics: Some(&observed.entry.metrics),
-                    trace: observed.trace.as_ref(),
-                };
-                let call = (forward, &**transcoder, route.body_limit(&conn.listener));
-                Box::pin(crate::transcode::transcode(
-                    call,
+                return serve_around(
+                    &**around,
+                    (route, forward),
+                    gateway,
                     conn,
                     parts,
                     body,
-                    request_id,
+                    path_and_query,
+                    ctx,
                     shared,
                     &mut observed.entry.call,
-                ))
-                .await?
+                )
+                .await;
             }
-            Action::Proxy(forward) => {
-                let body = match route.plugins.request_body_cap(&parts.headers, ctx.facts.has_body)? {
-                    Some(cap) => {
-                        // Read as any body is: the route's or listener's limit (or the plugin's cap,
-                        // if smaller) answers 413, and its bytes are counted for the log.
-                        let cap = route.body_limit(&conn.listener).map_or(cap, |limit| limit.min(cap));
-                        let bytes = read_client_body(body, cap, &mut observed.entry.call).await?;
-                        let (changed, content_type) = route.plugins.transform_request_body(bytes, &parts, ctx)?;
-                        if let Some(content_type) = content_type {
-                            parts.headers.insert(CONTENT_TYPE, content_type);
-                        }
-                        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(changed.len()));
-                        parts.headers.remove(http::header::TRANSFER_ENCODING);
-                        ClientBody::Transformed(changed)
-                    }
-                    None => ClientBody::Stream(body),
-                };
-                let upgrade = match forward::upgrade_of(&parts.headers) {
-                    Some(_) if parts.version == Version::HTTP_11 || extended_connect => {
-                        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
-                    }
-                    _ => None,
-                };
-                // A plugin standing around the upstream call (a cache) answers, or
-                // calls the upstream through it; an upgrade never goes that way.
-                if let (Some(around), None) = (route.plugins.around_upstream(), &upgrade) {
-                    let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
-                    let shared = CallContext {
-                        metrics: Some(&observed.entry.metrics),
-                        trace: observed.trace.as_ref(),
-                    };
-                    return serve_around(
-                        &**around,
-                        (route, forward),
-                        gateway,
-                        conn,
-                        parts,
-                        body,
-                        path_and_query,
-                        ctx,
-                        shared,
-                        &mut observed.entry.call,
-                    )
-                    .await;
-                }
-                let upstream_request = UpstreamRequest {
-                    body_limit: route.body_limit(&conn.listener),
-                    path_and_query: upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?,
-                    parts,
-                    body,
-                    request_id,
-                    upgrade,
-                };
-                let shared = CallContext {
-                    metrics: Some(&observed.entry.metrics),
-                    trace: observed.trace.as_ref(),
-                };
-                exchange::send(forward, conn, upstream_request, shared, &mut observed.entry.call).await?
-            }
-        };
-        route.plugins.respond(response, ctx).await
-    }
-    .await;
-    answer
+            let upstream_request = UpstreamRequest {
+                body_limit: route.body_limit(&conn.listener),
+                path_and_query: upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?,
+                parts,
+                body,
+                request_id,
+                upgrade,
+            };
+            let shared = CallContext {
+                metrics: Some(&observed.entry.metrics),
+                trace: observed.trace.as_ref(),
+            };
+            exchange::send(forward, conn, upstream_request, shared, &mut observed.entry.call).await?
+        }
+    };
+    route.plugins.respond(response, ctx).await
 }
 
 /// The request made canonical as `listener` makes it, and looked up in the

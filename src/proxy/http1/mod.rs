@@ -136,7 +136,8 @@ where
             Framing::Length(0) => None,
             _ => Some(body),
         };
-        let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing).without_trailers();
+        let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing);
+        outgoing.drop_trailers();
         // The answer may go out while the upstream still reads the body (an
         // early answer): the body is fed meanwhile.
         let sent = alongside(&mut io, &mut read, &mut feed, |io, cx| outgoing.poll_write(io, cx)).await;
@@ -189,7 +190,8 @@ async fn answer_broken<I>(
     let length = body.size_hint().exact().map_or(BodyLength::Unknown, BodyLength::Known);
     let written = response::head(out, &parts, to_head_request, length, false);
     let body = (written.framing != Framing::Length(0)).then_some(body);
-    let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing).without_trailers();
+    let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing);
+    outgoing.drop_trailers();
     let _ = poll_fn(|cx| outgoing.poll_write(io, cx)).await;
     let _ = io.shutdown().await;
 }

@@ -125,10 +125,10 @@ where
         self.body.take()
     }
 
-    /// Ends a chunked body without the trailers it may have.
-    pub fn without_trailers(mut self) -> Outgoing<B> {
+    /// Ends a chunked body without the trailers it may have. In place, not
+    /// a builder's `self`: the message is a few hundred bytes to move.
+    pub fn drop_trailers(&mut self) {
         self.trailers = false;
-        self
     }
 
     fn push(&mut self, bytes: Bytes) {
