@@ -4,14 +4,13 @@
 //! reloads, so counters keep counting across them. Labels are config names
 //! (routes, upstreams, targets), never raw paths, so cardinality is bounded by
 //! the config. The request path holds per-route and per-upstream handles
-//! resolved when the config is compiled: counting a request is a few atomic
-//! adds, with no label lookup and no lock.
+//! resolved when the config is compiled: counting a request is an atomic add
+//! and a few plain ones to the worker's own slot of its route's series
+//! (`route_series`), with no label lookup and no lock.
 
-use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
-};
-use std::sync::OnceLock;
+use super::route_series::{Exported, RouteCells, RouteSeries};
+use prometheus::{exponential_buckets, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::{Arc, OnceLock};
 
 /// The route label of requests that matched no route.
 pub const NO_ROUTE: &str = "(none)";
@@ -19,10 +18,8 @@ pub const NO_ROUTE: &str = "(none)";
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
-    request_duration: HistogramVec,
-    upstream_duration: HistogramVec,
-    bytes_received: IntCounterVec,
-    bytes_sent: IntCounterVec,
+    /// Request and upstream durations, bytes either way.
+    route_series: Arc<RouteSeries>,
     pub client_connections: IntGauge,
     pub target_healthy: IntGaugeVec,
     pub target_in_flight: IntGaugeVec,
@@ -73,12 +70,8 @@ impl Metrics {
             let _ = registry.register(Box::new(vec.clone()));
             vec
         };
-        let histogram = |name: &str, help: &str, labels: &[&str]| {
-            let opts = HistogramOpts::new(name, help).buckets(latency_buckets());
-            let vec = HistogramVec::new(opts, labels).unwrap_or_else(|e| unreachable(e));
-            let _ = registry.register(Box::new(vec.clone()));
-            vec
-        };
+        let route_series = Arc::new(RouteSeries::new(latency_buckets()).unwrap_or_else(|e| unreachable(e)));
+        let _ = registry.register(Box::new(Exported(route_series.clone())));
         let client_connections =
             IntGauge::new("client_connections", "Client connections open now.").unwrap_or_else(|e| unreachable(e));
         let _ = registry.register(Box::new(client_connections.clone()));
@@ -88,22 +81,7 @@ impl Metrics {
                 "Requests answered, by route, method and status class.",
                 &["route", "method", "status"],
             ),
-            request_duration: histogram(
-                "request_duration_seconds",
-                "Time from the request head to the end of the response body.",
-                &["route"],
-            ),
-            upstream_duration: histogram(
-                "upstream_duration_seconds",
-                "Time from sending to an upstream to its response head, per attempt.",
-                &["route", "upstream"],
-            ),
-            bytes_received: counter(
-                "received_bytes_total",
-                "Request body bytes read from clients.",
-                &["route"],
-            ),
-            bytes_sent: counter("sent_bytes_total", "Response body bytes sent to clients.", &["route"]),
+            route_series,
             client_connections,
             target_healthy: gauge(
                 "upstream_target_healthy",
@@ -224,10 +202,7 @@ impl Metrics {
             name: name.to_string(),
             upstream: upstream.map(str::to_string),
             requests: self.requests.clone(),
-            durations: self.request_duration.clone(),
-            upstream_durations: self.upstream_duration.clone(),
-            received: self.bytes_received.clone(),
-            sent: self.bytes_sent.clone(),
+            route_series: self.route_series.clone(),
             series: OnceLock::new(),
             upgrades: self.upgrades.clone(),
         }
@@ -316,10 +291,7 @@ pub struct RouteMetrics {
     name: String,
     upstream: Option<String>,
     requests: IntCounterVec,
-    durations: HistogramVec,
-    upstream_durations: HistogramVec,
-    received: IntCounterVec,
-    sent: IntCounterVec,
+    route_series: Arc<RouteSeries>,
     /// Made at the route's first request: a route that sees none exports
     /// nothing and costs a few pointers, which keeps a table of thousands of
     /// routes small.
@@ -331,10 +303,7 @@ pub struct RouteMetrics {
 struct Series {
     /// Filled on first use, so that only the series a route sees are exported.
     by_method_and_class: [[OnceLock<IntCounter>; 5]; 10],
-    duration: Histogram,
-    upstream_duration: Option<Histogram>,
-    bytes_received: IntCounter,
-    bytes_sent: IntCounter,
+    cells: Arc<RouteCells>,
 }
 
 /// Upgraded connections' series; a route's are made when it has its first,
@@ -374,14 +343,9 @@ impl std::fmt::Debug for RouteMetrics {
 impl RouteMetrics {
     fn series(&self) -> &Series {
         self.series.get_or_init(|| {
-            let name = self.name.as_str();
             Box::new(Series {
                 by_method_and_class: Default::default(),
-                duration: self.durations.with_label_values(&[name]),
-                upstream_duration: (self.upstream.as_deref())
-                    .map(|upstream| self.upstream_durations.with_label_values(&[name, upstream])),
-                bytes_received: self.received.with_label_values(&[name]),
-                bytes_sent: self.sent.with_label_values(&[name]),
+                cells: self.route_series.of(&self.name, self.upstream.as_deref()),
             })
         })
     }
@@ -400,11 +364,7 @@ impl RouteMetrics {
                     .with_label_values(&[&self.name, METHODS[method], CLASSES[class]])
             })
             .inc();
-        series.duration.observe(seconds);
-        if bytes_in > 0 {
-            series.bytes_received.inc_by(bytes_in);
-        }
-        series.bytes_sent.inc_by(bytes_out);
+        series.cells.request(seconds, bytes_in, bytes_out);
     }
 
     /// An upgraded connection opened on this route.
@@ -433,8 +393,8 @@ impl RouteMetrics {
 
     /// Time an upstream took to answer one attempt.
     pub fn upstream_latency(&self, seconds: f64) {
-        if let Some(histogram) = &self.series().upstream_duration {
-            histogram.observe(seconds);
+        if self.upstream.is_some() {
+            self.series().cells.upstream_latency(seconds);
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod access_log;
 pub mod live;
 pub mod log_sink;
 pub mod metrics;
+mod route_series;
 pub mod traces;
 
 use log_sink::LogSink;
