@@ -21,13 +21,15 @@ use std::sync::{Arc, LazyLock, Mutex};
 /// The upper bounds of both histograms' buckets.
 pub(super) type Bounds = Arc<[f64]>;
 
-/// Most buckets a histogram has (the latency buckets have 17).
-const MAX_BUCKETS: usize = 24;
+/// Most buckets a histogram has: the latency buckets' 17.
+const MAX_BUCKETS: usize = 17;
 
-/// Slots a series has: one for each thread that may run a worker, and the
-/// last shared by any other.
+/// Slots a series has: one for each thread that may run a worker, up to
+/// eight, and the last shared by any other. A slot is 320 bytes, and a
+/// route has its series from its first request: with nine, 10,000 busy
+/// routes hold 29 MB.
 static SLOTS: LazyLock<usize> =
-    LazyLock::new(|| std::thread::available_parallelism().map_or(4, |n| n.get()).min(64) + 1);
+    LazyLock::new(|| std::thread::available_parallelism().map_or(4, |n| n.get()).min(8) + 1);
 
 /// Threads given a slot so far.
 static THREADS: AtomicUsize = AtomicUsize::new(0);
@@ -413,6 +415,11 @@ mod tests {
         assert_eq!(cells.histogram(|slot| &slot.duration).get_sample_count(), n);
         assert_eq!(cells.total(|slot| &slot.received), n);
         assert_eq!(cells.total(|slot| &slot.sent), 2 * n);
+    }
+
+    #[test]
+    fn a_slot_is_five_cache_lines() {
+        assert_eq!(std::mem::size_of::<Slot>(), 320);
     }
 
     #[test]
