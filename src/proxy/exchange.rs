@@ -14,7 +14,9 @@ use crate::proxy::grpc_web;
 use crate::proxy::upgrade;
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::traces::{RequestSpan, Traces};
-use crate::upstream::{clone_head, connections, Checkout, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool};
+use crate::upstream::{
+    clone_head, connections, Checkout, InFlight, Outcome, PickContext, RetryPolicy, SendError, UpstreamPool,
+};
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 use http::uri::{PathAndQuery, Uri};
@@ -71,7 +73,9 @@ pub(crate) async fn send(
         mut upgrade,
     } = request;
     let pool = &forward.pool;
-    exchange.upstream = Some(pool.name.clone());
+    if exchange.keep_names {
+        exchange.upstream = Some(pool.name.clone());
+    }
     if let Err(wait) = pool.admit() {
         let mut error = ProxyError::new(
             ErrorKind::CircuitOpen,
@@ -183,10 +187,15 @@ pub(crate) async fn send(
             headers: request.headers(),
             client_ip: conn.peer.ip(),
         };
-        let Some(target) = pool.pick(&pick, &tried) else {
+        let Some(picked) = pool.pick(&pick, &tried) else {
             return Err(last_error.unwrap_or_else(|| no_target(pool)));
         };
-        exchange.target = Some(target.addr.clone());
+        // Counted in flight from here, holding the picked target.
+        let in_flight = InFlight::to(picked);
+        let target = in_flight.target();
+        if exchange.keep_names {
+            exchange.target = Some(target.addr.clone());
+        }
         if !preserved_host {
             request
                 .headers_mut()
@@ -203,9 +212,8 @@ pub(crate) async fn send(
             let method = request.method().clone();
             traces.start_attempt(span, request.headers_mut(), &method, &pool.name, &target.addr)
         });
-        let in_flight = target.begin();
         let sent = Instant::now();
-        let attempt = connections::send(&target, request, forward.timeouts.connect, sent + wait).await;
+        let attempt = connections::send(target, request, forward.timeouts.connect, sent + wait).await;
         let latency = sent.elapsed();
         exchange.upstream_latency = Some(latency);
         if let Some(metrics) = shared.metrics {
@@ -224,8 +232,8 @@ pub(crate) async fn send(
         let (error, again) = match attempt {
             Ok(Ok((response, lease))) => {
                 let status = response.status();
-                pool.observe_latency(&target, latency);
-                pool.record(&target, outcome_of(status));
+                pool.observe_latency(target, latency);
+                pool.record(target, outcome_of(status));
                 // The condition first: a replay copy is made only for a retry.
                 let retryable = replay.is_some() && retry.is_some_and(|r| r.retries_status(status));
                 let again = if retryable && may_retry(retry, retries, deadline, pool) {
@@ -299,7 +307,7 @@ pub(crate) async fn send(
                 }
                 let error = upstream_error(failed.error, &pool.name, limit);
                 if error.kind.side() != Side::Client {
-                    pool.record(&target, Outcome::Failure);
+                    pool.record(target, Outcome::Failure);
                 }
                 let again = match failed.unsent {
                     // It never reached the target: it may go elsewhere, whatever its method.
@@ -327,7 +335,7 @@ pub(crate) async fn send(
                 ));
             }
             Err(_) => {
-                pool.record(&target, Outcome::Failure);
+                pool.record(target, Outcome::Failure);
                 return Err(ProxyError::new(
                     ErrorKind::UpstreamTimeout,
                     match whole.filter(|_| wait < forward.timeouts.response) {
@@ -343,7 +351,7 @@ pub(crate) async fn send(
         };
         retries += 1;
         pool.metrics.retries.inc();
-        tried.push(target);
+        tried.push(target.clone());
         last_error = Some(error);
         next_request = Some(again);
         if let Some(policy) = retry {

@@ -45,7 +45,10 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
             String::new()
         },
         route: None,
-        call: UpstreamCall::default(),
+        call: UpstreamCall {
+            keep_names: gateway.access_log.is_some(),
+            ..UpstreamCall::default()
+        },
         status: 0,
         error: None,
         user_agent: logged.then(|| headers.get(http::header::USER_AGENT).cloned()).flatten(),

@@ -47,13 +47,28 @@ pub struct AccessLog {
 /// What one upstream exchange did: where it went, how long it took. The
 /// exchange writes it straight into the request's entry (an aggregate's or a
 /// refresh's calls into their own).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UpstreamCall {
     pub upstream: Option<Arc<str>>,
     pub target: Option<Arc<str>>,
     pub upstream_latency: Option<Duration>,
     /// Counted by the request body as it streams; `None` for bodyless requests.
     pub bytes_in: Option<Arc<crate::body::BodyProgress>>,
+    /// Whether the upstream's and target's names are kept: only the access
+    /// log writes them, and each is a reference count up and down.
+    pub keep_names: bool,
+}
+
+impl Default for UpstreamCall {
+    fn default() -> UpstreamCall {
+        UpstreamCall {
+            upstream: None,
+            target: None,
+            upstream_latency: None,
+            bytes_in: None,
+            keep_names: true,
+        }
+    }
 }
 
 /// What is known of a request by the time its response starts. Finishing it

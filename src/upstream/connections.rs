@@ -66,21 +66,22 @@ impl std::fmt::Debug for Connections {
     }
 }
 
-/// A request's claim on its target's connections: [`Lease::release`] puts
-/// the HTTP/1.1 connection its answer's body hands back on the target's idle
-/// stack (an HTTP/2 connection is never taken from the others).
-pub struct Lease {
-    target: Arc<super::Target>,
-}
+/// A request's claim on its target's connections, made only by [`send`]:
+/// [`Lease::release`] puts the HTTP/1.1 connection its answer's body hands
+/// back on the target's idle stack (an HTTP/2 connection is never taken
+/// from the others). It holds no reference to the target: whoever holds it
+/// holds the target already (`Checkout`, with the attempt's in-flight count).
+pub struct Lease(());
 
 impl Lease {
-    fn new(target: &Arc<super::Target>) -> Lease {
-        Lease { target: target.clone() }
+    fn new(_target: &Arc<super::Target>) -> Lease {
+        Lease(())
     }
 
-    pub fn release(self, connection: Option<Box<Connection>>) {
+    /// Gives `connection` back to `target`, the one the answer came from.
+    pub fn release(self, target: &super::Target, connection: Option<Box<Connection>>) {
         if let Some(connection) = connection {
-            self.target.connections.put(connection);
+            target.connections.put(connection);
         }
     }
 }

@@ -133,17 +133,24 @@ impl Target {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
-
-    /// Counts a request as in flight until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.clone())
-    }
 }
 
-/// A request in flight to a target; dropping it ends the count.
+/// A request in flight to a target, counted until the guard is dropped.
 #[derive(Debug)]
 pub struct InFlight(Arc<Target>);
+
+impl InFlight {
+    /// Counts a request as in flight to `target`, which it keeps (the
+    /// picked target, without another reference count).
+    pub fn to(target: Arc<Target>) -> InFlight {
+        target.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(target)
+    }
+
+    pub fn target(&self) -> &Arc<Target> {
+        &self.0
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -165,14 +172,15 @@ pub fn clone_head(parts: &http::request::Parts) -> http::request::Parts {
 /// the in-flight count, and the connection, given back for reuse once the
 /// body has been read whole.
 pub struct Checkout {
-    _in_flight: InFlight,
+    in_flight: InFlight,
     lease: Option<Lease>,
 }
 
 impl Checkout {
+    /// `lease` is the answer's, from the attempt `in_flight` counts.
     pub fn new(in_flight: InFlight, lease: Lease) -> Checkout {
         Checkout {
-            _in_flight: in_flight,
+            in_flight,
             lease: Some(lease),
         }
     }
@@ -181,7 +189,7 @@ impl Checkout {
 impl crate::body::UpstreamHold for Checkout {
     fn release(&mut self, connection: Option<Box<http1::Connection>>) {
         if let Some(lease) = self.lease.take() {
-            lease.release(connection);
+            lease.release(self.in_flight.target(), connection);
         }
     }
 }

@@ -181,7 +181,9 @@ mod tests {
     #[test]
     fn least_request_prefers_idle_targets() {
         let pool = targets(&[1, 1, 1]);
-        let _busy: Vec<_> = (0..50).map(|_| pool[0].begin()).collect();
+        let _busy: Vec<_> = (0..50)
+            .map(|_| crate::upstream::InFlight::to(pool[0].clone()))
+            .collect();
         let picks = (0..3000).filter(|_| least_request(&pool) == 0).count();
         // Target 0 is chosen only when both draws land on it, which P2C never does.
         assert_eq!(picks, 0);
