@@ -59,7 +59,7 @@ pub(crate) async fn serve<'a>(
     };
     let upstream_path = upstream_path(route, &params, &parts.uri);
     observed.entry.route = Some(route.name.clone());
-    observed.entry.metrics = route.metrics.clone();
+    observed.entry.metrics = Some(route.metrics.clone());
     if let Some((_, span)) = &observed.trace {
         span.set_route(&parts.method, &route.name);
     }
@@ -102,7 +102,7 @@ pub(crate) async fn serve<'a>(
         Action::Respond(fixed) => fixed_response(fixed),
         Action::Aggregate(aggregate) => {
             let shared = CallContext {
-                metrics: Some(&observed.entry.metrics),
+                metrics: observed.entry.metrics.as_ref(),
                 trace: observed.trace.as_ref(),
             };
             // Boxed, as the transcoding call below: these rarer actions'
@@ -117,7 +117,7 @@ pub(crate) async fn serve<'a>(
             },
         ) => {
             let shared = CallContext {
-                metrics: Some(&observed.entry.metrics),
+                metrics: observed.entry.metrics.as_ref(),
                 trace: observed.trace.as_ref(),
             };
             let call = (forward, &**transcoder, route.body_limit(&conn.listener));
@@ -160,7 +160,7 @@ pub(crate) async fn serve<'a>(
             if let (Some(around), None) = (route.plugins.around_upstream(), &upgrade) {
                 let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
                 let shared = CallContext {
-                    metrics: Some(&observed.entry.metrics),
+                    metrics: observed.entry.metrics.as_ref(),
                     trace: observed.trace.as_ref(),
                 };
                 return serve_around(
@@ -186,7 +186,7 @@ pub(crate) async fn serve<'a>(
                 upgrade,
             };
             let shared = CallContext {
-                metrics: Some(&observed.entry.metrics),
+                metrics: observed.entry.metrics.as_ref(),
                 trace: observed.trace.as_ref(),
             };
             exchange::send(forward, conn, upstream_request, shared, &mut observed.entry.call).await?

@@ -55,7 +55,7 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
         referer: logged.then(|| headers.get(http::header::REFERER).cloned()).flatten(),
         trace_id: None,
         span: None,
-        metrics: gateway.unmatched.clone(),
+        metrics: None,
         log: gateway.access_log.clone(),
         live: gateway.live.clone(),
     };
@@ -122,6 +122,8 @@ pub async fn handle(conn: Arc<Connection>, request: Request<Inbound>) -> Result<
     }
     let Observed { mut entry, trace } = observed;
     entry.status = response.status().as_u16();
+    // A request answered before it was routed counts in the unmatched series.
+    entry.metrics.get_or_insert_with(|| gateway.unmatched.clone());
     if let Some((_, span)) = trace {
         entry.trace_id = span.trace_id();
         entry.span = Some(span);

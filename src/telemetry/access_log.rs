@@ -91,7 +91,9 @@ pub struct Entry {
     pub trace_id: Option<String>,
     /// The request's server span, ended with the response.
     pub span: Option<RequestSpan>,
-    pub metrics: Arc<RouteMetrics>,
+    /// The route's series; set once routed, or to the unmatched series when
+    /// the request is answered unrouted (set once: a reference count each).
+    pub metrics: Option<Arc<RouteMetrics>>,
     /// `None` when the access log is off.
     pub log: Option<Arc<AccessLog>>,
     /// The dashboard's live view, when the admin API serves one.
@@ -116,8 +118,9 @@ impl Entry {
     pub fn finish(&mut self, bytes_out: u64) {
         let elapsed = self.started.elapsed();
         let bytes_in = self.call.bytes_in.as_ref().map_or(0, |n| n.received());
-        self.metrics
-            .request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
+        if let Some(metrics) = &self.metrics {
+            metrics.request(&self.method, self.status, elapsed.as_secs_f64(), bytes_in, bytes_out);
+        }
         if let Some(span) = &self.span {
             span.finish(self.status, self.error);
         }
