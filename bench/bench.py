@@ -121,6 +121,17 @@ def scratch_dir(prefix):
     return tmp
 
 
+def start_portico(tmp, name, config):
+    """Portico with `config` (the text of a config file), one worker pinned to
+    the proxy core, its access log (stdout) in `tmp/NAME-access.log`."""
+    conf = os.path.join(tmp, f"{name}.yaml")
+    with open(conf, "w") as f:
+        f.write(config)
+    log = open(os.path.join(tmp, f"{name}-access.log"), "w")
+    return subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf, "--workers", "1",
+                             "--no-watch"], stdout=log, stderr=subprocess.DEVNULL)
+
+
 def start_backend(tmp):
     """The nginx backend serving /small and /16k, on the load core."""
     return start_nginx(tmp, "backend", BACKEND_CONF.format(port=BACKEND, dir=tmp), LOAD_CORE)

@@ -73,7 +73,7 @@ def total_instructions(binary, conf, requests, tmp, top=0, target=("/small", [])
     if not found:
         sys.exit(f"no instruction total in {out_file}")
     if top:
-        annotated = subprocess.run(["callgrind_annotate", "--inclusive=no", f"--threshold=100", out_file],
+        annotated = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", out_file],
                                    capture_output=True, text=True, check=True).stdout
         rows = re.findall(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:\*\s+)?(\S.*)$", annotated, re.M)
         for count, name in rows[1:top + 1]:

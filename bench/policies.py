@@ -17,10 +17,10 @@ after it.) The tokens are signed before the run on both cores.
 
 Usage: bench/policies.sh [--rounds 5] [--duration 5] [--tokens 150000]
 """
-import base64, json, multiprocessing, os, statistics, subprocess, sys, time
+import base64, json, multiprocessing, os, statistics, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend, stop, wait_port
+from bench import arg_parser, BACKEND, measure, rounds, scratch_dir, start_backend, start_portico, stop, wait_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = os.path.join(ROOT, "tests", "fixtures", "jwt")
@@ -116,19 +116,13 @@ def main():
     backend = start_backend(tmp)
     with open(os.path.join(KEYS, "rsa1.pub")) as f:
         pem = json.dumps(f.read())
-    processes = []
     # Each route has a process of its own: the jwt run leaves its verified
     # tokens cached and the heap grown, which the key_auth route would
     # otherwise pay for in the rounds after it.
-    for name, port, config in (("plain", PLAIN, PLAIN_CONFIG), ("policies", POLICIES, POLICIES_CONFIG),
-                               ("jwt", JWT, POLICIES_CONFIG)):
-        conf = os.path.join(tmp, f"{name}.yaml")
-        with open(conf, "w") as f:
-            f.write(config.format(port=port, backend=BACKEND, key=API_KEY, pem=pem))
-        log = open(os.path.join(tmp, f"{name}-access.log"), "w")
-        processes.append(subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf,
-                                           "--workers", "1", "--no-watch"], stdout=log, stderr=subprocess.DEVNULL))
-    plain, policies, jwt = processes
+    plain, policies, jwt = (start_portico(tmp, name, config.format(port=port, backend=BACKEND, key=API_KEY, pem=pem))
+                            for name, port, config in (("plain", PLAIN, PLAIN_CONFIG),
+                                                       ("policies", POLICIES, POLICIES_CONFIG),
+                                                       ("jwt", JWT, POLICIES_CONFIG)))
     try:
         for port in (BACKEND, PLAIN, POLICIES, JWT):
             wait_port(port)
@@ -163,7 +157,7 @@ def main():
             print(f"| {name} | {med('rps'):,.0f} | {med('rps') / base:.2f}x | {med('p50'):.2f} | {med('p99'):.2f} | "
                   f"{med('cpu_us'):.1f} | {med('busy'):.0%} |")
     finally:
-        stop(processes, backend)
+        stop([plain, policies, jwt], backend)
 
 
 if __name__ == "__main__":

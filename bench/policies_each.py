@@ -11,10 +11,10 @@ by what the route does.
 
 Usage: python3 bench/policies_each.py [--rounds 5] [--duration 5] (after bench/tools.sh has built Portico)
 """
-import os, statistics, subprocess, sys
+import os, statistics, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import arg_parser, BACKEND, PORTICO, PROXY_CORE, measure, rounds, scratch_dir, start_backend, stop, wait_port
+from bench import arg_parser, BACKEND, measure, rounds, scratch_dir, start_backend, start_portico, stop, wait_port
 from policies import API_KEY, POLICY_PLUGINS
 
 LOG_OFF, LOG_ON = 18094, 18095
@@ -49,15 +49,8 @@ def main():
     args = arg_parser().parse_args()
     tmp = scratch_dir("portico-policies-each-")
     backend = start_backend(tmp)
-    processes = []
-    for port, log in ((LOG_OFF, "false"), (LOG_ON, "true")):
-        conf = os.path.join(tmp, f"{port}.yaml")
-        with open(conf, "w") as f:
-            f.write(CONFIG.format(port=port, log=log, key=API_KEY, backend=BACKEND))
-        out = open(os.path.join(tmp, f"{port}-access.log"), "w")
-        processes.append(subprocess.Popen(["taskset", "-c", PROXY_CORE, PORTICO, "run", "--config", conf,
-                                           "--workers", "1", "--no-watch"], stdout=out, stderr=subprocess.DEVNULL))
-    off, on = processes
+    off, on = (start_portico(tmp, str(port), CONFIG.format(port=port, log=log, key=API_KEY, backend=BACKEND))
+               for port, log in ((LOG_OFF, "false"), (LOG_ON, "true")))
     try:
         for port in (BACKEND, LOG_OFF, LOG_ON):
             wait_port(port)
@@ -83,7 +76,7 @@ def main():
                   f"{med(measured, 'cpu_us'):.1f} | {med(measured, 'cpu_us') - med(base, 'cpu_us'):+.1f} | "
                   f"{med(measured, 'busy'):.0%} |")
     finally:
-        stop(processes, backend)
+        stop([off, on], backend)
 
 
 if __name__ == "__main__":

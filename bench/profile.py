@@ -10,7 +10,7 @@ limit, a header transform and the access log on. Unlike callgrind
 
 Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30] [--policies]
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import argparse, json, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ab import CONFIG

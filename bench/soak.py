@@ -8,7 +8,7 @@ seen by the client (non-2xx and socket errors), and latency percentiles.
 
 Usage: bench/soak.sh [--duration 180] [--kill-every 10] [--down-for 3]
 """
-import argparse, os, re, shutil, signal, subprocess, sys, tempfile, threading, time
+import argparse, os, re, shutil, signal, subprocess, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORTICO = os.path.join(ROOT, "target", "release", "portico")

@@ -1,5 +1,5 @@
 # Sourced by the bench scripts: installs nginx, HAProxy, wrk, h2load, Redis (cache.sh, limits.sh)
-# and valgrind (instructions.py) from Debian's packages
+# valgrind (instructions.py) and gdb (moves.py) from Debian's packages
 # when missing, and builds Portico in release mode.
 need=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
@@ -8,6 +8,7 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v valgrind >/dev/null || need+=(valgrind)
+command -v gdb >/dev/null || need+=(gdb)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
   $sudo_cmd apt-get install -y "${need[@]}" || { $sudo_cmd apt-get update && $sudo_cmd apt-get install -y "${need[@]}"; }

@@ -117,7 +117,7 @@ pub(super) struct RouteCells {
 impl RouteCells {
     fn new(bounds: Bounds) -> RouteCells {
         RouteCells {
-            bounds: bounds.iter().take(MAX_BUCKETS).copied().collect(),
+            bounds,
             slots: (0..*SLOTS).map(|_| Slot::default()).collect(),
         }
     }
@@ -211,7 +211,9 @@ impl RouteSeries {
             )
         };
         Ok(RouteSeries {
-            bounds: bounds.into(),
+            // A slot has room for this many; more would be a bug in the
+            // metric's definition, cut rather than a panic on the request path.
+            bounds: bounds.into_iter().take(MAX_BUCKETS).collect(),
             routes: Mutex::default(),
             descs: [
                 desc(DURATION, &["route"])?,

@@ -74,7 +74,7 @@ impl std::fmt::Debug for Connections {
 pub struct Lease(());
 
 impl Lease {
-    fn new(_target: &Arc<super::Target>) -> Lease {
+    fn new() -> Lease {
         Lease(())
     }
 
@@ -189,7 +189,7 @@ async fn send_http1(
     };
     // The connection's own timer bounds the head: no timer made per request.
     match connection.send(request, Some(deadline)).await {
-        Ok(response) => Ok(Ok((response.map(Incoming::Http1), Lease::new(target)))),
+        Ok(response) => Ok(Ok((response.map(Incoming::Http1), Lease::new()))),
         Err(super::http1::Error::TimedOut) => Err(TimedOut),
         Err(error) => Ok(Err(SendError::Http1(error).into())),
     }
@@ -213,7 +213,7 @@ async fn send_http2(
     if let Some(mut sender) = target.connections.shared() {
         if sender.ready().await.is_ok() {
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response.map(Incoming::Http2), Lease::new(target))),
+                Ok(response) => return Ok((response.map(Incoming::Http2), Lease::new())),
                 Err(mut error) => match error.take_message() {
                     // Refused before it was sent (the connection is going
                     // away): it goes on a new connection.
@@ -230,7 +230,7 @@ async fn send_http2(
         drop(connecting);
         if sender.ready().await.is_ok() {
             let response = sender.send_request(request).await.map_err(SendError::Http)?;
-            return Ok((response.map(Incoming::Http2), Lease::new(target)));
+            return Ok((response.map(Incoming::Http2), Lease::new()));
         }
         return Err(Failed {
             error: SendError::Protocol("the target's HTTP/2 connection closed"),
@@ -251,7 +251,7 @@ async fn send_http2(
     target.connections.share(sender.clone());
     drop(connecting);
     let response = sender.send_request(request).await.map_err(SendError::Http)?;
-    Ok((response.map(Incoming::Http2), Lease::new(target)))
+    Ok((response.map(Incoming::Http2), Lease::new()))
 }
 
 /// The transport made a connection of the other protocol: cannot happen,
