@@ -3,8 +3,9 @@
 //! policy, and stored under its key or its variant's.
 
 use super::entry::{self, Entry, Slot};
-use super::headers::{cap_age, has_validators, tags, vary_names, Directives};
-use super::{key, upstream_head, Cache, Outcome, SECRET_HEADERS};
+use super::headers::{cap_age, detached, detached_uri, has_validators, tags, vary_names, Directives};
+use super::key::{self, Key};
+use super::{upstream_head, Cache, Outcome, SECRET_HEADERS};
 use crate::around::Upstream;
 use crate::body::ResponseBody;
 use crate::context::RequestContext;
@@ -27,7 +28,7 @@ impl Cache {
         fetch: &mut dyn Upstream,
         request: &http::request::Parts,
         ctx: &RequestContext<'_>,
-        primary: &str,
+        primary: &Key,
         stale: Option<&Entry>,
     ) -> Result<(Response<ResponseBody>, Outcome), ProxyError> {
         let mut upstream = upstream_head(request);
@@ -120,6 +121,8 @@ impl Cache {
         requested_at: SystemTime,
         now: SystemTime,
     ) -> Option<Entry> {
+        // Kept for the entry's life: nothing of it may hold a read buffer.
+        let headers = detached(&headers);
         let mut seen = http::response::Builder::new()
             .status(status)
             .body(())
@@ -159,6 +162,8 @@ impl Cache {
             ..CacheOptions::default()
         };
         let mut policy_request = self.policy_request(request);
+        policy_request.headers = detached(&policy_request.headers);
+        policy_request.uri = detached_uri(&policy_request.uri);
         if self.settings.force_ttl {
             policy_request.headers.remove(header::AUTHORIZATION);
         } else if ctx.facts.sent_authorization {
@@ -190,7 +195,7 @@ impl Cache {
         })
     }
 
-    async fn store_entry(&self, primary: &str, request: &http::request::Parts, entry: Entry) {
+    async fn store_entry(&self, primary: &Key, request: &http::request::Parts, entry: Entry) {
         let names = vary_names(&entry.headers);
         if names.is_empty() {
             self.store.put(primary, Slot::Answer(Arc::new(entry))).await;

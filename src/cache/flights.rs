@@ -1,6 +1,7 @@
 //! Request coalescing: of concurrent misses for one key, one goes upstream
 //! (the leader) and the others wait for it, bounded, then look again.
 
+use super::key::Key;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use tokio::sync::Notify;
 #[derive(Default)]
 pub struct Flights {
     /// Keys with a request upstream. Touched on misses only.
-    leaders: Mutex<HashMap<String, Arc<Notify>>>,
+    leaders: Mutex<HashMap<Key, Arc<Notify>>>,
 }
 
 pub enum Joined<'a> {
@@ -20,15 +21,15 @@ pub enum Joined<'a> {
 }
 
 pub struct Leader<'a> {
-    flights: Option<&'a Flights>,
-    key: String,
+    /// What it leads for; `None` when coalescing is off.
+    flights: Option<(&'a Flights, Key)>,
 }
 
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
-        if let Some(flights) = self.flights {
+        if let Some((flights, key)) = self.flights {
             let mut leaders = flights.leaders.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(notify) = leaders.remove(&self.key) {
+            if let Some(notify) = leaders.remove(&key) {
                 notify.notify_waiters();
             }
         }
@@ -38,23 +39,19 @@ impl Drop for Leader<'_> {
 impl Flights {
     /// Leads for `key`, or waits up to `wait` for its leader. Without
     /// `wait` (coalescing off), every request leads.
-    pub async fn join(&self, key: &str, wait: Option<Duration>) -> Joined<'_> {
+    pub async fn join(&self, key: Key, wait: Option<Duration>) -> Joined<'_> {
         let Some(wait) = wait else {
-            return Joined::Lead(Leader {
-                flights: None,
-                key: String::new(),
-            });
+            return Joined::Lead(Leader { flights: None });
         };
         let notified = {
             let mut leaders = self.leaders.lock().unwrap_or_else(|p| p.into_inner());
-            match leaders.get(key) {
+            match leaders.get(&key) {
                 // Made under the lock: it hears the leader's end even before it is polled.
                 Some(notify) => notify.clone().notified_owned(),
                 None => {
-                    leaders.insert(key.to_string(), Arc::new(Notify::new()));
+                    leaders.insert(key, Arc::new(Notify::new()));
                     return Joined::Lead(Leader {
-                        flights: Some(self),
-                        key: key.to_string(),
+                        flights: Some((self, key)),
                     });
                 }
             }
@@ -64,15 +61,14 @@ impl Flights {
     }
 
     /// Leads for `key` only if no one does (a background refresh).
-    pub fn try_lead(&self, key: &str) -> Option<Leader<'_>> {
+    pub fn try_lead(&self, key: Key) -> Option<Leader<'_>> {
         let mut leaders = self.leaders.lock().unwrap_or_else(|p| p.into_inner());
-        if leaders.contains_key(key) {
+        if leaders.contains_key(&key) {
             return None;
         }
-        leaders.insert(key.to_string(), Arc::new(Notify::new()));
+        leaders.insert(key, Arc::new(Notify::new()));
         Some(Leader {
-            flights: Some(self),
-            key: key.to_string(),
+            flights: Some((self, key)),
         })
     }
 }

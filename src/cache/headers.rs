@@ -143,6 +143,40 @@ pub(super) fn not_modified(request: &http::HeaderMap, response: &http::HeaderMap
     matches!((since, modified), (Some(since), Some(modified)) if modified <= since)
 }
 
+/// A copy of `headers` whose values share one buffer of their own. Heads
+/// are parsed in place: each value is a slice of the 16 KiB buffer its
+/// connection read into, and a stored answer holding one would keep that
+/// whole buffer (the weight counts the few hundred bytes of the values).
+pub(super) fn detached(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut values = bytes::BytesMut::with_capacity(headers.values().map(|v| v.len()).sum());
+    for value in headers.values() {
+        values.extend_from_slice(value.as_bytes());
+    }
+    let mut values = values.freeze();
+    let mut out = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let own = values.split_to(value.len());
+        // The same bytes, checked again: never fails.
+        if let Ok(mut own) = header::HeaderValue::from_maybe_shared(own) {
+            own.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), own);
+        }
+    }
+    out
+}
+
+/// `uri` with its own copy of the path and authority, for the same reason.
+pub(super) fn detached_uri(uri: &http::Uri) -> http::Uri {
+    let mut parts = uri.clone().into_parts();
+    parts.authority = parts.authority.and_then(|a| {
+        http::uri::Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(a.as_str().as_bytes())).ok()
+    });
+    parts.path_and_query = parts.path_and_query.and_then(|p| {
+        http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(p.as_str().as_bytes())).ok()
+    });
+    http::Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

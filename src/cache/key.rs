@@ -2,11 +2,49 @@
 //! some parameters), chosen request headers and, optionally, the consumer;
 //! hashed. Answers with `Vary` are stored under a variant key that adds
 //! the values of the headers they vary on.
+//!
+//! The key is the only thing that makes a stored answer a request's: two
+//! requests with one key are served one answer. So it is a SHA-256 of the
+//! request's parts (as Varnish's is), which no client can make another
+//! request's by choosing its path, query or headers; a fast hash such as
+//! xxh3 promises nothing against inputs chosen to collide, and its mixing can
+//! be solved for chosen blocks. The parts go into the hash as they are read
+//! (no key text is built), header values as their bytes (two values that
+//! differ only in bytes that are not UTF-8 are two keys).
 
 use crate::context::RequestContext;
 use http::HeaderName;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use xxhash_rust::xxh3::xxh3_128;
+use std::fmt;
+
+/// A stored answer's key: the SHA-256 of the request's parts. Compared
+/// whole; written as 64 hex digits where it names something (a Redis key).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key([u8; 32]);
+
+impl std::hash::Hash for Key {
+    /// Eight of its bytes: they are a digest's, spread already (equality
+    /// still compares all 32).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = [0u8; 64];
+        f.write_str(base16ct::lower::encode_str(&self.0, &mut text).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum QueryKey {
@@ -73,70 +111,82 @@ pub fn keyed_uri(uri: &http::Uri, keyed: &QueryKey) -> Option<http::Uri> {
     http::Uri::from_parts(parts).ok()
 }
 
-pub fn primary(
-    route: &str,
-    request: &http::request::Parts,
-    ctx: &RequestContext<'_>,
-    settings: &KeySettings,
-) -> String {
+pub fn primary(route: &str, request: &http::request::Parts, ctx: &RequestContext<'_>, settings: &KeySettings) -> Key {
     let host = crate::router::request_host(&request.uri, &request.headers).unwrap_or_default();
-    let query = request.uri.query().unwrap_or("");
-    // Pieces pushed one by one, not `format!`: the key is made on every request of a cached route.
-    let mut text = String::with_capacity(route.len() + request.uri.path().len() + host.len() + query.len() + 64);
+    let mut key = Sha256::new();
     for piece in [route, request.method.as_str(), request.uri.path(), &host] {
-        text.push_str(piece);
-        text.push('\n');
+        key.update(piece);
+        key.update("\n");
     }
-    text.push_str(&keyed_query(query, &settings.query));
-    for name in &settings.headers {
-        text.push('\n');
-        for value in request.headers.get_all(name) {
-            text.push_str(&String::from_utf8_lossy(value.as_bytes()));
-            text.push(',');
-        }
-    }
+    key.update(keyed_query(request.uri.query().unwrap_or(""), &settings.query).as_bytes());
+    add_header_values(&mut key, settings.headers.iter(), &request.headers);
     if settings.consumer {
         // The method too: a token's subject and a consumer may share a name.
         if let Some(identity) = &ctx.identity {
-            text.push_str("\nconsumer:");
-            text.push_str(identity.method);
-            text.push(':');
-            text.push_str(&identity.name);
+            for piece in ["\nconsumer:", identity.method, ":", &identity.name] {
+                key.update(piece);
+            }
         }
     }
-    hex(xxh3_128(text.as_bytes()))
+    Key(key.finalize().into())
 }
 
 /// The key of the variant an answer with `Vary: names` is stored under.
-pub fn variant(primary: &str, names: &[String], headers: &http::HeaderMap) -> String {
-    let mut text = primary.to_string();
-    for name in names {
-        text.push('\n');
-        for value in headers.get_all(name.as_str()) {
-            text.push_str(&String::from_utf8_lossy(value.as_bytes()));
-            text.push(',');
-        }
-    }
-    hex(xxh3_128(text.as_bytes()))
+pub fn variant(primary: &Key, names: &[String], headers: &http::HeaderMap) -> Key {
+    let mut key = Sha256::new();
+    key.update(primary.0);
+    add_header_values(&mut key, names.iter().map(String::as_str), headers);
+    Key(key.finalize().into())
 }
 
-/// The hash as 32 lower-case hex digits, as `format!("{:032x}")` writes it
-/// but without the formatter: a key is made on every request of a cached route.
-fn hex(hash: u128) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 32];
-    for (at, digit) in text.iter_mut().enumerate() {
-        *digit = DIGITS[(hash >> (124 - 4 * at)) as usize & 0xf];
+/// For each header named: a line of its values, each followed by a comma.
+/// (No value holds a newline: `http` refuses one.)
+fn add_header_values<N: http::header::AsHeaderName>(
+    key: &mut Sha256,
+    names: impl Iterator<Item = N>,
+    headers: &http::HeaderMap,
+) {
+    for name in names {
+        key.update("\n");
+        for value in headers.get_all(name) {
+            key.update(value.as_bytes());
+            key.update(",");
+        }
     }
-    String::from_utf8_lossy(&text).into_owned()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn hex_is_what_the_formatter_writes() {
-        for hash in [0, 1, 0xabc, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
-            assert_eq!(super::hex(hash), format!("{hash:032x}"));
-        }
+    fn a_key_is_the_sha256_of_the_request_s_parts() {
+        let request = http::Request::get("http://api.example.com/users?b=2&a=1")
+            .body(())
+            .unwrap();
+        let (parts, ()) = request.into_parts();
+        let settings = KeySettings {
+            query: QueryKey::Sorted,
+            headers: vec![HeaderName::from_static("accept-language")],
+            consumer: false,
+        };
+        let request_id = http::HeaderValue::from_static("id");
+        let ctx = RequestContext::arrived(&request_id, "127.0.0.1:1".parse().unwrap());
+        let expected = Sha256::digest("users\nGET\n/users\napi.example.com\na=1&b=2\n");
+        let key = primary("users", &parts, &ctx, &settings);
+        assert_eq!(key.0[..], expected[..]);
+        assert_eq!(key.to_string(), base16ct::lower::encode_string(&expected));
+    }
+
+    #[test]
+    fn header_values_count_by_their_bytes() {
+        // Both would read as one U+FFFD if taken as text.
+        let mut first = http::HeaderMap::new();
+        first.insert("accept-language", http::HeaderValue::from_bytes(b"\xff").unwrap());
+        let mut second = http::HeaderMap::new();
+        second.insert("accept-language", http::HeaderValue::from_bytes(b"\xfe").unwrap());
+        let names = ["accept-language".to_string()];
+        let primary = Key([7; 32]);
+        assert_ne!(variant(&primary, &names, &first), variant(&primary, &names, &second));
     }
 }

@@ -30,6 +30,7 @@ use headers::{not_modified, Directives};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode};
 use http_cache_semantics::BeforeRequest;
+use key::Key;
 pub use key::{KeySettings, QueryKey};
 
 use prometheus::IntCounter;
@@ -166,7 +167,7 @@ impl Cache {
         let mut stored = self.find(&primary, request).await;
         if stored.is_none() && !client.only_if_cached {
             // One request per key goes upstream; the others wait for its answer.
-            if let Joined::Lead(leader) = self.flights.join(&primary, self.settings.coalesce).await {
+            if let Joined::Lead(leader) = self.flights.join(primary, self.settings.coalesce).await {
                 let response = self.fetch_and_store(fetch, request, ctx, &primary, None).await;
                 drop(leader);
                 return response.map(|(r, o)| (self.mark(r, o), None));
@@ -209,7 +210,7 @@ impl Cache {
         if usable_stale && staleness <= entry.stale_while_revalidate {
             // Served now; refreshed for the next client.
             let refresh = Refresh {
-                variant: variant.unwrap_or_else(|| primary.clone()),
+                variant: variant.unwrap_or(primary),
                 primary,
                 entry: entry.clone(),
             };
@@ -243,7 +244,7 @@ impl Cache {
         ctx: &RequestContext<'_>,
         fetch: &mut dyn Upstream,
     ) {
-        let Some(_leader) = self.flights.try_lead(&job.variant) else {
+        let Some(_leader) = self.flights.try_lead(job.variant) else {
             return;
         };
         if let Err(error) = self
@@ -256,7 +257,7 @@ impl Cache {
 
     /// The stored answer for the request, and its variant's key when the
     /// answer varies (`None`: it is stored under the primary key).
-    async fn find(&self, primary: &str, request: &http::request::Parts) -> Option<(Option<String>, Arc<Entry>)> {
+    async fn find(&self, primary: &Key, request: &http::request::Parts) -> Option<(Option<Key>, Arc<Entry>)> {
         let slot = self.store.get(primary).await?;
         match &*slot {
             Slot::Answer(entry) => Some((None, entry.clone())),
@@ -279,7 +280,13 @@ impl Cache {
         now: SystemTime,
         outcome: Outcome,
     ) -> Response<ResponseBody> {
-        let mut headers = entry.headers.clone();
+        // Into a map this thread keeps (the client's writer gives it back),
+        // with room for `Age` and the cache's mark: a clone of the stored
+        // map is an allocation of its exact size, grown again at once.
+        let mut headers = crate::header_maps::take(entry.headers.len() + 2);
+        for (name, value) in &entry.headers {
+            headers.append(name.clone(), value.clone());
+        }
         headers.insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
         let response = if entry.status == StatusCode::OK && not_modified(&request.headers, &headers) {
             for name in [header::CONTENT_LENGTH, header::CONTENT_TYPE, header::TRANSFER_ENCODING] {
@@ -338,9 +345,9 @@ impl Cache {
 pub struct Refresh {
     /// Where the answer is stored: its variant is found from there, by the
     /// `Vary` of the new answer.
-    primary: String,
+    primary: Key,
     /// The variant it refreshes: one refresh per variant at a time.
-    variant: String,
+    variant: Key,
     entry: Arc<Entry>,
 }
 

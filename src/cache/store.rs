@@ -4,6 +4,7 @@
 //! never an error to the client.
 
 use super::entry::{Entry, Slot};
+use super::key::Key;
 use crate::ratelimit::redis::RedisStore;
 use moka::sync::Cache as Moka;
 use redis::AsyncCommands;
@@ -30,15 +31,15 @@ pub enum Store {
 }
 
 pub struct MemoryStore {
-    entries: Moka<String, Arc<Slot>>,
+    entries: Moka<Key, Arc<Slot>>,
     bound: u64,
 }
 
 /// Each entry lives as long as it may be of use (`Entry::keep_for`).
 struct KeepFor;
 
-impl moka::Expiry<String, Arc<Slot>> for KeepFor {
-    fn expire_after_create(&self, _key: &String, slot: &Arc<Slot>, _at: Instant) -> Option<Duration> {
+impl moka::Expiry<Key, Arc<Slot>> for KeepFor {
+    fn expire_after_create(&self, _key: &Key, slot: &Arc<Slot>, _at: Instant) -> Option<Duration> {
         match &**slot {
             Slot::Answer(entry) => Some(entry.keep_for(crate::clock::system_now())),
             // Variant lists outlive their variants a little: no harm.
@@ -51,9 +52,9 @@ impl MemoryStore {
     pub fn new(bound: u64) -> MemoryStore {
         let entries = Moka::builder()
             .max_capacity(bound)
-            .weigher(|key: &String, slot: &Arc<Slot>| match &**slot {
-                Slot::Answer(entry) => entry.weight().saturating_add(key.len() as u32),
-                Slot::Varies(names) => (key.len() + names.iter().map(String::len).sum::<usize>() + 64) as u32,
+            .weigher(|_: &Key, slot: &Arc<Slot>| match &**slot {
+                Slot::Answer(entry) => entry.weight().saturating_add(KEY_WEIGHT),
+                Slot::Varies(names) => KEY_WEIGHT + (names.iter().map(String::len).sum::<usize>() + 64) as u32,
             })
             .expire_after(KeepFor)
             .support_invalidation_closures()
@@ -74,8 +75,11 @@ impl MemoryStore {
 
 const PREFIX: &str = "portico:cache:";
 
+/// A key's bytes, as the bound counts them.
+const KEY_WEIGHT: u32 = 32;
+
 impl Store {
-    pub async fn get(&self, key: &str) -> Option<Arc<Slot>> {
+    pub async fn get(&self, key: &Key) -> Option<Arc<Slot>> {
         match self {
             Store::Memory(memory) => memory.entries.get(key),
             Store::Redis(redis) => {
@@ -90,9 +94,9 @@ impl Store {
         }
     }
 
-    pub async fn put(&self, key: &str, slot: Slot) {
+    pub async fn put(&self, key: &Key, slot: Slot) {
         match self {
-            Store::Memory(memory) => memory.entries.insert(key.to_string(), Arc::new(slot)),
+            Store::Memory(memory) => memory.entries.insert(*key, Arc::new(slot)),
             Store::Redis(redis) => {
                 let keep = match &slot {
                     Slot::Answer(entry) => entry.keep_for(crate::clock::system_now()),

@@ -193,3 +193,89 @@ async fn a_global_cache_keys_by_route_so_versioned_routes_stay_apart() {
         "HIT"
     );
 }
+
+#[tokio::test]
+async fn keyed_header_values_that_differ_only_in_non_utf8_bytes_are_two_answers() {
+    // The upstream answers per tenant, by the header's bytes: Latin-1
+    // `café` and `cafè` are two tenants, though as text both read `caf\u{FFFD}`.
+    let upstream = Upstream::start(|request| {
+        let tenant = request
+            .headers
+            .get("x-tenant")
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        http::Response::builder()
+            .header("cache-control", "max-age=60")
+            .body(Full::new(Bytes::from(format!("tenant {tenant:?}"))))
+            .unwrap()
+    })
+    .await;
+    let gw = Gateway::start(&gateway_config(
+        &upstream,
+        "  - { name: report, match: { path: /report }, upstream: app, plugins: { cache: { key: { headers: [X-Tenant] } } } }",
+    ))
+    .await;
+    let ask = |tenant: &'static [u8]| {
+        let request = http::Request::get(gw.url("/report"))
+            .header("x-tenant", http::HeaderValue::from_bytes(tenant).unwrap())
+            .body(Full::default())
+            .unwrap();
+        send(request)
+    };
+    let first = ask(b"caf\xe9").await;
+    assert_eq!(first.text(), format!("tenant {:?}", b"caf\xe9".to_vec()));
+    let again = ask(b"caf\xe9").await;
+    assert_eq!((again.header("x-cache"), again.text()), ("HIT", first.text()));
+    let other = ask(b"caf\xe8").await;
+    assert_eq!(other.header("x-cache"), "MISS", "served the other tenant's answer");
+    assert_eq!(other.text(), format!("tenant {:?}", b"caf\xe8".to_vec()));
+    assert_eq!(upstream.count(), 2);
+}
+
+#[tokio::test]
+async fn stored_answers_keep_no_read_buffers_and_weigh_what_they_hold() {
+    // Each answer on a connection of its own, as a client asking for many
+    // distinct URLs gets them from a busy upstream: a stored answer must
+    // keep its own few hundred bytes, not the 16 KiB read buffers its head
+    // (and its request's) were read into.
+    let upstream = Upstream::start(|_| {
+        http::Response::builder()
+            .header("cache-control", "max-age=600")
+            .header("connection", "close")
+            .body(Full::new(Bytes::from_static(b"small")))
+            .unwrap()
+    })
+    .await;
+    let yaml = config(
+        r#"
+listeners: [{ name: public, addr: "127.0.0.1:0" }]
+access_log: { enabled: false }
+upstreams: { app: { targets: [ "$U" ] } }
+routes:
+  - { name: pages, match: { path: / }, upstream: app, plugins: { cache: { memory: 16MiB } } }
+"#,
+        &[("U", upstream.addr.to_string())],
+    );
+    let gateway = Process::start(&yaml);
+    let url = |i: usize| format!("http://{}/page?n={i}", gateway.addr);
+    for i in 0..200 {
+        get(&url(i)).await;
+    }
+    let before = gateway.peak_rss();
+    const ANSWERS: usize = 3000;
+    for i in 200..200 + ANSWERS {
+        assert_eq!(get(&url(i)).await.header("x-cache"), "MISS");
+    }
+    assert_eq!(get(&url(300)).await.header("x-cache"), "HIT", "the answers are kept");
+    let grown = gateway.peak_rss().saturating_sub(before);
+    eprintln!(
+        "{ANSWERS} small answers kept: RSS grew {:.1} MiB",
+        grown as f64 / 1048576.0
+    );
+    // The store weighs each of these at about 2.8 KiB (its bound counts
+    // that); they held over 20 KiB each when they kept their read buffers.
+    assert!(
+        grown < ANSWERS as u64 * 4096,
+        "RSS grew {grown} bytes for {ANSWERS} answers of 5 bytes"
+    );
+}
