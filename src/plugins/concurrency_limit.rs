@@ -13,6 +13,7 @@ use crate::error::{ErrorKind, ProxyError};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,9 +46,13 @@ fn default_queue_timeout() -> ConfigDuration {
 /// The in-flight counters of one `concurrency_limit` block, by key.
 #[derive(Default)]
 pub struct Slots {
-    /// Keyed by a 128-bit hash of the key: a client-chosen key (a header)
-    /// costs 16 bytes here however long it is.
-    by_key: Mutex<HashMap<u128, Arc<KeySlots>>>,
+    /// Keyed by a hash of the key: a client-chosen key (a header) costs 8
+    /// bytes here however long it is.
+    by_key: Mutex<HashMap<u64, Arc<KeySlots>>>,
+    /// SipHash-1-3 with this process's random key, kept with the counters:
+    /// a client cannot choose a key whose slots are another client's, as
+    /// it could solve a fast hash's mixing for.
+    keys: RandomState,
 }
 
 struct KeySlots {
@@ -93,16 +98,16 @@ pub fn build(value: &Value, setup: &Setup<'_>) -> Result<Arc<dyn Plugin>, super:
 }
 
 impl ConcurrencyLimit {
-    fn key(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> u128 {
-        let mut key = String::new();
+    fn key(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> u64 {
+        let mut key = self.slots.keys.build_hasher();
         match &self.by {
-            By::Upstream => key.push_str(ctx.upstream.unwrap_or("")),
-            By::Part(part) => part.append(&mut key, request, ctx),
+            By::Upstream => key.write(ctx.upstream.unwrap_or("").as_bytes()),
+            By::Part(part) => key.write(part.value(request, ctx).as_bytes()),
         }
-        xxhash_rust::xxh3::xxh3_128(key.as_bytes())
+        key.finish()
     }
 
-    fn slots_for(&self, key: u128) -> Arc<KeySlots> {
+    fn slots_for(&self, key: u64) -> Arc<KeySlots> {
         let mut by_key = self.slots.by_key.lock().unwrap_or_else(|p| p.into_inner());
         if by_key.len() >= KEY_LIMIT && !by_key.contains_key(&key) {
             let max = self.max;

@@ -15,7 +15,9 @@ use crate::telemetry::metrics::Metrics;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_yaml_ng::Value;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
+use std::hash::Hasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,22 +145,16 @@ impl KeyPart {
         }
     }
 
-    /// Feeds this part's value to the key's hasher: what [`KeyPart::value`]
+    /// Feeds this part's value to a key's hash: what [`KeyPart::value`]
     /// says, without allocating for a client address (the key of most limits).
-    fn hash_into(&self, hasher: &mut xxhash_rust::xxh3::Xxh3, request: &http::request::Parts, ctx: &RequestContext<'_>) {
+    fn feed(&self, feed: &mut impl FnMut(&[u8]), request: &http::request::Parts, ctx: &RequestContext<'_>) {
         match self {
             KeyPart::ClientIp => {
                 let mut buffer = [0u8; crate::ip_text::MAX_LEN];
-                hasher.update(crate::ip_text::in_buffer(ctx.client.ip(), &mut buffer));
+                feed(crate::ip_text::in_buffer(ctx.client.ip(), &mut buffer));
             }
-            _ => hasher.update(self.value(request, ctx).as_bytes()),
+            _ => feed(self.value(request, ctx).as_bytes()),
         }
-    }
-
-    /// Appends this part, and a separator, to a key.
-    pub fn append(&self, key: &mut String, request: &http::request::Parts, ctx: &RequestContext<'_>) {
-        key.push_str(&self.value(request, ctx));
-        key.push('\u{1f}');
     }
 }
 
@@ -288,49 +284,56 @@ fn now_ms() -> u64 {
 }
 
 impl RateLimit {
+    /// The request's key as text, for `explain`: what the hashes are fed.
     fn key(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> String {
-        let mut key = String::with_capacity(64);
-        key.push_str(&self.scope);
-        key.push('\u{1f}');
-        for part in &self.by {
-            part.append(&mut key, request, ctx);
-        }
-        key
+        let mut key = Vec::with_capacity(64);
+        self.feed_key(&mut |bytes| key.extend_from_slice(bytes), request, ctx);
+        String::from_utf8_lossy(&key).into_owned()
     }
 
-    /// The request's key, hashed: the scope and each `by` part.
-    ///
-    /// A digest, not the streaming hasher: that is 576 bytes aligned to 64,
-    /// and carried into the Redis check it made that boxed future
-    /// over-aligned, an aligned allocation (posix_memalign, with a
-    /// consolidation of the allocator's free lists) on every request.
-    fn key_hash(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> u64 {
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(self.scope.as_bytes());
-        hasher.update(&[0x1f]);
+    /// Feeds the request's key to a hash: the scope and each `by` part,
+    /// each followed by 0x1f (which no header value, path parameter or
+    /// consumer name holds).
+    fn feed_key(&self, feed: &mut impl FnMut(&[u8]), request: &http::request::Parts, ctx: &RequestContext<'_>) {
+        feed(self.scope.as_bytes());
+        feed(b"\x1f");
         for part in &self.by {
-            part.hash_into(&mut hasher, request, ctx);
-            hasher.update(&[0x1f]);
+            part.feed(feed, request, ctx);
+            feed(b"\x1f");
         }
-        hasher.digest()
     }
 
     /// The local store's verdicts: counted at once, nothing to wait for.
-    fn local_verdicts(&self, store: &LocalStore, key: u64) -> Verdicts {
-        // Each limit's counter: its name hashed with the request's key as the seed.
+    fn local_verdicts(&self, store: &LocalStore, request: &http::request::Parts, ctx: &RequestContext<'_>) -> Verdicts {
+        let mut key = store.key_hasher();
+        self.feed_key(&mut |bytes| key.write(bytes), request, ctx);
+        // Each limit's counter: the request's key and the limit's name.
         let hashed: smallvec::SmallVec<[(u64, &Limit); 4]> = self
             .limits
             .iter()
-            .map(|limit| (xxhash_rust::xxh3::xxh3_64_with_seed(limit.name.as_bytes(), key), limit))
+            .map(|limit| {
+                let mut counter = key.clone();
+                counter.write(limit.name.as_bytes());
+                (counter.finish(), limit)
+            })
             .collect();
         store.check(&hashed, now_ms(), &self.zone)
     }
 
+    /// The Redis hash tag of the request's key: a SHA-256 (every node must
+    /// find the same counters, so no per-process secret), 128 bits of it.
+    /// Made before the Redis check's future, which then carries a string,
+    /// not the hasher.
+    fn redis_tag(&self, request: &http::request::Parts, ctx: &RequestContext<'_>) -> String {
+        let mut key = Sha256::new();
+        self.feed_key(&mut |bytes| key.update(bytes), request, ctx);
+        base16ct::lower::encode_string(&key.finalize()[..16])
+    }
+
     /// Redis's verdicts, in one round trip.
-    async fn redis_verdicts(&self, store: &RedisStore, timeout: Duration, key: u64) -> Result<Verdicts, String> {
+    async fn redis_verdicts(&self, store: &RedisStore, timeout: Duration, tag: String) -> Result<Verdicts, String> {
         let now = now_ms();
         // One hash tag for the request's keys: they share a Redis Cluster slot.
-        let tag = format!("{key:016x}");
         let checks: Vec<(String, &Limit, (u64, u64))> = self
             .limits
             .iter()
@@ -436,11 +439,11 @@ impl Plugin for RateLimit {
         request: &'a mut http::request::Parts,
         ctx: &'a mut RequestContext<'_>,
     ) -> PhaseFuture<'a> {
-        let key = self.key_hash(request, ctx);
         match &self.store {
-            Store::Local(store) => at_once(self.decide(ctx, Ok(self.local_verdicts(store, key)))),
+            Store::Local(store) => at_once(self.decide(ctx, Ok(self.local_verdicts(store, request, ctx)))),
             Store::Redis { store, timeout, .. } => waiting(async move {
-                let verdicts = self.redis_verdicts(store, *timeout, key).await;
+                let tag = self.redis_tag(request, ctx);
+                let verdicts = self.redis_verdicts(store, *timeout, tag).await;
                 self.decide(ctx, verdicts)
             }),
         }

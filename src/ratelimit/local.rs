@@ -8,6 +8,7 @@
 use super::{Limit, State, Verdicts};
 use smallvec::SmallVec;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, DefaultHasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
 const SHARDS: usize = 64;
@@ -20,9 +21,9 @@ struct Entry {
     expires_at: u64,
 }
 
-/// Counters by key. The keys are xxh3 digests already; foldhash, seeded per
-/// process, spreads them over the table for a few instructions where SipHash
-/// took a hundred, and a client still cannot aim keys at one bucket.
+/// Counters by key. The keys are keyed digests already (`key_hasher`);
+/// foldhash, seeded per process, spreads them over the table for a few
+/// instructions where SipHash took a hundred.
 type Counters = HashMap<u64, Entry, foldhash::fast::RandomState>;
 
 /// One shard of the counters, locked.
@@ -32,6 +33,11 @@ type Shard<'a> = MutexGuard<'a, Counters>;
 pub struct LocalStore {
     shards: Vec<Mutex<Counters>>,
     per_shard: usize,
+    /// SipHash-1-3 with this process's random key: a client cannot choose
+    /// a key (a header's value, say) whose counter is another client's, as
+    /// it could solve a fast hash's mixing for. Kept with the counters,
+    /// across reloads, so that a key finds its counter again.
+    keys: RandomState,
 }
 
 impl Default for LocalStore {
@@ -45,7 +51,14 @@ impl LocalStore {
         LocalStore {
             shards: (0..SHARDS).map(|_| Mutex::new(Counters::default())).collect(),
             per_shard: shard_capacity(max_keys / SHARDS),
+            keys: RandomState::new(),
         }
+    }
+
+    /// A hasher for a request's key, from which each limit's counter key is
+    /// finished.
+    pub fn key_hasher(&self) -> DefaultHasher {
+        self.keys.build_hasher()
     }
 
     fn shard_of(key: u64) -> usize {
@@ -137,6 +150,7 @@ fn make_room(map: &mut Counters, now_ms: u64, capacity: usize) {
 mod tests {
     use super::*;
     use crate::ratelimit::Algorithm;
+    use std::hash::Hasher;
     use std::time::Duration;
 
     fn limit(requests: u64) -> Limit {
@@ -160,6 +174,20 @@ mod tests {
         // One request charged before, this one now: the refused one did not count.
         let alone = store.check(&[(7u64, &large)], 1002, &zone);
         assert_eq!(alone[0].remaining, 98);
+    }
+
+    #[test]
+    fn counter_keys_are_keyed_by_the_process_not_a_fixed_function() {
+        // Two stores (two processes' worth of secret): one request key, two
+        // digests; so no client can compute another's digest to aim at.
+        let digest = |store: &LocalStore| {
+            let mut key = store.key_hasher();
+            key.write(b"route\x1fbob\x1f");
+            key.finish()
+        };
+        let (one, other) = (LocalStore::new(8), LocalStore::new(8));
+        assert_eq!(digest(&one), digest(&one));
+        assert_ne!(digest(&one), digest(&other));
     }
 
     #[test]
