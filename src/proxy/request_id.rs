@@ -9,7 +9,12 @@ const MAX_LEN: usize = 128;
 
 pub fn from_request(headers: &HeaderMap) -> HeaderValue {
     match headers.get(&X_REQUEST_ID) {
-        Some(id) if is_sane(id.as_bytes()) => id.clone(),
+        // Copied: the client's value is a slice of the buffer its head was
+        // read into, and the id outlives the request (the live view's
+        // recent requests keep it), which would keep that whole buffer.
+        Some(id) if is_sane(id.as_bytes()) => {
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(id.as_bytes())).unwrap_or_else(|_| generate())
+        }
         _ => generate(),
     }
 }
@@ -49,5 +54,21 @@ mod tests {
         let b = from_request(&HeaderMap::new());
         assert_ne!(a, b);
         assert_eq!(a.to_str().unwrap().as_bytes()[14], b'4');
+    }
+
+    #[test]
+    fn a_client_s_id_is_copied_out_of_its_head() {
+        let head = bytes::Bytes::from_static(b"x-request-id: trace-42\r\n");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_maybe_shared(head.slice(14..22)).unwrap(),
+        );
+        let id = from_request(&headers);
+        assert_eq!(id, "trace-42");
+        assert!(!std::ptr::eq(
+            id.as_bytes().as_ptr(),
+            headers[&X_REQUEST_ID].as_bytes().as_ptr()
+        ));
     }
 }
