@@ -235,6 +235,7 @@ fn report(path: &Path, errors: &portico::config::ConfigErrors) {
 }
 
 fn run(path: &Path, workers: Option<usize>, options: RunOptions) -> ExitCode {
+    portico::control::memory::tune_allocator();
     let _logs = portico::telemetry::init();
     // One worker means one thread, as one nginx worker is: the current-thread
     // scheduler skips work-stealing bookkeeping that a single worker never uses.

@@ -39,6 +39,8 @@ pub struct Control {
     reloading: tokio::sync::Mutex<()>,
     admin_settings: ArcSwapOption<AdminSettings>,
     admin: Mutex<Option<AdminListener>>,
+    /// Where configs are built, taking turns.
+    build_arenas: Arc<memory::BuildArenas>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +71,9 @@ impl Control {
         let metrics = Arc::new(Metrics::new());
         let local_limits = Arc::new(LocalStore::default());
         let plugin_state = Arc::new(PluginState::default());
+        let build_arenas = Arc::new(memory::BuildArenas::start()?);
         let compiled = build(
+            &build_arenas,
             config_path.to_path_buf(),
             metrics.clone(),
             (local_limits.clone(), plugin_state.clone()),
@@ -95,6 +99,7 @@ impl Control {
             reloading: tokio::sync::Mutex::new(()),
             admin_settings: ArcSwapOption::from(admin_settings.clone().map(Arc::new)),
             admin: Mutex::new(None),
+            build_arenas,
         });
         if let Some(settings) = admin_settings {
             let admin = AdminListener::start(settings.addr, Arc::downgrade(&control) as Weak<dyn Operated>)?;
@@ -112,6 +117,7 @@ impl Control {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.server.gateway();
         let outcome = match build(
+            &self.build_arenas,
             self.config_path.clone(),
             self.metrics.clone(),
             (self.local_limits.clone(), self.plugin_state.clone()),
@@ -280,31 +286,34 @@ fn install_log(destination: Option<Destination>) {
     }
 }
 
-/// Reads and compiles the config on a blocking thread: parsing, regexes and
-/// discovery files stay off the threads that serve requests.
+/// Reads and compiles the config on a build thread (`memory::BuildArenas`):
+/// parsing, regexes and discovery files stay off the threads that serve
+/// requests.
 async fn build(
+    arenas: &Arc<memory::BuildArenas>,
     path: PathBuf,
     metrics: Arc<Metrics>,
     (local_limits, plugin_state): (Arc<LocalStore>, Arc<PluginState>),
     previous: Option<Arc<Gateway>>,
 ) -> Result<crate::gateway::Compiled, ConfigErrors> {
-    let built = tokio::task::spawn_blocking(move || {
-        let text = crate::config::read_file(&path)?;
-        let context = BuildContext {
-            metrics: &metrics,
-            local_limits: &local_limits,
-            plugin_state: &plugin_state,
-            previous: previous.as_deref(),
-        };
-        let built = crate::config::build_with(&text, &context);
-        drop(text);
-        memory::release_free_memory();
-        built
-    })
-    .await;
-    built.unwrap_or_else(|e| {
+    let built = arenas
+        .run(move || {
+            let text = crate::config::read_file(&path)?;
+            let context = BuildContext {
+                metrics: &metrics,
+                local_limits: &local_limits,
+                plugin_state: &plugin_state,
+                previous: previous.as_deref(),
+            };
+            let built = crate::config::build_with(&text, &context);
+            drop(text);
+            memory::release_free_memory();
+            built
+        })
+        .await;
+    built.unwrap_or_else(|| {
         let mut errors = ConfigErrors::default();
-        errors.push("", format!("the config build failed: {e}"));
+        errors.push("", "the config build failed (a panic; this is a bug, please report it)");
         Err(errors)
     })
 }
