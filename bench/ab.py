@@ -7,17 +7,20 @@ of the proxy's own CPU time per request (user+system from /proc), which a
 busy neighbour on a shared machine disturbs far less than requests/s.
 
 --h2 serves the listener over TLS and loads it with h2load instead, HTTP/2 with
-10 streams a connection (what bench/tls.py's HTTP/2 row sends).
+10 streams a connection (what bench/tls.py's HTTP/2 row sends). --cache
+compares hits of the memory cache instead (the first request fills it);
+--policies the route of bench/policies.py (key_auth, a rate limit, a header
+transform, the access log on).
 
-Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5] [--h2] [--path /16k]
+Usage: bench/ab.py OLD_BINARY NEW_BINARY [--connections 1] [--rounds 8] [--duration 5] [--h2 | --cache | --policies] [--path /16k]
 Build an older commit into its own binary with, for example:
   git worktree add /tmp/old COMMIT && (cd /tmp/old && cargo build --release) && cp /tmp/old/target/release/portico /tmp/portico-old
 """
-import argparse, os, statistics, subprocess, sys, time
+import argparse, json, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import BACKEND, LOAD_CORE, PROXY_CORE, cpu_seconds, h2load, scratch_dir, start_backend, wait_port
-import tls
+import policies, tls
 
 GATEWAY = 18087
 CONFIG = """
@@ -28,6 +31,31 @@ routes:
   - {{ name: plain, match: {{ path: / }}, upstream: backend }}
 """
 
+CACHE_CONFIG = """
+listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
+access_log: {{ enabled: false }}
+upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
+routes:
+  - {{ name: cached, match: {{ path: / }}, upstream: backend, plugins: {{ cache: {{ ttl: 1h, store: memory }} }} }}
+"""
+
+
+def write_config(conf, port, route):
+    """Portico's config for `route` (plain, h2, cache or policies), and the
+    path and headers its requests take."""
+    with open(conf, "w") as f:
+        if route == "h2":
+            f.write(tls.CONFIG.format(port=port, backend=BACKEND, cert=tls.CERT, key=tls.KEY))
+        elif route == "cache":
+            f.write(CACHE_CONFIG.format(port=port, backend=BACKEND))
+        elif route == "policies":
+            f.write(policies.POLICIES_CONFIG.format(port=port, backend=BACKEND, key=policies.API_KEY,
+                                                   pem=json.dumps(open(os.path.join(policies.KEYS, "rsa1.pub")).read())))
+            return "/policies", ["-H", f"X-API-Key: {policies.API_KEY}"]
+        else:
+            f.write(CONFIG.format(port=port, backend=BACKEND))
+    return None, []
+
 
 def main():
     parser = argparse.ArgumentParser()
@@ -36,17 +64,18 @@ def main():
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--duration", type=int, default=5)
-    parser.add_argument("--h2", action="store_true")
+    routes = parser.add_mutually_exclusive_group()
+    routes.add_argument("--h2", action="store_true")
+    routes.add_argument("--cache", action="store_true")
+    routes.add_argument("--policies", action="store_true")
     parser.add_argument("--path", default="/small", help="/small or /16k, from the nginx backend")
     args = parser.parse_args()
     tmp = scratch_dir("portico-ab-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
-    with open(conf, "w") as f:
-        if args.h2:
-            f.write(tls.CONFIG.format(port=GATEWAY, backend=BACKEND, cert=tls.CERT, key=tls.KEY))
-        else:
-            f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    route = "h2" if args.h2 else "cache" if args.cache else "policies" if args.policies else "plain"
+    path, headers = write_config(conf, GATEWAY, route)
+    path = path or args.path
     wait_port(BACKEND)
     results = {"old": [], "new": []}
     cpu = {"old": [], "new": []}
@@ -60,11 +89,11 @@ def main():
                     wait_port(GATEWAY)
                     before = cpu_seconds(proxy.pid)
                     if args.h2:
-                        served, rps, _, _ = h2load(f"https://127.0.0.1:{GATEWAY}{args.path}", args.connections,
+                        served, rps, _, _ = h2load(f"https://127.0.0.1:{GATEWAY}{path}", args.connections,
                                                    args.duration, tls.STREAMS)
                     else:
                         out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}",
-                                              f"-d{args.duration}s", f"http://127.0.0.1:{GATEWAY}{args.path}"],
+                                              f"-d{args.duration}s", *headers, f"http://127.0.0.1:{GATEWAY}{path}"],
                                              capture_output=True, text=True, check=True).stdout
                         rps = float(next(l for l in out.splitlines() if l.startswith("Requests/sec")).split()[1])
                         served = int(next(l for l in out.splitlines() if "requests in" in l).split()[0])

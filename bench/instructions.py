@@ -28,22 +28,13 @@ functions that run them. Each costs some twenty cycles where the request's
 other instructions cost a fraction of one; nginx, one thread a worker,
 runs none.
 """
-import argparse, collections, json, os, re, signal, subprocess, sys, time
+import argparse, collections, os, re, signal, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab import CONFIG
-import policies
+from ab import write_config
 from bench import BACKEND, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18088
-
-CACHE_CONFIG = """
-listeners: [{{ name: bench, addr: "127.0.0.1:{port}" }}]
-access_log: {{ enabled: false }}
-upstreams: {{ backend: {{ targets: ["127.0.0.1:{backend}"] }} }}
-routes:
-  - {{ name: cached, match: {{ path: / }}, upstream: backend, plugins: {{ cache: {{ ttl: 1h, store: memory }} }} }}
-"""
 
 
 def total_instructions(binary, conf, requests, tmp, top=0, target=("/small", []), locked=None):
@@ -140,15 +131,8 @@ def main():
     tmp = scratch_dir("portico-instructions-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
-    with open(conf, "w") as f:
-        if args.policies:
-            f.write(policies.POLICIES_CONFIG.format(port=GATEWAY, backend=BACKEND, key=policies.API_KEY,
-                                                   pem=json.dumps(open(os.path.join(policies.KEYS, "rsa1.pub")).read())))
-        elif args.cache:
-            f.write(CACHE_CONFIG.format(port=GATEWAY, backend=BACKEND))
-        else:
-            f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
-    target = ("/policies", ["-H", f"X-API-Key: {policies.API_KEY}"]) if args.policies else ("/small", [])
+    path, headers = write_config(conf, GATEWAY, "policies" if args.policies else "cache" if args.cache else "plain")
+    target = (path or "/small", headers)
     wait_port(BACKEND)
     try:
         for binary in args.binaries:

@@ -5,14 +5,15 @@ small copies of writing heads. gdb breaks on glibc's memcpy in a running
 worker for one keep-alive GET /small after some warm-up requests, and notes
 each call's size and caller.
 
-Usage: bench/moves.py BINARY [BINARY...] [--list]
+Usage: bench/moves.py BINARY [BINARY...] [--list] [--cache]
 
 --list prints every copy of 64 bytes or more with the line that made it.
+--cache follows a hit of the memory cache instead (the warm-up fills it).
 """
 import argparse, os, re, shutil, socket, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab import CONFIG
+from ab import write_config
 from bench import BACKEND, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18097
@@ -70,14 +71,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("binaries", nargs="+")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--cache", action="store_true")
     args = parser.parse_args()
     if not shutil.which("gdb"):
         sys.exit("gdb is needed: apt-get install -y gdb (bench/tools.sh installs it)")
     tmp = scratch_dir("portico-moves-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
-    with open(conf, "w") as f:
-        f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    write_config(conf, GATEWAY, "cache" if args.cache else "plain")
     try:
         wait_port(BACKEND)
         for binary in args.binaries:

@@ -5,16 +5,16 @@ sends GET /small through one route, then the top entries by self time, and
 the syscalls per request from `strace -c`.
 
 --policies profiles the route of bench/policies.py instead: key_auth, a rate
-limit, a header transform and the access log on. Unlike callgrind
-(bench/instructions.py), perf sees the CPU's own SHA and AES instructions.
+limit, a header transform and the access log on; --cache hits of the memory
+cache. Unlike callgrind (bench/instructions.py), perf sees the CPU's own SHA
+and AES instructions.
 
-Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30] [--policies]
+Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30] [--policies | --cache]
 """
-import argparse, json, os, subprocess, sys, time
+import argparse, os, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ab import CONFIG
-import policies
+from ab import write_config
 from bench import BACKEND, LOAD_CORE, PORTICO, PROXY_CORE, scratch_dir, start_backend, wait_port
 
 GATEWAY = 18089
@@ -26,21 +26,18 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("--policies", action="store_true")
+    routes = parser.add_mutually_exclusive_group()
+    routes.add_argument("--policies", action="store_true")
+    routes.add_argument("--cache", action="store_true")
     args = parser.parse_args()
     tmp = scratch_dir("portico-profile-")
     backend = start_backend(tmp)
     conf = os.path.join(tmp, "portico.yaml")
-    with open(conf, "w") as f:
-        if args.policies:
-            f.write(policies.POLICIES_CONFIG.format(port=GATEWAY, backend=BACKEND, key=policies.API_KEY,
-                                                   pem=json.dumps(open(os.path.join(policies.KEYS, "rsa1.pub")).read())))
-        else:
-            f.write(CONFIG.format(port=GATEWAY, backend=BACKEND))
+    path, headers = write_config(conf, GATEWAY, "policies" if args.policies else "cache" if args.cache else "plain")
+    path = path or "/small"
     wait_port(BACKEND)
     proxy = subprocess.Popen(["taskset", "-c", PROXY_CORE, args.binary, "run", "--config", conf, "--workers", "1",
                               "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    path, headers = ("/policies", ["-H", f"X-API-Key: {policies.API_KEY}"]) if args.policies else ("/small", [])
     url = f"http://127.0.0.1:{GATEWAY}{path}"
     load = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 2}s", *headers, url]
     data = os.path.join(tmp, "perf.data")

@@ -98,13 +98,14 @@ pub(crate) async fn serve<'a>(
         }
         _ => body,
     };
+    // What the upstream calls below report to: the route's series, the request's span.
+    let shared = CallContext {
+        metrics: Some(&route.metrics),
+        trace: observed.trace.as_ref(),
+    };
     let response = match &route.action {
         Action::Respond(fixed) => fixed_response(fixed),
         Action::Aggregate(aggregate) => {
-            let shared = CallContext {
-                metrics: observed.entry.metrics.as_ref(),
-                trace: observed.trace.as_ref(),
-            };
             // Boxed, as the transcoding call below: these rarer actions'
             // futures (about 13 KB each) would otherwise size every
             // request's future, which is moved whole.
@@ -116,10 +117,6 @@ pub(crate) async fn serve<'a>(
                 ..
             },
         ) => {
-            let shared = CallContext {
-                metrics: observed.entry.metrics.as_ref(),
-                trace: observed.trace.as_ref(),
-            };
             let call = (forward, &**transcoder, route.body_limit(&conn.listener));
             Box::pin(crate::transcode::transcode(
                 call,
@@ -159,10 +156,6 @@ pub(crate) async fn serve<'a>(
             // calls the upstream through it; an upgrade never goes that way.
             if let (Some(around), None) = (route.plugins.around_upstream(), &upgrade) {
                 let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
-                let shared = CallContext {
-                    metrics: observed.entry.metrics.as_ref(),
-                    trace: observed.trace.as_ref(),
-                };
                 return serve_around(
                     &**around,
                     (route, forward),
@@ -184,10 +177,6 @@ pub(crate) async fn serve<'a>(
                 body,
                 request_id,
                 upgrade,
-            };
-            let shared = CallContext {
-                metrics: observed.entry.metrics.as_ref(),
-                trace: observed.trace.as_ref(),
             };
             exchange::send(forward, conn, upstream_request, shared, &mut observed.entry.call).await?
         }
