@@ -40,7 +40,8 @@ pub struct RequestContext<'a> {
     /// The upstream the route sends to, if it proxies.
     pub upstream: Option<&'a str>,
     /// The path the service receives, when the route's `rewrite` changed it.
-    pub upstream_path: Option<String>,
+    /// Borrowed from the route when its rewrite is a fixed path.
+    pub upstream_path: Option<std::borrow::Cow<'a, str>>,
     /// The certificate the client presented over TLS, verified (mTLS).
     pub client_certificate: Option<&'a crate::proxy::tls::ClientCertificate>,
     /// Kept until the response body has been sent (concurrency permits).

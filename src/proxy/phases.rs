@@ -22,6 +22,7 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Body;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -155,7 +156,7 @@ pub(crate) async fn serve<'a>(
             // A plugin standing around the upstream call (a cache) answers, or
             // calls the upstream through it; an upgrade never goes that way.
             if let (Some(around), None) = (route.plugins.around_upstream(), &upgrade) {
-                let path_and_query = upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?;
+                let path_and_query = upstream_path_and_query(forward, ctx.upstream_path.as_deref(), &parts.uri)?;
                 return serve_around(
                     &**around,
                     (route, forward),
@@ -172,7 +173,7 @@ pub(crate) async fn serve<'a>(
             }
             let upstream_request = UpstreamRequest {
                 body_limit: route.body_limit(&conn.listener),
-                path_and_query: upstream_path_and_query(ctx.upstream_path.as_deref(), &parts.uri)?,
+                path_and_query: upstream_path_and_query(forward, ctx.upstream_path.as_deref(), &parts.uri)?,
                 parts,
                 body,
                 request_id,
@@ -193,7 +194,11 @@ pub(crate) fn canonical_route<'g>(
     parts: &mut http::request::Parts,
 ) -> Result<(ClientFacts, Lookup<'g, Route>), ProxyError> {
     let facts = canonical::canonicalise(parts, listener, peer, &gateway.trusted_headers)?;
-    let host = request_host(&parts.uri, &parts.headers);
+    let host = gateway
+        .routes
+        .matches_hosts()
+        .then(|| request_host(&parts.uri, &parts.headers))
+        .flatten();
     let head = RequestHead::of(parts, parts.uri.path(), host.as_deref());
     Ok((facts, gateway.route(&head, parts)))
 }
@@ -201,24 +206,31 @@ pub(crate) fn canonical_route<'g>(
 /// The path the route's upstream receives, when its rewrite changes the
 /// client's; only the path: the query is joined after the plugins, which may
 /// change it.
-pub(crate) fn upstream_path(route: &Route, params: &Params, uri: &Uri) -> Option<String> {
+pub(crate) fn upstream_path<'r>(route: &'r Route, params: &Params, uri: &Uri) -> Option<Cow<'r, str>> {
     let Action::Proxy(forward) = &route.action else {
         return None;
     };
+    if let Some(fixed) = forward.rewrite.fixed_path() {
+        return (fixed != uri.path()).then_some(Cow::Borrowed(fixed));
+    }
     let path = forward.rewrite.apply(uri.path(), params);
-    (path != uri.path()).then(|| path.into_owned())
+    (path != uri.path()).then(|| Cow::Owned(path.into_owned()))
 }
 
 /// `None` when the client's path and query go upstream unchanged.
-fn upstream_path_and_query(path: Option<&str>, uri: &Uri) -> Result<Option<PathAndQuery>, ProxyError> {
+fn upstream_path_and_query(
+    forward: &Forward,
+    path: Option<&str>,
+    uri: &Uri,
+) -> Result<Option<PathAndQuery>, ProxyError> {
     let Some(path) = path else { return Ok(None) };
-    let text = match uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
-    };
-    PathAndQuery::try_from(text)
-        .map(Some)
-        .map_err(|_| ProxyError::new(ErrorKind::BadRequest, "the rewritten path is not a valid URI path"))
+    match forward.rewrite.target(path, uri.query()) {
+        Some(target) => Ok(Some(target)),
+        None => Err(ProxyError::new(
+            ErrorKind::BadRequest,
+            "the rewritten path is not a valid URI path",
+        )),
+    }
 }
 
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {

@@ -4,6 +4,7 @@
 
 use crate::config::model::RewriteConfig;
 use crate::router::{path::prefix_matches, Params};
+use http::uri::PathAndQuery;
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ pub struct Rewrite {
     strip_prefix: Option<String>,
     add_prefix: Option<String>,
     template: Option<Vec<Part>>,
+    /// A `path` without parameters, as the request target it makes for a
+    /// request without a query: parsed once here, not for every request.
+    fixed: Option<PathAndQuery>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +57,14 @@ impl Rewrite {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let fixed = match template.as_deref() {
+            Some([Part::Text(text)]) => PathAndQuery::from_maybe_shared(bytes::Bytes::from(text.clone()))
+                .ok()
+                .filter(|target| target.as_str() == text && target.query().is_none()),
+            _ => None,
+        };
         Ok(Rewrite {
+            fixed,
             strip_prefix: config
                 .strip_prefix
                 .as_ref()
@@ -98,6 +109,23 @@ impl Rewrite {
             });
         }
         path
+    }
+}
+
+impl Rewrite {
+    /// The path when it is fixed (a `path` without parameters).
+    pub fn fixed_path(&self) -> Option<&str> {
+        self.fixed.as_ref().map(PathAndQuery::path)
+    }
+
+    /// The request target for `rewritten` (the path this rewrite made) and
+    /// the client's query: the fixed path's own when there is no query.
+    pub fn target(&self, rewritten: &str, query: Option<&str>) -> Option<PathAndQuery> {
+        match (&self.fixed, query) {
+            (Some(fixed), None) if fixed.path() == rewritten => Some(fixed.clone()),
+            (_, Some(query)) => PathAndQuery::try_from(format!("{rewritten}?{query}")).ok(),
+            (_, None) => PathAndQuery::try_from(rewritten).ok(),
+        }
     }
 }
 
@@ -155,6 +183,25 @@ mod tests {
         let r = rewrite("{path: '/v2/accounts/{id}'}", &["id"]).unwrap();
         let params = vec![(Arc::from("id"), "7".to_string())];
         assert_eq!(r.apply("/users/7", &params), "/v2/accounts/7");
+    }
+
+    #[test]
+    fn a_fixed_path_is_one_target_made_once() {
+        let r = rewrite("{path: /small}", &[]).unwrap();
+        assert_eq!(r.fixed_path(), Some("/small"));
+        assert_eq!(r.apply("/policies", &Params::new()), "/small");
+        let target = r.target("/small", None).unwrap();
+        assert_eq!(target, "/small");
+        assert!(std::ptr::eq(
+            target.as_str().as_ptr(),
+            r.target("/small", None).unwrap().as_str().as_ptr()
+        ));
+        assert_eq!(r.target("/small", Some("a=1&b")).unwrap(), "/small?a=1&b");
+        // A query in the rewritten path, or a parameter: made per request.
+        assert_eq!(rewrite("{path: '/x?a=1'}", &[]).unwrap().fixed_path(), None);
+        assert_eq!(rewrite("{path: '/v2/{id}'}", &["id"]).unwrap().fixed_path(), None);
+        let r = rewrite("{path: '/v2/{id}'}", &["id"]).unwrap();
+        assert_eq!(r.target("/v2/7", None).unwrap(), "/v2/7");
     }
 
     #[test]

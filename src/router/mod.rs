@@ -236,16 +236,21 @@ fn parse_method(name: &str) -> Result<Method, String> {
 pub struct RouteTable<T> {
     entries: Vec<(Matcher, T)>,
     /// Positions in `entries`, ascending, of the routes for each first segment.
-    by_segment: HashMap<Box<str>, Vec<u32>>,
+    /// foldhash, seeded per process: the keys are the config's, a client
+    /// only looks them up, so there is no table for it to flood.
+    by_segment: HashMap<Box<str>, Vec<u32>, foldhash::fast::RandomState>,
     /// Positions, ascending, of the routes that may match any first segment.
     any_segment: Vec<u32>,
+    /// Whether any route names a host: if none does, a request's host is
+    /// not looked for.
+    matches_hosts: bool,
 }
 
 impl<T> RouteTable<T> {
     pub fn new(mut entries: Vec<(Matcher, T)>) -> RouteTable<T> {
         // A stable sort keeps declaration order among equals.
         entries.sort_by_cached_key(|(matcher, _)| Reverse(matcher.rank()));
-        let mut by_segment: HashMap<Box<str>, Vec<u32>> = HashMap::new();
+        let mut by_segment: HashMap<Box<str>, Vec<u32>, _> = HashMap::default();
         let mut any_segment = Vec::new();
         for (position, (matcher, _)) in entries.iter().enumerate() {
             let position = position as u32;
@@ -254,11 +259,18 @@ impl<T> RouteTable<T> {
                 None => any_segment.push(position),
             }
         }
+        let matches_hosts = entries.iter().any(|(matcher, _)| matcher.host.is_some());
         RouteTable {
             entries,
             by_segment,
             any_segment,
+            matches_hosts,
         }
+    }
+
+    /// Whether any route names a host, so that a request's host matters.
+    pub fn matches_hosts(&self) -> bool {
+        self.matches_hosts
     }
 
     /// The positions of the routes that may match `path`, in precedence order.

@@ -108,10 +108,18 @@ routes:
   - { name: strip, match: { path: /api/v1 }, upstream: users, rewrite: { strip_prefix: /api/v1, add_prefix: /internal } }
   - { name: template, match: { path: "/users/{id}" }, upstream: users, rewrite: { path: "/v2/accounts/{id}" } }
   - { name: plain, match: { path: /plain }, upstream: users }
+  - { name: fixed, match: { path: /old }, upstream: users, rewrite: { path: /new/place } }
 "#,
         &[("U", upstream.addr.to_string())],
     );
     let gw = Gateway::start(&yaml).await;
+    // A fixed path is made once; each request still gets its own query.
+    get(&gw.url("/old/a?first=1")).await;
+    assert_eq!(upstream.last().uri.to_string(), "/new/place?first=1");
+    get(&gw.url("/old")).await;
+    assert_eq!(upstream.last().uri.to_string(), "/new/place");
+    get(&gw.url("/old?second=%20")).await;
+    assert_eq!(upstream.last().uri.to_string(), "/new/place?second=%20");
     get(&gw.url("/api/v1/users/7?expand=orders&x=1")).await;
     assert_eq!(upstream.last().uri.to_string(), "/internal/users/7?expand=orders&x=1");
     get(&gw.url("/users/42?fields=name")).await;
