@@ -129,6 +129,9 @@ fn authority(parts: &http::request::Parts) -> Result<Host, ProxyError> {
     if chosen.is_empty() {
         return Ok(Host::Remove);
     }
+    if from_target.is_none() && valid_host::was_last(chosen) {
+        return Ok(Host::Keep);
+    }
     let authority: Authority = chosen.parse().map_err(|_| invalid())?;
     // `user@host` is not a Host (RFC 9110 section 7.2), and a port is a number.
     let port_ok = match authority.as_str().rsplit_once(':') {
@@ -140,11 +143,40 @@ fn authority(parts: &http::request::Parts) -> Result<Host, ProxyError> {
         return Err(invalid());
     }
     if from_target.is_none() {
+        valid_host::remember(chosen);
         return Ok(Host::Keep);
     }
     HeaderValue::from_str(authority.as_str())
         .map(Host::Set)
         .map_err(|_| invalid())
+}
+
+/// The last Host value this thread found valid. A keep-alive connection
+/// sends the same Host on every request, and checking one is a parse into
+/// an `Authority` that copies it (an allocation): a match with the last
+/// valid one skips that, and a Host that differs is checked in full.
+mod valid_host {
+    use std::cell::RefCell;
+
+    /// Longer Hosts are checked every time.
+    const KEPT: usize = 64;
+
+    thread_local! {
+        static LAST: RefCell<([u8; KEPT], usize)> = const { RefCell::new(([0; KEPT], 0)) };
+    }
+
+    pub fn was_last(host: &str) -> bool {
+        LAST.with_borrow(|(bytes, len)| *len != 0 && bytes[..*len] == *host.as_bytes())
+    }
+
+    pub fn remember(host: &str) {
+        if host.len() <= KEPT {
+            LAST.with_borrow_mut(|(bytes, len)| {
+                bytes[..host.len()].copy_from_slice(host.as_bytes());
+                *len = host.len();
+            });
+        }
+    }
 }
 
 /// Removes the fields `Connection` names and every `Upgrade` but
@@ -247,6 +279,36 @@ mod tests {
             Ok(Some("a.example.com".into()))
         );
         assert_eq!(h2("https://a.example.com/x", &[("host", "b.example.com")]), Err(400));
+    }
+
+    #[test]
+    fn a_remembered_host_passes_only_itself() {
+        let h1 = |host| host_of(&request(Version::HTTP_11, "/x", &[("host", host)]));
+        assert_eq!(h1("api.example.com:8080"), Ok(Some("api.example.com:8080".into())));
+        assert!(valid_host::was_last("api.example.com:8080"));
+        for bad in [
+            "api.example.com:8080x",
+            "api.example.com:808",
+            "user@api.example.com:8080",
+        ] {
+            let expected = if bad.ends_with(":808") {
+                Ok(Some(bad.into()))
+            } else {
+                Err(400)
+            };
+            assert_eq!(h1(bad), expected, "{bad}");
+        }
+        assert!(!valid_host::was_last("api.example.com:8080x"));
+        assert!(valid_host::was_last("api.example.com:808"));
+        // Absolute-form takes the target's authority, checked as before.
+        assert_eq!(
+            host_of(&request(
+                Version::HTTP_11,
+                "http://a.example.com/x",
+                &[("host", "api.example.com:80")]
+            )),
+            Ok(Some("a.example.com".into()))
+        );
     }
 
     #[test]

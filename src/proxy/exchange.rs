@@ -113,7 +113,11 @@ pub(crate) async fn send(
         },
     );
     // gRPC-Web goes to HTTP/2 upstreams as gRPC; its answer is turned back.
-    let web = grpc_web::mode(&parts.headers).filter(|_| pool.transport.is_multiplexed());
+    let web = pool
+        .transport
+        .is_multiplexed()
+        .then(|| grpc_web::mode(&parts.headers))
+        .flatten();
     if let Some(mode) = web {
         grpc_web::to_grpc_request(&mut parts.headers, mode);
     }
