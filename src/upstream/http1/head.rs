@@ -77,7 +77,9 @@ pub(super) fn parse(read: &mut BytesMut, bodiless: bool, upgrade: bool) -> Resul
                 .map_err(|_| Error::MalformedHead("a field name is invalid"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value as usize..value_end as usize))
                 .map_err(|_| Error::MalformedHead("a field value is invalid"))?;
-            framing_fields.note(&name, &value);
+            if framing_fields.note(&name, &value) == Field::OnlyThisHop {
+                continue;
+            }
             headers.append(name, value);
         }
         let (framing, keep_alive) = framing(status, version, &framing_fields, &mut headers, bodiless, upgrade)?;
@@ -111,13 +113,34 @@ struct FramingFields {
     bad_length: bool,
 }
 
+/// Whether a field goes into the answer's map.
+#[derive(PartialEq)]
+enum Field {
+    Kept,
+    /// `Connection: keep-alive` (or `close`) and `Keep-Alive`: they say how
+    /// this connection goes on, noted here, and the exchange would strip
+    /// them as hop-by-hop at once; most answers carry one, so not adding
+    /// it saves an insert and a removal. A `Connection` naming anything
+    /// else (`upgrade`, a field) is kept for the exchange to act on.
+    OnlyThisHop,
+}
+
 impl FramingFields {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Field {
         if *name == CONNECTION {
+            let mut only_this_hop = true;
             for token in value.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                only_this_hop &= close || keep_alive;
             }
+            if only_this_hop {
+                return Field::OnlyThisHop;
+            }
+        } else if name.as_str() == "keep-alive" {
+            return Field::OnlyThisHop;
         } else if *name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
             self.chunked_last = value
@@ -136,6 +159,7 @@ impl FramingFields {
                 }
             }
         }
+        Field::Kept
     }
 }
 
@@ -239,6 +263,30 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(none.framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn connection_fields_of_this_hop_stay_out_of_the_map_and_the_rest_stay_in() {
+        let answer = parsed(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(answer.keep_alive);
+        let names: Vec<_> = answer.parts.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept", "content-length"]);
+        let close = parsed("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!close.keep_alive);
+        assert!(!close.parts.headers.contains_key(CONNECTION));
+        // A field named in Connection: the line stays for the exchange to strip what it names.
+        let naming =
+            parsed("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(naming.parts.headers[CONNECTION], "keep-alive, X-Secret");
+        assert!(naming.keep_alive);
     }
 
     #[test]
