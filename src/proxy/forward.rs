@@ -227,18 +227,18 @@ pub fn upstream_request(headers: &mut HeaderMap, client: ClientSide<'_>) {
     }
     // Append the client to any chain it sent, as nginx's
     // $proxy_add_x_forwarded_for does (several fields are joined first).
-    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut chain: Vec<&[u8]> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect();
-        chain.push(client.ip.as_bytes());
-        HeaderValue::from_bytes(&chain.join(&b", "[..])).unwrap_or_else(|_| client.ip.clone())
-    } else {
-        client.ip.clone()
-    };
-    headers.insert(&X_FORWARDED_FOR, forwarded_for);
+    // One lookup: most requests carry no chain.
+    match headers.entry(&X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(vacant) => {
+            vacant.insert(client.ip.clone());
+        }
+        http::header::Entry::Occupied(mut occupied) => {
+            let mut chain: Vec<&[u8]> = occupied.iter().map(HeaderValue::as_bytes).collect();
+            chain.push(client.ip.as_bytes());
+            let joined = HeaderValue::from_bytes(&chain.join(&b", "[..])).unwrap_or_else(|_| client.ip.clone());
+            occupied.insert(joined);
+        }
+    }
     // A client's own were removed with the other trusted headers (`canonical`).
     if let Some(certificate) = client.client_certificate {
         if let Ok(subject) = HeaderValue::from_str(&certificate.subject) {
