@@ -102,7 +102,7 @@ impl ConcurrencyLimit {
         let mut key = self.slots.keys.build_hasher();
         match &self.by {
             By::Upstream => key.write(ctx.upstream.unwrap_or("").as_bytes()),
-            By::Part(part) => key.write(part.value(request, ctx).as_bytes()),
+            By::Part(part) => part.feed(&mut |bytes| key.write(bytes), request, ctx),
         }
         key.finish()
     }

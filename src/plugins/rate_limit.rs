@@ -147,7 +147,7 @@ impl KeyPart {
 
     /// Feeds this part's value to a key's hash: what [`KeyPart::value`]
     /// says, without allocating for a client address (the key of most limits).
-    fn feed(&self, feed: &mut impl FnMut(&[u8]), request: &http::request::Parts, ctx: &RequestContext<'_>) {
+    pub fn feed(&self, feed: &mut impl FnMut(&[u8]), request: &http::request::Parts, ctx: &RequestContext<'_>) {
         match self {
             KeyPart::ClientIp => {
                 let mut buffer = [0u8; crate::ip_text::MAX_LEN];

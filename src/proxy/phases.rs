@@ -224,13 +224,11 @@ fn upstream_path_and_query(
     uri: &Uri,
 ) -> Result<Option<PathAndQuery>, ProxyError> {
     let Some(path) = path else { return Ok(None) };
-    match forward.rewrite.target(path, uri.query()) {
-        Some(target) => Ok(Some(target)),
-        None => Err(ProxyError::new(
-            ErrorKind::BadRequest,
-            "the rewritten path is not a valid URI path",
-        )),
-    }
+    forward
+        .rewrite
+        .target(path, uri.query())
+        .map(Some)
+        .ok_or_else(|| ProxyError::new(ErrorKind::BadRequest, "the rewritten path is not a valid URI path"))
 }
 
 fn fixed_response(fixed: &FixedResponse) -> Response<ResponseBody> {

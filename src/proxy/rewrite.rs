@@ -36,6 +36,8 @@ impl Rewrite {
             if let Some(value) = value {
                 if !value.starts_with('/') {
                     errors.push((field.to_string(), format!("{value:?} must start with `/`")));
+                } else if let Err(message) = check_path(value, value) {
+                    errors.push((field.to_string(), message));
                 }
             }
         }
@@ -158,7 +160,25 @@ fn parse_template(path: &str, params: &[String]) -> Result<Vec<Part>, String> {
     if !rest.is_empty() {
         parts.push(Part::Text(rest.to_string()));
     }
+    // Whole, with each parameter as a sample value: a piece such as
+    // `.json` alone is no path.
+    let sample: String = parts
+        .iter()
+        .map(|part| match part {
+            Part::Text(text) => text.as_str(),
+            Part::Param(_) => "x",
+        })
+        .collect();
+    check_path(&sample, path)?;
     Ok(parts)
+}
+
+/// Whether `text` is valid in a URI path (`shown` being what the config
+/// said): checked when the config is built, not refused on every request.
+fn check_path(text: &str, shown: &str) -> Result<(), String> {
+    PathAndQuery::try_from(text)
+        .map(|_| ())
+        .map_err(|_| format!("{shown:?} holds characters a URI path may not: percent-encode them (a space is %20)"))
 }
 
 #[cfg(test)]
@@ -211,5 +231,12 @@ mod tests {
         assert!(errors[0].1.contains("{id}"));
         assert!(rewrite("{path: /x, strip_prefix: /y}", &[]).is_err());
         assert!(rewrite("{strip_prefix: y}", &[]).is_err());
+        let errors = rewrite("{path: '/a b/{id}'}", &["id"]).unwrap_err();
+        assert_eq!(errors[0].0, "path");
+        assert!(errors[0].1.contains("percent-encode"), "{errors:?}");
+        assert!(rewrite("{path: '/a%20b/{id}'}", &["id"]).is_ok());
+        assert!(rewrite("{path: '/users/{id}.json'}", &["id"]).is_ok());
+        let errors = rewrite("{add_prefix: '/in ternal'}", &[]).unwrap_err();
+        assert_eq!(errors[0].0, "add_prefix");
     }
 }
