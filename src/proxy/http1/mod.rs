@@ -136,7 +136,7 @@ where
             Framing::Length(0) => None,
             _ => Some(body),
         };
-        let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing);
+        let mut outgoing = Outgoing::new(std::mem::take(&mut out), body, written.framing);
         outgoing.drop_trailers();
         // The answer may go out while the upstream still reads the body (an
         // early answer): the body is fed meanwhile.
@@ -156,6 +156,7 @@ where
             let _ = io.shutdown().await;
             return Ok(());
         }
+        out = outgoing.into_buffer();
         // What the session left of its body is not the next request.
         if let Some(feed) = feed.as_mut() {
             feed.discard_buffered(&mut read);
@@ -190,7 +191,7 @@ async fn answer_broken<I>(
     let length = body.size_hint().exact().map_or(BodyLength::Unknown, BodyLength::Known);
     let written = response::head(out, &parts, to_head_request, length, false);
     let body = (written.framing != Framing::Length(0)).then_some(body);
-    let mut outgoing = Outgoing::new(out.split().freeze(), body, written.framing);
+    let mut outgoing = Outgoing::new(std::mem::take(out), body, written.framing);
     outgoing.drop_trailers();
     let _ = poll_fn(|cx| outgoing.poll_write(io, cx)).await;
     let _ = io.shutdown().await;

@@ -41,7 +41,13 @@ pub(super) fn head(
         status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let may_chunk = !no_content && !to_head_request;
 
-    out.reserve(96 + response.headers.len() * 40);
+    // Room behind the head for a small body, which the writer copies in
+    // when it is at hand, so that the two leave in one `send`.
+    let room = match body {
+        BodyLength::Known(length) if may_chunk => usize::try_from(length).unwrap_or(usize::MAX),
+        _ => 0,
+    };
+    out.reserve(96 + response.headers.len() * 40 + room.min(crate::upstream::http1::COPY_MAX));
     if status == StatusCode::OK {
         out.put_slice(b"HTTP/1.1 200 OK\r\n");
     } else {

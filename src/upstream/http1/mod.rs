@@ -20,7 +20,7 @@ mod stream;
 mod upgraded;
 
 pub use body::Body;
-pub use encode::{Framing, Outgoing};
+pub use encode::{Framing, Outgoing, COPY_MAX};
 pub use head::decimal_length;
 pub use stream::Stream;
 pub use upgraded::Upgraded;
@@ -146,7 +146,11 @@ impl Connection {
         let framing = encode::head(&mut self.write, &mut parts, body.size_hint());
         // Written: the next head read on this thread takes the map.
         crate::header_maps::give(std::mem::take(&mut parts.headers));
-        let mut outgoing = Some(encode::Outgoing::new(self.write.split().freeze(), Some(body), framing));
+        let mut outgoing = Some(encode::Outgoing::new(
+            std::mem::take(&mut self.write),
+            Some(body),
+            framing,
+        ));
         match (deadline, &mut self.head_timer) {
             (None, _) => {}
             (Some(deadline), Some(timer)) => timer.as_mut().reset(deadline),
@@ -158,7 +162,11 @@ impl Connection {
         let answer = poll_fn(|cx| loop {
             if let Some(sending) = outgoing.as_mut() {
                 match sending.poll_write(&mut self.stream, cx) {
-                    Poll::Ready(Ok(())) => outgoing = None,
+                    Poll::Ready(Ok(())) => {
+                        if let Some(sent) = outgoing.take() {
+                            self.write = sent.into_buffer();
+                        }
+                    }
                     Poll::Ready(Err(Error::Io(error))) => {
                         write_failed = Some(error);
                         outgoing = None;
