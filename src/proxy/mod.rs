@@ -31,6 +31,7 @@ pub mod rewrite;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod tls_socket;
 pub mod upgrade;
 
 pub use server::{Drained, Server};

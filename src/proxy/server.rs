@@ -439,7 +439,8 @@ impl Acceptor {
                 Some(tls) => {
                     // The handshake gets the time a request head gets.
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
-                    let stream = match tokio::time::timeout(header_read, acceptor.accept(stream)).await {
+                    let socket = super::tls_socket::TlsSocket(stream);
+                    let stream = match tokio::time::timeout(header_read, acceptor.accept(socket)).await {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
                             tracing::debug!(%peer, %error, "TLS handshake failed");
