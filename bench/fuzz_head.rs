@@ -15,6 +15,7 @@
 
 use http::{HeaderName, Request, Version};
 use portico::proxy::canonical::canonicalise_with;
+use portico::proxy::forward::NameSet;
 use portico::proxy::framing::HeadScan;
 use portico::router::{canonical_path, EscapedSlashes, PathPolicy, Semicolons};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -166,7 +167,7 @@ fn parse(bytes: &[u8]) -> Option<http::request::Parts> {
 }
 
 /// Checks one head; `Err` says which invariant broke.
-fn check(bytes: &[u8], trusted: &[HeaderName], counts: &mut Counts) -> Result<(), String> {
+fn check(bytes: &[u8], trusted: &[HeaderName], trusted_set: &NameSet, counts: &mut Counts) -> Result<(), String> {
     let first = scan(bytes);
     if scan(bytes) != first {
         return Err("the framing verdict depends on how the bytes arrive".into());
@@ -186,7 +187,7 @@ fn check(bytes: &[u8], trusted: &[HeaderName], counts: &mut Counts) -> Result<()
         },
     ] {
         let mut request = http::Request::from_parts(clone(&parts), ()).into_parts().0;
-        let Ok(_) = canonicalise_with(&mut request, &policy, fastrand::bool(), trusted) else {
+        let Ok(_) = canonicalise_with(&mut request, &policy, fastrand::bool(), trusted_set) else {
             continue;
         };
         counts.canonical += 1;
@@ -244,13 +245,14 @@ fn main() {
     // Quiet panics: each is caught, counted and its input printed.
     std::panic::set_hook(Box::new(|_| {}));
     let trusted: Vec<HeaderName> = TRUSTED.iter().map(|n| HeaderName::from_static(n)).collect();
+    let trusted_set = NameSet::new(trusted.clone());
     let mut counts = Counts::default();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     while Instant::now() < deadline {
         for _ in 0..1000 {
             let bytes = generate();
             counts.tried += 1;
-            let outcome = catch_unwind(AssertUnwindSafe(|| check(&bytes, &trusted, &mut counts)));
+            let outcome = catch_unwind(AssertUnwindSafe(|| check(&bytes, &trusted, &trusted_set, &mut counts)));
             let failure = match outcome {
                 Ok(Ok(())) => continue,
                 Ok(Err(why)) => why,

@@ -40,7 +40,7 @@ pub struct Gateway {
     /// Every header Portico sets for upstreams to trust (identity, claims,
     /// client certificates), from every plugin of every route: removed from
     /// each client request, on every route, before routing.
-    pub trusted_headers: Arc<[http::HeaderName]>,
+    pub trusted_headers: Arc<crate::proxy::forward::NameSet>,
     /// The listeners' settings, for `explain` to ask as one of them would.
     pub listeners: Arc<[ListenerSettings]>,
 }

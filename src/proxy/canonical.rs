@@ -18,7 +18,7 @@
 //!   `-Prefix`, `-Server`, `X-Real-IP`, `Via`) pass only from the
 //!   listener's `trusted_proxies`.
 
-use super::forward::{accepts_trailers, connection_is, connection_named, remove_named, tokens, HopByHop};
+use super::forward::{accepts_trailers, connection_is, connection_named, remove_named, tokens, HopByHop, NameSet};
 use crate::error::{ErrorKind, ProxyError};
 use crate::gateway::ListenerSettings;
 use crate::plugins::ClientFacts;
@@ -27,22 +27,25 @@ use http::header::{CONNECTION, HOST, TE, UPGRADE};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 use std::net::IpAddr;
+use std::sync::LazyLock;
 
 /// Headers that say who forwarded a request and for whom: believed only
 /// from a trusted proxy. `X-Forwarded-For` is not among them: Portico
 /// appends the peer to it, as nginx does, and whoever reads it (the
 /// `ip_restriction` plugin, a service) reads it from the right, past the
 /// proxies it trusts.
-static FORWARDING: [HeaderName; 8] = [
-    HeaderName::from_static("forwarded"),
-    HeaderName::from_static("x-forwarded-host"),
-    HeaderName::from_static("x-forwarded-proto"),
-    HeaderName::from_static("x-forwarded-port"),
-    HeaderName::from_static("x-forwarded-prefix"),
-    HeaderName::from_static("x-forwarded-server"),
-    HeaderName::from_static("x-real-ip"),
-    http::header::VIA,
-];
+static FORWARDING: LazyLock<NameSet> = LazyLock::new(|| {
+    NameSet::new(vec![
+        HeaderName::from_static("forwarded"),
+        HeaderName::from_static("x-forwarded-host"),
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderName::from_static("x-forwarded-prefix"),
+        HeaderName::from_static("x-forwarded-server"),
+        HeaderName::from_static("x-real-ip"),
+        http::header::VIA,
+    ])
+});
 
 /// Makes `parts` the canonical request, as `listener` says, for a request
 /// from `peer`. `trusted` is the gateway's list of headers only Portico sets.
@@ -50,7 +53,7 @@ pub fn canonicalise(
     parts: &mut http::request::Parts,
     listener: &ListenerSettings,
     peer: IpAddr,
-    trusted: &[HeaderName],
+    trusted: &NameSet,
 ) -> Result<ClientFacts, ProxyError> {
     canonicalise_with(parts, &listener.path, listener.trusts(peer), trusted)
 }
@@ -61,7 +64,7 @@ pub fn canonicalise_with(
     parts: &mut http::request::Parts,
     policy: &PathPolicy,
     peer_trusted: bool,
-    trusted: &[HeaderName],
+    trusted: &NameSet,
 ) -> Result<ClientFacts, ProxyError> {
     let authority = authority(parts)?;
     let path = canonical_path(parts.uri.path(), policy).map_err(|e| bad_request(e.detail()))?;
