@@ -58,14 +58,14 @@ pub static IDENTITY_HEADERS: [&HeaderName; 6] = [
 /// The gateway's one list of trusted headers: the identity headers and
 /// every header a plugin of any route sets for upstreams to trust
 /// (`claims_to_headers`), each once. Computed once per config.
-pub fn trusted_headers<'a>(from_plugins: impl Iterator<Item = &'a HeaderName>) -> Arc<crate::proxy::forward::NameSet> {
+pub fn trusted_headers<'a>(from_plugins: impl Iterator<Item = &'a HeaderName>) -> Vec<HeaderName> {
     let mut names: Vec<HeaderName> = IDENTITY_HEADERS.iter().map(|name| (*name).clone()).collect();
     for name in from_plugins {
         if !names.contains(name) {
             names.push(name.clone());
         }
     }
-    Arc::new(crate::proxy::forward::NameSet::new(names))
+    names
 }
 
 /// One consumer, compiled.

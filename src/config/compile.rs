@@ -75,8 +75,9 @@ pub fn compile(
         .tracing
         .as_ref()
         .and_then(|tracing| compile_tracing(tracing, context, &mut errors));
-    let trusted_headers =
-        crate::consumers::trusted_headers(routes.iter().flat_map(|(_, route)| route.plugins.trusted_headers()));
+    let trusted_headers = Arc::new(crate::proxy::forward::NameSet::new(crate::consumers::trusted_headers(
+        routes.iter().flat_map(|(_, route)| route.plugins.trusted_headers()),
+    )));
     errors.into_result(Compiled {
         gateway: Gateway {
             trusted_headers,
