@@ -44,10 +44,13 @@ pub(super) fn head(
     // Room behind the head for a small body, which the writer copies in
     // when it is at hand, so that the two leave in one `send`.
     let room = match body {
-        BodyLength::Known(length) if may_chunk => usize::try_from(length).unwrap_or(usize::MAX),
+        BodyLength::Known(length) if may_chunk => usize::try_from(length)
+            .ok()
+            .filter(|length| *length <= crate::upstream::http1::COPY_MAX)
+            .unwrap_or(0),
         _ => 0,
     };
-    out.reserve(96 + response.headers.len() * 40 + room.min(crate::upstream::http1::COPY_MAX));
+    out.reserve(96 + response.headers.len() * 40 + room);
     if status == StatusCode::OK {
         out.put_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
