@@ -11,7 +11,11 @@ and AES instructions. --nginx profiles nginx's one worker proxying the same
 GET /small instead (bench.py's config), so that the kernel's share of the
 two can be read side by side.
 
-Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30] [--policies | --cache | --nginx]
+--strace-connections N counts the syscalls over N keep-alive connections at
+once (default 1): under load an event-loop wake-up serves several of them, so
+what is left a request is the reads and writes.
+
+Usage: bench/profile.py [BINARY] [--seconds 8] [--connections 32] [--top 30] [--strace-connections 1] [--policies | --cache | --nginx]
 """
 import argparse, os, subprocess, sys, time
 
@@ -29,6 +33,7 @@ def main():
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--strace-connections", type=int, default=1)
     routes = parser.add_mutually_exclusive_group()
     routes.add_argument("--policies", action="store_true")
     routes.add_argument("--cache", action="store_true")
@@ -75,9 +80,10 @@ def main():
         tracer = subprocess.Popen(["strace", "-c", "-f", "-o", strace_out, "-p", str(worker)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        requests = 20000
-        subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "--h1", "-n", str(requests), "-c", "1", *headers, url],
-                       capture_output=True, check=True)
+        connections = args.strace_connections
+        requests = 20000 if connections == 1 else 40000
+        subprocess.run(["taskset", "-c", LOAD_CORE, "h2load", "--h1", "-n", str(requests), "-c", str(connections),
+                        *headers, url], capture_output=True, check=True)
         tracer.terminate()
         tracer.wait(timeout=10)
         with open(strace_out) as f:
@@ -85,7 +91,8 @@ def main():
         total = next((l for l in lines if l.strip().endswith("total")), None)
         if total:
             calls = int(total.split()[3])  # % time, seconds, usecs/call, calls, [errors,] total
-            print(f"\nsyscalls: {calls / requests:.2f} per request on one keep-alive connection ({requests} requests;"
+            on = "one keep-alive connection" if connections == 1 else f"{connections} keep-alive connections"
+            print(f"\nsyscalls: {calls / requests:.2f} per request on {on} ({requests} requests;"
                   " the count includes the idle timer thread's)")
             for line in lines[2:12]:
                 print("  " + line)

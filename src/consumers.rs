@@ -13,25 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// Whether two digests are equal, in constant time: a word at a time (a
-/// byte at a time, as `subtle` compares slices, cost some 400 instructions
-/// a request).
-fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> subtle::Choice {
-    let words = |digest: &[u8; 32]| {
-        let mut words = [0u64; 4];
-        for (word, bytes) in words.iter_mut().zip(digest.chunks_exact(8)) {
-            let mut eight = [0u8; 8];
-            eight.copy_from_slice(bytes);
-            *word = u64::from_le_bytes(eight);
-        }
-        words
-    };
-    words(a)
-        .iter()
-        .zip(words(b))
-        .fold(subtle::Choice::from(1), |all, (a, b)| all & a.ct_eq(&b))
-}
-
 /// The consumer name of requests a route lets through unauthenticated.
 pub const ANONYMOUS: &str = "anonymous";
 
@@ -242,6 +223,25 @@ fn key_digest(key: &str) -> Result<[u8; 32], String> {
         }
         None => Ok(Sha256::digest(key.as_bytes()).into()),
     }
+}
+
+/// Whether two digests are equal, in constant time: a word at a time (a
+/// byte at a time, as `subtle` compares slices, cost some 400 instructions
+/// a request).
+fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> subtle::Choice {
+    let words = |digest: &[u8; 32]| {
+        let mut words = [0u64; 4];
+        for (word, bytes) in words.iter_mut().zip(digest.chunks_exact(8)) {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(bytes);
+            *word = u64::from_le_bytes(eight);
+        }
+        words
+    };
+    words(a)
+        .iter()
+        .zip(words(b))
+        .fold(subtle::Choice::from(1), |all, (a, b)| all & a.ct_eq(&b))
 }
 
 /// A certificate credential that is a subject (`CN=app,O=Example`), not a
